@@ -1,0 +1,358 @@
+//! The agent's HTTP surface: the v1 executor API, our master->agent calls,
+//! sandbox files and state.
+
+use crate::slave::{is_terminal, now, Agent};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use futures::StreamExt;
+use mezzo_proto::codec::ContentType;
+use mezzo_proto::mesos::v1::executor::{self, call, event};
+use mezzo_proto::mesos::v1::{task_status, ContainerId, ContainerStatus, ExecutorId, ExecutorInfo, TaskState};
+use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type AppState = Arc<Agent>;
+
+/// All routes of the agent.
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/api/v1/executor", any(executor_api))
+        .route("/mezzo/v1/master", post(master_api))
+        .route("/files/download", get(files_download))
+        .route("/files/read", get(files_read))
+        .route("/state", get(state_json))
+        .route("/slave(1)/state", get(state_json))
+        .route("/health", get(|| async { StatusCode::OK }))
+        .route("/version", get(|| async { axum::Json(serde_json::json!({"version": "1.11.0", "mezzo_version": env!("CARGO_PKG_VERSION")})) }))
+        .with_state(agent)
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into()).into_response()
+}
+
+/// Request encoding from Content-Type (400 when missing, 415 when unknown).
+fn request_type(headers: &HeaderMap) -> Result<ContentType, Response> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return Err(error(StatusCode::BAD_REQUEST, "Expecting 'Content-Type' to be present"));
+    };
+    ContentType::from_header(ct).ok_or_else(|| {
+        error(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Expecting 'Content-Type' of application/json or application/x-protobuf, got '{ct}'"))
+    })
+}
+
+/// Response encoding from Accept (JSON when absent or `*/*`; 406 when unsupported).
+fn response_type(headers: &HeaderMap) -> Result<ContentType, Response> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(ContentType::Json);
+    };
+    for part in accept.split(',') {
+        let mime = part.split(';').next().unwrap_or("").trim();
+        match mime {
+            "*/*" | "application/*" | "application/json" => return Ok(ContentType::Json),
+            "application/x-protobuf" => return Ok(ContentType::Protobuf),
+            _ => {}
+        }
+    }
+    Err(error(StatusCode::NOT_ACCEPTABLE, format!("Expecting 'Accept' to allow application/json or application/x-protobuf, got '{accept}'")))
+}
+
+fn record(event: &executor::Event, ct: ContentType) -> Bytes {
+    Bytes::from(mezzo_proto::recordio::encode(&mezzo_proto::codec::encode(event, ct)))
+}
+
+/// `POST /api/v1/executor`: SUBSCRIBE (streaming), UPDATE, MESSAGE, HEARTBEAT.
+async fn executor_api(State(agent): State<AppState>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    if method != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "Expecting a 'POST' request");
+    }
+    let ct = match request_type(&headers) {
+        Ok(ct) => ct,
+        Err(r) => return r,
+    };
+    let accept = match response_type(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let call: executor::Call = match mezzo_proto::codec::decode(&body, ct) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("Failed to parse body into Call: {e}")),
+    };
+    let key = (call.framework_id.value.clone(), call.executor_id.value.clone());
+    match call.r#type() {
+        call::Type::Subscribe => subscribe(agent, key, call, accept),
+        call::Type::Update => {
+            let Some(update) = call.update else {
+                return error(StatusCode::BAD_REQUEST, "Expecting 'update' to be present");
+            };
+            match handle_update(&agent, &key, update.status) {
+                Ok(()) => StatusCode::ACCEPTED.into_response(),
+                Err(r) => r,
+            }
+        }
+        call::Type::Message | call::Type::Heartbeat => {
+            if !agent.state.lock().unwrap().executors.contains_key(&key) {
+                return error(StatusCode::BAD_REQUEST, "Executor is not known to this agent");
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        call::Type::Unknown => error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
+    }
+}
+
+fn subscribe(agent: AppState, key: (String, String), call: executor::Call, accept: ContentType) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<executor::Event>();
+    let (subscribed, launch, resend) = {
+        let mut state = agent.state.lock().unwrap();
+        let framework_info = state.frameworks.get(&key.0).cloned();
+        let Some(ex) = state.executors.get_mut(&key) else {
+            return error(StatusCode::BAD_REQUEST, "Executor is not known to this agent");
+        };
+        let Some(framework_info) = framework_info else {
+            return error(StatusCode::BAD_REQUEST, "Framework is not known to this agent");
+        };
+        ex.stream = Some(tx.clone());
+        let subscribed = executor::Event {
+            r#type: Some(event::Type::Subscribed as i32),
+            subscribed: Some(event::Subscribed {
+                executor_info: ExecutorInfo {
+                    executor_id: ExecutorId { value: ex.executor_id.clone() },
+                    framework_id: framework_info.id.clone(),
+                    name: Some(format!("Command Executor (Task: {})", ex.task.task_id.value)),
+                    command: ex.task.command.clone(),
+                    ..Default::default()
+                },
+                framework_info: framework_info.clone(),
+                agent_info: agent.info(),
+                container_id: Some(ContainerId { value: ex.container_id.clone(), parent: None }),
+            }),
+            ..Default::default()
+        };
+        let launch = if !ex.launched && !ex.kill_requested {
+            ex.launched = true;
+            Some(executor::Event {
+                r#type: Some(event::Type::Launch as i32),
+                launch: Some(event::Launch { framework_info, task: ex.task.clone() }),
+                ..Default::default()
+            })
+        } else if ex.kill_requested {
+            Some(executor::Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() })
+        } else {
+            None
+        };
+        let resend = call.subscribe.map(|s| s.unacknowledged_updates).unwrap_or_default();
+        (subscribed, launch, resend)
+    };
+    // Updates the executor still holds (after a reconnect) enter the stream again.
+    for update in resend {
+        let _ = handle_update(&agent, &key, update.status);
+    }
+    let _ = tx.send(subscribed);
+    if let Some(launch) = launch {
+        let _ = tx.send(launch);
+    }
+    tracing::info!(executor = %key.1, "executor subscribed");
+    let stream = tokio_stream_from(rx).map(move |ev| Ok::<_, std::convert::Infallible>(record(&ev, accept)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, accept.mime())
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Validates an executor's update like Mesos, queues it for the master and
+/// acknowledges it to the executor.
+fn handle_update(agent: &Agent, key: &(String, String), mut status: mezzo_proto::mesos::v1::TaskStatus) -> Result<(), Response> {
+    let uuid = status.uuid.clone().unwrap_or_default();
+    if uuid.len() != 16 {
+        return Err(error(StatusCode::BAD_REQUEST, "Expecting 'uuid' to be present and 16 bytes long"));
+    }
+    if status.source() != task_status::Source::SourceExecutor || status.source.is_none() {
+        return Err(error(StatusCode::BAD_REQUEST, "Received Call from executor with 'source' not SOURCE_EXECUTOR"));
+    }
+    if status.state() == TaskState::TaskStaging {
+        return Err(error(StatusCode::BAD_REQUEST, "Received TASK_STAGING from executor which is not allowed"));
+    }
+    let stream = {
+        let state = agent.state.lock().unwrap();
+        let Some(ex) = state.executors.get(key) else {
+            return Err(error(StatusCode::BAD_REQUEST, "Executor is not known to this agent"));
+        };
+        if status.task_id.value != ex.task.task_id.value {
+            return Err(error(StatusCode::BAD_REQUEST, format!("Task '{}' is not known to this executor", status.task_id.value)));
+        }
+        if is_terminal(ex.task_state) && !is_terminal(status.state()) {
+            // A late non-terminal update after a terminal one is dropped, as in Mesos.
+            return Ok(());
+        }
+        status.agent_id = Some(mezzo_proto::mesos::v1::AgentId { value: agent.id() });
+        status.executor_id = Some(ExecutorId { value: ex.executor_id.clone() });
+        let container_status = status.container_status.get_or_insert_with(ContainerStatus::default);
+        container_status.container_id = Some(ContainerId { value: ex.container_id.clone(), parent: None });
+        if status.timestamp.is_none() {
+            status.timestamp = Some(now());
+        }
+        ex.stream.clone()
+    };
+    let task_id = status.task_id.clone();
+    agent.record_and_forward(key, status);
+    if let Some(stream) = stream {
+        let _ = stream.send(executor::Event {
+            r#type: Some(event::Type::Acknowledged as i32),
+            acknowledged: Some(event::Acknowledged { task_id, uuid }),
+            ..Default::default()
+        });
+    }
+    Ok(())
+}
+
+/// `POST /mezzo/v1/master`: RUN_TASK, KILL_TASK, ACKNOWLEDGE, SHUTDOWN_FRAMEWORK.
+async fn master_api(State(agent): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let ct = match request_type(&headers) {
+        Ok(ct) => ct,
+        Err(r) => return r,
+    };
+    let msg: MasterToAgent = match mezzo_proto::codec::decode(&body, ct) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("Failed to parse body: {e}")),
+    };
+    match msg.r#type() {
+        master_to_agent::Type::RunTask => {
+            let Some(run) = msg.run_task else { return error(StatusCode::BAD_REQUEST, "Expecting 'run_task'") };
+            agent.run_task(run.framework_info, run.task);
+        }
+        master_to_agent::Type::KillTask => {
+            let Some(kill) = msg.kill_task else { return error(StatusCode::BAD_REQUEST, "Expecting 'kill_task'") };
+            agent.kill_task(&kill.framework_id.value, &kill.task_id.value, kill.kill_policy).await;
+        }
+        master_to_agent::Type::Acknowledge => {
+            let Some(ack) = msg.acknowledge else { return error(StatusCode::BAD_REQUEST, "Expecting 'acknowledge'") };
+            if !agent.updates.acknowledge(&ack.framework_id.value, &ack.task_id.value, &ack.uuid) {
+                tracing::debug!(task = %ack.task_id.value, "acknowledgement for an update not at the head of its stream");
+            }
+        }
+        master_to_agent::Type::ShutdownFramework => {
+            let Some(s) = msg.shutdown_framework else { return error(StatusCode::BAD_REQUEST, "Expecting 'shutdown_framework'") };
+            agent.shutdown_framework(&s.framework_id.value);
+        }
+        master_to_agent::Type::Unknown => return error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// Resolves a `/files` path: Mesos's virtual `/frameworks/<f>/executors/<e>/runs/<latest|cid>/...`
+/// or a real path inside this agent's sandboxes. Never leaves the sandboxes.
+fn resolve_path(agent: &Agent, path: &str) -> Result<std::path::PathBuf, Response> {
+    let clean: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if clean.iter().any(|c| *c == ".." || *c == ".") {
+        return Err(error(StatusCode::BAD_REQUEST, "path must not contain '.' or '..' components"));
+    }
+    let root = agent.work_dir.join("slaves").join(agent.id());
+    let candidate = if clean.first() == Some(&"frameworks") {
+        root.join(clean.join("/"))
+    } else {
+        std::path::PathBuf::from(format!("/{}", clean.join("/")))
+    };
+    let real = candidate.canonicalize().map_err(|_| error(StatusCode::NOT_FOUND, format!("'{path}' not found")))?;
+    let root_real = root.canonicalize().map_err(|_| error(StatusCode::NOT_FOUND, format!("'{path}' not found")))?;
+    if !real.starts_with(&root_real) {
+        return Err(error(StatusCode::FORBIDDEN, format!("'{path}' is outside the sandboxes")));
+    }
+    Ok(real)
+}
+
+async fn files_download(State(agent): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(path) = q.get("path") else { return error(StatusCode::BAD_REQUEST, "Expecting 'path' to be present") };
+    let real = match resolve_path(&agent, path) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match tokio::fs::read(&real).await {
+        Ok(data) => ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, format!("cannot read '{path}': {e}")),
+    }
+}
+
+/// Mesos's `/files/read`: `{"data": ..., "offset": ...}`; offset -1 gives the size.
+async fn files_read(State(agent): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let Some(path) = q.get("path") else { return error(StatusCode::BAD_REQUEST, "Expecting 'path' to be present") };
+    let real = match resolve_path(&agent, path) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let offset: i64 = match q.get("offset").map(|o| o.parse()) {
+        None => 0,
+        Some(Ok(o)) => o,
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "Failed to parse offset"),
+    };
+    let length: Option<usize> = match q.get("length").map(|l| l.parse()) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "Failed to parse length"),
+    };
+    let data = match tokio::fs::read(&real).await {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::NOT_FOUND, format!("cannot read '{path}': {e}")),
+    };
+    if offset < 0 {
+        return axum::Json(serde_json::json!({"data": "", "offset": data.len()})).into_response();
+    }
+    let start = (offset as usize).min(data.len());
+    let end = length.map(|l| (start + l).min(data.len())).unwrap_or(data.len());
+    let text = String::from_utf8_lossy(&data[start..end]).to_string();
+    axum::Json(serde_json::json!({"data": text, "offset": start})).into_response()
+}
+
+/// Agent `/state`, in the shape of Mesos's (the parts we keep).
+async fn state_json(State(agent): State<AppState>) -> Response {
+    let state = agent.state.lock().unwrap();
+    let executor_json = |ex: &crate::slave::Executor| {
+        serde_json::json!({
+            "id": ex.executor_id,
+            "framework_id": ex.framework_id,
+            "container": ex.container_id,
+            "directory": ex.sandbox.display().to_string(),
+            "tasks": [{
+                "id": ex.task.task_id.value,
+                "name": ex.task.name,
+                "framework_id": ex.framework_id,
+                "executor_id": "",
+                "state": ex.task_state.as_str_name(),
+            }],
+        })
+    };
+    let mut frameworks: Vec<serde_json::Value> = Vec::new();
+    for (fid, info) in &state.frameworks {
+        let executors: Vec<_> = state.executors.values().filter(|e| &e.framework_id == fid).map(executor_json).collect();
+        let completed: Vec<_> = state.completed.iter().filter(|e| &e.framework_id == fid).map(executor_json).collect();
+        frameworks.push(serde_json::json!({
+            "id": fid,
+            "name": info.name,
+            "executors": executors,
+            "completed_executors": completed,
+        }));
+    }
+    let resources: serde_json::Map<String, serde_json::Value> = agent
+        .resources
+        .iter()
+        .filter_map(|r| r.scalar.as_ref().map(|s| (r.name.clone(), serde_json::json!(s.value))))
+        .collect();
+    axum::Json(serde_json::json!({
+        "id": agent.id(),
+        "pid": format!("slave(1)@{}", agent.endpoint()),
+        "hostname": agent.hostname,
+        "resources": resources,
+        "frameworks": frameworks,
+        "flags": {"work_dir": agent.work_dir.display().to_string(), "containerizers": agent.flags.containerizers},
+    }))
+    .into_response()
+}

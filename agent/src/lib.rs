@@ -1,0 +1,14 @@
+//! mezzo-agent: registers with the master, runs each task in a container
+//! through the composing containerizer, supervises its executor, and
+//! forwards every status update to the master until it is acknowledged.
+
+pub mod flags;
+pub mod http;
+pub mod master_link;
+pub mod paths;
+pub mod resources;
+pub mod slave;
+pub mod status_update_manager;
+
+pub use flags::Flags;
+pub use slave::{run, Agent};

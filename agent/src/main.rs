@@ -1,0 +1,17 @@
+//! `mezzo-agent`: runs the tasks a master sends it in containers and reports
+//! their status.
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let flags = mezzo_agent::Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(mezzo_agent::run(flags))
+}

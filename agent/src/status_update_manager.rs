@@ -1,0 +1,175 @@
+//! Reliable delivery of status updates to the master: one ordered stream per
+//! task, the head of each stream resent with backoff until the master relays
+//! the scheduler's acknowledgement (Mesos's `TaskStatusUpdateManager`).
+
+use mezzo_proto::mesos::v1::{FrameworkId, TaskStatus};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// First resend interval; doubles up to `MAX_RETRY` (Mesos: 10 s to 10 min).
+pub const MIN_RETRY: Duration = Duration::from_secs(10);
+/// Longest resend interval.
+pub const MAX_RETRY: Duration = Duration::from_secs(600);
+
+/// Sends one update to the master; errors are retried by the manager.
+pub type Forward =
+    Arc<dyn Fn(FrameworkId, TaskStatus) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+type Key = (String, String);
+
+struct Stream {
+    framework_id: FrameworkId,
+    pending: VecDeque<TaskStatus>,
+    notify: Arc<Notify>,
+    running: bool,
+}
+
+/// Queues updates per task and forwards them in order, one unacknowledged at a time.
+pub struct StatusUpdateManager {
+    streams: Mutex<HashMap<Key, Stream>>,
+    forward: Forward,
+    min_retry: Duration,
+}
+
+impl StatusUpdateManager {
+    /// A manager that forwards with `forward`, resending after `min_retry` at first.
+    pub fn new(forward: Forward, min_retry: Duration) -> Arc<Self> {
+        Arc::new(StatusUpdateManager { streams: Mutex::new(HashMap::new()), forward, min_retry })
+    }
+
+    /// Queues `status` (which must carry a uuid) for its task.
+    pub fn update(self: &Arc<Self>, framework_id: FrameworkId, status: TaskStatus) {
+        let key = (framework_id.value.clone(), status.task_id.value.clone());
+        let mut streams = self.streams.lock().unwrap();
+        let stream = streams.entry(key.clone()).or_insert_with(|| Stream {
+            framework_id,
+            pending: VecDeque::new(),
+            notify: Arc::new(Notify::new()),
+            running: false,
+        });
+        if stream.pending.iter().any(|s| s.uuid == status.uuid) {
+            return; // duplicate delivery from the executor
+        }
+        stream.pending.push_back(status);
+        if !stream.running {
+            stream.running = true;
+            let this = self.clone();
+            tokio::spawn(async move { this.forward_loop(key).await });
+        }
+    }
+
+    /// Handles the scheduler's acknowledgement; true when it matched the head.
+    pub fn acknowledge(&self, framework_id: &str, task_id: &str, uuid: &[u8]) -> bool {
+        let mut streams = self.streams.lock().unwrap();
+        let Some(stream) = streams.get_mut(&(framework_id.to_string(), task_id.to_string())) else {
+            return false;
+        };
+        if stream.pending.front().and_then(|s| s.uuid.as_deref()) != Some(uuid) {
+            return false;
+        }
+        stream.pending.pop_front();
+        stream.notify.notify_one();
+        true
+    }
+
+    /// Number of updates not yet acknowledged, over all tasks.
+    pub fn pending(&self) -> usize {
+        self.streams.lock().unwrap().values().map(|s| s.pending.len()).sum()
+    }
+
+    /// Drops the queued updates of a framework (it was torn down).
+    pub fn remove_framework(&self, framework_id: &str) {
+        let mut streams = self.streams.lock().unwrap();
+        for (key, stream) in streams.iter_mut() {
+            if key.0 == framework_id {
+                stream.pending.clear();
+                stream.notify.notify_one();
+            }
+        }
+    }
+
+    async fn forward_loop(self: Arc<Self>, key: Key) {
+        let mut interval = self.min_retry;
+        let mut last_uuid: Option<Vec<u8>> = None;
+        loop {
+            let (head, fid, notify) = {
+                let mut streams = self.streams.lock().unwrap();
+                let stream = streams.get_mut(&key).expect("stream exists while its loop runs");
+                match stream.pending.front() {
+                    Some(head) => (head.clone(), stream.framework_id.clone(), stream.notify.clone()),
+                    None => {
+                        stream.running = false;
+                        streams.remove(&key);
+                        return;
+                    }
+                }
+            };
+            if last_uuid.as_ref() != head.uuid.as_ref() {
+                interval = self.min_retry;
+                last_uuid = head.uuid.clone();
+            }
+            if let Err(e) = (self.forward)(fid, head).await {
+                tracing::warn!(task = %key.1, error = %e, "failed to forward status update; will retry");
+            }
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(interval) => {
+                    interval = (interval * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mezzo_proto::mesos::v1::{TaskId, TaskState};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn status(task: &str, state: TaskState) -> TaskStatus {
+        let mut s = TaskStatus {
+            task_id: TaskId { value: task.to_string() },
+            uuid: Some(mezzo_proto::new_uuid()),
+            ..Default::default()
+        };
+        s.set_state(state);
+        s
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resends_until_acknowledged_and_keeps_order() {
+        let sent: Arc<Mutex<Vec<TaskStatus>>> = Arc::default();
+        let count = Arc::new(AtomicUsize::new(0));
+        let (s2, c2) = (sent.clone(), count.clone());
+        let forward: Forward = Arc::new(move |_fid, st| {
+            s2.lock().unwrap().push(st);
+            c2.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        });
+        let sum = StatusUpdateManager::new(forward, Duration::from_secs(10));
+        let fid = FrameworkId { value: "f".into() };
+        let running = status("t", TaskState::TaskRunning);
+        let finished = status("t", TaskState::TaskFinished);
+        sum.update(fid.clone(), running.clone());
+        sum.update(fid.clone(), finished.clone());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Only the head is in flight.
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 2, "head resent after the retry interval");
+        assert!(sent.lock().unwrap().iter().all(|s| s.uuid == running.uuid));
+        // A wrong uuid does not advance the stream.
+        assert!(!sum.acknowledge("f", "t", finished.uuid.as_ref().unwrap()));
+        assert!(sum.acknowledge("f", "t", running.uuid.as_ref().unwrap()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(sent.lock().unwrap().last().unwrap().uuid, finished.uuid);
+        assert!(sum.acknowledge("f", "t", finished.uuid.as_ref().unwrap()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(sum.pending(), 0);
+    }
+}

@@ -1,0 +1,23 @@
+//! The backend trait: renders a spec into something runnable and destroys it.
+
+use crate::{ContainerSpec, ContainerType, ContainerizerError, Isolator};
+use async_trait::async_trait;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A containerizer backend (`rust` on libcontainer, `docker` on the engine).
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// The name used in `--containerizers` (`rust`, `docker`).
+    fn name(&self) -> &'static str;
+    /// Whether this backend runs containers of this type.
+    fn accepts(&self, kind: ContainerType) -> bool;
+    /// Isolators that prepare this backend's containers, in prepare order.
+    fn isolators(&self) -> Vec<Arc<dyn Isolator>>;
+    /// Provisions what the spec needs and renders it under `runtime_dir`, so
+    /// that a `Launcher` made from that directory can start it.
+    async fn prepare(&self, spec: &ContainerSpec, runtime_dir: &Path) -> Result<(), ContainerizerError>;
+    /// Kills every process of the container and removes everything it held.
+    /// An unknown or already destroyed container is not an error.
+    async fn destroy(&self, container_id: &str, runtime_dir: &Path) -> Result<(), ContainerizerError>;
+}

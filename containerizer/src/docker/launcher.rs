@@ -1,0 +1,226 @@
+//! The executor's side of a docker container: create and start it from the
+//! request `prepare` rendered, copy its output into the sandbox files, signal
+//! it, and wait for its exit code.
+
+use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher};
+use async_trait::async_trait;
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+use super::image::is_not_found;
+use super::{connect, container_name, CREATE_REQUEST_FILE};
+
+/// How long `wait` lets the log copy catch up after the container ended.
+const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts, signals and waits for one docker container prepared by
+/// `DockerBackend::prepare`.
+///
+/// The exit status: the engine reports only an exit code, and a process
+/// killed by signal N shows as code 128+N. `wait` returns
+/// `ExitStatus::from_signal(N)` for such a code when this launcher sent
+/// signal N or the engine reports the container was OOM-killed (N = 9);
+/// every other code is `ExitStatus::from_code(code)`, as `docker run` reports it.
+pub struct DockerLauncher {
+    spec: ContainerSpec,
+    name: String,
+    request: ContainerCreateBody,
+    docker: OnceCell<Docker>,
+    logs: Option<JoinHandle<Result<(), ContainerizerError>>>,
+    /// Bit N-1 set when signal N was sent through `signal`.
+    signals_sent: AtomicU64,
+}
+
+impl DockerLauncher {
+    /// A launcher for the container prepared in `runtime_dir`.
+    pub fn new(spec: ContainerSpec, runtime_dir: &Path) -> Result<Self, ContainerizerError> {
+        let path = runtime_dir.join(CREATE_REQUEST_FILE);
+        let bytes = std::fs::read(&path).map_err(ContainerizerError::io("read docker create request", &path))?;
+        let request: ContainerCreateBody = serde_json::from_slice(&bytes)
+            .map_err(|e| ContainerizerError::InvalidSpec(format!("{}: {e}", path.display())))?;
+        let name = container_name(&spec.container_id);
+        Ok(DockerLauncher {
+            spec,
+            name,
+            request,
+            docker: OnceCell::new(),
+            logs: None,
+            signals_sent: AtomicU64::new(0),
+        })
+    }
+
+    /// Name of the engine's container (`mesos-<container id>`).
+    pub fn container_name(&self) -> &str {
+        &self.name
+    }
+
+    async fn docker(&self) -> Result<&Docker, ContainerizerError> {
+        self.docker.get_or_try_init(connect).await
+    }
+
+    fn engine_error(&self, what: &str, e: bollard::errors::Error) -> ContainerizerError {
+        ContainerizerError::Docker(format!("{what} container {}: {e}", self.name))
+    }
+}
+
+#[async_trait]
+impl Launcher for DockerLauncher {
+    async fn start(&mut self) -> Result<(), ContainerizerError> {
+        if self.logs.is_some() {
+            return Err(ContainerizerError::Launcher(format!("container {} was already started", self.name)));
+        }
+        let docker = self.docker().await?.clone();
+        let options = CreateContainerOptionsBuilder::new().name(&self.name).build();
+        let created = docker
+            .create_container(Some(options), self.request.clone())
+            .await
+            .map_err(|e| self.engine_error("create", e))?;
+        for warning in created.warnings.iter().filter(|w| !w.is_empty()) {
+            tracing::warn!(container = %self.name, "docker: {warning}");
+        }
+        docker
+            .start_container(&self.name, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|e| self.engine_error("start", e))?;
+        tracing::info!(container = %self.name, id = %created.id, "started docker container");
+        // The engine keeps the whole log, so following it after the start
+        // misses nothing; the stream ends when the container stops.
+        self.logs = Some(tokio::spawn(copy_logs(
+            docker,
+            self.name.clone(),
+            self.spec.stdout.clone(),
+            self.spec.stderr.clone(),
+        )));
+        Ok(())
+    }
+
+    async fn signal(&self, signal: i32) -> Result<(), ContainerizerError> {
+        if !(1..=64).contains(&signal) {
+            return Err(ContainerizerError::Launcher(format!("invalid signal {signal}")));
+        }
+        let docker = self.docker().await?;
+        self.signals_sent.fetch_or(signal_bit(signal as u32), Ordering::SeqCst);
+        let options = KillContainerOptionsBuilder::new().signal(&signal.to_string()).build();
+        match docker.kill_container(&self.name, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 409: not running any more; the signal is moot.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message }) => {
+                tracing::debug!(container = %self.name, %message, "signal to a stopped container");
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => Err(ContainerizerError::UnknownContainer(self.name.clone())),
+            Err(e) => Err(self.engine_error("signal", e)),
+        }
+    }
+
+    async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError> {
+        let docker = self.docker().await?.clone();
+        let options = WaitContainerOptionsBuilder::new().condition("not-running").build();
+        let mut waiting = docker.wait_container(&self.name, Some(options));
+        match waiting.next().await {
+            // bollard turns a non-zero exit code into this error; the code is
+            // read from inspect below either way.
+            Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {}
+            Some(Err(e)) if is_not_found(&e) => return Err(ContainerizerError::UnknownContainer(self.name.clone())),
+            Some(Err(e)) => return Err(self.engine_error("wait for", e)),
+            None => return Err(ContainerizerError::Docker(format!("wait for container {}: no answer", self.name))),
+        }
+        let inspect = docker
+            .inspect_container(&self.name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .await
+            .map_err(|e| self.engine_error("inspect", e))?;
+        let state = inspect.state.unwrap_or_default();
+        let code = state.exit_code.ok_or_else(|| {
+            ContainerizerError::Docker(format!("container {} ended without an exit code", self.name))
+        })?;
+        let oom_killed = state.oom_killed.unwrap_or(false);
+        if let Some(mut logs) = self.logs.take() {
+            match tokio::time::timeout(LOG_FLUSH_TIMEOUT, &mut logs).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(container = %self.name, error = %e, "copying container output"),
+                Ok(Err(e)) => tracing::warn!(container = %self.name, error = %e, "log copy task failed"),
+                Err(_) => {
+                    logs.abort();
+                    tracing::warn!(container = %self.name, "container output still streaming after it ended; stopped copying");
+                }
+            }
+        }
+        let status = exit_status(code, oom_killed, self.signals_sent.load(Ordering::SeqCst));
+        tracing::info!(container = %self.name, code, oom_killed, %status, "docker container ended");
+        Ok(status)
+    }
+}
+
+/// Maps the engine's exit code to a wait status (see `DockerLauncher`).
+fn exit_status(code: i64, oom_killed: bool, signals_sent: u64) -> ExitStatus {
+    if (129..=128 + 64).contains(&code) {
+        let signal = (code - 128) as u32;
+        if signals_sent & signal_bit(signal) != 0 || (oom_killed && signal == libc::SIGKILL as u32) {
+            return ExitStatus::from_signal(signal as i32);
+        }
+    }
+    ExitStatus::from_code(code as i32)
+}
+
+/// The bit recording that `signal` (1..=64) was sent.
+fn signal_bit(signal: u32) -> u64 {
+    1u64 << (signal - 1)
+}
+
+/// Follows the container's log into the stdout and stderr files (appending)
+/// until the container stops.
+async fn copy_logs(docker: Docker, name: String, stdout: PathBuf, stderr: PathBuf) -> Result<(), ContainerizerError> {
+    let mut out = open_append(&stdout).await?;
+    let mut err = open_append(&stderr).await?;
+    let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
+    let mut stream = docker.logs(&name, Some(options));
+    while let Some(item) = stream.next().await {
+        let (file, path, bytes) = match item {
+            Ok(bollard::container::LogOutput::StdErr { message }) => (&mut err, &stderr, message),
+            Ok(bollard::container::LogOutput::StdOut { message })
+            | Ok(bollard::container::LogOutput::Console { message }) => (&mut out, &stdout, message),
+            Ok(bollard::container::LogOutput::StdIn { .. }) => continue,
+            Err(e) => return Err(ContainerizerError::Docker(format!("logs of container {name}: {e}"))),
+        };
+        file.write_all(&bytes).await.map_err(ContainerizerError::io("write container output", path))?;
+    }
+    out.flush().await.map_err(ContainerizerError::io("flush container output", &stdout))?;
+    err.flush().await.map_err(ContainerizerError::io("flush container output", &stderr))?;
+    Ok(())
+}
+
+async fn open_append(path: &Path) -> Result<tokio::fs::File, ContainerizerError> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(ContainerizerError::io("open container output file", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_map_to_signals_only_when_explained() {
+        assert_eq!(exit_status(0, false, 0).code(), Some(0));
+        assert_eq!(exit_status(3, false, 0).code(), Some(3));
+        // 137 from the task itself stays a code.
+        assert_eq!(exit_status(137, false, 0).code(), Some(137));
+        assert_eq!(exit_status(137, false, signal_bit(9)).signal(), Some(9));
+        assert_eq!(exit_status(137, true, 0).signal(), Some(9));
+        assert_eq!(exit_status(143, false, signal_bit(9)).code(), Some(143));
+        assert_eq!(exit_status(143, false, signal_bit(15)).signal(), Some(15));
+    }
+}

@@ -1,0 +1,34 @@
+//! Errors of the containerizer.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerizerError {
+    /// no enabled containerizer accepts the task
+    #[error("no enabled containerizer ({enabled}) supports containers of type {kind}")]
+    Unsupported { kind: String, enabled: String },
+    #[error("unknown containerizer '{0}' (known: rust, docker, mesos)")]
+    UnknownContainerizer(String),
+    #[error("failed to provision image '{image}': {reason}")]
+    Image { image: String, reason: String },
+    #[error("invalid container spec: {0}")]
+    InvalidSpec(String),
+    #[error("container {0} is not known")]
+    UnknownContainer(String),
+    #[error("docker: {0}")]
+    Docker(String),
+    #[error("launcher: {0}")]
+    Launcher(String),
+    #[error("{context} ({path}): {source}")]
+    Io { context: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ContainerizerError {
+    /// Wraps an I/O error with what was being done and on which path.
+    pub fn io(context: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| ContainerizerError::Io { context, path, source }
+    }
+}

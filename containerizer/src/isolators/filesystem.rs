@@ -1,0 +1,198 @@
+//! `filesystem/linux` (with Mesos's `docker/runtime` folded in): the
+//! container's root filesystem, the sandbox mount, and the command,
+//! environment and working directory from the task and its image.
+
+use crate::config::SANDBOX_MOUNT_POINT;
+use crate::{Command, ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Mount, Rootfs};
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Directory in a container's runtime directory holding its overlay's
+/// `upper`, `work` and `merged` directories.
+pub const OVERLAY_DIR: &str = "overlay";
+
+/// The runtime part of an image's config (Docker `config`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageRuntime {
+    /// `KEY=VALUE` entries.
+    pub env: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// An image made ready on this host: its unpacked layers and runtime config.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProvisionedImage {
+    /// Unpacked layer directories, bottom first.
+    pub layers: Vec<PathBuf>,
+    pub runtime: ImageRuntime,
+}
+
+/// Makes images available on this host (Mesos's provisioner).
+#[async_trait]
+pub trait Provisioner: Send + Sync {
+    /// Fetches (or finds cached) `reference`; the error text says why not.
+    async fn provision(&self, reference: &str) -> Result<ProvisionedImage, String>;
+}
+
+/// `filesystem/linux`: host rootfs without an image, an overlay of the
+/// image's layers with one.
+#[derive(Clone)]
+pub struct FilesystemLinux {
+    runtime_root: PathBuf,
+    provisioner: Option<Arc<dyn Provisioner>>,
+}
+
+impl FilesystemLinux {
+    /// Keeps per-container overlay directories under
+    /// `<runtime_root>/<id>/overlay`; without a provisioner, tasks that name
+    /// an image fail to prepare.
+    pub fn new(runtime_root: PathBuf, provisioner: Option<Arc<dyn Provisioner>>) -> Self {
+        FilesystemLinux { runtime_root, provisioner }
+    }
+
+    fn overlay_dir(&self, container_id: &str) -> PathBuf {
+        self.runtime_root.join(container_id).join(OVERLAY_DIR)
+    }
+}
+
+#[async_trait]
+impl Isolator for FilesystemLinux {
+    fn name(&self) -> &'static str {
+        "filesystem/linux"
+    }
+
+    async fn prepare(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
+        let Some(reference) = &config.image else {
+            // As Mesos: the host's filesystem, the sandbox as cwd and
+            // MESOS_SANDBOX, the task's environment on top.
+            spec.rootfs = Rootfs::Host;
+            spec.args = resolve_command(&config.command, None)?;
+            spec.env.extend(config.command.env.iter().cloned());
+            spec.env.push(("MESOS_SANDBOX".into(), config.sandbox.display().to_string()));
+            spec.working_dir = config.sandbox.display().to_string();
+            return Ok(());
+        };
+        let provisioner = self.provisioner.as_ref().ok_or_else(|| ContainerizerError::Image {
+            image: reference.clone(),
+            reason: "no image provisioner is configured".into(),
+        })?;
+        let image = provisioner
+            .provision(reference)
+            .await
+            .map_err(|reason| ContainerizerError::Image { image: reference.clone(), reason })?;
+
+        let base = self.overlay_dir(&config.container_id);
+        let (upper, work, target) = (base.join("upper"), base.join("work"), base.join("merged"));
+        let mut lowers = image.layers.clone();
+        if lowers.is_empty() {
+            // overlayfs needs a lower directory; an image without layers
+            // (scratch) starts from an empty one.
+            lowers.push(base.join("empty"));
+        }
+        for dir in [&upper, &work, &target].into_iter().chain(lowers.iter().filter(|l| l.starts_with(&base))) {
+            std::fs::create_dir_all(dir).map_err(ContainerizerError::io("create overlay directory", dir))?;
+        }
+        spec.rootfs = Rootfs::Overlay { lowers, upper, work, target };
+        spec.mounts.push(Mount { source: config.sandbox.clone(), target: SANDBOX_MOUNT_POINT.into(), read_only: false });
+
+        // Image env first, the task's own environment wins over it.
+        for entry in &image.runtime.env {
+            match entry.split_once('=') {
+                Some((k, v)) => spec.env.push((k.to_string(), v.to_string())),
+                None => spec.env.push((entry.clone(), String::new())),
+            }
+        }
+        spec.env.extend(config.command.env.iter().cloned());
+        spec.env.push(("MESOS_SANDBOX".into(), SANDBOX_MOUNT_POINT.into()));
+        spec.working_dir = image
+            .runtime
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| SANDBOX_MOUNT_POINT.to_string());
+        spec.args = resolve_command(&config.command, Some(&image.runtime))?;
+        Ok(())
+    }
+
+    async fn cleanup(&self, container_id: &str) -> Result<(), ContainerizerError> {
+        let dir = self.overlay_dir(container_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ContainerizerError::io("remove overlay directories", &dir)(e)),
+        }
+    }
+}
+
+/// The argv of the container's first process, with Mesos's precedence
+/// between `CommandInfo` and the image's Entrypoint/Cmd (`docker/runtime`).
+pub fn resolve_command(command: &Command, image: Option<&ImageRuntime>) -> Result<Vec<String>, ContainerizerError> {
+    let invalid = |m: &str| ContainerizerError::InvalidSpec(m.to_string());
+    if command.shell {
+        let value = command.value.as_ref().ok_or_else(|| invalid("shell command has no value"))?;
+        return Ok(vec!["/bin/sh".into(), "-c".into(), value.clone()]);
+    }
+    if let Some(value) = &command.value {
+        // `arguments` is the whole argv, argv[0] included; OCI has no
+        // separate argv[0], so the program path takes its place.
+        let mut args = vec![value.clone()];
+        args.extend(command.arguments.iter().skip(1).cloned());
+        return Ok(args);
+    }
+    let image = image.ok_or_else(|| invalid("command has no value and the task has no image"))?;
+    let entrypoint = image.entrypoint.clone().unwrap_or_default();
+    let cmd = image.cmd.clone().unwrap_or_default();
+    let args = if command.arguments.is_empty() {
+        [entrypoint, cmd].concat()
+    } else if !entrypoint.is_empty() {
+        [entrypoint, command.arguments.clone()].concat()
+    } else {
+        // No entrypoint: Cmd's program with the task's arguments.
+        cmd.into_iter().take(1).chain(command.arguments.iter().cloned()).collect()
+    };
+    if args.is_empty() {
+        return Err(invalid("neither the command nor the image says what to run"));
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(shell: bool, value: Option<&str>, args: &[&str]) -> Command {
+        Command {
+            shell,
+            value: value.map(String::from),
+            arguments: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_precedence_follows_mesos() {
+        let image = ImageRuntime {
+            entrypoint: Some(strings(&["/entry", "-x"])),
+            cmd: Some(strings(&["/cmd", "y"])),
+            ..Default::default()
+        };
+        let only_cmd = ImageRuntime { cmd: Some(strings(&["/cmd", "y"])), ..Default::default() };
+        let r = |c: &Command, i: Option<&ImageRuntime>| resolve_command(c, i);
+        assert_eq!(r(&cmd(true, Some("echo hi"), &[]), Some(&image)).unwrap(), strings(&["/bin/sh", "-c", "echo hi"]));
+        assert!(r(&cmd(true, None, &[]), Some(&image)).is_err());
+        assert_eq!(r(&cmd(false, Some("/bin/ls"), &["ls", "-l"]), Some(&image)).unwrap(), strings(&["/bin/ls", "-l"]));
+        assert_eq!(r(&cmd(false, None, &[]), Some(&image)).unwrap(), strings(&["/entry", "-x", "/cmd", "y"]));
+        assert_eq!(r(&cmd(false, None, &["a"]), Some(&image)).unwrap(), strings(&["/entry", "-x", "a"]));
+        assert_eq!(r(&cmd(false, None, &["a"]), Some(&only_cmd)).unwrap(), strings(&["/cmd", "a"]));
+        assert!(r(&cmd(false, None, &[]), Some(&ImageRuntime::default())).is_err());
+        assert!(r(&cmd(false, None, &[]), None).is_err());
+    }
+}

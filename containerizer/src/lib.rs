@@ -1,0 +1,28 @@
+//! Containers for mezzo tasks: the `Isolator` and `Backend` traits, the
+//! composing `Containerizer` the agent drives, and the `Launcher` the executor
+//! uses to start, signal and wait for the task's container.
+//!
+//! Data flows one way through a launch:
+//! `ContainerConfig` (from the agent) -> isolators (`prepare` fills a
+//! `ContainerSpec`) -> backend (`prepare` provisions and renders the spec into
+//! its own form under the container's runtime directory) -> executor
+//! (`Launcher` starts and waits) -> agent (`destroy` tears everything down).
+
+pub mod backend;
+pub mod config;
+pub mod containerizer;
+pub mod docker;
+pub mod error;
+pub mod isolator;
+pub mod isolators;
+pub mod launcher;
+pub mod rust;
+pub mod spec;
+
+pub use backend::Backend;
+pub use config::{Command, ContainerConfig, ContainerType, Resources, SANDBOX_MOUNT_POINT};
+pub use containerizer::{launcher, read_spec, Containerizer};
+pub use error::ContainerizerError;
+pub use isolator::Isolator;
+pub use launcher::Launcher;
+pub use spec::{ContainerSpec, ExitStatus, Limits, Mount, Namespace, Rootfs};

@@ -1,0 +1,42 @@
+//! Master configuration, filled from flags by the binary and directly by tests.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Tunables of a master; `Default` gives Mesos's values.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    /// Hostname advertised in `MasterInfo` and `/state`; the IP when unset.
+    pub hostname: Option<String>,
+    /// IP advertised in `MasterInfo`; the listener's IP when unset (127.0.0.1
+    /// when the listener is bound to the unspecified address).
+    pub advertise_ip: Option<IpAddr>,
+    /// Interval of HEARTBEAT events on scheduler streams (Mesos: 15 s).
+    pub heartbeat_interval: Duration,
+    /// An agent that has not pinged for this long is removed (Mesos: 15 s
+    /// per ping, 5 misses; our agents ping us, so one timeout suffices).
+    pub agent_ping_timeout: Duration,
+    /// How often the allocator runs even when nothing changed.
+    pub allocation_interval: Duration,
+    /// Default `Filters.refuse_seconds` for DECLINE and ACCEPT (Mesos: 5 s).
+    pub default_refuse_seconds: f64,
+    /// Timeout of one message delivery attempt to an agent.
+    pub agent_request_timeout: Duration,
+    /// Delivery attempts per message to an agent before it is dropped.
+    pub agent_send_attempts: u32,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            hostname: None,
+            advertise_ip: None,
+            heartbeat_interval: Duration::from_secs(15),
+            agent_ping_timeout: Duration::from_secs(15),
+            allocation_interval: Duration::from_secs(1),
+            default_refuse_seconds: 5.0,
+            agent_request_timeout: Duration::from_secs(5),
+            agent_send_attempts: 5,
+        }
+    }
+}

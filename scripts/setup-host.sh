@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Installs and starts what mezzo's demo, tests and benchmarks need on a fresh
-# Debian machine: docker.io (and a running dockerd), busybox-static,
-# libseccomp-dev, pkg-config. Idempotent; prints what it started into
-# target/ci-started so that scripts/teardown-host.sh can stop only that.
+# Debian machine: docker.io with a running dockerd, busybox-static,
+# libseccomp-dev, pkg-config. Idempotent. A dockerd it starts is recorded in
+# target/host/dockerd.pid so that scripts/teardown-host.sh stops only that.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-mkdir -p "$here/target"
+state="$here/target/host"
+mkdir -p "$state"
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -q '^sh$' && file -L /bin/busybox 2>/dev/null | grep -q static || need+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-command -v file >/dev/null 2>&1 || need+=(file)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -21,10 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 if ! docker version >/dev/null 2>&1; then
   echo "setup: starting dockerd"
-  mkdir -p /var/log
-  nohup dockerd --host=unix:///var/run/docker.sock >/var/log/mezzo-dockerd.log 2>&1 &
-  echo $! > "$here/target/dockerd.pid"
-  for _ in $(seq 1 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
-  docker version >/dev/null 2>&1 || { echo "setup: dockerd did not start"; tail -20 /var/log/mezzo-dockerd.log; exit 1; }
+  nohup dockerd --host=unix:///var/run/docker.sock >"$state/dockerd.log" 2>&1 &
+  echo $! > "$state/dockerd.pid"
+  for _ in $(seq 1 120); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
+  docker version >/dev/null 2>&1 || { echo "setup: dockerd did not start"; tail -20 "$state/dockerd.log"; exit 1; }
 fi
-echo "setup: ok"
+echo "setup: ok (docker $(docker version --format '{{.Server.APIVersion}}'))"

@@ -137,7 +137,7 @@ fn subscribe(agent: AppState, key: (String, String), call: executor::Call, accep
             ex.launched = true;
             Some(executor::Event {
                 r#type: Some(event::Type::Launch as i32),
-                launch: Some(event::Launch { framework_info, task: ex.task.clone() }),
+                launch: Some(event::Launch { task: ex.task.clone() }),
                 ..Default::default()
             })
         } else if ex.kill_requested {
@@ -176,7 +176,7 @@ fn handle_update(agent: &Agent, key: &(String, String), mut status: mezzo_proto:
     if uuid.len() != 16 {
         return Err(error(StatusCode::BAD_REQUEST, "Expecting 'uuid' to be present and 16 bytes long"));
     }
-    if status.source() != task_status::Source::SourceExecutor || status.source.is_none() {
+    if status.source() != task_status::Source::Executor || status.source.is_none() {
         return Err(error(StatusCode::BAD_REQUEST, "Received Call from executor with 'source' not SOURCE_EXECUTOR"));
     }
     if status.state() == TaskState::TaskStaging {

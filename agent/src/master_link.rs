@@ -29,8 +29,8 @@ pub async fn post<M: prost::Message>(http: &reqwest::Client, master: &str, path:
 /// Registers with the master (retrying with backoff), then pings it and
 /// re-registers whenever the master no longer knows this agent.
 pub async fn register_and_ping(agent: Arc<Agent>) {
-    let mut interval = Duration::from_secs(5);
     loop {
+        let interval;
         let registered = register(&agent).await;
         match registered {
             Ok(reg) => {

@@ -1,4 +1,7 @@
 //! The agent's total resources: parsed from `--resources` or detected.
+// `Resource.role` is deprecated in Mesos in favour of reservations, but "*"
+// is still what the default role looks like on the wire.
+#![allow(deprecated)]
 
 use mezzo_proto::mesos::v1::{value, Resource, Value};
 

@@ -434,7 +434,7 @@ impl Agent {
             });
         }
         status.set_state(state);
-        status.set_source(task_status::Source::SourceAgent);
+        status.set_source(task_status::Source::Agent);
         status.set_reason(reason);
         status
     }
@@ -455,7 +455,6 @@ impl Agent {
                     }
                     (ContainerType::Docker, image, ci.hostname.clone())
                 }
-                other => return Err(format!("unsupported container type {other:?}")),
             },
         };
         let command = task.command.as_ref().ok_or("task has no command")?;
@@ -643,15 +642,16 @@ async fn build_backends(flags: &Flags, runtime_root: &std::path::Path, store_dir
                 };
                 backends.push(Arc::new(mezzo_containerizer::rust::RustBackend::new(mezzo_containerizer::rust::RustBackendConfig {
                     runtime_root: runtime_root.to_path_buf(),
-                    store,
+                    provisioner: Some(store),
                     cgroups_root: flags.cgroups_root.clone(),
                     launcher_dir: launcher_dir.to_path_buf(),
-                })?));
+                })));
             }
             "docker" => {
                 backends.push(Arc::new(mezzo_containerizer::docker::DockerBackend::new(mezzo_containerizer::docker::DockerBackendConfig {
                     image_archive_dir: flags.docker_registry.clone(),
-                })?));
+                })
+                .await?));
             }
             other => anyhow::bail!("unknown containerizer '{other}' in --containerizers (known: rust, mesos, docker)"),
         }

@@ -65,11 +65,11 @@ impl AgentApi {
     /// Sends a non-SUBSCRIBE call; the agent must answer `202 Accepted`.
     pub async fn send(&self, call: &Call) -> Result<(), AgentApiError> {
         let name = call_name(call);
-        let body = crate::wire::encode_call(call)?;
+        let body = crate::wire::encode_call(call);
         let response = self
             .http
             .post(&self.url)
-            .header("Content-Type", "application/json")
+            .header("Content-Type", crate::wire::CONTENT_TYPE.mime())
             .timeout(CALL_TIMEOUT)
             .body(body)
             .send()
@@ -100,12 +100,12 @@ impl AgentApi {
         generation: u64,
         tx: &mpsc::UnboundedSender<Connection>,
     ) -> Result<(), AgentApiError> {
-        let body = crate::wire::encode_call(call)?;
+        let body = crate::wire::encode_call(call);
         let response = self
             .http
             .post(&self.url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
+            .header("Content-Type", crate::wire::CONTENT_TYPE.mime())
+            .header("Accept", crate::wire::CONTENT_TYPE.mime())
             .body(body)
             .send()
             .await

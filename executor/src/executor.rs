@@ -343,7 +343,7 @@ impl CommandExecutor {
                     &task_id,
                     TaskState::TaskFailed,
                     Some(format!("Failed to launch container: {e}")),
-                    Some(task_status::Reason::ReasonContainerLaunchFailed),
+                    Some(task_status::Reason::ContainerLaunchFailed),
                 );
             }
         }

@@ -1,1 +1,40 @@
-fn main() {}
+//! `mezzo-executor`: the command executor the agent starts for each command task.
+
+use anyhow::Context;
+use mezzo_executor::{CommandExecutor, Config, Outcome};
+
+fn main() -> anyhow::Result<()> {
+    // Logs go to our stderr, which the agent sends to a file in the sandbox;
+    // the task's own stdout/stderr files stay the task's.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MEZZO_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = Config::from_env().context("reading the executor's environment")?;
+    tracing::info!(
+        executor = %config.executor_id,
+        framework = %config.framework_id,
+        agent = %config.agent_endpoint,
+        runtime_dir = %config.runtime_dir.display(),
+        "mezzo-executor starting"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let outcome = runtime.block_on(CommandExecutor::new(config).run());
+    // Don't let a stuck request hold the process open after the decision.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
+        Outcome::Done => {
+            tracing::info!("executor done");
+            Ok(())
+        }
+        Outcome::Unacknowledged => anyhow::bail!("terminal update was not acknowledged"),
+        Outcome::Failed(reason) => anyhow::bail!("{reason}"),
+    }
+}

@@ -17,7 +17,7 @@ pub fn new_status(
     TaskStatus {
         task_id: task_id.clone(),
         state: state as i32,
-        source: Some(task_status::Source::SourceExecutor as i32),
+        source: Some(task_status::Source::Executor as i32),
         uuid: Some(mezzo_proto::new_uuid()),
         timestamp: Some(now_seconds()),
         executor_id: Some(ExecutorId { value: executor_id.to_string() }),
@@ -95,7 +95,7 @@ mod tests {
         let agent = AgentId { value: "S0".into() };
         let a = new_status(&task(), TaskState::TaskRunning, "t1", Some(&agent), None);
         let b = new_status(&task(), TaskState::TaskRunning, "t1", Some(&agent), None);
-        assert_eq!(a.source(), task_status::Source::SourceExecutor);
+        assert_eq!(a.source(), task_status::Source::Executor);
         assert_eq!(a.uuid.as_ref().map(Vec::len), Some(16));
         assert_ne!(a.uuid, b.uuid);
         assert_eq!(a.executor_id.as_ref().map(|e| e.value.as_str()), Some("t1"));

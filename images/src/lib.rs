@@ -1,1 +1,26 @@
-//! placeholder
+//! mezzo-images: image references, local image archives, the content and layer store,
+//! and rootfs backends (overlay mount, copy).
+//!
+//! The flow of one image: [`ImageReference::parse`] -> [`ImageStore::get`] finds the
+//! image in the local archive directory, imports its blobs into the content store
+//! (`blobs/sha256/<hex>`, verified) and unpacks each layer once into the layer cache
+//! (`layers/<diff id>/rootfs`, whiteouts in overlay form) -> [`rootfs::mount_overlay`]
+//! or [`rootfs::copy_layers`] makes a container's root filesystem from the layers.
+
+pub mod build;
+mod content;
+mod digest;
+pub mod error;
+mod fsutil;
+mod layer;
+mod locks;
+pub mod manifest;
+pub mod reference;
+pub mod rootfs;
+mod source;
+pub mod store;
+
+pub use digest::Digest;
+pub use error::ImageError;
+pub use reference::ImageReference;
+pub use store::{Image, ImageConfig, ImageStore, StoreStats};

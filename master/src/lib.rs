@@ -1,1 +1,167 @@
-//! placeholder
+//! mezzo-master: a slim master speaking the Mesos v1 scheduler HTTP API to
+//! frameworks and mezzo's own protobuf-over-HTTP protocol to agents.
+//!
+//! Routes:
+//! - `POST /api/v1/scheduler`: the Mesos v1 scheduler API (JSON or protobuf).
+//! - `POST /mezzo/v1/agent/{register,ping,status}`: the agent protocol.
+//! - `GET /version`, `/health`, `/state`, `/frameworks`, `/slaves`, `/tasks`,
+//!   `/flags`, `/metrics/snapshot`; `/master/<x>`, `<x>.json` and trailing
+//!   slashes are aliases, as in Mesos.
+
+mod agent_api;
+mod agent_link;
+mod agents;
+mod allocator;
+pub mod config;
+mod endpoints;
+pub mod error;
+mod framework;
+mod launch;
+mod master;
+pub mod resources;
+mod scheduler_api;
+mod stream;
+mod tasks;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use axum::extract::Request;
+use axum::routing::{any, get, post};
+use axum::Router;
+use mezzo_proto::mesos::v1::{Address, MasterInfo};
+use tokio::net::TcpListener;
+
+pub use agent_link::AGENT_MASTER_PATH;
+pub use config::MasterConfig;
+pub use error::{CallError, MasterError};
+pub use master::MESOS_VERSION;
+pub use scheduler_api::STREAM_ID_HEADER;
+
+use crate::master::{Master, Shared};
+
+/// Packs an IPv4 address the way Mesos fills `MasterInfo.ip`: the bytes in
+/// network order read as a host-order (little-endian) u32.
+pub fn pack_ip(ip: Ipv4Addr) -> u32 {
+    u32::from_le_bytes(ip.octets())
+}
+
+/// Rewrites a request path to its canonical route: no trailing slash, no
+/// `/master` prefix, no `.json` suffix (Mesos tools use all three).
+fn canonical_path(path: &str) -> String {
+    let mut p = path.trim_end_matches('/');
+    if p.is_empty() {
+        return "/".to_string();
+    }
+    if let Some(rest) = p.strip_prefix("/master/") {
+        p = &path[7..7 + rest.len() + 1];
+    }
+    let p = p.strip_suffix(".json").unwrap_or(p);
+    p.to_string()
+}
+
+fn normalize(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let canonical = canonical_path(path);
+    if canonical != path {
+        let mut parts = req.uri().clone().into_parts();
+        let pq = match req.uri().query() {
+            Some(q) => format!("{canonical}?{q}"),
+            None => canonical,
+        };
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+fn router(shared: std::sync::Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/scheduler", any(scheduler_api::handle))
+        .route("/mezzo/v1/agent/register", post(agent_api::register))
+        .route("/mezzo/v1/agent/ping", post(agent_api::ping))
+        .route("/mezzo/v1/agent/status", post(agent_api::status))
+        .route("/version", get(endpoints::version))
+        .route("/health", get(endpoints::health))
+        .route("/state", get(endpoints::state))
+        .route("/frameworks", get(endpoints::frameworks))
+        .route("/slaves", get(endpoints::slaves))
+        .route("/tasks", get(endpoints::tasks))
+        .route("/flags", get(endpoints::flags))
+        .route("/metrics/snapshot", get(endpoints::metrics))
+        .with_state(shared)
+}
+
+/// Aborts the background loop when `serve` returns or is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the master on `listener` until the server fails.
+pub async fn serve(config: MasterConfig, listener: TcpListener) -> Result<(), MasterError> {
+    let local = listener.local_addr().map_err(MasterError::LocalAddr)?;
+    let ip = config.advertise_ip.unwrap_or_else(|| {
+        if local.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            local.ip()
+        }
+    });
+    let hostname = config.hostname.clone().unwrap_or_else(|| ip.to_string());
+    let id = uuid::Uuid::new_v4().to_string();
+    let packed = match ip {
+        IpAddr::V4(v4) => pack_ip(v4),
+        IpAddr::V6(_) => 0,
+    };
+    let info = MasterInfo {
+        id: id.clone(),
+        ip: packed,
+        port: u32::from(local.port()),
+        pid: Some(format!("master@{ip}:{}", local.port())),
+        hostname: Some(hostname.clone()),
+        version: Some(MESOS_VERSION.to_string()),
+        address: Some(Address {
+            hostname: Some(hostname),
+            ip: Some(ip.to_string()),
+            port: i32::from(local.port()),
+        }),
+        ..Default::default()
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(config.agent_request_timeout)
+        .build()
+        .map_err(MasterError::HttpClient)?;
+    tracing::info!(master_id = %id, address = %local, "mezzo-master listening");
+    let shared = Shared::new(Master::new(id, info, config.clone(), client), config);
+    let _allocator = AbortOnDrop(tokio::spawn(allocator::run(shared.clone())));
+    let app = tower::ServiceExt::map_request(router(shared), normalize);
+    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
+        .await
+        .map_err(MasterError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_canonicalized() {
+        assert_eq!(canonical_path("/state/"), "/state");
+        assert_eq!(canonical_path("/master/frameworks/"), "/frameworks");
+        assert_eq!(canonical_path("/master/state.json"), "/state");
+        assert_eq!(canonical_path("/"), "/");
+        assert_eq!(canonical_path("/api/v1/scheduler"), "/api/v1/scheduler");
+    }
+
+    #[test]
+    fn ip_is_packed_like_mesos() {
+        assert_eq!(pack_ip(Ipv4Addr::new(127, 0, 0, 1)), 16_777_343);
+    }
+}

@@ -1,1 +1,71 @@
-fn main() {}
+//! The mezzo-master binary: parses flags and serves.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use mezzo_master::MasterConfig;
+
+/// A slim master speaking the Mesos v1 scheduler HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "mezzo-master", version)]
+struct Flags {
+    /// IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "MESOS_IP")]
+    ip: IpAddr,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 5050, env = "MESOS_PORT")]
+    port: u16,
+    /// Hostname to advertise (default: the IP).
+    #[arg(long, env = "MESOS_HOSTNAME")]
+    hostname: Option<String>,
+    /// IP to advertise when listening on 0.0.0.0.
+    #[arg(long = "advertise_ip", env = "MESOS_ADVERTISE_IP")]
+    advertise_ip: Option<IpAddr>,
+    /// Seconds without a ping after which an agent is removed.
+    #[arg(long = "agent_ping_timeout", default_value_t = 15.0)]
+    agent_ping_timeout: f64,
+    /// Default seconds a declined offer's resources are refused to its framework.
+    #[arg(long = "offer_refuse_seconds", default_value_t = 5.0)]
+    offer_refuse_seconds: f64,
+    /// Seconds between HEARTBEAT events.
+    #[arg(long = "heartbeat_interval", default_value_t = 15.0)]
+    heartbeat_interval: f64,
+    /// Seconds between allocation cycles.
+    #[arg(long = "allocation_interval", default_value_t = 1.0)]
+    allocation_interval: f64,
+}
+
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{name} must be a positive number of seconds, got {value}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let flags = Flags::parse();
+    let config = MasterConfig {
+        hostname: flags.hostname,
+        advertise_ip: flags.advertise_ip,
+        heartbeat_interval: seconds("heartbeat_interval", flags.heartbeat_interval)?,
+        agent_ping_timeout: seconds("agent_ping_timeout", flags.agent_ping_timeout)?,
+        allocation_interval: seconds("allocation_interval", flags.allocation_interval)?,
+        default_refuse_seconds: flags.offer_refuse_seconds,
+        ..MasterConfig::default()
+    };
+    let addr = SocketAddr::new(flags.ip, flags.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to bind {addr}"))?;
+    mezzo_master::serve(config, listener).await?;
+    Ok(())
+}

@@ -60,10 +60,12 @@ pub fn from_json<M: ReflectMessage + Default>(json: &[u8]) -> Result<M, ProtoErr
     let desc = M::default().descriptor();
     let dynamic = dynamic_from_json(&desc, json)?;
     check_required(&dynamic)?;
-    dynamic.transcode_to::<M>().map_err(|source| ProtoError::Protobuf {
-        message: desc.full_name().to_owned(),
-        source,
-    })
+    dynamic
+        .transcode_to::<M>()
+        .map_err(|source| ProtoError::Protobuf {
+            message: desc.full_name().to_owned(),
+            source,
+        })
 }
 
 /// Decodes a message from a [`serde_json::Value`], with the rules of [`from_json`].
@@ -85,7 +87,9 @@ fn dynamic_from_json(desc: &MessageDescriptor, json: &[u8]) -> Result<DynamicMes
     let dynamic =
         DynamicMessage::deserialize_with_options(desc.clone(), &mut deserializer, &DESERIALIZE)
             .map_err(|err| json_error(err.to_string()))?;
-    deserializer.end().map_err(|err| json_error(err.to_string()))?;
+    deserializer
+        .end()
+        .map_err(|err| json_error(err.to_string()))?;
     Ok(dynamic)
 }
 

@@ -60,7 +60,9 @@ impl Decoder {
     /// stream for good.
     pub fn next_record(&mut self) -> Result<Option<Vec<u8>>, ProtoError> {
         if self.failed {
-            return Err(ProtoError::RecordIoLength("stream already failed".to_owned()));
+            return Err(ProtoError::RecordIoLength(
+                "stream already failed".to_owned(),
+            ));
         }
         let result = self.try_next();
         if result.is_err() {

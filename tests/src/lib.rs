@@ -1,1 +1,487 @@
-//! end-to-end test helpers
+//! End-to-end harness: starts a real `mezzo-master` and `mezzo-agent` on
+//! loopback, and a small scheduler that speaks the v1 scheduler API in JSON
+//! as framework clients do.
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use mezzo_proto::mesos::v1::scheduler::{call, event, Call, Event};
+use mezzo_proto::mesos::v1::{
+    AgentId, CommandInfo, FrameworkId, FrameworkInfo, Offer, OfferId, Resource, TaskId, TaskInfo, TaskState,
+    TaskStatus,
+};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("MEZZO_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // tests/ -> workspace root -> target/debug
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    target.join("debug")
+}
+
+/// Directory of the project's own test images (`scripts/build-test-images.sh`).
+pub fn test_images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target").join("test-images")
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running process that is killed (and reaped) when dropped.
+pub struct Proc {
+    child: Child,
+    name: &'static str,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<Proc> {
+        let log_file = std::fs::File::create(log)?;
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .spawn()
+            .with_context(|| format!("spawn {} (run `cargo build --workspace --bins` first)", program.display()))?;
+        Ok(Proc { child, name })
+    }
+
+    /// Stops the process with SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} did not stop in {:?}; killing it", self.name, grace);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop(Duration::from_secs(20));
+        }
+    }
+}
+
+/// A master and one agent on loopback, with their own work directory.
+pub struct Cluster {
+    pub master: String,
+    pub agent: String,
+    pub work_dir: tempfile::TempDir,
+    pub cgroups_root: String,
+    agent_proc: Option<Proc>,
+    master_proc: Option<Proc>,
+}
+
+impl Cluster {
+    /// Starts a master and an agent with `--containerizers=<containerizers>` and
+    /// waits until the agent has registered.
+    pub async fn start(containerizers: &str) -> Result<Cluster> {
+        let bins = bin_dir();
+        let work_dir = tempfile::Builder::new().prefix("mezzo-e2e-").tempdir()?;
+        let master_port = free_port();
+        let agent_port = free_port();
+        let master = format!("127.0.0.1:{master_port}");
+        let agent = format!("127.0.0.1:{agent_port}");
+        let master_proc = Proc::spawn(
+            "mezzo-master",
+            &bins.join("mezzo-master"),
+            &["--ip=127.0.0.1".into(), format!("--port={master_port}")],
+            &work_dir.path().join("master.log"),
+        )?;
+        let cgroups_root = format!("mezzo-e2e-{}-{agent_port}", std::process::id());
+        let agent_proc = Proc::spawn(
+            "mezzo-agent",
+            &bins.join("mezzo-agent"),
+            &[
+                format!("--master={master}"),
+                "--ip=127.0.0.1".into(),
+                format!("--port={agent_port}"),
+                format!("--work_dir={}", work_dir.path().join("agent").display()),
+                format!("--containerizers={containerizers}"),
+                format!("--docker_registry={}", test_images_dir().display()),
+                format!("--cgroups_root={cgroups_root}"),
+                "--resources=cpus:2;mem:2048;disk:4096;ports:[31000-32000]".into(),
+                "--executor_shutdown_grace_period=2secs".into(),
+            ],
+            &work_dir.path().join("agent.log"),
+        )?;
+        let cluster = Cluster {
+            master,
+            agent,
+            work_dir,
+            cgroups_root,
+            agent_proc: Some(agent_proc),
+            master_proc: Some(master_proc),
+        };
+        cluster.wait_for_agent(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    async fn wait_for_agent(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(resp) = client.get(format!("http://{}/state", self.master)).send().await {
+                if let Ok(v) = resp.json::<serde_json::Value>().await {
+                    if v["slaves"].as_array().map(|a| !a.is_empty()).unwrap_or(false) {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("agent did not register within {timeout:?}; agent log:\n{}", self.agent_log())
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.work_dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// The agent's work directory.
+    pub fn agent_work_dir(&self) -> PathBuf {
+        self.work_dir.path().join("agent")
+    }
+
+    /// Stops the agent and the master (SIGTERM: the agent destroys its containers).
+    pub fn stop(&mut self) {
+        if let Some(mut a) = self.agent_proc.take() {
+            a.stop(Duration::from_secs(30));
+        }
+        if let Some(mut m) = self.master_proc.take() {
+            m.stop(Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+        // The agent removes its containers' cgroups; the per-run root is ours to remove.
+        for controller in ["cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "systemd", "unified"] {
+            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(controller).join(&self.cgroups_root));
+        }
+    }
+}
+
+/// A v1 scheduler over HTTP/JSON, as a framework client drives it.
+pub struct Scheduler {
+    pub master: String,
+    pub framework_id: FrameworkId,
+    pub stream_id: String,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    http: reqwest::Client,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Scheduler {
+    /// SUBSCRIBEs a framework named `name` and waits for SUBSCRIBED.
+    pub async fn subscribe(master: &str, name: &str) -> Result<Scheduler> {
+        let http = reqwest::Client::new();
+        let call = Call {
+            r#type: Some(call::Type::Subscribe as i32),
+            subscribe: Some(call::Subscribe {
+                framework_info: FrameworkInfo {
+                    user: "root".into(),
+                    name: name.into(),
+                    hostname: Some(String::new()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let resp = http
+            .post(format!("http://{master}/api/v1/scheduler"))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .body(mezzo_proto::json::to_json(&call))
+            .send()
+            .await?;
+        if resp.status() != 200 {
+            bail!("SUBSCRIBE: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+        }
+        let stream_id = resp
+            .headers()
+            .get("Mesos-Stream-Id")
+            .context("no Mesos-Stream-Id header")?
+            .to_str()?
+            .to_string();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            let mut decoder = mezzo_proto::recordio::Decoder::new(64 << 20);
+            while let Some(Ok(chunk)) = body.next().await {
+                decoder.feed(&chunk);
+                while let Ok(Some(record)) = decoder.next_record() {
+                    match mezzo_proto::json::from_json::<Event>(&record) {
+                        Ok(ev) => {
+                            if tx.send(ev).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => eprintln!("scheduler: undecodable event: {e}"),
+                    }
+                }
+            }
+        });
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .context("no SUBSCRIBED within 10 s")?
+            .context("stream closed before SUBSCRIBED")?;
+        let framework_id = first.subscribed.context("first event is not SUBSCRIBED")?.framework_id;
+        Ok(Scheduler { master: master.to_string(), framework_id, stream_id, events: rx, http, reader })
+    }
+
+    /// Sends a call with the stream id; returns the HTTP status.
+    pub async fn call(&self, mut call: Call) -> Result<u16> {
+        call.framework_id = Some(self.framework_id.clone());
+        let resp = self
+            .http
+            .post(format!("http://{}/api/v1/scheduler", self.master))
+            .header("Content-Type", "application/json")
+            .header("Mesos-Stream-Id", &self.stream_id)
+            .body(mezzo_proto::json::to_json(&call))
+            .send()
+            .await?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// Next event other than HEARTBEAT, within `timeout`.
+    pub async fn next_event(&mut self, timeout: Duration) -> Result<Event> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .context("timed out waiting for an event")?
+                .context("event stream closed")?;
+            if ev.r#type() != event::Type::Heartbeat {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// Waits for an offer.
+    pub async fn next_offer(&mut self, timeout: Duration) -> Result<Offer> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = self.next_event(left).await?;
+            if let Some(offers) = ev.offers {
+                if let Some(o) = offers.offers.into_iter().next() {
+                    return Ok(o);
+                }
+            }
+        }
+    }
+
+    /// Launches `task` on `offer` (ACCEPT with one LAUNCH); returns the accept time.
+    pub async fn launch(&self, offer: &Offer, task: TaskInfo) -> Result<Instant> {
+        let t = Instant::now();
+        let code = self
+            .call(Call {
+                r#type: Some(call::Type::Accept as i32),
+                accept: Some(call::Accept {
+                    offer_ids: vec![offer.id.clone()],
+                    operations: vec![mezzo_proto::mesos::v1::offer::Operation {
+                        r#type: Some(mezzo_proto::mesos::v1::offer::operation::Type::Launch as i32),
+                        launch: Some(mezzo_proto::mesos::v1::offer::operation::Launch { task_infos: vec![task] }),
+                        ..Default::default()
+                    }],
+                    filters: None,
+                }),
+                ..Default::default()
+            })
+            .await?;
+        if code != 202 {
+            bail!("ACCEPT answered {code}");
+        }
+        Ok(t)
+    }
+
+    /// Acknowledges an update that carries a uuid.
+    pub async fn acknowledge(&self, status: &TaskStatus) -> Result<()> {
+        let (Some(uuid), Some(agent_id)) = (&status.uuid, &status.agent_id) else { return Ok(()) };
+        let code = self
+            .call(Call {
+                r#type: Some(call::Type::Acknowledge as i32),
+                acknowledge: Some(call::Acknowledge {
+                    agent_id: agent_id.clone(),
+                    task_id: status.task_id.clone(),
+                    uuid: uuid.clone(),
+                }),
+                ..Default::default()
+            })
+            .await?;
+        if code != 202 {
+            bail!("ACKNOWLEDGE answered {code}");
+        }
+        Ok(())
+    }
+
+    /// KILLs a task.
+    pub async fn kill(&self, task_id: &str, agent_id: Option<AgentId>) -> Result<()> {
+        let code = self
+            .call(Call {
+                r#type: Some(call::Type::Kill as i32),
+                kill: Some(call::Kill { task_id: TaskId { value: task_id.into() }, agent_id, kill_policy: None }),
+                ..Default::default()
+            })
+            .await?;
+        if code != 202 {
+            bail!("KILL answered {code}");
+        }
+        Ok(())
+    }
+
+    /// Next UPDATE (acknowledged on receipt), within `timeout`.
+    pub async fn next_update(&mut self, timeout: Duration) -> Result<TaskStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = self.next_event(left).await?;
+            if let Some(update) = ev.update {
+                self.acknowledge(&update.status).await?;
+                return Ok(update.status);
+            }
+        }
+    }
+
+    /// Collects updates for `task_id` until a terminal one.
+    pub async fn updates_until_terminal(&mut self, task_id: &str, timeout: Duration) -> Result<Vec<TaskStatus>> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let st = self.next_update(left).await.with_context(|| format!("updates so far: {:?}", states(&out)))?;
+            if st.task_id.value != task_id {
+                continue;
+            }
+            let terminal = is_terminal(st.state());
+            out.push(st);
+            if terminal {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// TEARDOWN of the framework.
+    pub async fn teardown(&self) -> Result<()> {
+        self.call(Call { r#type: Some(call::Type::Teardown as i32), ..Default::default() }).await?;
+        Ok(())
+    }
+
+    /// Declines an offer.
+    pub async fn decline(&self, offer_id: OfferId) -> Result<()> {
+        self.call(Call {
+            r#type: Some(call::Type::Decline as i32),
+            decline: Some(call::Decline { offer_ids: vec![offer_id], filters: None }),
+            ..Default::default()
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Names of the states in `updates`.
+pub fn states(updates: &[TaskStatus]) -> Vec<&'static str> {
+    updates.iter().map(|s| s.state().as_str_name()).collect()
+}
+
+/// Whether a task state is terminal.
+pub fn is_terminal(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::TaskFinished
+            | TaskState::TaskFailed
+            | TaskState::TaskKilled
+            | TaskState::TaskError
+            | TaskState::TaskLost
+            | TaskState::TaskDropped
+            | TaskState::TaskGone
+            | TaskState::TaskGoneByOperator
+    )
+}
+
+/// A scalar resource.
+pub fn scalar(name: &str, value: f64) -> Resource {
+    Resource {
+        name: name.into(),
+        r#type: mezzo_proto::mesos::v1::value::Type::Scalar as i32,
+        scalar: Some(mezzo_proto::mesos::v1::value::Scalar { value }),
+        role: Some("*".into()),
+        ..Default::default()
+    }
+}
+
+/// Which containerizer a test task asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// ContainerInfo type MESOS (the rust containerizer), with an image.
+    Mesos,
+    /// No ContainerInfo at all: rust containerizer on the host filesystem.
+    MesosNoImage,
+    /// ContainerInfo type DOCKER.
+    Docker,
+}
+
+/// A command task for `offer`'s agent.
+pub fn command_task(offer: &Offer, id: &str, command: &str, kind: Kind, image: &str, mem: f64) -> TaskInfo {
+    use mezzo_proto::mesos::v1::{container_info, image, ContainerInfo, Image};
+    let container = match kind {
+        Kind::MesosNoImage => None,
+        Kind::Mesos => Some(ContainerInfo {
+            r#type: Some(container_info::Type::Mesos as i32),
+            mesos: Some(container_info::MesosInfo {
+                image: Some(Image {
+                    r#type: image::Type::Docker as i32,
+                    docker: Some(image::Docker { name: image.into(), ..Default::default() }),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        }),
+        Kind::Docker => Some(ContainerInfo {
+            r#type: Some(container_info::Type::Docker as i32),
+            docker: Some(container_info::DockerInfo {
+                image: image.into(),
+                network: Some(container_info::docker_info::Network::Host as i32),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    TaskInfo {
+        name: id.into(),
+        task_id: TaskId { value: id.into() },
+        agent_id: offer.agent_id.clone(),
+        resources: vec![scalar("cpus", 0.1), scalar("mem", mem)],
+        command: Some(CommandInfo { value: Some(command.into()), shell: Some(true), ..Default::default() }),
+        container,
+        ..Default::default()
+    }
+}

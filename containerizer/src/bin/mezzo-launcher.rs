@@ -1,1 +1,292 @@
-fn main() {}
+//! `mezzo-launcher`: the single-threaded helper that runs one rust-backend
+//! container with libcontainer and stays as its supervisor.
+//!
+//! libcontainer clones without exec, so it must never run inside a
+//! multi-threaded process; this binary has no async runtime and no threads.
+//!
+//! * `mezzo-launcher run --runtime-dir DIR`: mounts the rootfs in a private
+//!   mount namespace, creates and starts the container, prints
+//!   `started <pid>` (or `error <reason>`) on stdout, forwards SIGTERM,
+//!   SIGINT and SIGHUP to every process of the container, reaps the init,
+//!   writes its raw wait status atomically to `DIR/exit_status`, deletes the
+//!   container and exits.
+//! * `mezzo-launcher kill --runtime-dir DIR --signal N`: sends signal N to
+//!   every process of the container.
+
+use anyhow::{anyhow, bail, Context, Result};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{default::get_executor, Executor, ExecutorError, ExecutorValidationError};
+use mezzo_containerizer::containerizer::write_atomic;
+use mezzo_containerizer::rust::{BUNDLE_DIR, EXIT_STATUS_FILE, LAUNCHER_PID_FILE, PID_FILE, STATE_DIR};
+use mezzo_containerizer::{read_spec, ContainerSpec, Rootfs};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Signals forwarded to the container; SIGCHLD wakes the reaper.
+const FORWARDED: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+fn usage() -> ExitCode {
+    eprintln!("usage: mezzo-launcher run --runtime-dir DIR | kill --runtime-dir DIR --signal N");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEZZO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut runtime_dir = None;
+    let mut signal = None;
+    let mut rest = args.iter().skip(1);
+    while let Some(flag) = rest.next() {
+        match (flag.as_str(), rest.next()) {
+            ("--runtime-dir", Some(v)) => runtime_dir = Some(PathBuf::from(v)),
+            ("--signal", Some(v)) => signal = v.parse::<i32>().ok(),
+            _ => return usage(),
+        }
+    }
+    let Some(dir) = runtime_dir else { return usage() };
+    match (args.first().map(String::as_str), signal) {
+        (Some("run"), None) => run(&dir),
+        (Some("kill"), Some(sig)) => match kill(&dir, sig) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => usage(),
+    }
+}
+
+/// The default executor, plus undoing what the supervisor changed in the
+/// process state that the container's init inherits: the blocked signals
+/// and Rust's ignored SIGPIPE.
+#[derive(Clone)]
+struct SupervisedExecutor;
+
+impl Executor for SupervisedExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+            .map_err(|e| ExecutorError::Other(format!("unblock signals: {e}")))?;
+        // SAFETY: setting a signal to its default disposition installs no
+        // handler; this process is single-threaded and about to exec.
+        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
+            .map_err(|e| ExecutorError::Other(format!("reset SIGPIPE: {e}")))?;
+        get_executor().exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        get_executor().validate(spec)
+    }
+}
+
+/// `run`: reports start success or failure on stdout, as one line.
+fn run(dir: &Path) -> ExitCode {
+    let mut ready = false;
+    match supervise(dir, &mut ready) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            tracing::error!(error = %msg, "supervisor failed");
+            if !ready {
+                println!("error {msg}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Mounts the container's rootfs in this process's (private) mount namespace.
+fn mount_rootfs(spec: &ContainerSpec, dir: &Path) -> Result<()> {
+    match &spec.rootfs {
+        Rootfs::Host => {
+            let target = mezzo_containerizer::rust::rootfs_path(spec, dir);
+            std::fs::create_dir_all(&target).with_context(|| format!("create {}", target.display()))?;
+            mount(Some("/"), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .with_context(|| format!("bind the host's / onto {}", target.display()))?;
+        }
+        Rootfs::Overlay { lowers, upper, work, target } => {
+            for d in [upper, work, target] {
+                std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+            }
+            for l in lowers {
+                if !l.is_dir() {
+                    bail!("image layer {} is missing", l.display());
+                }
+            }
+            mezzo_images::rootfs::mount_overlay(lowers, upper, work, target)
+                .with_context(|| format!("mount the image rootfs at {}", target.display()))?;
+        }
+        Rootfs::Directory(d) => {
+            if !d.is_dir() {
+                bail!("rootfs {} is not a directory", d.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_output(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o644)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))
+}
+
+fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
+    write_atomic(&dir.join(LAUNCHER_PID_FILE), std::process::id().to_string().as_bytes())?;
+    let spec = read_spec(dir)?;
+
+    // Blocked from now on, so a signal that arrives while the container is
+    // being built waits (pending) and is forwarded once it runs.
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("block signals")?;
+
+    // A private mount namespace: the rootfs mounts vanish with this process
+    // and its container, and never show on the host.
+    unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("make / private")?;
+    mount_rootfs(&spec, dir)?;
+
+    let devnull = File::open("/dev/null").context("open /dev/null")?;
+    let stdout = open_output(&spec.stdout)?;
+    let stderr = open_output(&spec.stderr)?;
+    let state_root = dir.join(STATE_DIR);
+    std::fs::create_dir_all(&state_root).with_context(|| format!("create {}", state_root.display()))?;
+    let built = ContainerBuilder::new(spec.container_id.clone(), SyscallType::default())
+        .validate_id()
+        .and_then(|b| b.with_root_path(&state_root))
+        .map(|b| {
+            b.with_executor(SupervisedExecutor)
+                .with_stdin(devnull)
+                .with_stdout(stdout)
+                .with_stderr(stderr)
+                .as_init(dir.join(BUNDLE_DIR))
+                .with_systemd(false)
+                .with_detach(true)
+        })
+        .and_then(|b| b.build());
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            remove_failed(&state_root.join(&spec.container_id));
+            return Err(anyhow!(e).context("create container"));
+        }
+    };
+    let init = container.pid().ok_or_else(|| anyhow!("container has no init pid"))?;
+    if let Err(e) = container.start() {
+        let _ = container.delete(true);
+        reap(init.as_raw());
+        return Err(anyhow!(e).context("start container"));
+    }
+    write_atomic(&dir.join(PID_FILE), init.as_raw().to_string().as_bytes())?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "started {init}").and_then(|_| out.flush()).context("report readiness")?;
+    }
+    *ready = true;
+    // Nobody reads stdout any more; later writes must not hit a closed pipe.
+    let null = File::options().write(true).open("/dev/null").context("open /dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 1).context("detach stdout")?;
+
+    let status = wait_forwarding(&mut container, init.as_raw(), &set)?;
+    write_atomic(&dir.join(EXIT_STATUS_FILE), status.to_string().as_bytes())?;
+    tracing::info!(container = %spec.container_id, status, "container ended");
+    // Kills whatever is left in the cgroup and removes it and the state.
+    container.delete(true).context("delete container")?;
+    Ok(())
+}
+
+/// Waits for the init to end while forwarding signals; returns its raw
+/// wait status.
+fn wait_forwarding(container: &mut Container, init: i32, set: &SigSet) -> Result<i32> {
+    let timeout = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+    loop {
+        // Reap first: SIGCHLD may have been consumed before this loop ran.
+        if let Some(status) = reap(init) {
+            return Ok(status);
+        }
+        let set_ptr: *const libc::sigset_t = set.as_ref();
+        // SAFETY: `set_ptr` points at a valid sigset for the duration of the
+        // call; a null siginfo pointer is allowed.
+        let sig = unsafe { libc::sigtimedwait(set_ptr, std::ptr::null_mut(), &timeout) };
+        if let Some(s) = FORWARDED.iter().find(|s| **s as i32 == sig) {
+            tracing::info!(signal = %s, "forwarding to the container");
+            if let Err(e) = container.kill(*s, true) {
+                tracing::warn!(signal = %s, error = %e, "forward signal");
+            }
+        }
+    }
+}
+
+/// Reaps every exited child; returns the init's raw wait status if it was
+/// among them.
+fn reap(init: i32) -> Option<i32> {
+    let mut found = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only into `status`.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return found;
+        }
+        if pid == init {
+            found = Some(status);
+        }
+    }
+}
+
+/// Best effort after a failed create: kill what was made and drop the state.
+fn remove_failed(root: &Path) {
+    if root.exists() {
+        match Container::load(root.to_path_buf()) {
+            Ok(mut c) => {
+                if let Err(e) = c.delete(true) {
+                    tracing::warn!(error = %e, "delete failed container");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "load failed container"),
+        }
+    }
+    let _ = reap(-1);
+}
+
+/// `kill`: signals every process of the container, if it still runs.
+fn kill(dir: &Path, sig: i32) -> Result<()> {
+    let spec = read_spec(dir)?;
+    let signal = libcontainer::signal::Signal::try_from(sig).map_err(|e| anyhow!("invalid signal {sig}: {e}"))?;
+    let root = dir.join(STATE_DIR).join(&spec.container_id);
+    if !root.join("state.json").exists() {
+        // Not created yet, or already ended and deleted by its supervisor.
+        return Ok(());
+    }
+    let mut container = match Container::load(root.clone()) {
+        Ok(c) => c,
+        Err(_) if !root.exists() => return Ok(()),
+        Err(e) => return Err(anyhow!(e).context("load container state")),
+    };
+    match container.kill(signal, true) {
+        Ok(()) => Ok(()),
+        Err(_) if !root.exists() || dir.join(EXIT_STATUS_FILE).exists() => Ok(()),
+        Err(e) => Err(anyhow!(e).context(format!("signal {sig}"))),
+    }
+}

@@ -38,6 +38,18 @@ pub trait Provisioner: Send + Sync {
     async fn provision(&self, reference: &str) -> Result<ProvisionedImage, String>;
 }
 
+#[async_trait]
+impl Provisioner for mezzo_images::ImageStore {
+    async fn provision(&self, reference: &str) -> Result<ProvisionedImage, String> {
+        let image = self.get(reference).await.map_err(|e| e.to_string())?;
+        let c = image.config;
+        Ok(ProvisionedImage {
+            layers: image.layers,
+            runtime: ImageRuntime { env: c.env, entrypoint: c.entrypoint, cmd: c.cmd, working_dir: c.working_dir, user: c.user },
+        })
+    }
+}
+
 /// `filesystem/linux`: host rootfs without an image, an overlay of the
 /// image's layers with one.
 #[derive(Clone)]

@@ -1,0 +1,202 @@
+//! The executor's side of the rust backend: starts the `mezzo-launcher`
+//! supervisor (fork+exec, so libcontainer never runs in this process),
+//! signals the container through it, and reads the exit status it records.
+
+use super::{EXIT_STATUS_FILE, LAUNCHER_BIN, LAUNCHER_LOG, LAUNCHER_PID_FILE};
+use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher};
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Longest a container may take from spawn of the supervisor to running.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a `mezzo-launcher kill` may take.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest to wait for a supervisor that already failed to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn launcher_err(msg: impl Into<String>) -> ContainerizerError {
+    ContainerizerError::Launcher(msg.into())
+}
+
+/// The last few lines of the supervisor's log, for error messages.
+fn log_tail(runtime_dir: &Path) -> String {
+    let text = std::fs::read_to_string(runtime_dir.join(LAUNCHER_LOG)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].join("; ")
+}
+
+/// Pid of the supervisor of the container in `runtime_dir`, while it runs.
+/// The pid is checked against its command line so that a reused pid is not
+/// mistaken for it.
+pub(crate) fn live_supervisor(runtime_dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(runtime_dir.join(LAUNCHER_PID_FILE)).ok()?.trim().parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the parenthesised command name, which may hold spaces.
+    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let wanted = runtime_dir.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == wanted).then_some(pid)
+}
+
+/// Reads the exit status the supervisor recorded.
+fn read_exit_status(runtime_dir: &Path) -> Option<ExitStatus> {
+    let text = std::fs::read_to_string(runtime_dir.join(EXIT_STATUS_FILE)).ok()?;
+    text.trim().parse().ok().map(ExitStatus)
+}
+
+/// Starts, signals and waits for one rust-backend container.
+pub struct RustLauncher {
+    spec: ContainerSpec,
+    runtime_dir: PathBuf,
+    helper: PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl RustLauncher {
+    /// A launcher for the container prepared in `runtime_dir`, using the
+    /// `mezzo-launcher` binary found in `launcher_dir`.
+    pub fn new(spec: ContainerSpec, runtime_dir: &Path, launcher_dir: &Path) -> Result<Self, ContainerizerError> {
+        let helper = launcher_dir.join(LAUNCHER_BIN);
+        if !helper.is_file() {
+            return Err(launcher_err(format!("{} not found", helper.display())));
+        }
+        Ok(RustLauncher { spec, runtime_dir: runtime_dir.to_path_buf(), helper, child: None })
+    }
+
+    /// The container's spec.
+    pub fn spec(&self) -> &ContainerSpec {
+        &self.spec
+    }
+
+    /// Waits (bounded) for a supervisor that reported a failure, for its status.
+    async fn reap_failed(&self, mut child: tokio::process::Child) -> String {
+        match tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await {
+            Ok(Ok(st)) => st.to_string(),
+            Ok(Err(e)) => format!("wait failed: {e}"),
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
+                "killed after it hung".to_string()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Launcher for RustLauncher {
+    async fn start(&mut self) -> Result<(), ContainerizerError> {
+        if self.child.is_some() || read_exit_status(&self.runtime_dir).is_some() {
+            return Err(launcher_err(format!("container {} was already started", self.spec.container_id)));
+        }
+        let log_path = self.runtime_dir.join(LAUNCHER_LOG);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(ContainerizerError::io("open launcher log", &log_path))?;
+        let mut child = tokio::process::Command::new(&self.helper)
+            .arg("run")
+            .arg("--runtime-dir")
+            .arg(&self.runtime_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            // Its own process group: a terminal's ^C must reach the task
+            // through `signal`, not kill the supervisor behind its back.
+            .process_group(0)
+            .spawn()
+            .map_err(ContainerizerError::io("spawn mezzo-launcher", &self.helper))?;
+        let stdout = child.stdout.take().ok_or_else(|| launcher_err("supervisor has no stdout pipe"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        match tokio::time::timeout(START_TIMEOUT, lines.next_line()).await {
+            Ok(Ok(Some(line))) if line.starts_with("started ") => {
+                tracing::debug!(container = %self.spec.container_id, %line, "container started");
+                self.child = Some(child);
+                Ok(())
+            }
+            Ok(Ok(Some(line))) if line.starts_with("error ") => {
+                let status = self.reap_failed(child).await;
+                tracing::debug!(container = %self.spec.container_id, %status, "supervisor failed");
+                Err(launcher_err(format!("failed to start container {}: {}", self.spec.container_id, &line[6..])))
+            }
+            Ok(Ok(other)) => {
+                let status = self.reap_failed(child).await;
+                Err(launcher_err(format!(
+                    "supervisor of container {} ended before it started ({status}){}: {}",
+                    self.spec.container_id,
+                    other.map(|l| format!(", said '{l}'")).unwrap_or_default(),
+                    log_tail(&self.runtime_dir)
+                )))
+            }
+            Ok(Err(e)) => {
+                let status = self.reap_failed(child).await;
+                Err(launcher_err(format!("read from supervisor: {e} ({status})")))
+            }
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
+                Err(launcher_err(format!(
+                    "container {} did not start within {}s: {}",
+                    self.spec.container_id,
+                    START_TIMEOUT.as_secs(),
+                    log_tail(&self.runtime_dir)
+                )))
+            }
+        }
+    }
+
+    async fn signal(&self, signal: i32) -> Result<(), ContainerizerError> {
+        let run = tokio::process::Command::new(&self.helper)
+            .arg("kill")
+            .arg("--runtime-dir")
+            .arg(&self.runtime_dir)
+            .arg("--signal")
+            .arg(signal.to_string())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(SIGNAL_TIMEOUT, run)
+            .await
+            .map_err(|_| launcher_err(format!("signalling container {} timed out", self.spec.container_id)))?
+            .map_err(ContainerizerError::io("run mezzo-launcher kill", &self.helper))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(launcher_err(format!(
+                "signal {signal} to container {}: {}",
+                self.spec.container_id,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
+    async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError> {
+        let supervisor = match self.child.as_mut() {
+            Some(child) => child.wait().await.map_err(ContainerizerError::io("wait for mezzo-launcher", &self.helper))?.to_string(),
+            None => {
+                // A launcher made anew (e.g. by a restarted executor): the
+                // supervisor is not our child, so watch its pid instead.
+                if live_supervisor(&self.runtime_dir).is_none() && read_exit_status(&self.runtime_dir).is_none() {
+                    return Err(launcher_err(format!("container {} was not started", self.spec.container_id)));
+                }
+                while live_supervisor(&self.runtime_dir).is_some() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                "no longer running".to_string()
+            }
+        };
+        read_exit_status(&self.runtime_dir).ok_or_else(|| {
+            launcher_err(format!(
+                "supervisor of container {} ended ({supervisor}) without recording an exit status: {}",
+                self.spec.container_id,
+                log_tail(&self.runtime_dir)
+            ))
+        })
+    }
+}

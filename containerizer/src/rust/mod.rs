@@ -1,0 +1,193 @@
+//! The rust backend: renders a container spec into an OCI bundle and runs
+//! it with youki's libcontainer, always from the single-threaded
+//! `mezzo-launcher` helper (never in the multi-threaded agent or executor).
+//!
+//! Layout of a container's runtime directory `<runtime_root>/<id>`:
+//! `spec.json`, `backend` (the containerizer's), `bundle/config.json`,
+//! `state/` (libcontainer's root), `rootfs/` (host rootfs bind target),
+//! `overlay/{upper,work,merged}` (image rootfs), `launcher.pid`, `pid`
+//! (the container's init), `exit_status` (raw wait status), `launcher.log`.
+
+mod cgroupfs;
+mod launcher;
+mod oci;
+mod user;
+
+pub use cgroupfs::{container_dirs, kill_all, mounts_under, remove_dirs};
+pub use launcher::RustLauncher;
+pub use oci::{render, DEFAULT_PATH};
+pub use user::{resolve_user, ResolvedUser};
+
+use crate::isolators::{CgroupsCpu, CgroupsMem, FilesystemLinux, Namespaces, Provisioner};
+use crate::spec::Rootfs;
+use crate::{Backend, ContainerSpec, ContainerType, ContainerizerError, Isolator};
+use async_trait::async_trait;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Name of the helper binary in the launcher directory.
+pub const LAUNCHER_BIN: &str = "mezzo-launcher";
+/// OCI bundle directory (holds `config.json`).
+pub const BUNDLE_DIR: &str = "bundle";
+/// libcontainer's state root; the container's state is `state/<id>`.
+pub const STATE_DIR: &str = "state";
+/// Mount point of the host's `/` for containers without an image.
+pub const HOST_ROOTFS_DIR: &str = "rootfs";
+/// Pid of the supervising `mezzo-launcher run`.
+pub const LAUNCHER_PID_FILE: &str = "launcher.pid";
+/// Host pid of the container's init.
+pub const PID_FILE: &str = "pid";
+/// Raw wait status of the container's init, written once it ended.
+pub const EXIT_STATUS_FILE: &str = "exit_status";
+/// The helper's own log (stderr).
+pub const LAUNCHER_LOG: &str = "launcher.log";
+/// Default `--cgroups_root`, as Mesos's `mesos`.
+pub const DEFAULT_CGROUPS_ROOT: &str = "mezzo";
+
+/// Where the OCI root of `spec` is, for a container in `runtime_dir`.
+pub fn rootfs_path(spec: &ContainerSpec, runtime_dir: &Path) -> PathBuf {
+    match &spec.rootfs {
+        Rootfs::Host => runtime_dir.join(HOST_ROOTFS_DIR),
+        Rootfs::Overlay { target, .. } => target.clone(),
+        Rootfs::Directory(dir) => dir.clone(),
+    }
+}
+
+/// How the agent sets up the rust backend.
+#[derive(Clone)]
+pub struct RustBackendConfig {
+    /// Parent of the containers' runtime directories (the `Containerizer`'s).
+    pub runtime_root: PathBuf,
+    /// Provisions images for tasks that name one; `None` rejects them.
+    pub provisioner: Option<Arc<dyn Provisioner>>,
+    /// Containers' cgroups are `/<cgroups_root>/<id>` in every hierarchy.
+    pub cgroups_root: String,
+    /// Directory holding the `mezzo-launcher` binary.
+    pub launcher_dir: PathBuf,
+}
+
+/// The `rust` containerizer backend (Mesos-type containers on libcontainer).
+pub struct RustBackend {
+    config: RustBackendConfig,
+    isolators: Vec<Arc<dyn Isolator>>,
+}
+
+impl RustBackend {
+    /// A backend with the default isolators: `filesystem/linux`,
+    /// `cgroups/cpu`, `cgroups/mem`, `namespaces/pid`, `namespaces/ipc`,
+    /// `namespaces/uts` and a mount namespace.
+    pub fn new(config: RustBackendConfig) -> Self {
+        let isolators: Vec<Arc<dyn Isolator>> = vec![
+            Arc::new(FilesystemLinux::new(config.runtime_root.clone(), config.provisioner.clone())),
+            Arc::new(CgroupsCpu::new(config.cgroups_root.clone())),
+            Arc::new(CgroupsMem::new(config.cgroups_root.clone())),
+            Arc::new(Namespaces::pid()),
+            Arc::new(Namespaces::ipc()),
+            Arc::new(Namespaces::uts()),
+            Arc::new(Namespaces::mount()),
+        ];
+        RustBackend { config, isolators }
+    }
+
+    /// The backend's configuration.
+    pub fn config(&self) -> &RustBackendConfig {
+        &self.config
+    }
+}
+
+/// How long destroy waits for the container's processes and supervisor.
+const DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[async_trait]
+impl Backend for RustBackend {
+    fn name(&self) -> &'static str {
+        "rust"
+    }
+
+    fn accepts(&self, kind: ContainerType) -> bool {
+        kind == ContainerType::Mesos
+    }
+
+    fn isolators(&self) -> Vec<Arc<dyn Isolator>> {
+        self.isolators.clone()
+    }
+
+    async fn prepare(&self, spec: &ContainerSpec, runtime_dir: &Path) -> Result<(), ContainerizerError> {
+        let oci = render(spec, runtime_dir)?;
+        let bundle = runtime_dir.join(BUNDLE_DIR);
+        std::fs::create_dir_all(&bundle).map_err(ContainerizerError::io("create bundle directory", &bundle))?;
+        let config = bundle.join("config.json");
+        oci.save(&config).map_err(|e| ContainerizerError::InvalidSpec(format!("write {}: {e}", config.display())))?;
+        let state = runtime_dir.join(STATE_DIR);
+        std::fs::create_dir_all(&state).map_err(ContainerizerError::io("create state directory", &state))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
+                .map_err(ContainerizerError::io("chmod state directory", &state))?;
+        }
+        if spec.rootfs == Rootfs::Host {
+            let dir = runtime_dir.join(HOST_ROOTFS_DIR);
+            std::fs::create_dir_all(&dir).map_err(ContainerizerError::io("create rootfs directory", &dir))?;
+        }
+        Ok(())
+    }
+
+    async fn destroy(&self, container_id: &str, runtime_dir: &Path) -> Result<(), ContainerizerError> {
+        crate::containerizer::validate_id(container_id)?;
+        let cgroup = match crate::read_spec(runtime_dir) {
+            Ok(spec) if !spec.cgroup_path.is_empty() => spec.cgroup_path,
+            _ => crate::isolators::cgroup_path(&self.config.cgroups_root, container_id),
+        };
+        let runtime_dir = runtime_dir.to_path_buf();
+        let id = container_id.to_string();
+        tokio::task::spawn_blocking(move || destroy_blocking(&id, &runtime_dir, &cgroup))
+            .await
+            .map_err(|e| ContainerizerError::Other(format!("destroy task: {e}")))?
+    }
+}
+
+/// Kills, waits for the supervisor, and removes cgroups, mounts and state.
+fn destroy_blocking(id: &str, runtime_dir: &Path, cgroup: &str) -> Result<(), ContainerizerError> {
+    let fail = |what: &str, e: String| ContainerizerError::Other(format!("destroy {id}: {what}: {e}"));
+    kill_all(cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
+    // The supervisor records the exit status and deletes libcontainer's
+    // state once the init is gone; give it that chance before removing it.
+    if let Some(pid) = launcher::live_supervisor(runtime_dir) {
+        let deadline = std::time::Instant::now() + DESTROY_TIMEOUT;
+        while launcher::live_supervisor(runtime_dir).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if launcher::live_supervisor(runtime_dir).is_some() {
+            tracing::warn!(container = id, pid, "supervisor did not exit after its container was killed; killing it");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    remove_dirs(cgroup, DESTROY_TIMEOUT).map_err(|e| fail("remove cgroups", e))?;
+    // Mounts live in the supervisor's private namespace; anything found on
+    // the host under the runtime directory is a leak to undo.
+    for m in mounts_under(runtime_dir) {
+        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(container = id, mount = %m.display(), error = %e, "unmount leftover");
+        }
+    }
+    let left = mounts_under(runtime_dir);
+    if !left.is_empty() {
+        // Never remove a tree that still has something mounted in it: the
+        // host rootfs bind would take the host's files with it.
+        return Err(fail("unmount", format!("still mounted: {left:?}")));
+    }
+    let state = runtime_dir.join(STATE_DIR);
+    match std::fs::remove_dir_all(&state) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ContainerizerError::io("remove", &state)(e)),
+    }
+    // Only ever an empty mount point on the host: rmdir, never a recursive remove.
+    let rootfs = runtime_dir.join(HOST_ROOTFS_DIR);
+    match std::fs::remove_dir(&rootfs) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ContainerizerError::io("remove", &rootfs)(e)),
+    }
+}

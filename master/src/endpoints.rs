@@ -1,0 +1,398 @@
+//! Read-only HTTP endpoints: `/version`, `/health`, `/state`, `/frameworks`,
+//! `/slaves`, `/tasks`, `/flags` and `/metrics/snapshot`, in the legacy JSON
+//! shapes Mesos tools read (`src/master/http.cpp`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mezzo_proto::json::{to_ascii_json, to_json_value};
+use serde_json::{json, Map, Value};
+
+use crate::master::{now_secs, Agent, Framework, Master, Shared, TaskRecord, MESOS_VERSION};
+use crate::resources::Resources;
+
+/// The build identity reported by `/version` and `/state`.
+const GIT_SHA: &str = "mezzo";
+const BUILD_USER: &str = "mezzo";
+
+fn json_response(value: &Value) -> Response {
+    match to_ascii_json(value) {
+        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to encode json: {e}")).into_response(),
+    }
+}
+
+/// `GET /version`.
+pub(crate) async fn version(State(shared): State<Arc<Shared>>) -> Response {
+    let start = shared.lock().start_time;
+    json_response(&json!({
+        "version": MESOS_VERSION,
+        "build_date": build_date(start),
+        "build_time": start,
+        "build_user": BUILD_USER,
+        "git_sha": GIT_SHA,
+        "mezzo_version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Mesos prints the build date like `2024-01-01 00:00:00`; ours is the start time.
+fn build_date(secs: f64) -> String {
+    let secs = secs as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// `GET /health`.
+pub(crate) async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+fn task_json(task: &TaskRecord) -> Value {
+    let info = &task.info;
+    let statuses: Vec<Value> = task
+        .statuses
+        .iter()
+        .map(|s| {
+            let mut m = Map::new();
+            m.insert("state".into(), json!(s.state().as_str_name()));
+            m.insert("timestamp".into(), json!(s.timestamp.unwrap_or(0.0)));
+            if let Some(h) = s.healthy {
+                m.insert("healthy".into(), json!(h));
+            }
+            if let Some(cs) = &s.container_status {
+                m.insert("container_status".into(), to_json_value(cs));
+            }
+            if let Some(l) = &s.labels {
+                m.insert("labels".into(), to_json_value(l).get("labels").cloned().unwrap_or(json!([])));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("id".into(), json!(info.task_id.value));
+    m.insert("name".into(), json!(info.name));
+    m.insert("framework_id".into(), json!(task.framework_id));
+    m.insert(
+        "executor_id".into(),
+        json!(info
+            .executor
+            .as_ref()
+            .map(|e| e.executor_id.value.as_str())
+            .unwrap_or("")),
+    );
+    m.insert("slave_id".into(), json!(task.agent_id));
+    m.insert("agent_id".into(), json!(task.agent_id));
+    m.insert("state".into(), json!(task.state.as_str_name()));
+    m.insert("role".into(), json!("*"));
+    m.insert("resources".into(), task.resources.to_state_json());
+    m.insert("statuses".into(), Value::Array(statuses));
+    if let Some(l) = &info.labels {
+        m.insert("labels".into(), to_json_value(l).get("labels").cloned().unwrap_or(json!([])));
+    }
+    if let Some(c) = &info.container {
+        m.insert("container".into(), to_json_value(c));
+    }
+    if let Some(d) = &info.discovery {
+        m.insert("discovery".into(), to_json_value(d));
+    }
+    if let Some(h) = &info.health_check {
+        m.insert("health_check".into(), to_json_value(h));
+    }
+    if let Some(k) = &info.kill_policy {
+        m.insert("kill_policy".into(), to_json_value(k));
+    }
+    Value::Object(m)
+}
+
+fn framework_json(fw: &Framework, master: &Master) -> Value {
+    let info = &fw.info;
+    let mut used = Resources::new();
+    for t in fw.tasks.values() {
+        if !crate::master::is_terminal(t.state) {
+            used.add(&t.resources);
+        }
+    }
+    let mut offered = Resources::new();
+    let offers: Vec<Value> = master
+        .offers
+        .values()
+        .filter(|o| o.framework_id == fw.id)
+        .map(|o| {
+            offered.add(&o.resources);
+            json!({
+                "id": o.offer.id.value,
+                "framework_id": fw.id,
+                "slave_id": o.agent_id,
+                "resources": o.resources.to_state_json(),
+            })
+        })
+        .collect();
+    let capabilities: Vec<Value> = info
+        .capabilities
+        .iter()
+        .map(|c| json!(c.r#type().as_str_name()))
+        .collect();
+    #[allow(deprecated)]
+    let role = info.role.clone().unwrap_or_else(|| "*".to_string());
+    let connected = fw.subscription.is_some();
+    let mut allocated = used.clone();
+    allocated.add(&offered);
+    json!({
+        "id": fw.id,
+        "name": info.name,
+        "user": info.user,
+        "role": role,
+        "roles": if info.roles.is_empty() { vec![role.clone()] } else { info.roles.clone() },
+        "active": connected && !fw.suppressed,
+        "connected": connected,
+        "recovered": false,
+        "suppressed": fw.suppressed,
+        "hostname": info.hostname.clone().unwrap_or_default(),
+        "webui_url": info.webui_url.clone().unwrap_or_default(),
+        "principal": info.principal,
+        "failover_timeout": info.failover_timeout.unwrap_or(0.0),
+        "checkpoint": info.checkpoint.unwrap_or(false),
+        "capabilities": capabilities,
+        "registered_time": fw.registered_time,
+        "unregistered_time": fw.unregistered_time.unwrap_or(0.0),
+        "tasks": fw.tasks.values().map(task_json).collect::<Vec<_>>(),
+        "completed_tasks": fw.completed_tasks.iter().map(task_json).collect::<Vec<_>>(),
+        "unreachable_tasks": [],
+        "executors": [],
+        "completed_executors": [],
+        "offers": offers,
+        "resources": allocated.to_state_json(),
+        "used_resources": used.to_state_json(),
+        "offered_resources": offered.to_state_json(),
+    })
+}
+
+fn agent_json(agent: &Agent) -> Value {
+    let attributes: Map<String, Value> = agent
+        .info
+        .attributes
+        .iter()
+        .map(|a| {
+            let v = to_json_value(a);
+            let value = v
+                .get("text")
+                .and_then(|t| t.get("value"))
+                .cloned()
+                .or_else(|| v.get("scalar").and_then(|s| s.get("value")).cloned())
+                .unwrap_or(Value::Null);
+            (a.name.clone(), value)
+        })
+        .collect();
+    json!({
+        "id": agent.id,
+        "hostname": agent.info.hostname,
+        "port": agent.info.port.unwrap_or(5051),
+        "pid": agent.pid(),
+        "resources": agent.total.to_state_json(),
+        "used_resources": agent.used.to_state_json(),
+        "offered_resources": agent.offered.to_state_json(),
+        "unreserved_resources": agent.total.to_state_json(),
+        "reserved_resources": {},
+        "attributes": attributes,
+        "active": true,
+        "deactivated": false,
+        "version": MESOS_VERSION,
+        "capabilities": [],
+        "registered_time": agent.registered_time,
+    })
+}
+
+fn leader_pid(master: &Master) -> String {
+    master.info.pid.clone().unwrap_or_default()
+}
+
+/// `GET /state` (and `/master/state`).
+pub(crate) async fn state(State(shared): State<Arc<Shared>>) -> Response {
+    let master = shared.lock();
+    let value = json!({
+        "version": MESOS_VERSION,
+        "git_sha": GIT_SHA,
+        "build_date": build_date(master.start_time),
+        "build_time": master.start_time,
+        "build_user": BUILD_USER,
+        "start_time": master.start_time,
+        "elected_time": master.start_time,
+        "id": master.info.id,
+        "pid": leader_pid(&master),
+        "hostname": master.info.hostname.clone().unwrap_or_default(),
+        "activated_slaves": master.agents.len(),
+        "deactivated_slaves": 0,
+        "unreachable_slaves": 0,
+        "leader": leader_pid(&master),
+        "leader_info": to_json_value(&master.info),
+        "flags": flags_json(&master),
+        "slaves": master.agents.values().map(agent_json).collect::<Vec<_>>(),
+        "frameworks": master.frameworks.values().map(|f| framework_json(f, &master)).collect::<Vec<_>>(),
+        "completed_frameworks": master.completed_frameworks.iter().map(|f| framework_json(f, &master)).collect::<Vec<_>>(),
+        "orphan_tasks": [],
+        "unregistered_frameworks": [],
+    });
+    drop(master);
+    json_response(&value)
+}
+
+/// `GET /frameworks`.
+pub(crate) async fn frameworks(State(shared): State<Arc<Shared>>) -> Response {
+    let master = shared.lock();
+    let value = json!({
+        "frameworks": master.frameworks.values().map(|f| framework_json(f, &master)).collect::<Vec<_>>(),
+        "completed_frameworks": master.completed_frameworks.iter().map(|f| framework_json(f, &master)).collect::<Vec<_>>(),
+        "unregistered_frameworks": [],
+    });
+    drop(master);
+    json_response(&value)
+}
+
+/// `GET /slaves`.
+pub(crate) async fn slaves(State(shared): State<Arc<Shared>>) -> Response {
+    let value = json!({
+        "slaves": shared.lock().agents.values().map(agent_json).collect::<Vec<_>>(),
+        "recovered_slaves": [],
+    });
+    json_response(&value)
+}
+
+/// `GET /tasks?task_id=&framework_id=&limit=&offset=&order=`.
+pub(crate) async fn tasks(State(shared): State<Arc<Shared>>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let master = shared.lock();
+    let mut all: Vec<&TaskRecord> = Vec::new();
+    for fw in master.frameworks.values().chain(master.completed_frameworks.iter()) {
+        all.extend(fw.tasks.values());
+        all.extend(fw.completed_tasks.iter());
+    }
+    if let Some(id) = query.get("task_id") {
+        all.retain(|t| &t.info.task_id.value == id);
+    }
+    if let Some(id) = query.get("framework_id") {
+        all.retain(|t| &t.framework_id == id);
+    }
+    // Mesos orders by start time, newest first unless order=asc.
+    all.sort_by(|a, b| a.launched_at.total_cmp(&b.launched_at));
+    if query.get("order").map(String::as_str) != Some("asc") {
+        all.reverse();
+    }
+    let offset: usize = query.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+    let limit: i64 = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+    let iter = all.into_iter().skip(offset);
+    let list: Vec<Value> = if limit < 0 {
+        iter.map(task_json).collect()
+    } else {
+        iter.take(limit as usize).map(task_json).collect()
+    };
+    drop(master);
+    json_response(&json!({ "tasks": list }))
+}
+
+fn flags_json(master: &Master) -> Value {
+    let c = &master.config;
+    json!({
+        "hostname": master.info.hostname.clone().unwrap_or_default(),
+        "port": master.info.port.to_string(),
+        "agent_ping_timeout": format!("{}secs", c.agent_ping_timeout.as_secs_f64()),
+        "allocation_interval": format!("{}secs", c.allocation_interval.as_secs_f64()),
+        "heartbeat_interval": format!("{}secs", c.heartbeat_interval.as_secs_f64()),
+    })
+}
+
+/// `GET /flags`.
+pub(crate) async fn flags(State(shared): State<Arc<Shared>>) -> Response {
+    let value = json!({ "flags": flags_json(&shared.lock()) });
+    json_response(&value)
+}
+
+/// `GET /metrics/snapshot`: the `master/*` gauges and counters we keep.
+pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let master = shared.lock();
+    let mut states: HashMap<&'static str, u64> = HashMap::new();
+    for fw in master.frameworks.values().chain(master.completed_frameworks.iter()) {
+        for t in fw.tasks.values().chain(fw.completed_tasks.iter()) {
+            let name = t.state.as_str_name();
+            *states.entry(name).or_default() += 1;
+        }
+    }
+    let mut total = Resources::new();
+    let mut used = Resources::new();
+    for a in master.agents.values() {
+        total.add(&a.total);
+        used.add(&a.used);
+    }
+    let connected = master.frameworks.values().filter(|f| f.subscription.is_some()).count();
+    let c = &master.counters;
+    let mut m = Map::new();
+    let mut put = |k: &str, v: f64| {
+        m.insert(format!("master/{k}"), json!(v));
+    };
+    put("uptime_secs", now_secs() - master.start_time);
+    put("elected", 1.0);
+    put("slaves_active", master.agents.len() as f64);
+    put("slaves_connected", master.agents.len() as f64);
+    put("slave_registrations", c.agent_registrations as f64);
+    put("slave_reregistrations", c.agent_reregistrations as f64);
+    put("slave_removals", c.agent_removals as f64);
+    put("frameworks_active", connected as f64);
+    put("frameworks_connected", connected as f64);
+    put("frameworks_disconnected", (master.frameworks.len() - connected) as f64);
+    put("frameworks_inactive", (master.frameworks.len() - connected) as f64);
+    put("outstanding_offers", master.offers.len() as f64);
+    put("messages_status_update", c.status_updates as f64);
+    put("offers_sent", c.offers_sent as f64);
+    put("offers_declined", c.offers_declined as f64);
+    put("offers_accepted", c.offers_accepted as f64);
+    put("offers_rescinded", c.offers_rescinded as f64);
+    put("tasks_launched", c.tasks_launched as f64);
+    put("invalid_tasks", c.tasks_invalid as f64);
+    put("framework_subscriptions", c.framework_subscriptions as f64);
+    put("framework_teardowns", c.framework_teardowns as f64);
+    put("invalid_scheduler_calls", c.invalid_calls as f64);
+    for state in [
+        "TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED",
+        "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED",
+        "TASK_UNREACHABLE", "TASK_GONE", "TASK_GONE_BY_OPERATOR",
+    ] {
+        let key = state.trim_start_matches("TASK_").to_ascii_lowercase();
+        put(&format!("tasks_{key}"), states.get(state).copied().unwrap_or(0) as f64);
+    }
+    for name in ["cpus", "mem", "disk", "gpus"] {
+        put(&format!("{name}_total"), total.scalar(name));
+        put(&format!("{name}_used"), used.scalar(name));
+        let share = if total.scalar(name) > 0.0 { used.scalar(name) / total.scalar(name) } else { 0.0 };
+        put(&format!("{name}_percent"), share);
+    }
+    drop(master);
+    json_response(&Value::Object(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build_date;
+
+    #[test]
+    fn build_date_is_civil_time() {
+        assert_eq!(build_date(0.0), "1970-01-01 00:00:00");
+        assert_eq!(build_date(1_700_000_000.0), "2023-11-14 22:13:20");
+    }
+}

@@ -1,0 +1,79 @@
+//! Error types of the master.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Why the master could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    /// Reading the listener's address failed.
+    #[error("failed to read the listener address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// Building the HTTP client for agents failed.
+    #[error("failed to build the agent http client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A rejected HTTP call; becomes a plain-text response with the status code,
+/// as Mesos answers (`src/master/http.cpp`).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CallError {
+    /// 400: malformed or invalid request.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 403: the framework is not subscribed.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: the addressed object is unknown.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: wrong HTTP method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 406: no acceptable response encoding.
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// 415: unsupported request encoding.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 501: call type the master does not implement.
+    #[error("{0}")]
+    NotImplemented(String),
+}
+
+impl CallError {
+    /// The HTTP status code of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CallError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CallError::Forbidden(_) => StatusCode::FORBIDDEN,
+            CallError::NotFound(_) => StatusCode::NOT_FOUND,
+            CallError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            CallError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            CallError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            CallError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+impl IntoResponse for CallError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.to_string(),
+        )
+            .into_response();
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut().insert(
+                axum::http::header::ALLOW,
+                axum::http::HeaderValue::from_static("POST"),
+            );
+        }
+        resp
+    }
+}

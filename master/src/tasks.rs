@@ -1,0 +1,222 @@
+//! Task updates: status updates from agents, ACKNOWLEDGE, KILL and RECONCILE.
+
+use mezzo_proto::mesos::v1::scheduler::call;
+use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, TaskId, TaskState, TaskStatus};
+use mezzo_proto::mezzo::agent::{
+    master_to_agent, AcknowledgeUpdate, KillTask, MasterToAgent, StatusUpdate,
+};
+
+use crate::master::{framework_id, is_terminal, master_status, Master};
+
+/// Mesos keeps the statuses of a task; a bound keeps a chatty health check
+/// from growing a task without limit.
+const MAX_STATUSES_PER_TASK: usize = 100;
+
+impl Master {
+    /// Records a status update from an agent and forwards it to the framework.
+    pub(crate) fn status_update(&mut self, update: StatusUpdate) -> Result<(), String> {
+        let fid = update
+            .framework_id
+            .map(|f| f.value)
+            .ok_or("status update lacks 'framework_id'")?;
+        let mut status = update.status.ok_or("status update lacks 'status'")?;
+        let task_id = status
+            .task_id
+            .as_ref()
+            .map(|t| t.value.clone())
+            .ok_or("status update lacks 'status.task_id'")?;
+        if TaskState::try_from(status.state).is_err() {
+            return Err(format!("status update has unknown state {}", status.state));
+        }
+        self.counters.status_updates += 1;
+        let Some(fw) = self.frameworks.get_mut(&fid) else {
+            tracing::warn!(framework_id = %fid, %task_id, "ignoring status update for unknown framework");
+            return Ok(());
+        };
+        let mut freed = None;
+        if let Some(task) = fw.tasks.get_mut(&task_id) {
+            if status.agent_id.is_none() {
+                status.agent_id = Some(AgentId {
+                    value: task.agent_id.clone(),
+                });
+            }
+            // The agent retries until acknowledged: a retry is forwarded
+            // again (the scheduler acknowledges again) but recorded once.
+            let duplicate = status.uuid.is_some()
+                && task.statuses.iter().any(|s| s.uuid == status.uuid);
+            if !duplicate {
+                let new_state = status.state();
+                let was_terminal = is_terminal(task.state);
+                task.state = new_state;
+                task.statuses.push(status.clone());
+                if task.statuses.len() > MAX_STATUSES_PER_TASK {
+                    task.statuses.remove(0);
+                }
+                if is_terminal(new_state) && !was_terminal {
+                    freed = Some((task.agent_id.clone(), task.resources.clone()));
+                }
+            }
+            // Without a uuid no acknowledgement will come to retire the task.
+            if is_terminal(task.state) && status.uuid.is_none() {
+                fw.complete_task(&task_id);
+            }
+        } else {
+            tracing::warn!(framework_id = %fid, %task_id, "forwarding status update for a task unknown to the master");
+        }
+        tracing::info!(
+            framework_id = %fid,
+            %task_id,
+            state = ?status.state(),
+            "status update"
+        );
+        fw.send(crate::master::update_event(status));
+        if let Some((agent_id, resources)) = freed {
+            if let Some(agent) = self.agents.get_mut(&agent_id) {
+                agent.used.subtract(&resources);
+            }
+            self.wake_allocator();
+        }
+        Ok(())
+    }
+
+    /// Handles ACKNOWLEDGE: forwards it to the agent that sent the update and
+    /// retires a terminal task once its last update is acknowledged.
+    pub(crate) fn acknowledge(&mut self, fid: &str, ack: &call::Acknowledge) {
+        let agent_id = ack.agent_id.as_ref().map(|a| a.value.as_str()).unwrap_or("");
+        let task_id = ack.task_id.as_ref().map(|t| t.value.as_str()).unwrap_or("");
+        if let Some(fw) = self.frameworks.get_mut(fid) {
+            let retire = fw.tasks.get(task_id).is_some_and(|t| {
+                is_terminal(t.state) && t.latest_uuid() == Some(ack.uuid.as_slice())
+            });
+            if retire {
+                fw.complete_task(task_id);
+            }
+        }
+        match self.agents.get(agent_id) {
+            Some(agent) => agent.link.send(MasterToAgent {
+                r#type: Some(master_to_agent::Type::Acknowledge as i32),
+                acknowledge: Some(AcknowledgeUpdate {
+                    framework_id: Some(framework_id(fid)),
+                    task_id: ack.task_id.clone(),
+                    uuid: ack.uuid.clone(),
+                }),
+                ..Default::default()
+            }),
+            None => {
+                tracing::warn!(framework_id = %fid, %agent_id, %task_id, "dropping acknowledgement for unknown agent")
+            }
+        }
+    }
+
+    /// Handles KILL: forwards it to the task's agent; an unknown task is
+    /// answered by reconciling it, as Mesos does.
+    pub(crate) fn kill(&mut self, fid: &str, kill: &call::Kill) {
+        let task_id = kill.task_id.as_ref().map(|t| t.value.as_str()).unwrap_or("");
+        let agent_id = self
+            .frameworks
+            .get(fid)
+            .and_then(|fw| fw.tasks.get(task_id))
+            .map(|t| t.agent_id.clone());
+        match agent_id {
+            Some(agent_id) => {
+                let Some(agent) = self.agents.get(&agent_id) else {
+                    tracing::warn!(framework_id = %fid, %task_id, %agent_id, "cannot kill task: agent is gone");
+                    return;
+                };
+                tracing::info!(framework_id = %fid, %task_id, %agent_id, "killing task");
+                agent.link.send(MasterToAgent {
+                    r#type: Some(master_to_agent::Type::KillTask as i32),
+                    kill_task: Some(KillTask {
+                        framework_id: Some(framework_id(fid)),
+                        task_id: kill.task_id.clone(),
+                        kill_policy: kill.kill_policy.clone(),
+                    }),
+                    ..Default::default()
+                });
+            }
+            None => {
+                tracing::warn!(framework_id = %fid, %task_id, "cannot kill unknown task, reconciling it");
+                let reconcile = call::Reconcile {
+                    tasks: vec![call::reconcile::Task {
+                        task_id: kill.task_id.clone(),
+                        agent_id: kill.agent_id.clone(),
+                    }],
+                };
+                self.reconcile(fid, &reconcile);
+            }
+        }
+    }
+
+    /// Handles RECONCILE, implicit (no tasks) or explicit, following
+    /// `Master::_reconcileTasks`. Answers carry no uuid.
+    pub(crate) fn reconcile(&mut self, fid: &str, reconcile: &call::Reconcile) {
+        let Some(fw) = self.frameworks.get(fid) else {
+            return;
+        };
+        let partition_aware = fw.partition_aware();
+        let latest = |t: &crate::master::TaskRecord| -> TaskStatus {
+            let mut status = master_status(
+                t.info.task_id.as_ref().map(|i| i.value.as_str()).unwrap_or(""),
+                Some(&t.agent_id),
+                t.state,
+                Reason::ReasonReconciliation,
+                "Reconciliation: Latest task state",
+            );
+            if let Some(last) = t.statuses.last() {
+                status.healthy = last.healthy;
+                status.executor_id = last.executor_id.clone();
+                status.container_status = last.container_status.clone();
+                status.labels = last.labels.clone();
+            }
+            status
+        };
+        let mut answers = Vec::new();
+        if reconcile.tasks.is_empty() {
+            answers.extend(fw.tasks.values().map(latest));
+        } else {
+            for entry in &reconcile.tasks {
+                let task_id = entry.task_id.as_ref().map(|t| t.value.as_str()).unwrap_or("");
+                let agent_id = entry.agent_id.as_ref().map(|a| a.value.as_str());
+                if let Some(task) = fw.tasks.get(task_id) {
+                    answers.push(latest(task));
+                    continue;
+                }
+                let (state, message) = match agent_id {
+                    Some(a) if self.agents.contains_key(a) => (
+                        if partition_aware { TaskState::TaskGone } else { TaskState::TaskLost },
+                        "Reconciliation: Task is unknown to the agent",
+                    ),
+                    _ => (
+                        if partition_aware { TaskState::TaskUnknown } else { TaskState::TaskLost },
+                        "Reconciliation: Task is unknown",
+                    ),
+                };
+                answers.push(master_status(
+                    task_id,
+                    agent_id,
+                    state,
+                    Reason::ReasonReconciliation,
+                    message,
+                ));
+            }
+        }
+        for status in answers {
+            fw.send(crate::master::update_event(status));
+        }
+    }
+
+    /// A status for a task reported lost or unreachable by the master.
+    pub(crate) fn agent_lost_status(
+        task_id: &TaskId,
+        agent_id: &str,
+        partition_aware: bool,
+        message: &str,
+    ) -> TaskStatus {
+        let state = if partition_aware {
+            TaskState::TaskUnreachable
+        } else {
+            TaskState::TaskLost
+        };
+        master_status(&task_id.value, Some(agent_id), state, Reason::ReasonAgentRemoved, message)
+    }
+}

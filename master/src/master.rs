@@ -252,12 +252,12 @@ pub(crate) fn master_status(
     message: impl Into<String>,
 ) -> TaskStatus {
     TaskStatus {
-        task_id: Some(TaskId {
+        task_id: TaskId {
             value: task_id.to_string(),
-        }),
+        },
         state: state as i32,
         message: Some(message.into()),
-        source: Some(task_status::Source::SourceMaster as i32),
+        source: Some(task_status::Source::Master as i32),
         reason: Some(reason as i32),
         agent_id: agent_id.map(|a| AgentId {
             value: a.to_string(),
@@ -272,7 +272,7 @@ pub(crate) fn update_event(status: TaskStatus) -> Event {
     Event {
         r#type: Some(event::Type::Update as i32),
         update: Some(event::Update {
-            status: Some(status),
+            status,
         }),
         ..Default::default()
     }

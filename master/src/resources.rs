@@ -266,6 +266,7 @@ impl Resources {
     }
 
     /// Unreserved `Resource` messages (role `*`), sorted by name.
+    #[allow(deprecated)] // Mesos still fills the legacy `role` for old clients.
     pub fn to_protos(&self) -> Vec<Resource> {
         let mut out = Vec::new();
         for (n, v) in &self.scalars {

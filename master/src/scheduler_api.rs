@@ -90,8 +90,8 @@ fn validate(call: &Call) -> Result<CallType, CallError> {
             .ok_or_else(|| invalid("Expecting 'subscribe' to be present"))?;
         let info_id = sub
             .framework_info
+            .id
             .as_ref()
-            .and_then(|i| i.id.as_ref())
             .map(|i| i.value.as_str());
         if let (Some(a), Some(b)) = (call.framework_id.as_ref().map(|f| f.value.as_str()), info_id) {
             if a != b {
@@ -171,8 +171,10 @@ fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u
                 "Subscribe calls should not include the 'Mesos-Stream-Id' header".into(),
             ));
         }
-        let sub = call.subscribe.unwrap_or_default();
-        let mut info = sub.framework_info.unwrap_or_default();
+        let Some(sub) = call.subscribe else {
+            unreachable!("validated")
+        };
+        let mut info = sub.framework_info;
         if info.id.is_none() {
             info.id = call.framework_id.clone();
         }
@@ -210,7 +212,7 @@ fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u
         CallType::Reconcile => master.reconcile(&fid, call.reconcile.as_ref().expect("validated")),
         CallType::UpdateFramework => {
             let update = call.update_framework.as_ref().expect("validated");
-            let info = update.framework_info.clone().unwrap_or_default();
+            let info = update.framework_info.clone();
             master
                 .update_framework(&fid, info, &update.suppressed_roles)
                 .map_err(|m| CallError::BadRequest(format!("Failed to update framework: {m}")))?;

@@ -15,16 +15,9 @@ const MAX_STATUSES_PER_TASK: usize = 100;
 impl Master {
     /// Records a status update from an agent and forwards it to the framework.
     pub(crate) fn status_update(&mut self, update: StatusUpdate) -> Result<(), String> {
-        let fid = update
-            .framework_id
-            .map(|f| f.value)
-            .ok_or("status update lacks 'framework_id'")?;
-        let mut status = update.status.ok_or("status update lacks 'status'")?;
-        let task_id = status
-            .task_id
-            .as_ref()
-            .map(|t| t.value.clone())
-            .ok_or("status update lacks 'status.task_id'")?;
+        let fid = update.framework_id.value;
+        let mut status = update.status;
+        let task_id = status.task_id.value.clone();
         if TaskState::try_from(status.state).is_err() {
             return Err(format!("status update has unknown state {}", status.state));
         }
@@ -82,8 +75,8 @@ impl Master {
     /// Handles ACKNOWLEDGE: forwards it to the agent that sent the update and
     /// retires a terminal task once its last update is acknowledged.
     pub(crate) fn acknowledge(&mut self, fid: &str, ack: &call::Acknowledge) {
-        let agent_id = ack.agent_id.as_ref().map(|a| a.value.as_str()).unwrap_or("");
-        let task_id = ack.task_id.as_ref().map(|t| t.value.as_str()).unwrap_or("");
+        let agent_id = ack.agent_id.value.as_str();
+        let task_id = ack.task_id.value.as_str();
         if let Some(fw) = self.frameworks.get_mut(fid) {
             let retire = fw.tasks.get(task_id).is_some_and(|t| {
                 is_terminal(t.state) && t.latest_uuid() == Some(ack.uuid.as_slice())
@@ -96,7 +89,7 @@ impl Master {
             Some(agent) => agent.link.send(MasterToAgent {
                 r#type: Some(master_to_agent::Type::Acknowledge as i32),
                 acknowledge: Some(AcknowledgeUpdate {
-                    framework_id: Some(framework_id(fid)),
+                    framework_id: framework_id(fid),
                     task_id: ack.task_id.clone(),
                     uuid: ack.uuid.clone(),
                 }),
@@ -111,7 +104,7 @@ impl Master {
     /// Handles KILL: forwards it to the task's agent; an unknown task is
     /// answered by reconciling it, as Mesos does.
     pub(crate) fn kill(&mut self, fid: &str, kill: &call::Kill) {
-        let task_id = kill.task_id.as_ref().map(|t| t.value.as_str()).unwrap_or("");
+        let task_id = kill.task_id.value.as_str();
         let agent_id = self
             .frameworks
             .get(fid)
@@ -127,7 +120,7 @@ impl Master {
                 agent.link.send(MasterToAgent {
                     r#type: Some(master_to_agent::Type::KillTask as i32),
                     kill_task: Some(KillTask {
-                        framework_id: Some(framework_id(fid)),
+                        framework_id: framework_id(fid),
                         task_id: kill.task_id.clone(),
                         kill_policy: kill.kill_policy.clone(),
                     }),
@@ -156,10 +149,10 @@ impl Master {
         let partition_aware = fw.partition_aware();
         let latest = |t: &crate::master::TaskRecord| -> TaskStatus {
             let mut status = master_status(
-                t.info.task_id.as_ref().map(|i| i.value.as_str()).unwrap_or(""),
+                &t.info.task_id.value,
                 Some(&t.agent_id),
                 t.state,
-                Reason::ReasonReconciliation,
+                Reason::Reconciliation,
                 "Reconciliation: Latest task state",
             );
             if let Some(last) = t.statuses.last() {
@@ -175,7 +168,7 @@ impl Master {
             answers.extend(fw.tasks.values().map(latest));
         } else {
             for entry in &reconcile.tasks {
-                let task_id = entry.task_id.as_ref().map(|t| t.value.as_str()).unwrap_or("");
+                let task_id = entry.task_id.value.as_str();
                 let agent_id = entry.agent_id.as_ref().map(|a| a.value.as_str());
                 if let Some(task) = fw.tasks.get(task_id) {
                     answers.push(latest(task));
@@ -195,7 +188,7 @@ impl Master {
                     task_id,
                     agent_id,
                     state,
-                    Reason::ReasonReconciliation,
+                    Reason::Reconciliation,
                     message,
                 ));
             }
@@ -217,6 +210,6 @@ impl Master {
         } else {
             TaskState::TaskLost
         };
-        master_status(&task_id.value, Some(agent_id), state, Reason::ReasonAgentRemoved, message)
+        master_status(&task_id.value, Some(agent_id), state, Reason::AgentRemoved, message)
     }
 }

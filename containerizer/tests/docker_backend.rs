@@ -10,7 +10,7 @@
 //! test fails.
 
 use mezzo_containerizer::docker::{DockerBackend, DockerBackendConfig};
-use mezzo_containerizer::{Command, ContainerConfig, ContainerType, Containerizer, ExitStatus, Resources};
+use mezzo_containerizer::{Backend, Command, ContainerConfig, ContainerType, Containerizer, ExitStatus, Resources};
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 use std::sync::{Arc, OnceLock};
@@ -240,27 +240,40 @@ async fn docker_non_shell_commands_keep_the_image_entrypoint() {
     h.containerizer.destroy(&id).await.unwrap();
 }
 
-#[tokio::test]
-async fn docker_missing_image_is_loaded_from_the_archive_dir() {
-    let tag = unique("arch");
-    let image = format!("mezzo-test-archive:{tag}");
-    let _image_guard = ImageGuard(image.clone());
-    let archives = tempfile::tempdir().unwrap();
+/// Puts `image` (a copy of the busybox fixture) into `dir/file` as a
+/// `docker save` archive and removes it from the engine.
+fn archive_only(image: &str, dir: &Path, file: &str) {
     fixture_images();
     sh(&format!("docker tag {BUSYBOX_IMAGE} {image}")).unwrap();
-    let archive = archives.path().join(format!("mezzo-test-archive:{tag}.tar"));
-    sh(&format!("docker save -o '{}' {image}", archive.display())).unwrap();
+    sh(&format!("docker save -o '{}' {image}", dir.join(file).display())).unwrap();
     sh(&format!("docker rmi {image}")).unwrap();
     assert!(sh(&format!("docker image inspect {image}")).is_err());
+}
+
+#[tokio::test]
+async fn docker_missing_image_is_loaded_from_the_archive_dir() {
+    let archives = tempfile::tempdir().unwrap();
+    // `<name>:<tag>.tar` for a tagged reference.
+    let tag = unique("arch");
+    let tagged = format!("mezzo-test-archive:{tag}");
+    let _tagged_guard = ImageGuard(tagged.clone());
+    archive_only(&tagged, archives.path(), &format!("mezzo-test-archive:{tag}.tar"));
+    // `<name>.tar` for a reference without a tag (`latest`).
+    let name = unique("mezzo-test-archive");
+    let _latest_guard = ImageGuard(format!("{name}:latest"));
+    archive_only(&format!("{name}:latest"), archives.path(), &format!("{name}.tar"));
 
     let h = Harness::new(Some(archives.path().to_path_buf())).await;
-    let id = unique("loaded");
-    let _guard = ContainerGuard(id.clone());
-    let status = h.run(&h.config(&id, &image, shell("echo from archive"))).await;
-    assert!(status.success(), "{status}");
-    assert_eq!(h.read("stdout"), "from archive\n");
-    assert!(sh(&format!("docker image inspect {image}")).is_ok());
-    h.containerizer.destroy(&id).await.unwrap();
+    for (image, word) in [(tagged.as_str(), "tagged"), (name.as_str(), "latest")] {
+        let id = unique("loaded");
+        let _guard = ContainerGuard(id.clone());
+        let _ = std::fs::remove_file(h.sandbox.join("stdout"));
+        let status = h.run(&h.config(&id, image, shell(&format!("echo from {word} archive")))).await;
+        assert!(status.success(), "{status}");
+        assert_eq!(h.read("stdout"), format!("from {word} archive\n"));
+        assert!(sh(&format!("docker image inspect {image}")).is_ok());
+        h.containerizer.destroy(&id).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -293,10 +306,6 @@ async fn docker_destroy_removes_a_running_container_and_unknown_is_ok() {
     // Destroying again, or a container never seen, is fine.
     h.containerizer.destroy(&id).await.unwrap();
     h.containerizer.destroy(&unique("never")).await.unwrap();
-    mezzo_containerizer::docker::remove_container(
-        DockerBackend::new(DockerBackendConfig::default()).await.unwrap().docker(),
-        &unique("never"),
-    )
-    .await
-    .unwrap();
+    let backend = DockerBackend::new(DockerBackendConfig::default()).await.unwrap();
+    backend.destroy(&unique("never"), h.tmp.path()).await.unwrap();
 }

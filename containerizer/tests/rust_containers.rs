@@ -211,6 +211,7 @@ async fn missing_program_fails_start_with_reason() {
     let dir = h.containerizer.prepare(&c).await.unwrap();
     let mut launcher = mezzo_containerizer::launcher(&dir, &launcher_dir()).unwrap();
     let err = tokio::time::timeout(WAIT, launcher.start()).await.expect("no hang").unwrap_err();
+    eprintln!("start error: {err}");
     assert!(err.to_string().contains("/no/such/program"), "{err}");
     h.containerizer.destroy("noprog").await.unwrap();
     assert!(!h.memory_cgroup("noprog").exists());

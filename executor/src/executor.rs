@@ -90,7 +90,8 @@ pub struct CommandExecutor {
 }
 
 impl CommandExecutor {
-    /// An executor for `config`; nothing happens until `run`.
+    /// An executor for `config`; nothing happens until `run`. Must be
+    /// called inside a tokio runtime (it starts the update sender).
     pub fn new(config: Config) -> Self {
         let api = AgentApi::new(config.executor_api_url());
         let (connections_tx, connections) = mpsc::unbounded_channel();

@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let outcome = runtime.block_on(CommandExecutor::new(config).run());
+    let outcome = runtime.block_on(async { CommandExecutor::new(config).run().await });
     // Don't let a stuck request hold the process open after the decision.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match outcome {

@@ -12,14 +12,15 @@ use crate::digest::{verify, Digest, HashingReader};
 use crate::error::{ImageError, IoContext};
 use crate::fsutil::write_atomic;
 use crate::manifest::{
-    host_architecture, ConfigFile, Descriptor, DockerArchiveEntry, History, Index, Manifest, RootFs,
-    RunConfig, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_CONFIG,
+    host_architecture, ConfigFile, Descriptor, DockerArchiveEntry, History, Index, Manifest,
+    RootFs, RunConfig, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::reference::ImageReference;
 
 /// The `PATH` every image gets unless told otherwise.
-pub const DEFAULT_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to put in an image's config.
 #[derive(Debug, Clone)]
@@ -139,17 +140,23 @@ pub fn layer_tar_from_dir(dir: &Path, mtime: u64) -> Result<Vec<u8>, ImageError>
         };
         if ft.is_dir() {
             header.set_entry_type(tar::EntryType::Directory);
-            builder.append_data(&mut header, &rel, io::empty()).map_err(fail)?;
+            builder
+                .append_data(&mut header, &rel, io::empty())
+                .map_err(fail)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&full).ctx(|| format!("read link {}", full.display()))?;
             header.set_entry_type(tar::EntryType::Symlink);
-            builder.append_link(&mut header, &rel, &target).map_err(fail)?;
+            builder
+                .append_link(&mut header, &rel, &target)
+                .map_err(fail)?;
         } else if ft.is_file() {
             let key = (meta.dev(), meta.ino());
             if meta.nlink() > 1 {
                 if let Some(first) = inodes.get(&key) {
                     header.set_entry_type(tar::EntryType::Link);
-                    builder.append_link(&mut header, &rel, first).map_err(fail)?;
+                    builder
+                        .append_link(&mut header, &rel, first)
+                        .map_err(fail)?;
                     continue;
                 }
                 inodes.insert(key, rel.clone());
@@ -169,7 +176,9 @@ pub fn layer_tar_from_dir(dir: &Path, mtime: u64) -> Result<Vec<u8>, ImageError>
             let rdev = meta.rdev();
             header.set_device_major(libc::major(rdev)).map_err(fail)?;
             header.set_device_minor(libc::minor(rdev)).map_err(fail)?;
-            builder.append_data(&mut header, &rel, io::empty()).map_err(fail)?;
+            builder
+                .append_data(&mut header, &rel, io::empty())
+                .map_err(fail)?;
         }
         // sockets cannot be archived and are skipped
     }
@@ -238,7 +247,10 @@ pub fn build_image(spec: &ImageSpec, layer_tars: Vec<Vec<u8>>) -> Result<BuiltIm
         layers.push(if spec.gzip {
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             enc.write_all(&tar).ctx(|| "compress layer".to_string())?;
-            Blob::new(MEDIA_TYPE_OCI_LAYER_GZIP, enc.finish().ctx(|| "compress layer".to_string())?)
+            Blob::new(
+                MEDIA_TYPE_OCI_LAYER_GZIP,
+                enc.finish().ctx(|| "compress layer".to_string())?,
+            )
         } else {
             Blob::new(MEDIA_TYPE_OCI_LAYER, tar)
         });
@@ -301,13 +313,18 @@ impl BuiltImage {
         let mut d = self.manifest.descriptor();
         d.annotations = Some(BTreeMap::from([
             (ANNOTATION_REF_NAME.to_string(), self.tag().to_string()),
-            (ANNOTATION_CONTAINERD_NAME.to_string(), self.reference.to_string()),
+            (
+                ANNOTATION_CONTAINERD_NAME.to_string(),
+                self.reference.to_string(),
+            ),
         ]));
         d
     }
 
     fn all_blobs(&self) -> impl Iterator<Item = &Blob> {
-        [&self.config, &self.manifest].into_iter().chain(self.layers.iter())
+        [&self.config, &self.manifest]
+            .into_iter()
+            .chain(self.layers.iter())
     }
 
     /// Writes (or adds to) an OCI image layout at `dir`; the index entry carries the tag
@@ -321,13 +338,18 @@ impl BuiltImage {
                 write_atomic(&path, &blob.data)?;
             }
         }
-        write_atomic(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        write_atomic(
+            &dir.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
         let index_path = dir.join("index.json");
         let mut index = match fs::read(&index_path) {
-            Ok(bytes) => serde_json::from_slice::<Index>(&bytes).map_err(|source| ImageError::Json {
-                context: format!("parse {}", index_path.display()),
-                source,
-            })?,
+            Ok(bytes) => {
+                serde_json::from_slice::<Index>(&bytes).map_err(|source| ImageError::Json {
+                    context: format!("parse {}", index_path.display()),
+                    source,
+                })?
+            }
             Err(_) => Index {
                 schema_version: 2,
                 media_type: Some(MEDIA_TYPE_OCI_INDEX.to_string()),
@@ -379,7 +401,9 @@ impl BuiltImage {
                 let mut layer_paths = Vec::new();
                 for (blob, diff_id) in self.layers.iter().zip(&self.diff_ids) {
                     // v1 layer ids chain the parent's id, as docker's were.
-                    let id = Digest::of(format!("{}{}", parent.as_deref().unwrap_or(""), diff_id).as_bytes());
+                    let id = Digest::of(
+                        format!("{}{}", parent.as_deref().unwrap_or(""), diff_id).as_bytes(),
+                    );
                     let id = id.hex().to_string();
                     let v1 = serde_json::json!({"id": id, "parent": parent, "created": rfc3339(0)});
                     append_bytes(&mut tar, &format!("{id}/VERSION"), b"1.0", mtime)?;
@@ -400,7 +424,8 @@ impl BuiltImage {
                     self.reference.familiar_name(): { self.tag(): parent.unwrap_or_default() }
                 });
                 append_bytes(&mut tar, "repositories", &to_json(&repositories)?, mtime)?;
-                tar.into_inner().ctx(|| format!("finish {}", path.display()))
+                tar.into_inner()
+                    .ctx(|| format!("finish {}", path.display()))
             }),
         }
     }
@@ -439,12 +464,18 @@ pub(crate) fn write_layout_archive(
             verify(&format!("blob {}", blob.digest), &blob.digest, &actual)?;
             seen.push(blob.digest);
         }
-        append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, mtime)?;
+        append_bytes(
+            &mut tar,
+            "oci-layout",
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+            mtime,
+        )?;
         append_bytes(&mut tar, "index.json", &to_json(index)?, mtime)?;
         if let Some(entries) = manifest_json {
             append_bytes(&mut tar, "manifest.json", &to_json(&entries)?, mtime)?;
         }
-        tar.into_inner().ctx(|| format!("finish {}", path.display()))
+        tar.into_inner()
+            .ctx(|| format!("finish {}", path.display()))
     })
 }
 
@@ -459,13 +490,22 @@ fn file_header(size: u64, mtime: u64) -> tar::Header {
     header
 }
 
-fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, name: &str, data: &[u8], mtime: u64) -> Result<(), ImageError> {
+fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    data: &[u8],
+    mtime: u64,
+) -> Result<(), ImageError> {
     let mut header = file_header(data.len() as u64, mtime);
     tar.append_data(&mut header, name, data)
         .ctx(|| format!("write {name} into archive"))
 }
 
-fn append_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str, mtime: u64) -> Result<(), ImageError> {
+fn append_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    mtime: u64,
+) -> Result<(), ImageError> {
     let mut header = file_header(0, mtime);
     header.set_entry_type(tar::EntryType::Directory);
     header.set_mode(0o755);
@@ -478,18 +518,25 @@ fn with_temp_file<F>(path: &Path, write: F) -> Result<(), ImageError>
 where
     F: FnOnce(File) -> Result<File, ImageError>,
 {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let result = File::create(&tmp)
         .ctx(|| format!("create {}", tmp.display()))
         .and_then(write)
         .and_then(|file| file.sync_all().ctx(|| format!("sync {}", tmp.display())))
-        .and_then(|()| fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display())));
+        .and_then(|()| {
+            fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
+        });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

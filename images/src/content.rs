@@ -78,7 +78,12 @@ impl ContentStore {
     }
 
     /// Stores `bytes` (a small document) and returns its digest.
-    pub(crate) fn ingest_bytes(&self, bytes: &[u8], expected: Option<&Digest>, what: &str) -> Result<Digest, ImageError> {
+    pub(crate) fn ingest_bytes(
+        &self,
+        bytes: &[u8],
+        expected: Option<&Digest>,
+        what: &str,
+    ) -> Result<Digest, ImageError> {
         let digest = Digest::of(bytes);
         if let Some(expected) = expected {
             verify(what, expected, &digest)?;
@@ -97,11 +102,15 @@ impl ContentStore {
 
 /// Removes `.tmp-<pid>-*` entries of `dir` whose process is gone.
 pub(crate) fn remove_stale_temps(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let Some(rest) = name.strip_prefix(".tmp-") else { continue };
+        let Some(rest) = name.strip_prefix(".tmp-") else {
+            continue;
+        };
         let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| p != std::process::id() as i32 && !crate::fsutil::pid_alive(p)) {
             tracing::info!(path = %entry.path().display(), "removing temp file of a dead process");

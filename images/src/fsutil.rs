@@ -27,8 +27,12 @@ fn cpath(path: &Path) -> io::Result<CString> {
 }
 
 fn cname(name: &str) -> io::Result<CString> {
-    CString::new(name)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name contains a NUL byte"))
+    CString::new(name).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "xattr name contains a NUL byte",
+        )
+    })
 }
 
 /// Sets an extended attribute on `path` itself (never on a symlink's target).
@@ -60,9 +64,8 @@ pub(crate) fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> 
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: strings are NUL-terminated; buf has buf.len() writable bytes.
-        let rc = unsafe {
-            libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-        };
+        let rc =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if rc >= 0 {
             buf.truncate(rc as usize);
             return Ok(Some(buf));
@@ -116,7 +119,10 @@ pub(crate) fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io
 pub(crate) fn mknod(path: &Path, kind: SFlag, mode: u32, dev: u64) -> io::Result<()> {
     stat::mknod(path, kind, Mode::from_bits_truncate(mode), dev).map_err(io::Error::from)?;
     // mknod applies the umask; set the mode the layer asked for.
-    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777))
+    fs::set_permissions(
+        path,
+        std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+    )
 }
 
 /// Creates the overlay whiteout for `path`: a character device 0/0.
@@ -172,7 +178,11 @@ pub(crate) fn sanitize_member(raw: &[u8]) -> Result<Option<PathBuf>, String> {
             }
         }
     }
-    Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
 }
 
 /// Makes sure every parent of `rel` under `root` is a real directory, creating missing ones.
@@ -237,7 +247,9 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;

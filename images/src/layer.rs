@@ -83,7 +83,13 @@ pub(crate) fn unpack_layer(blob: &Path, dest: &Path, diff_id: &Digest) -> Result
         let Some(rel) = rel else {
             // The layer's root directory: its metadata becomes the rootfs dir's.
             if kind == EntryType::Directory {
-                dirs.push(DirMeta { path: dest.to_path_buf(), mode, uid, gid, mtime });
+                dirs.push(DirMeta {
+                    path: dest.to_path_buf(),
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                });
             }
             continue;
         };
@@ -106,7 +112,10 @@ pub(crate) fn unpack_layer(blob: &Path, dest: &Path, diff_id: &Digest) -> Result
         }
         if let Some(hidden) = file_name.strip_prefix(WHITEOUT_PREFIX) {
             if hidden.is_empty() {
-                return Err(hostile(format!("whiteout '{}' names nothing", rel.display())));
+                return Err(hostile(format!(
+                    "whiteout '{}' names nothing",
+                    rel.display()
+                )));
             }
             ensure_parents(dest, &rel, &layer)?;
             let target = dest.join(rel.with_file_name(hidden));
@@ -137,7 +146,13 @@ pub(crate) fn unpack_layer(blob: &Path, dest: &Path, diff_id: &Digest) -> Result
                 if !full.is_dir() {
                     fs::create_dir(&full).ctx(|| format!("create {}", full.display()))?;
                 }
-                dirs.push(DirMeta { path: full.clone(), mode, uid, gid, mtime });
+                dirs.push(DirMeta {
+                    path: full.clone(),
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                });
             }
             EntryType::Regular | EntryType::Continuous => {
                 let mut file = OpenOptions::new()
@@ -164,23 +179,23 @@ pub(crate) fn unpack_layer(blob: &Path, dest: &Path, diff_id: &Digest) -> Result
                     .ctx(|| format!("create symlink {}", full.display()))?;
             }
             EntryType::Link => {
-                let target_raw = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| hostile(format!("hardlink '{}' has no target", rel.display())))?;
+                let target_raw = entry.link_name_bytes().ok_or_else(|| {
+                    hostile(format!("hardlink '{}' has no target", rel.display()))
+                })?;
                 let target = sanitize_member(&target_raw)
                     .map_err(|r| hostile(format!("hardlink '{}': {r}", rel.display())))?
-                    .ok_or_else(|| hostile(format!("hardlink '{}' points at the root", rel.display())))?;
+                    .ok_or_else(|| {
+                        hostile(format!("hardlink '{}' points at the root", rel.display()))
+                    })?;
                 ensure_parents(dest, &target, &layer)?;
                 let target_full = dest.join(&target);
                 match fs::symlink_metadata(&target_full) {
                     Ok(m) if !m.is_dir() => {}
-                    _ => {
-                        return Err(hostile(format!(
-                            "hardlink '{}' points at '{}', which is not a file earlier in the layer",
-                            rel.display(),
-                            target.display()
-                        )))
-                    }
+                    _ => return Err(hostile(format!(
+                        "hardlink '{}' points at '{}', which is not a file earlier in the layer",
+                        rel.display(),
+                        target.display()
+                    ))),
                 }
                 // linkat without AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself.
                 fs::hard_link(&target_full, &full)
@@ -193,8 +208,16 @@ pub(crate) fn unpack_layer(blob: &Path, dest: &Path, diff_id: &Digest) -> Result
                     EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                let major = entry.header().device_major().map_err(read_err)?.unwrap_or(0);
-                let minor = entry.header().device_minor().map_err(read_err)?.unwrap_or(0);
+                let major = entry
+                    .header()
+                    .device_major()
+                    .map_err(read_err)?
+                    .unwrap_or(0);
+                let minor = entry
+                    .header()
+                    .device_minor()
+                    .map_err(read_err)?
+                    .unwrap_or(0);
                 let dev = nix::sys::stat::makedev(major.into(), minor.into());
                 fsutil::mknod(&full, sflag, mode, dev)
                     .ctx(|| format!("create device node {}", full.display()))?;

@@ -41,7 +41,10 @@ impl Drop for KeyGuard {
         // Release first, then forget the entry if nobody else holds a handle to it.
         drop(self.guard.take());
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&self.key).is_some_and(|m| Arc::strong_count(m) == 1) {
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
             map.remove(&self.key);
         }
     }

@@ -15,7 +15,8 @@ pub const MEDIA_TYPE_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 /// OCI gzip layer media type.
 pub const MEDIA_TYPE_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// Docker schema 2 manifest list media type.
-pub const MEDIA_TYPE_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_TYPE_DOCKER_LIST: &str =
+    "application/vnd.docker.distribution.manifest.list.v2+json";
 /// The annotation that carries a manifest's tag in an OCI layout's index.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation containerd and docker put the full image name in.

@@ -258,8 +258,14 @@ pub(crate) fn validate_digest(digest: &str) -> Result<(), String> {
         "sha512" => 128,
         _ => return Err(format!("unsupported digest algorithm '{algorithm}'")),
     };
-    if encoded.len() != len || !encoded.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(format!("invalid digest '{digest}': expected {len} lowercase hex digits"));
+    if encoded.len() != len
+        || !encoded
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(format!(
+            "invalid digest '{digest}': expected {len} lowercase hex digits"
+        ));
     }
     Ok(())
 }

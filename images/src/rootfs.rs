@@ -25,9 +25,16 @@ const MOUNT_DATA_MAX: usize = 4096;
 /// mount(2), the lower layers are named through `/proc/self/fd/N` handles opened for the
 /// call instead of their paths: unlike a `chdir` to a common parent, this changes no
 /// process-wide state and so is safe in a multi-threaded caller.
-pub fn mount_overlay(lowers_bottom_first: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), ImageError> {
+pub fn mount_overlay(
+    lowers_bottom_first: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<(), ImageError> {
     if lowers_bottom_first.is_empty() {
-        return Err(ImageError::Unsupported("an overlay needs at least one lower layer".to_string()));
+        return Err(ImageError::Unsupported(
+            "an overlay needs at least one lower layer".to_string(),
+        ));
     }
     let mut lowers: Vec<&Path> = Vec::new();
     for layer in lowers_bottom_first.iter().rev() {
@@ -68,7 +75,10 @@ pub fn mount_overlay(lowers_bottom_first: &[PathBuf], upper: &Path, work: &Path,
             lowers.len()
         )));
     }
-    debug!(layers = lowers.len(), "overlay options too long for paths, using fd handles");
+    debug!(
+        layers = lowers.len(),
+        "overlay options too long for paths, using fd handles"
+    );
     let result = do_mount(target, &data);
     drop(handles);
     result
@@ -85,12 +95,17 @@ fn check_overlay_path(path: &Path) -> Result<(), ImageError> {
 }
 
 fn do_mount(target: &Path, data: &str) -> Result<(), ImageError> {
-    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(data)).map_err(|source| {
-        ImageError::Mount {
-            op: "mount overlay on",
-            target: target.to_path_buf(),
-            source,
-        }
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data),
+    )
+    .map_err(|source| ImageError::Mount {
+        op: "mount overlay on",
+        target: target.to_path_buf(),
+        source,
     })
 }
 
@@ -131,7 +146,11 @@ fn is_opaque(dir: &Path) -> Result<bool, ImageError> {
 }
 
 /// Merges directory `src` of a layer into `dst`, which is a real directory.
-fn copy_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<(), ImageError> {
+fn copy_dir(
+    src: &Path,
+    dst: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), ImageError> {
     if is_opaque(src)? {
         fsutil::clear_dir(dst).ctx(|| format!("clear opaque directory {}", dst.display()))?;
     }
@@ -166,12 +185,18 @@ fn copy_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) ->
     Ok(())
 }
 
-fn copy_node(s: &Path, d: &Path, meta: &fs::Metadata, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<(), ImageError> {
+fn copy_node(
+    s: &Path,
+    d: &Path,
+    meta: &fs::Metadata,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<(), ImageError> {
     let ft = meta.file_type();
     let key = (meta.dev(), meta.ino());
     if meta.nlink() > 1 && !ft.is_dir() {
         if let Some(first) = links.get(&key) {
-            return fs::hard_link(first, d).ctx(|| format!("link {} to {}", d.display(), first.display()));
+            return fs::hard_link(first, d)
+                .ctx(|| format!("link {} to {}", d.display(), first.display()));
         }
         links.insert(key, d.to_path_buf());
     }
@@ -210,8 +235,12 @@ fn copy_node(s: &Path, d: &Path, meta: &fs::Metadata, links: &mut HashMap<(u64, 
         return Ok(()); // sockets are not copied
     }
     copy_xattrs(s, d)?;
-    fsutil::set_times(d, (meta.atime(), meta.atime_nsec()), (meta.mtime(), meta.mtime_nsec()))
-        .ctx(|| format!("set times of {}", d.display()))
+    fsutil::set_times(
+        d,
+        (meta.atime(), meta.atime_nsec()),
+        (meta.mtime(), meta.mtime_nsec()),
+    )
+    .ctx(|| format!("set times of {}", d.display()))
 }
 
 fn copy_dir_meta(s: &Path, d: &Path) -> Result<(), ImageError> {
@@ -221,8 +250,12 @@ fn copy_dir_meta(s: &Path, d: &Path) -> Result<(), ImageError> {
     fs::set_permissions(d, fs::Permissions::from_mode(meta.mode() & 0o7777))
         .ctx(|| format!("chmod {}", d.display()))?;
     copy_xattrs(s, d)?;
-    fsutil::set_times(d, (meta.atime(), meta.atime_nsec()), (meta.mtime(), meta.mtime_nsec()))
-        .ctx(|| format!("set times of {}", d.display()))
+    fsutil::set_times(
+        d,
+        (meta.atime(), meta.atime_nsec()),
+        (meta.mtime(), meta.mtime_nsec()),
+    )
+    .ctx(|| format!("set times of {}", d.display()))
 }
 
 fn copy_xattrs(s: &Path, d: &Path) -> Result<(), ImageError> {
@@ -230,8 +263,11 @@ fn copy_xattrs(s: &Path, d: &Path) -> Result<(), ImageError> {
         if !fsutil::xattr_allowed(&name) {
             continue;
         }
-        if let Some(value) = fsutil::lgetxattr(s, &name).ctx(|| format!("read xattr {name} of {}", s.display()))? {
-            fsutil::lsetxattr(d, &name, &value).ctx(|| format!("set xattr {name} on {}", d.display()))?;
+        if let Some(value) =
+            fsutil::lgetxattr(s, &name).ctx(|| format!("read xattr {name} of {}", s.display()))?
+        {
+            fsutil::lsetxattr(d, &name, &value)
+                .ctx(|| format!("set xattr {name} on {}", d.display()))?;
         }
     }
     Ok(())

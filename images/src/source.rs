@@ -100,7 +100,10 @@ pub(crate) fn candidates(dir: &Path, r: &ImageReference) -> Vec<Candidate> {
 }
 
 /// Finds `r` in `dir`: the first candidate that exists and holds it.
-pub(crate) fn find(dir: &Path, r: &ImageReference) -> Result<Option<(Source, Resolved)>, ImageError> {
+pub(crate) fn find(
+    dir: &Path,
+    r: &ImageReference,
+) -> Result<Option<(Source, Resolved)>, ImageError> {
     for candidate in candidates(dir, r) {
         let Some(source) = Source::open(&candidate.path)? else {
             continue;
@@ -192,7 +195,10 @@ impl Source {
     }
 
     /// Opens a member for reading, with its size.
-    pub(crate) fn open_member(&self, member: &str) -> Result<(Box<dyn Read + Send>, u64), ImageError> {
+    pub(crate) fn open_member(
+        &self,
+        member: &str,
+    ) -> Result<(Box<dyn Read + Send>, u64), ImageError> {
         let missing = || ImageError::InvalidImage {
             image: self.display(),
             reason: format!("missing member '{member}'"),
@@ -202,7 +208,10 @@ impl Source {
                 let normalized = normalize_member(member).ok_or_else(missing)?;
                 let path = self.path.join(normalized);
                 let file = File::open(&path).map_err(|_| missing())?;
-                let size = file.metadata().ctx(|| format!("inspect {}", path.display()))?.len();
+                let size = file
+                    .metadata()
+                    .ctx(|| format!("inspect {}", path.display()))?
+                    .len();
                 Ok((Box::new(file), size))
             }
             Kind::Tar(members) => {
@@ -234,7 +243,9 @@ impl Source {
         if size > MAX_JSON {
             return Err(ImageError::InvalidImage {
                 image: self.display(),
-                reason: format!("'{member}' is {size} bytes, more than a manifest or config may be"),
+                reason: format!(
+                    "'{member}' is {size} bytes, more than a manifest or config may be"
+                ),
             });
         }
         let mut buf = Vec::with_capacity(size as usize);
@@ -248,11 +259,19 @@ impl Source {
     /// Reads a blob by digest and checks it.
     fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, ImageError> {
         let bytes = self.read_member(&blob_member(digest))?;
-        verify(&format!("blob {digest} in {}", self.display()), digest, &Digest::of(&bytes))?;
+        verify(
+            &format!("blob {digest} in {}", self.display()),
+            digest,
+            &Digest::of(&bytes),
+        )?;
         Ok(bytes)
     }
 
-    fn parse_json<T: serde::de::DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T, ImageError> {
+    fn parse_json<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        bytes: &[u8],
+    ) -> Result<T, ImageError> {
         serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
             context: format!("parse {what} in {}", self.display()),
             source,
@@ -261,7 +280,11 @@ impl Source {
 
     /// Picks `r` out of this source. `names_tag`: the file's name already says the tag,
     /// so a lone untagged or differently tagged image in it is taken.
-    pub(crate) fn resolve(&self, r: &ImageReference, names_tag: bool) -> Result<Option<Resolved>, ImageError> {
+    pub(crate) fn resolve(
+        &self,
+        r: &ImageReference,
+        names_tag: bool,
+    ) -> Result<Option<Resolved>, ImageError> {
         let has_manifest = self.is_tar() && self.exists("manifest.json");
         let has_index = self.exists("index.json");
         if has_manifest && !(r.digest.is_some() && has_index) {
@@ -281,7 +304,11 @@ impl Source {
         Ok(None)
     }
 
-    fn resolve_docker(&self, r: &ImageReference, names_tag: bool) -> Result<Option<Resolved>, ImageError> {
+    fn resolve_docker(
+        &self,
+        r: &ImageReference,
+        names_tag: bool,
+    ) -> Result<Option<Resolved>, ImageError> {
         let entries: Vec<DockerArchiveEntry> =
             self.parse_json("manifest.json", &self.read_member("manifest.json")?)?;
         let tagged = entries.iter().find(|e| {
@@ -312,11 +339,19 @@ impl Source {
         Ok(Some(Resolved {
             manifest_digest: None,
             config: blob(&entry.config)?,
-            layers: entry.layers.iter().map(|l| blob(l)).collect::<Result<_, _>>()?,
+            layers: entry
+                .layers
+                .iter()
+                .map(|l| blob(l))
+                .collect::<Result<_, _>>()?,
         }))
     }
 
-    fn resolve_oci(&self, r: &ImageReference, names_tag: bool) -> Result<Option<Resolved>, ImageError> {
+    fn resolve_oci(
+        &self,
+        r: &ImageReference,
+        names_tag: bool,
+    ) -> Result<Option<Resolved>, ImageError> {
         let index: Index = self.parse_json("index.json", &self.read_member("index.json")?)?;
         let matches = |d: &Descriptor| -> bool {
             if let Some(digest) = &r.digest {
@@ -327,7 +362,8 @@ impl Source {
             };
             let by_ref_name = d.annotation(ANNOTATION_REF_NAME).is_some_and(|name| {
                 // A bare tag (`latest`) or a full reference (`docker.io/library/busybox:latest`).
-                Some(name) == r.tag.as_deref() || ((name.contains(':') || name.contains('/')) && names(name))
+                Some(name) == r.tag.as_deref()
+                    || ((name.contains(':') || name.contains('/')) && names(name))
             });
             by_ref_name || d.annotation(ANNOTATION_CONTAINERD_NAME).is_some_and(names)
         };
@@ -365,7 +401,11 @@ impl Source {
             let chosen = index
                 .manifests
                 .iter()
-                .find(|m| m.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == arch))
+                .find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+                })
                 .or_else(|| (index.manifests.len() == 1).then(|| &index.manifests[0]))
                 .ok_or_else(|| ImageError::InvalidImage {
                     image: self.display(),
@@ -411,14 +451,20 @@ fn index_tar(path: &Path) -> Result<HashMap<String, TarMember>, ImageError> {
                 size: entry.size(),
             },
             EntryType::Symlink | EntryType::Link => {
-                let Some(target) = entry.link_name_bytes() else { continue };
+                let Some(target) = entry.link_name_bytes() else {
+                    continue;
+                };
                 let target = String::from_utf8_lossy(&target).into_owned();
                 // Symlinks are relative to their directory, hardlinks to the archive root.
                 let joined = match (kind, name.rsplit_once('/')) {
-                    (EntryType::Symlink, Some((dir, _))) if !target.starts_with('/') => format!("{dir}/{target}"),
+                    (EntryType::Symlink, Some((dir, _))) if !target.starts_with('/') => {
+                        format!("{dir}/{target}")
+                    }
                     _ => target,
                 };
-                let Some(target) = normalize_member(&joined) else { continue };
+                let Some(target) = normalize_member(&joined) else {
+                    continue;
+                };
                 TarMember::Link(target)
             }
             _ => continue,

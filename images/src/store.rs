@@ -196,10 +196,18 @@ impl ImageStore {
     /// only as an OCI layout directory is written out as an archive in the store first.
     pub fn archive_path(&self, reference: &str) -> Result<PathBuf, ImageError> {
         let r = ImageReference::parse(reference)?;
-        let dir = self.inner.archive_dir.as_deref().ok_or_else(|| self.inner.not_found(&r))?;
+        let dir = self
+            .inner
+            .archive_dir
+            .as_deref()
+            .ok_or_else(|| self.inner.not_found(&r))?;
         for candidate in source::candidates(dir, &r) {
-            let Some(src) = Source::open(&candidate.path)? else { continue };
-            let Some(resolved) = src.resolve(&r, candidate.names_tag)? else { continue };
+            let Some(src) = Source::open(&candidate.path)? else {
+                continue;
+            };
+            let Some(resolved) = src.resolve(&r, candidate.names_tag)? else {
+                continue;
+            };
             if src.is_tar() {
                 return Ok(candidate.path);
             }
@@ -225,9 +233,10 @@ impl Inner {
     }
 
     fn record_path(&self, r: &ImageReference) -> PathBuf {
-        self.root
-            .join("images")
-            .join(format!("{}.json", Digest::of(r.to_string().as_bytes()).hex()))
+        self.root.join("images").join(format!(
+            "{}.json",
+            Digest::of(r.to_string().as_bytes()).hex()
+        ))
     }
 
     fn not_found(&self, r: &ImageReference) -> ImageError {
@@ -282,10 +291,17 @@ impl Inner {
         }
     }
 
-    fn plan_from_record(&self, reference: ImageReference, rec: &Record) -> Result<Plan, ImageError> {
+    fn plan_from_record(
+        &self,
+        reference: ImageReference,
+        rec: &Record,
+    ) -> Result<Plan, ImageError> {
         let config_digest = Digest::parse(&rec.config)?;
-        let config = self.parse_config(&reference, &fs::read(self.content.path(&config_digest))
-            .ctx(|| format!("read config {config_digest}"))?)?;
+        let config = self.parse_config(
+            &reference,
+            &fs::read(self.content.path(&config_digest))
+                .ctx(|| format!("read config {config_digest}"))?,
+        )?;
         let layers = rec
             .diff_ids
             .iter()
@@ -300,11 +316,22 @@ impl Inner {
         })
     }
 
-    fn plan_from_source(&self, reference: ImageReference, src: Source, resolved: Resolved) -> Result<Plan, ImageError> {
+    fn plan_from_source(
+        &self,
+        reference: ImageReference,
+        src: Source,
+        resolved: Resolved,
+    ) -> Result<Plan, ImageError> {
         info!(image = %reference, archive = %src.path.display(), "importing image");
         let bytes = src.read_member(&resolved.config.member)?;
-        let what = format!("config of {} in {}", reference.short_name(), src.path.display());
-        let config_digest = self.content.ingest_bytes(&bytes, resolved.config.digest.as_ref(), &what)?;
+        let what = format!(
+            "config of {} in {}",
+            reference.short_name(),
+            src.path.display()
+        );
+        let config_digest =
+            self.content
+                .ingest_bytes(&bytes, resolved.config.digest.as_ref(), &what)?;
         let config = self.parse_config(&reference, &bytes)?;
         if config.rootfs.diff_ids.len() != resolved.layers.len() {
             return Err(ImageError::InvalidImage {
@@ -369,7 +396,12 @@ impl Inner {
         })
     }
 
-    fn ensure_layer(&self, plan: &Plan, diff_id: &Digest, blob: Option<&BlobRef>) -> Result<(), ImageError> {
+    fn ensure_layer(
+        &self,
+        plan: &Plan,
+        diff_id: &Digest,
+        blob: Option<&BlobRef>,
+    ) -> Result<(), ImageError> {
         let dir = self.layer_dir(diff_id);
         if dir.exists() {
             return Ok(());
@@ -398,7 +430,8 @@ impl Inner {
         fs::create_dir(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let result = (|| {
             unpack_layer(&self.content.path(&digest), &tmp.join("rootfs"), diff_id)?;
-            fs::write(tmp.join("blob"), digest.as_str()).ctx(|| format!("write {}", tmp.display()))?;
+            fs::write(tmp.join("blob"), digest.as_str())
+                .ctx(|| format!("write {}", tmp.display()))?;
             // Durable before visible: after a crash a layer dir is either whole or absent.
             fsutil::syncfs(&tmp).ctx(|| format!("sync {}", tmp.display()))?;
             match fs::rename(&tmp, &dir) {
@@ -430,7 +463,12 @@ impl Inner {
 
     /// Writes an OCI layout's image as a docker archive under `archives/`, named by its
     /// manifest digest, so `docker load` can take it.
-    fn export_docker_archive(&self, r: &ImageReference, src: &Source, resolved: &Resolved) -> Result<PathBuf, ImageError> {
+    fn export_docker_archive(
+        &self,
+        r: &ImageReference,
+        src: &Source,
+        resolved: &Resolved,
+    ) -> Result<PathBuf, ImageError> {
         let name = resolved
             .manifest_digest
             .clone()
@@ -439,22 +477,36 @@ impl Inner {
                 image: r.short_name(),
                 reason: "layout image has no digest".to_string(),
             })?;
-        let out = self.root.join("archives").join(format!("{}.tar", name.hex()));
+        let out = self
+            .root
+            .join("archives")
+            .join(format!("{}.tar", name.hex()));
         if out.is_file() {
             return Ok(out);
         }
         let mut blobs = Vec::new();
         let mut add = |blob: &BlobRef| -> Result<Digest, ImageError> {
-            let digest = blob.digest.clone().ok_or_else(|| ImageError::InvalidImage {
-                image: r.short_name(),
-                reason: format!("blob '{}' has no digest", blob.member),
-            })?;
+            let digest = blob
+                .digest
+                .clone()
+                .ok_or_else(|| ImageError::InvalidImage {
+                    image: r.short_name(),
+                    reason: format!("blob '{}' has no digest", blob.member),
+                })?;
             let (reader, size) = src.open_member(&blob.member)?;
-            blobs.push(ArchiveBlob { digest: digest.clone(), size, reader });
+            blobs.push(ArchiveBlob {
+                digest: digest.clone(),
+                size,
+                reader,
+            });
             Ok(digest)
         };
         let config = add(&resolved.config)?;
-        let layers = resolved.layers.iter().map(&mut add).collect::<Result<Vec<_>, _>>()?;
+        let layers = resolved
+            .layers
+            .iter()
+            .map(&mut add)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut manifests = Vec::new();
         if let Some(manifest) = &resolved.manifest_digest {
             let bytes = src.read_member(&format!("blobs/sha256/{}", manifest.hex()))?;
@@ -475,12 +527,21 @@ impl Inner {
                 );
             }
             manifests.push(descriptor);
-            add(&BlobRef { member: format!("blobs/sha256/{}", manifest.hex()), digest: Some(manifest.clone()) })?;
+            add(&BlobRef {
+                member: format!("blobs/sha256/{}", manifest.hex()),
+                digest: Some(manifest.clone()),
+            })?;
         }
         let entry = DockerArchiveEntry {
             config: format!("blobs/sha256/{}", config.hex()),
-            repo_tags: r.tag.as_ref().map(|t| vec![format!("{}:{t}", r.familiar_name())]),
-            layers: layers.iter().map(|d| format!("blobs/sha256/{}", d.hex())).collect(),
+            repo_tags: r
+                .tag
+                .as_ref()
+                .map(|t| vec![format!("{}:{t}", r.familiar_name())]),
+            layers: layers
+                .iter()
+                .map(|d| format!("blobs/sha256/{}", d.hex()))
+                .collect(),
         };
         let index = Index {
             schema_version: 2,

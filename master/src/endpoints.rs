@@ -168,7 +168,7 @@ fn framework_json(fw: &Framework, master: &Master) -> Value {
         "suppressed": fw.suppressed,
         "hostname": info.hostname.clone().unwrap_or_default(),
         "webui_url": info.webui_url.clone().unwrap_or_default(),
-        "principal": info.principal,
+        "principal": info.principal.clone().unwrap_or_default(),
         "failover_timeout": info.failover_timeout.unwrap_or(0.0),
         "checkpoint": info.checkpoint.unwrap_or(false),
         "capabilities": capabilities,

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use mezzo_proto::mesos::v1::{value, Resource, Value};
+use mezzo_proto::mesos::v1::{value, Resource};
 
 /// Why a list of `Resource` messages is not usable.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -372,9 +372,6 @@ pub fn ranges(name: &str, list: &[(u64, u64)]) -> Resource {
         ..Default::default()
     }
 }
-
-#[allow(dead_code)]
-fn _assert_value_type_exists(_: Value) {}
 
 #[cfg(test)]
 mod tests {

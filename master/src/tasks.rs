@@ -122,7 +122,7 @@ impl Master {
                     kill_task: Some(KillTask {
                         framework_id: framework_id(fid),
                         task_id: kill.task_id.clone(),
-                        kill_policy: kill.kill_policy.clone(),
+                        kill_policy: kill.kill_policy,
                     }),
                     ..Default::default()
                 });

@@ -1,3 +1,4 @@
+#![allow(deprecated)] // Resource.role: "*" is still what the default role looks like
 //! End-to-end harness: starts a real `mezzo-master` and `mezzo-agent` on
 //! loopback, and a small scheduler that speaks the v1 scheduler API in JSON
 //! as framework clients do.
@@ -140,7 +141,8 @@ impl Cluster {
         let client = reqwest::Client::new();
         while Instant::now() < deadline {
             if let Ok(resp) = client.get(format!("http://{}/state", self.master)).send().await {
-                if let Ok(v) = resp.json::<serde_json::Value>().await {
+                if let Ok(v) = resp.bytes().await.map(|b| serde_json::from_slice::<serde_json::Value>(&b)) {
+                    let Ok(v) = v else { continue };
                     if v["slaves"].as_array().map(|a| !a.is_empty()).unwrap_or(false) {
                         return Ok(());
                     }
@@ -455,7 +457,7 @@ pub fn command_task(offer: &Offer, id: &str, command: &str, kind: Kind, image: &
     let container = match kind {
         Kind::MesosNoImage => None,
         Kind::Mesos => Some(ContainerInfo {
-            r#type: Some(container_info::Type::Mesos as i32),
+            r#type: container_info::Type::Mesos as i32,
             mesos: Some(container_info::MesosInfo {
                 image: Some(Image {
                     r#type: image::Type::Docker as i32,
@@ -466,7 +468,7 @@ pub fn command_task(offer: &Offer, id: &str, command: &str, kind: Kind, image: &
             ..Default::default()
         }),
         Kind::Docker => Some(ContainerInfo {
-            r#type: Some(container_info::Type::Docker as i32),
+            r#type: container_info::Type::Docker as i32,
             docker: Some(container_info::DockerInfo {
                 image: image.into(),
                 network: Some(container_info::docker_info::Network::Host as i32),

@@ -62,10 +62,10 @@ async fn malformed_requests_get_4xx_and_change_nothing() -> Result<()> {
             ..Default::default()
         }
     };
-    let staging = mezzo_proto::json::to_json(&update(TaskState::TaskStaging, task_status::Source::SourceExecutor));
+    let staging = mezzo_proto::json::to_json(&update(TaskState::TaskStaging, task_status::Source::Executor));
     let (code, msg) = post(&executor_url, "application/json", staging.into_bytes(), None).await?;
     assert_eq!(code, 400, "TASK_STAGING from an executor: {msg}");
-    let not_executor = mezzo_proto::json::to_json(&update(TaskState::TaskFinished, task_status::Source::SourceAgent));
+    let not_executor = mezzo_proto::json::to_json(&update(TaskState::TaskFinished, task_status::Source::Agent));
     let (code, msg) = post(&executor_url, "application/json", not_executor.into_bytes(), None).await?;
     assert_eq!(code, 400, "update whose source is not the executor: {msg}");
 

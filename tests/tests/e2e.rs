@@ -28,13 +28,13 @@ async fn run(kind: Kind, id: &str, command: &str, image: &str) -> Result<(Vec<me
     let offer = sched.next_offer(TIMEOUT).await?;
     sched.launch(&offer, command_task(&offer, id, command, kind, image, 64.0)).await?;
     let updates = sched.updates_until_terminal(id, TIMEOUT).await;
-    let stdout = read_sandbox_file(&cluster, &sched, id, "stdout").await.unwrap_or_default();
+    let stdout = read_sandbox_file(&cluster, &sched, id, "stdout").await;
     let log = cluster.agent_log();
     sched.teardown().await.ok();
     cluster.stop();
     assert_clean(&cluster);
     let updates = updates.map_err(|e| e.context(format!("agent log:\n{log}")))?;
-    Ok((updates, stdout))
+    Ok((updates, stdout?))
 }
 
 /// Reads a sandbox file through the agent's `/files/download`, as `mezzo execute` does.

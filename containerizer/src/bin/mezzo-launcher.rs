@@ -8,8 +8,8 @@
 //!   mount namespace, creates and starts the container, prints
 //!   `started <pid>` (or `error <reason>`) on stdout, forwards SIGTERM,
 //!   SIGINT and SIGHUP to every process of the container, reaps the init,
-//!   writes its raw wait status atomically to `DIR/exit_status`, deletes the
-//!   container and exits.
+//!   writes its raw wait status atomically to `DIR/exit_status` (and prints
+//!   `exited <status>`), deletes the container and exits.
 //! * `mezzo-launcher kill --runtime-dir DIR --signal N`: sends signal N to
 //!   every process of the container.
 
@@ -27,7 +27,6 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -204,12 +203,16 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
         writeln!(out, "started {init}").and_then(|_| out.flush()).context("report readiness")?;
     }
     *ready = true;
-    // Nobody reads stdout any more; later writes must not hit a closed pipe.
-    let null = File::options().write(true).open("/dev/null").context("open /dev/null")?;
-    nix::unistd::dup2(null.as_raw_fd(), 1).context("detach stdout")?;
 
     let status = wait_forwarding(&mut container, init.as_raw(), &set)?;
     write_atomic(&dir.join(EXIT_STATUS_FILE), status.to_string().as_bytes())?;
+    // Also tell a launcher still listening, in case the runtime directory
+    // goes (destroy) before it reads the file. A reader that has gone away
+    // only gives EPIPE: Rust ignores SIGPIPE here.
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "exited {status}").and_then(|_| out.flush());
+    }
     tracing::info!(container = %spec.container_id, status, "container ended");
     // Kills whatever is left in the cgroup and removes it and the state.
     container.delete(true).context("delete container")?;

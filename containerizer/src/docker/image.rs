@@ -123,7 +123,10 @@ mod tests {
     #[test]
     fn parse_appends_latest_and_keeps_registry_port() {
         let r = ImageRef::parse("busybox").unwrap();
-        assert_eq!((r.name.as_str(), r.tag.as_deref(), r.reference.as_str()), ("busybox", Some("latest"), "busybox:latest"));
+        assert_eq!(
+            (r.name.as_str(), r.tag.as_deref(), r.reference.as_str()),
+            ("busybox", Some("latest"), "busybox:latest")
+        );
         let r = ImageRef::parse("localhost:5000/team/app").unwrap();
         assert_eq!(r.reference, "localhost:5000/team/app:latest");
         assert_eq!(r.name, "localhost:5000/team/app");

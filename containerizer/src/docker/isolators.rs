@@ -91,9 +91,11 @@ impl Isolator for DockerRuntimeIsolator {
         let command = &config.command;
         spec.args = if command.shell {
             // Mesos: `--entrypoint /bin/sh` and `-c <value>`; arguments are ignored.
-            let value = command.value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| {
-                ContainerizerError::InvalidSpec("docker: a shell command needs a value".into())
-            })?;
+            let value = command
+                .value
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| ContainerizerError::InvalidSpec("docker: a shell command needs a value".into()))?;
             vec!["/bin/sh".into(), "-c".into(), value.into()]
         } else {
             // Mesos: `[value] + arguments` replace the image's Cmd and keep
@@ -115,7 +117,11 @@ impl Isolator for DockerRuntimeIsolator {
         spec.env.extend(command.env.iter().cloned());
         spec.env.push(("MESOS_SANDBOX".into(), SANDBOX_MOUNT_POINT.into()));
         spec.env.push(("MESOS_CONTAINER_NAME".into(), container_name(&config.container_id)));
-        spec.mounts.push(Mount { source: config.sandbox.clone(), target: SANDBOX_MOUNT_POINT.into(), read_only: false });
+        spec.mounts.push(Mount {
+            source: config.sandbox.clone(),
+            target: SANDBOX_MOUNT_POINT.into(),
+            read_only: false,
+        });
         // Empty: the image's WorkingDir, as `docker run` without `-w`.
         spec.working_dir = String::new();
         // Mesos's docker containerizer runs the image's user: `CommandInfo.user`

@@ -49,14 +49,7 @@ impl DockerLauncher {
         let request: ContainerCreateBody = serde_json::from_slice(&bytes)
             .map_err(|e| ContainerizerError::InvalidSpec(format!("{}: {e}", path.display())))?;
         let name = container_name(&spec.container_id);
-        Ok(DockerLauncher {
-            spec,
-            name,
-            request,
-            docker: OnceCell::new(),
-            logs: None,
-            signals_sent: AtomicU64::new(0),
-        })
+        Ok(DockerLauncher { spec, name, request, docker: OnceCell::new(), logs: None, signals_sent: AtomicU64::new(0) })
     }
 
     /// Name of the engine's container (`mesos-<container id>`).
@@ -140,9 +133,9 @@ impl Launcher for DockerLauncher {
             .await
             .map_err(|e| self.engine_error("inspect", e))?;
         let state = inspect.state.unwrap_or_default();
-        let code = state.exit_code.ok_or_else(|| {
-            ContainerizerError::Docker(format!("container {} ended without an exit code", self.name))
-        })?;
+        let code = state
+            .exit_code
+            .ok_or_else(|| ContainerizerError::Docker(format!("container {} ended without an exit code", self.name)))?;
         let oom_killed = state.oom_killed.unwrap_or(false);
         if let Some(mut logs) = self.logs.take() {
             match tokio::time::timeout(LOG_FLUSH_TIMEOUT, &mut logs).await {

@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("host"));
         assert_eq!(hc.auto_remove, Some(false));
         let m = &hc.mounts.unwrap()[0];
-        assert_eq!((m.source.as_deref(), m.target.as_deref(), m.read_only), (Some("/sb:colon"), Some("/mnt/mesos/sandbox"), Some(false)));
+        assert_eq!(
+            (m.source.as_deref(), m.target.as_deref(), m.read_only),
+            (Some("/sb:colon"), Some("/mnt/mesos/sandbox"), Some(false))
+        );
         let labels = body.labels.unwrap();
         assert_eq!(labels.get("mezzo.task_id").map(String::as_str), Some("t1"));
         assert_eq!(labels.get(CONTAINER_ID_LABEL).map(String::as_str), Some("c1"));

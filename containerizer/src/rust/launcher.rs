@@ -5,6 +5,7 @@
 use super::{EXIT_STATUS_FILE, LAUNCHER_BIN, LAUNCHER_LOG, LAUNCHER_PID_FILE};
 use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher};
 use async_trait::async_trait;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -40,8 +41,13 @@ pub(crate) fn live_supervisor(runtime_dir: &Path) -> Option<i32> {
         return None;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let wanted = runtime_dir.as_os_str().as_encoded_bytes();
-    cmdline.split(|b| *b == 0).any(|arg| arg == wanted).then_some(pid)
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let dir_arg = args.windows(2).find(|w| w[0] == b"--runtime-dir").map(|w| w[1])?;
+    let dir_arg = Path::new(std::ffi::OsStr::from_bytes(dir_arg));
+    // The executor and the agent may spell the same directory differently.
+    let same = dir_arg == runtime_dir
+        || matches!((dir_arg.canonicalize(), runtime_dir.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    same.then_some(pid)
 }
 
 /// Reads the exit status the supervisor recorded.
@@ -56,6 +62,8 @@ pub struct RustLauncher {
     runtime_dir: PathBuf,
     helper: PathBuf,
     child: Option<tokio::process::Child>,
+    /// The supervisor's stdout, which says `exited <status>` at the end.
+    reports: Option<tokio::io::Lines<BufReader<tokio::process::ChildStdout>>>,
 }
 
 impl RustLauncher {
@@ -66,7 +74,7 @@ impl RustLauncher {
         if !helper.is_file() {
             return Err(launcher_err(format!("{} not found", helper.display())));
         }
-        Ok(RustLauncher { spec, runtime_dir: runtime_dir.to_path_buf(), helper, child: None })
+        Ok(RustLauncher { spec, runtime_dir: runtime_dir.to_path_buf(), helper, child: None, reports: None })
     }
 
     /// The container's spec.
@@ -118,6 +126,7 @@ impl Launcher for RustLauncher {
             Ok(Ok(Some(line))) if line.starts_with("started ") => {
                 tracing::debug!(container = %self.spec.container_id, %line, "container started");
                 self.child = Some(child);
+                self.reports = Some(lines);
                 Ok(())
             }
             Ok(Ok(Some(line))) if line.starts_with("error ") => {
@@ -177,6 +186,18 @@ impl Launcher for RustLauncher {
     }
 
     async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError> {
+        // The supervisor's own report, when we are still its parent: it
+        // survives a destroy that removed the runtime directory.
+        if let Some(mut reports) = self.reports.take() {
+            while let Ok(Some(line)) = reports.next_line().await {
+                if let Some(status) = line.strip_prefix("exited ").and_then(|s| s.trim().parse().ok()) {
+                    if let Some(child) = self.child.as_mut() {
+                        let _ = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
+                    }
+                    return Ok(ExitStatus(status));
+                }
+            }
+        }
         let supervisor = match self.child.as_mut() {
             Some(child) => child.wait().await.map_err(ContainerizerError::io("wait for mezzo-launcher", &self.helper))?.to_string(),
             None => {

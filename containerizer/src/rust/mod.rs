@@ -152,17 +152,20 @@ fn destroy_blocking(id: &str, runtime_dir: &Path, cgroup: &str) -> Result<(), Co
     let fail = |what: &str, e: String| ContainerizerError::Other(format!("destroy {id}: {what}: {e}"));
     kill_all(cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
     // The supervisor records the exit status and deletes libcontainer's
-    // state once the init is gone; give it that chance before removing it.
-    if let Some(pid) = launcher::live_supervisor(runtime_dir) {
-        let deadline = std::time::Instant::now() + DESTROY_TIMEOUT;
-        while launcher::live_supervisor(runtime_dir).is_some() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if launcher::live_supervisor(runtime_dir).is_some() {
+    // state once the init is gone; give it that chance. A supervisor still
+    // building its container only puts processes in the cgroup now, so
+    // keep killing while waiting.
+    let deadline = std::time::Instant::now() + DESTROY_TIMEOUT;
+    while let Some(pid) = launcher::live_supervisor(runtime_dir) {
+        if std::time::Instant::now() >= deadline {
             tracing::warn!(container = id, pid, "supervisor did not exit after its container was killed; killing it");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            break;
         }
+        let _ = kill_all(cgroup, Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    kill_all(cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
     remove_dirs(cgroup, DESTROY_TIMEOUT).map_err(|e| fail("remove cgroups", e))?;
     // Mounts live in the supervisor's private namespace; anything found on
     // the host under the runtime directory is a leak to undo.

@@ -252,6 +252,7 @@ pub struct TestContainer {
     pub runtime_dir: PathBuf,
     pub sandbox: PathBuf,
     pub launcher_dir: PathBuf,
+    cgroups_root: String,
     _root: tempfile::TempDir,
 }
 
@@ -264,14 +265,16 @@ impl TestContainer {
         std::fs::create_dir_all(&runtime_root).unwrap();
         std::fs::create_dir_all(&sandbox).unwrap();
         let launcher_dir = launcher_dir();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let cgroups_root = format!("mezzo-executor-test-{}", &suffix[..8]);
         let backend = RustBackend::new(RustBackendConfig {
             runtime_root: runtime_root.clone(),
             provisioner: None,
-            cgroups_root: "mezzo-executor-test".into(),
+            cgroups_root: cgroups_root.clone(),
             launcher_dir: launcher_dir.clone(),
         });
         let containerizer = Containerizer::new(vec![Arc::new(backend)], runtime_root);
-        let id = format!("exec-test-{}", uuid::Uuid::new_v4().simple());
+        let id = format!("exec-test-{suffix}");
         let config = ContainerConfig {
             container_id: id.clone(),
             container_type: ContainerType::Mesos,
@@ -283,12 +286,22 @@ impl TestContainer {
             labels: Default::default(),
         };
         let runtime_dir = containerizer.prepare(&config).await.expect("container prepares");
-        TestContainer { containerizer, id, runtime_dir, sandbox, launcher_dir, _root: root }
+        TestContainer { containerizer, id, runtime_dir, sandbox, launcher_dir, cgroups_root, _root: root }
     }
 
     /// Destroys the container (kills what is left, removes cgroups and mounts).
     pub async fn destroy(self) {
         self.containerizer.destroy(&self.id).await.expect("container destroys");
+        // The per-test cgroups root is empty now; leave no trace in any hierarchy.
+        let mut parents = vec![Path::new("/sys/fs/cgroup").join(&self.cgroups_root)];
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            parents.push(hierarchy.path().join(&self.cgroups_root));
+        }
+        for parent in parents {
+            if parent.is_dir() {
+                std::fs::remove_dir(&parent).unwrap_or_else(|e| panic!("rmdir {}: {e}", parent.display()));
+            }
+        }
     }
 }
 

@@ -47,7 +47,8 @@ struct Args {
 }
 
 fn json_argv(flag: &str, value: &str) -> Result<Vec<String>> {
-    serde_json::from_str(value).with_context(|| format!("--{flag} must be a JSON array of strings, got {value:?}"))
+    serde_json::from_str(value)
+        .with_context(|| format!("--{flag} must be a JSON array of strings, got {value:?}"))
 }
 
 fn main() -> Result<()> {
@@ -77,20 +78,32 @@ fn main() -> Result<()> {
     let layers = args
         .rootfs
         .iter()
-        .map(|dir| layer_tar_from_dir(dir, args.created).with_context(|| format!("pack {}", dir.display())))
+        .map(|dir| {
+            layer_tar_from_dir(dir, args.created).with_context(|| format!("pack {}", dir.display()))
+        })
         .collect::<Result<Vec<_>>>()?;
     let image = build_image(&spec, layers)?;
     if let Some(dir) = &args.oci_out {
         image
             .write_oci_layout(dir)
             .with_context(|| format!("write OCI layout {}", dir.display()))?;
-        println!("{}: OCI layout {} (manifest {})", image.reference.short_name(), dir.display(), image.manifest.digest);
+        println!(
+            "{}: OCI layout {} (manifest {})",
+            image.reference.short_name(),
+            dir.display(),
+            image.manifest.digest
+        );
     }
     if let Some(path) = &args.docker_archive_out {
         image
             .write_archive(path, ArchiveFormat::Docker)
             .with_context(|| format!("write docker archive {}", path.display()))?;
-        println!("{}: docker archive {} (id {})", image.reference.short_name(), path.display(), image.config.digest);
+        println!(
+            "{}: docker archive {} (id {})",
+            image.reference.short_name(),
+            path.display(),
+            image.config.digest
+        );
     }
     Ok(())
 }

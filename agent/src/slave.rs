@@ -219,7 +219,16 @@ impl Agent {
         // Command tasks: the executor id is the task id, as in Mesos.
         let executor_id = task_id.clone();
         let container_id = uuid::Uuid::new_v4().to_string();
-        let agent_id = self.id();
+        // The master may send a task before our registration response was
+        // processed; the task names the id the master gave us.
+        let agent_id = {
+            let mut id = self.agent_id.write().unwrap();
+            id.get_or_insert_with(|| task.agent_id.value.clone()).clone()
+        };
+        if agent_id != task.agent_id.value || !paths::safe_component(&agent_id) {
+            fail(format!("task is for agent '{}', this is '{agent_id}'", task.agent_id.value), task_status::Reason::TaskInvalid);
+            return;
+        }
         let sandbox = paths::sandbox_dir(&self.work_dir, &agent_id, &framework_id, &executor_id, &container_id);
         {
             let mut state = self.state.lock().unwrap();

@@ -314,7 +314,7 @@ async fn print_stdout(agent_base: &str, framework_id: &str, task_id: &str) {
         if !status.is_success() {
             anyhow::bail!("GET {url}: agent answered {status}");
         }
-        Ok::<_, anyhow::Error>(response.bytes().await.context("reading the task's stdout")?)
+        response.bytes().await.context("reading the task's stdout")
     }
     .await;
     match fetched {

@@ -84,7 +84,6 @@ pub struct CommandExecutor {
     task_acknowledged: bool,
     container: Container,
     killing: Option<Killing>,
-    shutting_down: bool,
     pending: UnacknowledgedUpdates,
     terminal_sent_at: Option<Instant>,
 }
@@ -117,7 +116,6 @@ impl CommandExecutor {
             task_acknowledged: false,
             container: Container::Idle,
             killing: None,
-            shutting_down: false,
             pending: UnacknowledgedUpdates::default(),
             terminal_sent_at: None,
         }
@@ -435,7 +433,6 @@ impl CommandExecutor {
     }
 
     async fn shutdown(&mut self) -> Option<Outcome> {
-        self.shutting_down = true;
         match &self.container {
             Container::Running(_) => {
                 // Leave a second before the agent's own deadline to destroy us.

@@ -129,12 +129,13 @@ async fn unacknowledged_update_is_resent_until_acknowledged() {
         ExecutorProcess::start(&agent, &container, "t-resend", &[("MEZZO_UPDATE_RESEND_INTERVAL", "300ms")]);
 
     assert_eq!(executor.wait(EXIT).await, 0, "log:\n{}", executor.log_text());
-    let state = agent.state.lock().unwrap();
-    let starting: Vec<_> = state.updates.iter().filter(|u| u.state() == TaskState::TaskStarting).collect();
+    let starting: Vec<_> = {
+        let state = agent.state.lock().unwrap();
+        state.updates.iter().filter(|u| u.state() == TaskState::TaskStarting).cloned().collect()
+    };
     assert!(starting.len() >= 2, "TASK_STARTING was not resent: {:?}", starting.len());
     // A resend is the same update: same uuid.
     assert!(starting.iter().all(|u| u.uuid == starting[0].uuid));
-    drop(state);
     assert_eq!(
         agent.distinct_states(),
         vec![TaskState::TaskStarting, TaskState::TaskRunning, TaskState::TaskFinished]

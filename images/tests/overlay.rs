@@ -204,7 +204,9 @@ async fn busybox_image_runs_from_an_overlay_rootfs() {
     let root = tmp.path().join("rootfs");
     fs::create_dir_all(root.join("bin")).unwrap();
     fs::copy(busybox, root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    for applet in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
     let image = build_from_dirs(&mezzo_images::build::ImageSpec::new("busybox:latest"), &[&root]);
     let archives = tmp.path().join("archives");
     image.write_oci_layout(&archives.join("oci/busybox")).unwrap();

@@ -44,7 +44,12 @@ async fn read_sandbox_file(cluster: &Cluster, sched: &Scheduler, task: &str, fil
         cluster.agent, sched.framework_id.value, task, file
     );
     let resp = reqwest::get(url).await?;
-    anyhow::ensure!(resp.status() == 200, "files/download: {}", resp.status());
+    if resp.status() != 200 {
+        let code = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let tree = std::process::Command::new("find").arg(cluster.agent_work_dir().join("slaves")).output()?;
+        anyhow::bail!("files/download: {code} {body}\n{}", String::from_utf8_lossy(&tree.stdout));
+    }
     Ok(resp.text().await?)
 }
 

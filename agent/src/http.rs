@@ -1,7 +1,7 @@
 //! The agent's HTTP surface: the v1 executor API, our master->agent calls,
 //! sandbox files and state.
 
-use crate::slave::{is_terminal, now, Agent};
+use crate::slave::{now, Agent};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -190,7 +190,7 @@ fn handle_update(agent: &Agent, key: &(String, String), mut status: mezzo_proto:
         if status.task_id.value != ex.task.task_id.value {
             return Err(error(StatusCode::BAD_REQUEST, format!("Task '{}' is not known to this executor", status.task_id.value)));
         }
-        if is_terminal(ex.task_state) && !is_terminal(status.state()) {
+        if ex.task_state.is_terminal() && !status.state().is_terminal() {
             // A late non-terminal update after a terminal one is dropped, as in Mesos.
             return Ok(());
         }

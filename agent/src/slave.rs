@@ -367,7 +367,7 @@ impl Agent {
         if let Err(e) = self.containerizer.destroy(&container_id).await {
             tracing::error!(container = %container_id, error = %e, "failed to destroy container");
         }
-        if !is_terminal(task_state) {
+        if !task_state.is_terminal() {
             let (state, reason) = if kill_requested {
                 (TaskState::TaskKilled, task_status::Reason::ExecutorTerminated)
             } else {
@@ -417,7 +417,7 @@ impl Agent {
             let mut state = self.state.lock().unwrap();
             if let Some(ex) = state.executors.get_mut(key) {
                 ex.task_state = status.state();
-                if is_terminal(status.state()) {
+                if status.state().is_terminal() {
                     ex.terminal.notify_one();
                 }
             }
@@ -568,7 +568,7 @@ impl Agent {
                 let ex = s.executors.get(&key);
                 (ex.map(|e| e.container_id.clone()).unwrap_or_default(), ex.map(|e| e.task_state))
             };
-            if state.map(is_terminal) == Some(false) {
+            if state.map(TaskState::is_terminal) == Some(false) {
                 let status = self.agent_status(task_id, &container_id, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before its executor started it".to_string());
                 self.record_and_forward(&key, status);
             }
@@ -692,21 +692,6 @@ pub fn kill_group(pid: Option<i32>) {
     if let Some(pid) = pid.filter(|p| *p > 1) {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
-}
-
-/// Whether a task state is terminal (Mesos's `protobuf::isTerminalState`).
-pub fn is_terminal(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::TaskFinished
-            | TaskState::TaskFailed
-            | TaskState::TaskKilled
-            | TaskState::TaskError
-            | TaskState::TaskLost
-            | TaskState::TaskDropped
-            | TaskState::TaskGone
-            | TaskState::TaskGoneByOperator
-    )
 }
 
 /// Seconds since the epoch, as Mesos timestamps are.

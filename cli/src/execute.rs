@@ -63,21 +63,6 @@ pub fn format_update(status: &TaskStatus) -> String {
     out
 }
 
-/// Whether no further update follows.
-pub fn is_terminal(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::TaskFinished
-            | TaskState::TaskFailed
-            | TaskState::TaskKilled
-            | TaskState::TaskError
-            | TaskState::TaskLost
-            | TaskState::TaskDropped
-            | TaskState::TaskGone
-            | TaskState::TaskGoneByOperator
-    )
-}
-
 /// `http://ip:port` of the agent that made `offer`; from `offer.url` as
 /// Mesos fills it, else the hostname on the default agent port.
 pub fn agent_base_url(offer: &Offer) -> String {
@@ -290,7 +275,7 @@ async fn on_update(
         println!("ACCEPT to TASK_RUNNING: {} ms", ours.accepted_at.elapsed().as_millis());
         return Ok(Step::Running);
     }
-    if !is_terminal(state) {
+    if !state.is_terminal() {
         return Ok(Step::Continue);
     }
     // A task that never reached an executor has no sandbox to read.

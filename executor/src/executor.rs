@@ -4,7 +4,7 @@
 
 use crate::agent_api::{AgentApi, Connection};
 use crate::config::Config;
-use crate::status::{is_terminal, new_status, UnacknowledgedUpdates};
+use crate::status::{new_status, UnacknowledgedUpdates};
 use mezzo_containerizer::{ExitStatus, Launcher};
 use mezzo_proto::mesos::v1::executor::{call, event, Call, Event};
 use mezzo_proto::mesos::v1::{
@@ -474,7 +474,7 @@ impl CommandExecutor {
     ) {
         let mut status = new_status(task_id, state, &self.executor_id.value, self.agent_id.as_ref(), message);
         status.reason = reason.map(|r| r as i32);
-        if is_terminal(state) && self.task.as_ref().map(|t| &t.task_id) == Some(task_id) {
+        if state.is_terminal() && self.task.as_ref().map(|t| &t.task_id) == Some(task_id) {
             self.terminal_sent_at = Some(Instant::now());
         }
         let update = call::Update { status };

@@ -32,21 +32,6 @@ pub fn now_seconds() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-/// Whether no further update follows a status in this state.
-pub fn is_terminal(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::TaskFinished
-            | TaskState::TaskFailed
-            | TaskState::TaskKilled
-            | TaskState::TaskError
-            | TaskState::TaskLost
-            | TaskState::TaskDropped
-            | TaskState::TaskGone
-            | TaskState::TaskGoneByOperator
-    )
-}
-
 /// Updates sent but not yet acknowledged by the agent, in the order they
 /// were made (the agent must see them in that order when they are resent).
 #[derive(Debug, Default)]
@@ -121,9 +106,9 @@ mod tests {
 
     #[test]
     fn terminal_states() {
-        assert!(is_terminal(TaskState::TaskFinished));
-        assert!(is_terminal(TaskState::TaskKilled));
-        assert!(!is_terminal(TaskState::TaskKilling));
-        assert!(!is_terminal(TaskState::TaskRunning));
+        assert!(TaskState::TaskFinished.is_terminal());
+        assert!(TaskState::TaskKilled.is_terminal());
+        assert!(!TaskState::TaskKilling.is_terminal());
+        assert!(!TaskState::TaskRunning.is_terminal());
     }
 }

@@ -8,7 +8,7 @@ use mezzo_proto::mezzo::agent::{AgentRegistered, RegisterAgent};
 
 use crate::agent_link::AgentLink;
 use crate::launch::validate_id;
-use crate::master::{is_terminal, now_secs, Agent, Master};
+use crate::master::{now_secs, Agent, Master};
 use crate::resources::Resources;
 
 impl Master {
@@ -48,7 +48,7 @@ impl Master {
         let mut used = Resources::new();
         for fw in self.frameworks.values() {
             for task in fw.tasks.values() {
-                if task.agent_id == id && !is_terminal(task.state) {
+                if task.agent_id == id && !task.state.is_terminal() {
                     used.add(&task.resources);
                 }
             }
@@ -142,7 +142,7 @@ impl Master {
             let lost: Vec<String> = fw
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.agent_id == id && !is_terminal(t.state) && t.state != TaskState::TaskUnreachable)
+                .filter(|(_, t)| t.agent_id == id && !t.state.is_terminal() && t.state != TaskState::TaskUnreachable)
                 .map(|(k, _)| k.clone())
                 .collect();
             for task_id in lost {
@@ -152,7 +152,7 @@ impl Master {
                 let status = Master::agent_lost_status(&task.info.task_id, id, partition_aware, &message);
                 task.state = status.state();
                 task.statuses.push(status.clone());
-                if is_terminal(task.state) {
+                if task.state.is_terminal() {
                     fw.complete_task(&task_id);
                 }
                 fw.send(crate::master::update_event(status));

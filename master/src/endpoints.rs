@@ -127,7 +127,7 @@ fn framework_json(fw: &Framework, master: &Master) -> Value {
     let info = &fw.info;
     let mut used = Resources::new();
     for t in fw.tasks.values() {
-        if !crate::master::is_terminal(t.state) {
+        if !t.state.is_terminal() {
             used.add(&t.resources);
         }
     }

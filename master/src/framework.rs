@@ -211,7 +211,7 @@ impl Master {
         let task_ids: Vec<String> = fw.tasks.keys().cloned().collect();
         for task_id in task_ids {
             if let Some(task) = fw.tasks.get_mut(&task_id) {
-                if !crate::master::is_terminal(task.state) {
+                if !task.state.is_terminal() {
                     if let Some(agent) = self.agents.get_mut(&task.agent_id) {
                         agent.used.subtract(&task.resources);
                     }

@@ -13,7 +13,7 @@ use mezzo_proto::mesos::v1::scheduler::call;
 use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, TaskInfo, TaskState};
 use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent, RunTask};
 
-use crate::master::{is_terminal, master_status, now_secs, Master, TaskRecord};
+use crate::master::{master_status, now_secs, Master, TaskRecord};
 use crate::resources::Resources;
 
 /// Checks an id the way Mesos's `common::validation::validateID` does.
@@ -209,7 +209,7 @@ impl Master {
             // agent holds its resources already.
             let running = fw.tasks.values().any(|t| {
                 t.agent_id == agent_id
-                    && !is_terminal(t.state)
+                    && !t.state.is_terminal()
                     && t.info
                         .executor
                         .as_ref()

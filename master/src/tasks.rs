@@ -6,7 +6,7 @@ use mezzo_proto::mezzo::agent::{
     master_to_agent, AcknowledgeUpdate, KillTask, MasterToAgent, StatusUpdate,
 };
 
-use crate::master::{framework_id, is_terminal, master_status, Master};
+use crate::master::{framework_id, master_status, Master};
 
 /// Mesos keeps the statuses of a task; a bound keeps a chatty health check
 /// from growing a task without limit.
@@ -39,18 +39,18 @@ impl Master {
                 && task.statuses.iter().any(|s| s.uuid == status.uuid);
             if !duplicate {
                 let new_state = status.state();
-                let was_terminal = is_terminal(task.state);
+                let was_terminal = task.state.is_terminal();
                 task.state = new_state;
                 task.statuses.push(status.clone());
                 if task.statuses.len() > MAX_STATUSES_PER_TASK {
                     task.statuses.remove(0);
                 }
-                if is_terminal(new_state) && !was_terminal {
+                if new_state.is_terminal() && !was_terminal {
                     freed = Some((task.agent_id.clone(), task.resources.clone()));
                 }
             }
             // Without a uuid no acknowledgement will come to retire the task.
-            if is_terminal(task.state) && status.uuid.is_none() {
+            if task.state.is_terminal() && status.uuid.is_none() {
                 fw.complete_task(&task_id);
             }
         } else {
@@ -79,7 +79,7 @@ impl Master {
         let task_id = ack.task_id.value.as_str();
         if let Some(fw) = self.frameworks.get_mut(fid) {
             let retire = fw.tasks.get(task_id).is_some_and(|t| {
-                is_terminal(t.state) && t.latest_uuid() == Some(ack.uuid.as_slice())
+                t.state.is_terminal() && t.latest_uuid() == Some(ack.uuid.as_slice())
             });
             if retire {
                 fw.complete_task(task_id);

@@ -60,3 +60,14 @@ pub fn new_uuid() -> Vec<u8> {
 
 pub use codec::{from_protobuf, ContentType};
 pub use json::{from_json, to_json, to_json_value};
+
+impl mesos::v1::TaskState {
+    /// Whether a task in this state never changes again (Mesos's `isTerminalState`).
+    pub fn is_terminal(self) -> bool {
+        use mesos::v1::TaskState::*;
+        matches!(
+            self,
+            TaskFinished | TaskFailed | TaskKilled | TaskError | TaskLost | TaskDropped | TaskGone | TaskGoneByOperator
+        )
+    }
+}

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use mezzo_proto::mesos::v1::scheduler::{call, event, Call, Event};
 use mezzo_proto::mesos::v1::{
-    AgentId, CommandInfo, FrameworkId, FrameworkInfo, Offer, OfferId, Resource, TaskId, TaskInfo, TaskState,
+    AgentId, CommandInfo, FrameworkId, FrameworkInfo, Offer, OfferId, Resource, TaskId, TaskInfo,
     TaskStatus,
 };
 use std::path::{Path, PathBuf};
@@ -383,7 +383,7 @@ impl Scheduler {
             if st.task_id.value != task_id {
                 continue;
             }
-            let terminal = is_terminal(st.state());
+            let terminal = st.state().is_terminal();
             out.push(st);
             if terminal {
                 return Ok(out);
@@ -412,21 +412,6 @@ impl Scheduler {
 /// Names of the states in `updates`.
 pub fn states(updates: &[TaskStatus]) -> Vec<&'static str> {
     updates.iter().map(|s| s.state().as_str_name()).collect()
-}
-
-/// Whether a task state is terminal.
-pub fn is_terminal(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::TaskFinished
-            | TaskState::TaskFailed
-            | TaskState::TaskKilled
-            | TaskState::TaskError
-            | TaskState::TaskLost
-            | TaskState::TaskDropped
-            | TaskState::TaskGone
-            | TaskState::TaskGoneByOperator
-    )
 }
 
 /// A scalar resource.

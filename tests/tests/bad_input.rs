@@ -44,7 +44,7 @@ async fn malformed_requests_get_4xx_and_change_nothing() -> Result<()> {
         if st.state() == TaskState::TaskRunning {
             break;
         }
-        assert!(!mezzo_tests::is_terminal(st.state()), "{st:?}\n{}", cluster.agent_log());
+        assert!(!st.state().is_terminal(), "{st:?}\n{}", cluster.agent_log());
     }
     let update = |state: TaskState, source: task_status::Source| {
         let mut status = TaskStatus {

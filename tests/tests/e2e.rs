@@ -140,7 +140,7 @@ async fn kill_and_memory_limit(kind: Kind) -> Result<()> {
         if let Some(cid) = st.container_status.as_ref().and_then(|c| c.container_id.as_ref()) {
             container_id = Some(cid.value.clone());
         }
-        assert!(!mezzo_tests::is_terminal(st.state()), "task ended early: {st:?}\n{}", cluster.agent_log());
+        assert!(!st.state().is_terminal(), "task ended early: {st:?}\n{}", cluster.agent_log());
         if st.state() == TaskState::TaskRunning {
             break;
         }

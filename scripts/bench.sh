@@ -12,32 +12,13 @@ bash scripts/build-test-images.sh
 bin="$PWD/target/release"
 out="$PWD/target/bench"
 mkdir -p "$out"
-work=$(mktemp -d /tmp/mezzo-bench.XXXXXX)
-mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-aport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-"$bin/mezzo-master" --ip=127.0.0.1 --port="$mport" >"$work/master.log" 2>&1 &
-pids+=($!)
-"$bin/mezzo-agent" --master="127.0.0.1:$mport" --ip=127.0.0.1 --port="$aport" --work_dir="$work/agent" \
-  --containerizers=rust,docker --docker_registry="$PWD/target/test-images" >"$work/agent.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$mport/state" 2>/dev/null | grep -q '"hostname"' && break
-  sleep 0.1
-done
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/cluster.sh
+start_cluster "$bin" "$(free_port)" "$(free_port)"
 : >"$work/samples"
 for kind in mesos docker; do
   for i in $(seq 1 "$runs"); do
-    line=$("$bin/mezzo" execute --master="127.0.0.1:$mport" --name="bench-$kind-$i" --command=true \
+    line=$("$bin/mezzo" execute --master="$master" --name="bench-$kind-$i" --command=true \
       --image=busybox --containerizer="$kind" --cpus=0.1 --mem=32 2>&1 | grep 'ACCEPT to TASK_RUNNING' || true)
     ms=$(echo "$line" | grep -oE '[0-9]+(\.[0-9]+)?' | head -1)
     [ -n "$ms" ] && echo "$kind $ms" >>"$work/samples"

@@ -624,6 +624,13 @@ impl Agent {
                 tracing::warn!(container = %container_id, error = %e, "destroy on shutdown");
             }
         }
+        // Leave no empty `--cgroups_root` behind (rmdir fails, harmlessly, while in use).
+        if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&self.flags.cgroups_root));
+            }
+        }
+        let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(&self.flags.cgroups_root));
     }
 
     /// POSTs one status update to the master.

@@ -52,38 +52,18 @@ pub struct Flags {
     pub executor_registration_timeout: String,
 }
 
-/// Parses a stout-style duration (`5secs`, `250ms`, `1mins`, `2hrs`, `3`).
+/// Parses a duration flag: stout's form (`5secs`, `250ms`, `1mins`), or a
+/// bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration '{s}'"))?;
-    let secs = match unit {
-        "" | "s" | "secs" | "sec" => value,
-        "ns" | "nsecs" => value / 1e9,
-        "us" | "usecs" => value / 1e6,
-        "ms" | "msecs" => value / 1e3,
-        "m" | "mins" | "min" => value * 60.0,
-        "h" | "hrs" | "hr" => value * 3600.0,
-        "d" | "days" => value * 86400.0,
-        "w" | "weeks" => value * 604800.0,
-        _ => return Err(format!("invalid duration unit in '{s}'")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration '{s}'"));
+    match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(std::time::Duration::from_secs_f64(secs)),
+        Ok(_) => Err(format!("invalid duration '{s}'")),
+        Err(_) => mezzo_proto::duration::parse(s),
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
-/// Formats a duration the way stout does (`5secs`, `250ms`), which executors parse.
-pub fn format_duration(d: std::time::Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 == 0 {
-        format!("{}secs", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
+/// Formats a duration the way stout does, which executors parse.
+pub use mezzo_proto::duration::format as format_duration;
 
 #[cfg(test)]
 mod tests {

@@ -107,26 +107,7 @@ impl Config {
 
 /// Parses a stout duration (`5secs`, `250ms`, `1.5mins`, `2hrs`...), as
 /// Mesos writes them into the executor's environment.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| "missing unit".to_string())?;
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("'{number}' is not a number"))?;
-    let nanos_per_unit: f64 = match unit {
-        "ns" => 1.0,
-        "us" => 1e3,
-        "ms" => 1e6,
-        "secs" => 1e9,
-        "mins" => 60.0 * 1e9,
-        "hrs" => 3600.0 * 1e9,
-        "days" => 86400.0 * 1e9,
-        "weeks" => 7.0 * 86400.0 * 1e9,
-        other => return Err(format!("unknown unit '{other}'")),
-    };
-    Ok(Duration::from_nanos((value * nanos_per_unit).round() as u64))
-}
+pub use mezzo_proto::duration::parse as parse_duration;
 
 #[cfg(test)]
 mod tests {

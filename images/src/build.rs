@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::{verify, Digest, HashingReader};
 use crate::error::{ImageError, IoContext};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{with_temp_file, write_atomic};
 use crate::manifest::{
     host_architecture, ConfigFile, Descriptor, DockerArchiveEntry, History, Index, Manifest,
     RootFs, RunConfig, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_CONFIG,
@@ -511,36 +511,6 @@ fn append_dir<W: Write>(
     header.set_mode(0o755);
     tar.append_data(&mut header, format!("{name}/"), io::empty())
         .ctx(|| format!("write {name} into archive"))
-}
-
-/// Runs `write` on a temp file next to `path`, then syncs and renames it into place.
-fn with_temp_file<F>(path: &Path, write: F) -> Result<(), ImageError>
-where
-    F: FnOnce(File) -> Result<File, ImageError>,
-{
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let result = File::create(&tmp)
-        .ctx(|| format!("create {}", tmp.display()))
-        .and_then(write)
-        .and_then(|file| file.sync_all().ctx(|| format!("sync {}", tmp.display())))
-        .and_then(|()| {
-            fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
-        });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -240,10 +240,16 @@ pub(crate) fn syncfs(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
+/// Runs `write` on a temp file next to `path`, then syncs and renames it into place.
+pub(crate) fn with_temp_file<F>(path: &Path, write: F) -> Result<(), ImageError>
+where
+    F: FnOnce(fs::File) -> Result<fs::File, ImageError>,
+{
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
@@ -251,16 +257,26 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
             .map(|n| n.to_string_lossy())
             .unwrap_or_default()
     ));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
+    let result = fs::File::create(&tmp)
+        .ctx(|| format!("create {}", tmp.display()))
+        .and_then(write)
+        .and_then(|file| file.sync_all().ctx(|| format!("sync {}", tmp.display())))
+        .and_then(|()| {
+            fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display()))
+        });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.ctx(|| format!("write {}", path.display()))
+    result
+}
+
+/// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    use std::io::Write;
+    with_temp_file(path, |mut f| {
+        f.write_all(data).ctx(|| format!("write {}", path.display()))?;
+        Ok(f)
+    })
 }
 
 /// Whether process `pid` is alive (used to recognize temp files of crashed processes).

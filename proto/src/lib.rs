@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use prost_reflect::DescriptorPool;
 
 pub mod codec;
+pub mod duration;
 pub mod error;
 pub mod json;
 pub mod recordio;

@@ -1,0 +1,50 @@
+//! Durations in stout's text form (`5secs`, `250ms`, `15mins`), as Mesos
+//! writes them into executors' environments and flags.
+
+use std::time::Duration;
+
+/// Parses a stout duration; the unit is required.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("duration '{text}' is missing a unit"))?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("'{number}' is not a number"))?;
+    let nanos_per_unit: f64 = match unit {
+        "ns" => 1.0,
+        "us" => 1e3,
+        "ms" => 1e6,
+        "secs" => 1e9,
+        "mins" => 60.0 * 1e9,
+        "hrs" => 3600.0 * 1e9,
+        "days" => 86400.0 * 1e9,
+        "weeks" => 7.0 * 86400.0 * 1e9,
+        other => return Err(format!("unknown unit '{other}' in duration '{text}'")),
+    };
+    Ok(Duration::from_nanos((value * nanos_per_unit).round() as u64))
+}
+
+/// Formats a duration as stout does (`5secs`, `1500ms`).
+pub fn format(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}secs", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for d in [Duration::from_secs(5), Duration::from_millis(1500), Duration::from_secs(900)] {
+            assert_eq!(parse(&format(d)).unwrap(), d);
+        }
+        assert!(parse("5").is_err());
+        assert!(parse("5parsecs").is_err());
+    }
+}

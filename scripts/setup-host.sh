@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what mezzo's demo, tests and benchmarks need on a fresh
 # Debian machine: docker.io with a running dockerd, busybox-static,
-# libseccomp-dev, pkg-config. Idempotent. A dockerd it starts is recorded in
+# libseccomp-dev, pkg-config, docker-registry (tests' loopback registry),
+# skopeo, crun and runc (benchmark peers). Idempotent. A dockerd it starts is recorded in
 # target/host/dockerd.pid so that scripts/teardown-host.sh stops only that.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +15,10 @@ dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v crun >/dev/null 2>&1 || need+=(crun)
+command -v runc >/dev/null 2>&1 || need+=(runc)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -489,10 +489,11 @@ impl Agent {
                 env,
                 user: command.user.clone(),
             },
-            resources: Resources { cpus: scalar("cpus"), mem_mb: scalar("mem"), disk_mb: scalar("disk") },
+            resources: Resources { cpus: scalar("cpus"), mem_mb: scalar("mem"), disk_mb: scalar("disk"), ports: vec![] },
             sandbox: sandbox.to_path_buf(),
             hostname,
             labels,
+            ..Default::default()
         })
     }
 

@@ -20,4 +20,11 @@ pub trait Backend: Send + Sync {
     /// Kills every process of the container and removes everything it held.
     /// An unknown or already destroyed container is not an error.
     async fn destroy(&self, container_id: &str, runtime_dir: &Path) -> Result<(), ContainerizerError>;
+    /// After an agent restart: `known` are the specs of this backend's
+    /// containers that a checkpoint still names; anything else this backend
+    /// finds of its own (cgroups under its root, `mesos-*` docker containers)
+    /// is an orphan and is destroyed.
+    async fn recover(&self, _known: &[ContainerSpec]) -> Result<(), ContainerizerError> {
+        Ok(())
+    }
 }

@@ -1,6 +1,6 @@
 //! The executor's side: start a prepared container, signal it, wait for it.
 
-use crate::{ContainerizerError, ExitStatus};
+use crate::{ContainerizerError, ExitStatus, Limitation};
 use async_trait::async_trait;
 
 /// Starts and supervises one prepared container.
@@ -12,4 +12,19 @@ pub trait Launcher: Send + Sync {
     async fn signal(&self, signal: i32) -> Result<(), ContainerizerError>;
     /// Waits until the container's first process has ended.
     async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError>;
+    /// IP addresses of the container once started (for
+    /// `TaskStatus.container_status.network_infos`); empty on the host network.
+    async fn ip_addresses(&self) -> Vec<std::net::IpAddr> {
+        Vec::new()
+    }
+    /// After `wait`: the limitation that ended the container, when its
+    /// runtime reported one (docker's `OOMKilled`).
+    fn limitation(&self) -> Option<Limitation> {
+        None
+    }
+    /// Stops the container the way its runtime does on a kill: for docker
+    /// `stop` with `grace` then SIGKILL. The default sends SIGTERM.
+    async fn stop(&self, _grace: std::time::Duration) -> Result<(), ContainerizerError> {
+        self.signal(libc::SIGTERM).await
+    }
 }

@@ -20,9 +20,12 @@ pub mod rust;
 pub mod spec;
 
 pub use backend::Backend;
-pub use config::{Command, ContainerConfig, ContainerType, Resources, SANDBOX_MOUNT_POINT};
+pub use config::{
+    Command, ContainerConfig, ContainerType, DockerNetwork, DockerOptions, LinuxOptions, PortMapping, RLimit,
+    ResourceLimits, Resources, Volume, VolumeSource, SANDBOX_MOUNT_POINT,
+};
 pub use containerizer::{launcher, read_spec, Containerizer};
 pub use error::ContainerizerError;
-pub use isolator::Isolator;
+pub use isolator::{Isolator, Limitation, LimitationReason, Usage};
 pub use launcher::Launcher;
 pub use spec::{ContainerSpec, ExitStatus, Limits, Mount, Namespace, Rootfs};

@@ -113,10 +113,11 @@ impl Harness {
             container_type: ContainerType::Docker,
             image: Some(image.to_string()),
             command,
-            resources: Resources { cpus: Some(0.5), mem_mb: Some(64.0), disk_mb: None },
+            resources: Resources { cpus: Some(0.5), mem_mb: Some(64.0), disk_mb: None, ports: vec![] },
             sandbox: self.sandbox.clone(),
             hostname: None,
             labels: [("mezzo.task_id".to_string(), format!("task-{id}"))].into(),
+            ..Default::default()
         }
     }
 
@@ -197,7 +198,7 @@ async fn docker_small_memory_is_raised_to_mesos_minimum() {
     let id = unique("minmem");
     let _guard = ContainerGuard(id.clone());
     let mut config = h.config(&id, BUSYBOX_IMAGE, shell("true"));
-    config.resources = Resources { cpus: Some(0.001), mem_mb: Some(1.0), disk_mb: None };
+    config.resources = Resources { cpus: Some(0.001), mem_mb: Some(1.0), disk_mb: None, ports: vec![] };
     assert!(h.run(&config).await.success());
     let c = inspect(&format!("mesos-{id}"));
     assert_eq!(c["HostConfig"]["Memory"], 32 << 20);

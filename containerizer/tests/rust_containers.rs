@@ -78,10 +78,11 @@ impl Harness {
             container_type: ContainerType::Mesos,
             image: None,
             command,
-            resources: Resources { cpus: Some(0.5), mem_mb: Some(64.0), disk_mb: None },
+            resources: Resources { cpus: Some(0.5), mem_mb: Some(64.0), disk_mb: None, ports: vec![] },
             sandbox,
             hostname: None,
             labels: Default::default(),
+            ..Default::default()
         }
     }
 

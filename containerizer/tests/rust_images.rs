@@ -74,10 +74,11 @@ impl Harness {
             container_type: ContainerType::Mesos,
             image: Some(image.to_string()),
             command,
-            resources: Resources { cpus: Some(0.1), mem_mb: Some(32.0), disk_mb: None },
+            resources: Resources { cpus: Some(0.1), mem_mb: Some(32.0), disk_mb: None, ports: vec![] },
             sandbox,
             hostname: Some("task-host".into()),
             labels: Default::default(),
+            ..Default::default()
         }
     }
 

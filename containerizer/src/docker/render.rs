@@ -121,6 +121,7 @@ mod tests {
             sandbox: PathBuf::from("/sb"),
             hostname: None,
             labels: [("mezzo.task_id".to_string(), "t1".to_string())].into(),
+            ..Default::default()
         };
         let mut spec = ContainerSpec::new(&config);
         spec.working_dir = String::new();

@@ -97,10 +97,11 @@ mod tests {
             container_type: ContainerType::Mesos,
             image: None,
             command: Command::default(),
-            resources: Resources { cpus, mem_mb, disk_mb: None },
+            resources: Resources { cpus, mem_mb, disk_mb: None, ports: vec![] },
             sandbox: "/tmp/sb".into(),
             hostname: None,
             labels: Default::default(),
+            ..Default::default()
         }
     }
 

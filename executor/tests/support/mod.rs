@@ -284,6 +284,7 @@ impl TestContainer {
             sandbox: sandbox.clone(),
             hostname: None,
             labels: Default::default(),
+            ..Default::default()
         };
         let runtime_dir = containerizer.prepare(&config).await.expect("container prepares");
         TestContainer { containerizer, id, runtime_dir, sandbox, launcher_dir, cgroups_root, _root: root }

@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/mesos/v1/mesos.proto",
     "proto/mesos/v1/scheduler/scheduler.proto",
     "proto/mesos/v1/executor/executor.proto",
+    "proto/mesos/v1/agent/agent.proto",
     "proto/mezzo/agent.proto",
 ];
 

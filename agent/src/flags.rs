@@ -1,6 +1,6 @@
 //! Command-line flags, named as Mesos's agent names them.
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 use std::path::PathBuf;
 
 /// Flags of `mezzo-agent`.
@@ -32,9 +32,10 @@ pub struct Flags {
     /// Containerizers in order of preference: `rust` (alias `mesos`), `docker`.
     #[arg(long, default_value = "rust")]
     pub containerizers: String,
-    /// Local directory of image archives (`busybox.tar`, `busybox:latest.tar`, OCI layouts).
+    /// Where images come from: a registry URL (`http://host:port`) or a
+    /// local directory of image archives (`busybox.tar`, `busybox:latest.tar`, OCI layouts).
     #[arg(long = "docker_registry")]
-    pub docker_registry: Option<PathBuf>,
+    pub docker_registry: Option<String>,
     /// Image store (default: `<work_dir>/store/docker`).
     #[arg(long = "docker_store_dir")]
     pub docker_store_dir: Option<PathBuf>,
@@ -50,6 +51,77 @@ pub struct Flags {
     /// How long an executor has to subscribe before its container is destroyed.
     #[arg(long = "executor_registration_timeout", default_value = "1mins")]
     pub executor_registration_timeout: String,
+    /// After an agent restart, how long recovered executors have to
+    /// re-subscribe before they are destroyed.
+    #[arg(long = "executor_reregistration_timeout", default_value = "2secs")]
+    pub executor_reregistration_timeout: String,
+    /// Isolators of the rust containerizer, comma separated, Mesos names
+    /// (`cgroups/cpu,cgroups/mem,namespaces/pid,...`); default: the
+    /// containerizer's own set.
+    #[arg(long)]
+    pub isolation: Option<String>,
+    /// Also set a CFS quota (hard cpu limit) from `cpus`.
+    #[arg(long = "cgroups_enable_cfs", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub cgroups_enable_cfs: bool,
+    /// Kill a task whose sandbox exceeds its `disk` (`disk/du`).
+    #[arg(long = "enforce_container_disk_quota", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub enforce_container_disk_quota: bool,
+    /// How often `disk/du` measures sandboxes.
+    #[arg(long = "container_disk_watch_interval", default_value = "15secs")]
+    pub container_disk_watch_interval: String,
+    /// Docker credentials: a path to a `config.json` or the JSON itself.
+    #[arg(long = "docker_config")]
+    pub docker_config: Option<String>,
+    /// How long a finished docker container is kept before it is removed.
+    #[arg(long = "docker_remove_delay", default_value = "6hrs")]
+    pub docker_remove_delay: String,
+    /// Grace between SIGTERM and SIGKILL when the engine stops a container.
+    #[arg(long = "docker_stop_timeout", default_value = "0secs")]
+    pub docker_stop_timeout: String,
+    /// Stop and remove `mesos-*` docker containers no checkpoint names, on recovery.
+    #[arg(long = "docker_kill_orphans", default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub docker_kill_orphans: bool,
+    /// Where the docker containerizer gets images: `engine` (pull through the
+    /// engine) or `store` (mezzo's image store, loaded into the engine).
+    #[arg(long = "docker_image_source", default_value = "engine", value_parser = ["engine", "store"])]
+    pub docker_image_source: String,
+    /// Image providers of the rust containerizer (`docker`; `appc` is not supported).
+    #[arg(long = "image_providers")]
+    pub image_providers: Option<String>,
+    /// How image rootfses are made: `overlay` or `copy` (default: overlay
+    /// where the kernel supports it).
+    #[arg(long = "image_provisioner_backend", value_parser = ["overlay", "copy"])]
+    pub image_provisioner_backend: Option<String>,
+    /// Collect unused images, layers and blobs of the image store this often
+    /// (no periodic collection when absent).
+    #[arg(long = "image_gc_interval")]
+    pub image_gc_interval: Option<String>,
+    /// Image garbage collection keeps images used within this long.
+    #[arg(long = "image_gc_keep_recent", default_value = "1hrs")]
+    pub image_gc_keep_recent: String,
+    /// Image garbage collection runs only when the store holds more than this many bytes.
+    #[arg(long = "image_gc_max_store_bytes")]
+    pub image_gc_max_store_bytes: Option<u64>,
+    /// What to do with the executors of an earlier run: `reconnect` to them,
+    /// or `cleanup` (kill them all and exit).
+    #[arg(long, default_value = "reconnect", value_parser = ["reconnect", "cleanup"])]
+    pub recover: String,
+    /// Recovery errors are fatal; with `--strict=false` the agent recovers
+    /// what it can and skips what is corrupt.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub strict: bool,
+    /// Given to checkpointing executors: how long they wait for a restarted agent.
+    #[arg(long = "recovery_timeout", default_value = "15mins")]
+    pub recovery_timeout: String,
+}
+
+/// Parses a Mesos boolean flag value.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("expected true or false, got '{s}'")),
+    }
 }
 
 /// Parses a duration flag: stout's form (`5secs`, `250ms`, `1mins`), or a
@@ -80,5 +152,16 @@ mod tests {
         assert!(parse_duration("5parsecs").is_err());
         assert_eq!(format_duration(Duration::from_secs(5)), "5secs");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn boolean_flags_parse_like_mesos() {
+        let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1"]).unwrap();
+        assert!(!f.cgroups_enable_cfs && f.strict && f.docker_kill_orphans);
+        assert_eq!(f.recover, "reconnect");
+        let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--cgroups_enable_cfs", "--strict=false", "--docker_kill_orphans=false"]).unwrap();
+        assert!(f.cgroups_enable_cfs && !f.strict && !f.docker_kill_orphans);
+        assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--recover=maybe"]).is_err());
+        assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--image_provisioner_backend=aufs"]).is_err());
     }
 }

@@ -11,7 +11,7 @@ use axum::Router;
 use futures::StreamExt;
 use mezzo_proto::codec::ContentType;
 use mezzo_proto::mesos::v1::executor::{self, call, event};
-use mezzo_proto::mesos::v1::{task_status, ContainerId, ContainerStatus, ExecutorId, ExecutorInfo, TaskState};
+use mezzo_proto::mesos::v1::{task_status, ContainerId, ContainerStatus, ExecutorId, TaskState};
 use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,16 +28,20 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/state", get(state_json))
         .route("/slave(1)/state", get(state_json))
         .route("/health", get(|| async { StatusCode::OK }))
+        .route("/api/v1", any(crate::operator::operator_api))
+        .route("/monitor/statistics", get(crate::operator::monitor_statistics))
+        .route("/monitor/statistics.json", get(crate::operator::monitor_statistics))
+        .route("/containers", get(crate::operator::containers_json))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"version": "1.11.0", "mezzo_version": env!("CARGO_PKG_VERSION")})) }))
         .with_state(agent)
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into()).into_response()
 }
 
 /// Request encoding from Content-Type (400 when missing, 415 when unknown).
-fn request_type(headers: &HeaderMap) -> Result<ContentType, Response> {
+pub(crate) fn request_type(headers: &HeaderMap) -> Result<ContentType, Response> {
     let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return Err(error(StatusCode::BAD_REQUEST, "Expecting 'Content-Type' to be present"));
     };
@@ -47,7 +51,7 @@ fn request_type(headers: &HeaderMap) -> Result<ContentType, Response> {
 }
 
 /// Response encoding from Accept (JSON when absent or `*/*`; 406 when unsupported).
-fn response_type(headers: &HeaderMap) -> Result<ContentType, Response> {
+pub(crate) fn response_type(headers: &HeaderMap) -> Result<ContentType, Response> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Ok(ContentType::Json);
     };
@@ -117,16 +121,15 @@ fn subscribe(agent: AppState, key: (String, String), call: executor::Call, accep
             return error(StatusCode::BAD_REQUEST, "Framework is not known to this agent");
         };
         ex.stream = Some(tx.clone());
+        // An executor that re-subscribes after an agent restart still holds
+        // its task: it must not be launched again.
+        if call.subscribe.as_ref().is_some_and(|s| s.unacknowledged_tasks.iter().any(|t| t.task_id == ex.task.task_id)) {
+            ex.launched = true;
+        }
         let subscribed = executor::Event {
             r#type: Some(event::Type::Subscribed as i32),
             subscribed: Some(event::Subscribed {
-                executor_info: ExecutorInfo {
-                    executor_id: ExecutorId { value: ex.executor_id.clone() },
-                    framework_id: framework_info.id.clone(),
-                    name: Some(format!("Command Executor (Task: {})", ex.task.task_id.value)),
-                    command: ex.task.command.clone(),
-                    ..Default::default()
-                },
+                executor_info: ex.info(Some(&framework_info)),
                 framework_info: framework_info.clone(),
                 agent_info: agent.info(),
                 container_id: Some(ContainerId { value: ex.container_id.clone(), parent: None }),
@@ -171,7 +174,7 @@ fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedRece
 
 /// Validates an executor's update like Mesos, queues it for the master and
 /// acknowledges it to the executor.
-fn handle_update(agent: &Agent, key: &(String, String), mut status: mezzo_proto::mesos::v1::TaskStatus) -> Result<(), Response> {
+fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_proto::mesos::v1::TaskStatus) -> Result<(), Response> {
     let uuid = status.uuid.clone().unwrap_or_default();
     if uuid.len() != 16 {
         return Err(error(StatusCode::BAD_REQUEST, "Expecting 'uuid' to be present and 16 bytes long"));
@@ -204,14 +207,31 @@ fn handle_update(agent: &Agent, key: &(String, String), mut status: mezzo_proto:
         ex.stream.clone()
     };
     let task_id = status.task_id.clone();
-    agent.record_and_forward(key, status);
-    if let Some(stream) = stream {
-        let _ = stream.send(executor::Event {
-            r#type: Some(event::Type::Acknowledged as i32),
-            acknowledged: Some(event::Acknowledged { task_id, uuid }),
-            ..Default::default()
+    let ack = move || {
+        if let Some(stream) = stream {
+            let _ = stream.send(executor::Event {
+                r#type: Some(event::Type::Acknowledged as i32),
+                acknowledged: Some(event::Acknowledged { task_id, uuid }),
+                ..Default::default()
+            });
+        }
+    };
+    if status.state() == TaskState::TaskFailed {
+        // The failure may be an isolator's limitation whose event is on its way.
+        let agent = agent.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            if agent.await_limitation(&key, &status).await {
+                agent.record_and_forward(&key, status);
+            } else {
+                tracing::info!(task = %status.task_id.value, "dropping the executor's TASK_FAILED: a limitation ended the container");
+            }
+            ack();
         });
+        return Ok(());
     }
+    agent.record_and_forward(key, status);
+    ack();
     Ok(())
 }
 

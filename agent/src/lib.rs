@@ -2,13 +2,18 @@
 //! through the composing containerizer, supervises its executor, and
 //! forwards every status update to the master until it is acknowledged.
 
+pub mod checkpoint;
 pub mod flags;
 pub mod http;
 pub mod master_link;
+pub mod operator;
 pub mod paths;
+pub mod process;
+pub mod recovery;
 pub mod resources;
 pub mod slave;
 pub mod status_update_manager;
+pub mod translate;
 
 pub use flags::Flags;
 pub use slave::{run, Agent};

@@ -34,10 +34,8 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
         let registered = register(&agent).await;
         match registered {
             Ok(reg) => {
-                let mut ids = agent.agent_id.write().unwrap();
-                let first = ids.is_none();
-                *ids = Some(reg.agent_id.value.clone());
-                drop(ids);
+                let first = agent.agent_id.read().unwrap().is_none();
+                agent.set_agent_id(&reg.agent_id.value);
                 if first {
                     agent.registered.notify_waiters();
                 }

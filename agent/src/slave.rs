@@ -1,13 +1,15 @@
 //! The agent's core: frameworks, executors and their tasks, launch and kill.
 
+use crate::checkpoint::Meta;
 use crate::flags::{format_duration, parse_duration, Flags};
 use crate::paths;
+use crate::process::ExecutorProcess;
 use crate::status_update_manager::{Forward, StatusUpdateManager, MIN_RETRY};
 use anyhow::Context;
-use mezzo_containerizer::{Backend, Command, ContainerConfig, ContainerType, Containerizer, Resources};
+use mezzo_containerizer::{Backend, ContainerConfig, Containerizer, Limitation, LimitationReason};
 use mezzo_proto::mesos::v1::executor;
 use mezzo_proto::mesos::v1::{
-    container_info, task_status, AgentId, AgentInfo, ContainerId, ContainerStatus, ExecutorId, FrameworkId,
+    framework_info, task_status, AgentId, ExecutorInfo, TaskResourceLimitation, AgentInfo, ContainerId, ContainerStatus, ExecutorId, FrameworkId,
     FrameworkInfo, KillPolicy, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use std::collections::HashMap;
@@ -15,6 +17,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// How long a TASK_FAILED from an executor waits for a limitation that
+/// explains it (the OOM event and the container's exit race).
+const LIMITATION_GRACE: Duration = Duration::from_millis(500);
 
 /// An event for a subscribed executor's stream.
 pub type ExecutorEventSender = mpsc::UnboundedSender<executor::Event>;
@@ -50,12 +57,71 @@ pub struct Executor {
     pub kill_requested: bool,
     /// Set when the task reached a terminal state, so the executor's exit is expected.
     pub terminal: Arc<Notify>,
+    /// The framework checkpoints: this executor's state is under `meta/`.
+    pub checkpoint: bool,
+    /// An isolator ended the container; the executor's own terminal update
+    /// is replaced by the agent's TASK_FAILED with this limitation.
+    pub limitation: Option<Limitation>,
+    /// Notified (one permit) when a limitation is recorded.
+    pub limited: Arc<Notify>,
+    /// Cancelled when the executor is finished: stops its limitation watch.
+    pub done: CancellationToken,
+    /// Taken back from an earlier run of the agent.
+    pub recovered: bool,
+    /// Recovered, but did not subscribe again in time.
+    pub reregistration_timed_out: bool,
 }
 
 impl Executor {
-    fn key(&self) -> (String, String) {
+    /// A new executor for `task`, before its container is prepared.
+    pub fn new(framework_id: String, executor_id: String, container_id: String, sandbox: PathBuf, task: TaskInfo, checkpoint: bool) -> Self {
+        Executor {
+            framework_id,
+            executor_id,
+            container_id,
+            sandbox,
+            task,
+            task_state: TaskState::TaskStaging,
+            phase: Phase::Preparing,
+            pid: None,
+            stream: None,
+            launched: false,
+            kill_requested: false,
+            terminal: Arc::new(Notify::new()),
+            checkpoint,
+            limitation: None,
+            limited: Arc::new(Notify::new()),
+            done: CancellationToken::new(),
+            recovered: false,
+            reregistration_timed_out: false,
+        }
+    }
+
+    /// (framework id, executor id).
+    pub fn key(&self) -> (String, String) {
         (self.framework_id.clone(), self.executor_id.clone())
     }
+
+    /// Mesos's name for a command executor.
+    pub fn name(&self) -> String {
+        format!("Command Executor (Task: {})", self.task.task_id.value)
+    }
+
+    /// The `ExecutorInfo` of this command executor.
+    pub fn info(&self, framework: Option<&FrameworkInfo>) -> ExecutorInfo {
+        ExecutorInfo {
+            executor_id: ExecutorId { value: self.executor_id.clone() },
+            framework_id: framework.and_then(|f| f.id.clone()).or_else(|| Some(FrameworkId { value: self.framework_id.clone() })),
+            name: Some(self.name()),
+            command: self.task.command.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Whether a framework asked for `PARTITION_AWARE` (TASK_GONE instead of TASK_LOST).
+pub fn partition_aware(info: &FrameworkInfo) -> bool {
+    info.capabilities.iter().any(|c| c.r#type() == framework_info::capability::Type::PartitionAware)
 }
 
 /// Mutable state of the agent.
@@ -84,6 +150,14 @@ pub struct Agent {
     pub registration_timeout: Duration,
     /// Signalled once the master assigned an id.
     pub registered: Notify,
+    /// Checkpoints under `<work_dir>/meta`.
+    pub meta: Meta,
+    /// After an agent restart, how long recovered executors have to subscribe again.
+    pub reregistration_timeout: Duration,
+    /// Given to checkpointing executors as `MESOS_RECOVERY_TIMEOUT`.
+    pub recovery_timeout: Duration,
+    /// Root of the containers' runtime directories.
+    pub runtime_root: PathBuf,
 }
 
 /// Runs the agent until the process is stopped.
@@ -92,7 +166,11 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}:{}", flags.ip, flags.port))?;
     let agent = Agent::new(flags).await?;
-    agent.clone().recover_orphans().await;
+    if !agent.recover().await? {
+        tracing::info!("--recover=cleanup: every executor of the earlier run is gone; exiting");
+        agent.remove_cgroups_root();
+        return Ok(());
+    }
     tokio::spawn(crate::master_link::register_and_ping(agent.clone()));
     let app = crate::http::router(agent.clone());
     tracing::info!(address = %listener.local_addr()?, "agent listening");
@@ -122,8 +200,8 @@ impl Agent {
         let runtime_root = runtime_dir.join("containers");
         std::fs::create_dir_all(&runtime_root)?;
         let store_dir = flags.docker_store_dir.clone().unwrap_or_else(|| work_dir.join("store").join("docker"));
-        let backends = build_backends(&flags, &runtime_root, &store_dir, &launcher_dir).await?;
-        let containerizer = Arc::new(Containerizer::new(backends, runtime_root));
+        let backends = build_backends(&flags, &work_dir, &runtime_root, &store_dir, &launcher_dir).await?;
+        let containerizer = Arc::new(Containerizer::new(backends, runtime_root.clone()));
         let resources = crate::resources::parse(flags.resources.as_deref())?;
         let hostname = flags.hostname.clone().unwrap_or_else(|| {
             nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| flags.ip.clone())
@@ -131,6 +209,9 @@ impl Agent {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
         let shutdown_grace = parse_duration(&flags.executor_shutdown_grace_period).map_err(anyhow::Error::msg)?;
         let registration_timeout = parse_duration(&flags.executor_registration_timeout).map_err(anyhow::Error::msg)?;
+        let reregistration_timeout = parse_duration(&flags.executor_reregistration_timeout).map_err(anyhow::Error::msg)?;
+        let recovery_timeout = parse_duration(&flags.recovery_timeout).map_err(anyhow::Error::msg)?;
+        let meta = Meta::new(&work_dir);
         let agent = Arc::new_cyclic(|weak: &std::sync::Weak<Agent>| {
             let weak = weak.clone();
             let forward: Forward = Arc::new(move |fid, status| {
@@ -156,6 +237,10 @@ impl Agent {
                 shutdown_grace,
                 registration_timeout,
                 registered: Notify::new(),
+                meta,
+                reregistration_timeout,
+                recovery_timeout,
+                runtime_root,
             }
         });
         Ok(agent)
@@ -183,16 +268,17 @@ impl Agent {
         }
     }
 
-    /// Containers left in the runtime directory by an earlier run are orphans:
-    /// nothing checkpointed names them, so they are destroyed.
-    async fn recover_orphans(self: Arc<Self>) {
-        let root = self.containerizer.runtime_dir("");
-        let Ok(entries) = std::fs::read_dir(&root) else { return };
-        for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().to_string();
-            tracing::info!(container = %id, "destroying orphan container");
-            if let Err(e) = self.containerizer.destroy(&id).await {
-                tracing::warn!(container = %id, error = %e, "failed to destroy orphan container");
+    /// Takes the id the master gave this agent, checkpointing it when it is new.
+    pub fn set_agent_id(&self, id: &str) {
+        let changed = {
+            let mut ids = self.agent_id.write().unwrap();
+            let changed = ids.as_deref() != Some(id);
+            *ids = Some(id.to_string());
+            changed
+        };
+        if changed {
+            if let Err(e) = self.meta.checkpoint_agent(&self.info()) {
+                tracing::error!(error = %e, "failed to checkpoint the agent's info");
             }
         }
     }
@@ -221,9 +307,13 @@ impl Agent {
         let container_id = uuid::Uuid::new_v4().to_string();
         // The master may send a task before our registration response was
         // processed; the task names the id the master gave us.
-        let agent_id = {
-            let mut id = self.agent_id.write().unwrap();
-            id.get_or_insert_with(|| task.agent_id.value.clone()).clone()
+        let current = self.agent_id.read().unwrap().clone();
+        let agent_id = match current {
+            Some(id) => id,
+            None => {
+                self.set_agent_id(&task.agent_id.value);
+                task.agent_id.value.clone()
+            }
         };
         if agent_id != task.agent_id.value || !paths::safe_component(&agent_id) {
             fail(format!("task is for agent '{}', this is '{agent_id}'", task.agent_id.value), task_status::Reason::TaskInvalid);
@@ -238,20 +328,19 @@ impl Agent {
                 return;
             }
             state.frameworks.insert(framework_id.clone(), framework_info.clone());
-            let executor = Executor {
-                framework_id: framework_id.clone(),
-                executor_id: executor_id.clone(),
-                container_id: container_id.clone(),
-                sandbox: sandbox.clone(),
-                task: task.clone(),
-                task_state: TaskState::TaskStaging,
-                phase: Phase::Preparing,
-                pid: None,
-                stream: None,
-                launched: false,
-                kill_requested: false,
-                terminal: Arc::new(Notify::new()),
-            };
+            let checkpoint = framework_info.checkpoint.unwrap_or(false);
+            let executor = Executor::new(framework_id.clone(), executor_id.clone(), container_id.clone(), sandbox.clone(), task.clone(), checkpoint);
+            if checkpoint {
+                // Before anything runs: a restarted agent must know this container.
+                let info = executor.info(Some(&framework_info));
+                let written = self
+                    .meta
+                    .checkpoint_framework(&agent_id, &framework_info)
+                    .and_then(|()| self.meta.checkpoint_executor(&agent_id, &info, &container_id, &task));
+                if let Err(e) = written {
+                    tracing::error!(task = %task_id, error = %e, "failed to checkpoint the executor");
+                }
+            }
             state.executors.insert(executor.key(), executor);
         }
         let agent = self.clone();
@@ -300,27 +389,93 @@ impl Agent {
             }
         };
         let pid = child.id().map(|p| p as i32);
-        let terminal = {
+        let (terminal, checkpoint) = {
             let mut state = self.state.lock().unwrap();
             match state.executors.get_mut(&key) {
                 Some(ex) => {
                     ex.pid = pid;
                     ex.phase = Phase::Running;
-                    ex.terminal.clone()
+                    (ex.terminal.clone(), ex.checkpoint)
                 }
-                None => Arc::new(Notify::new()),
+                None => (Arc::new(Notify::new()), false),
             }
         };
-        self.supervise_executor(key, child, terminal).await;
+        if let (true, Some(pid)) = (checkpoint, pid) {
+            if let Err(e) = self.meta.checkpoint_pid(&self.id(), &framework_id, &executor_id, &container_id, pid) {
+                tracing::error!(task = %task_id, error = %e, "failed to checkpoint the executor's pid");
+            }
+        }
+        self.clone().watch_limitations(key.clone());
+        let within = self.registration_timeout;
+        self.supervise_executor(key, ExecutorProcess::Child(child), terminal, within).await;
+    }
+
+    /// Watches the container for a limitation (an OOM, a disk quota) until
+    /// the executor is finished; one ends the task.
+    pub fn watch_limitations(self: Arc<Self>, key: (String, String)) {
+        let Some((container_id, done)) =
+            self.state.lock().unwrap().executors.get(&key).map(|e| (e.container_id.clone(), e.done.clone()))
+        else {
+            return;
+        };
+        tokio::spawn(async move {
+            let watched = tokio::select! {
+                r = self.containerizer.watch(&container_id) => r,
+                _ = done.cancelled() => return,
+            };
+            match watched {
+                Ok(limitation) => self.on_limitation(&key, limitation),
+                Err(e) => tracing::warn!(container = %container_id, error = %e, "cannot watch the container for limitations"),
+            }
+        });
+    }
+
+    /// A limitation ended the container: the executor is killed at once (it
+    /// must not report the task's end as its own failure), and its exit
+    /// reports TASK_FAILED with the limitation.
+    fn on_limitation(&self, key: &(String, String), limitation: Limitation) {
+        let pid = {
+            let mut state = self.state.lock().unwrap();
+            let Some(ex) = state.executors.get_mut(key) else { return };
+            tracing::warn!(task = %ex.task.task_id.value, reason = ?limitation.reason, message = %limitation.message, "container limitation; killing the executor");
+            ex.limitation = Some(limitation);
+            ex.limited.notify_one();
+            ex.pid
+        };
+        kill_group(pid);
+    }
+
+    /// The agent's TASK_FAILED for a limitation.
+    fn limitation_status(&self, ex: &Executor, limitation: &Limitation) -> TaskStatus {
+        let reason = match limitation.reason {
+            LimitationReason::Memory => task_status::Reason::ContainerLimitationMemory,
+            LimitationReason::Disk => task_status::Reason::ContainerLimitationDisk,
+            LimitationReason::Generic => task_status::Reason::ContainerLimitation,
+        };
+        let mut status = self.agent_status(&ex.task.task_id.value, &ex.container_id, TaskState::TaskFailed, reason, limitation.message.clone());
+        let resources = limitation
+            .resources
+            .iter()
+            .map(|name| {
+                ex.task
+                    .resources
+                    .iter()
+                    .find(|r| &r.name == name)
+                    .cloned()
+                    .unwrap_or_else(|| crate::resources::scalar(name, 0.0))
+            })
+            .collect();
+        status.limitation = Some(TaskResourceLimitation { resources });
+        status
     }
 
     /// Waits for the executor to exit, forcing it out when it does not
     /// subscribe in time or lingers after its task ended; then destroys the
     /// container and reports a task the executor left unfinished.
-    async fn supervise_executor(self: Arc<Self>, key: (String, String), mut child: tokio::process::Child, terminal: Arc<Notify>) {
+    pub async fn supervise_executor(self: Arc<Self>, key: (String, String), mut child: ExecutorProcess, terminal: Arc<Notify>, subscribe_within: Duration) {
         use tokio::time::Instant;
-        let pid = child.id().map(|p| p as i32);
-        let mut registration_check = Some(Instant::now() + self.registration_timeout);
+        let pid = child.pid();
+        let mut registration_check = Some(Instant::now() + subscribe_within);
         let mut kill_at: Option<Instant> = None;
         let status = loop {
             let next = match (registration_check, kill_at) {
@@ -329,7 +484,7 @@ impl Agent {
                 (None, None) => Instant::now() + Duration::from_secs(86400),
             };
             tokio::select! {
-                status = child.wait() => break status.ok(),
+                status = child.wait() => break status,
                 _ = terminal.notified() => {
                     // Time for the executor to get its acknowledgement and exit.
                     kill_at.get_or_insert(Instant::now() + self.shutdown_grace + Duration::from_secs(60));
@@ -338,7 +493,16 @@ impl Agent {
                     let now = Instant::now();
                     if registration_check.is_some_and(|t| t <= now) {
                         registration_check = None;
-                        let subscribed = self.state.lock().unwrap().executors.get(&key).is_some_and(|e| e.stream.is_some());
+                        let subscribed = {
+                            let mut state = self.state.lock().unwrap();
+                            match state.executors.get_mut(&key) {
+                                Some(ex) if ex.stream.is_none() => {
+                                    ex.reregistration_timed_out = ex.recovered;
+                                    false
+                                }
+                                _ => true,
+                            }
+                        };
                         if !subscribed {
                             tracing::warn!(executor = %key.1, "executor did not subscribe in time; killing it");
                             kill_group(pid);
@@ -354,20 +518,29 @@ impl Agent {
         };
         kill_group(pid); // anything the executor left in its session
         tracing::info!(executor = %key.1, status = ?status, "executor exited");
-        self.executor_terminated(&key, status.map(|s| s.to_string())).await;
+        self.executor_terminated(&key, status).await;
     }
 
     async fn executor_terminated(&self, key: &(String, String), exit: Option<String>) {
-        let (container_id, task_id, task_state, kill_requested) = {
+        let (container_id, task_id, task_state, kill_requested, limited, lost) = {
             let mut state = self.state.lock().unwrap();
+            let aware = state.frameworks.get(&key.0).map(partition_aware).unwrap_or(false);
             let Some(ex) = state.executors.get_mut(key) else { return };
             ex.stream = None;
-            (ex.container_id.clone(), ex.task.task_id.value.clone(), ex.task_state, ex.kill_requested)
+            let limited = ex.limitation.as_ref().map(|l| self.limitation_status(ex, l));
+            let lost = ex.reregistration_timed_out.then_some(if aware { TaskState::TaskGone } else { TaskState::TaskLost });
+            (ex.container_id.clone(), ex.task.task_id.value.clone(), ex.task_state, ex.kill_requested, limited, lost)
         };
         if let Err(e) = self.containerizer.destroy(&container_id).await {
             tracing::error!(container = %container_id, error = %e, "failed to destroy container");
         }
-        if !task_state.is_terminal() {
+        if let (Some(status), false) = (limited, task_state.is_terminal()) {
+            self.record_and_forward(key, status);
+        } else if let (Some(state), false) = (lost, task_state.is_terminal()) {
+            let message = "Executor did not re-register within the re-registration timeout after the agent restarted".to_string();
+            let status = self.agent_status(&task_id, &container_id, state, task_status::Reason::ExecutorReregistrationTimeout, message);
+            self.record_and_forward(key, status);
+        } else if !task_state.is_terminal() {
             let (state, reason) = if kill_requested {
                 (TaskState::TaskKilled, task_status::Reason::ExecutorTerminated)
             } else {
@@ -400,9 +573,17 @@ impl Agent {
         self.finish_executor(key);
     }
 
-    fn finish_executor(&self, key: &(String, String)) {
+    /// Moves a finished executor to the completed ones.
+    pub fn finish_executor(&self, key: &(String, String)) {
         let mut state = self.state.lock().unwrap();
         if let Some(mut ex) = state.executors.remove(key) {
+            ex.done.cancel();
+            // A framework that was shut down has no checkpoints left to update.
+            if ex.checkpoint && state.frameworks.contains_key(&ex.framework_id) {
+                if let Err(e) = self.meta.mark_completed(&self.id(), &ex.framework_id, &ex.executor_id, &ex.container_id) {
+                    tracing::error!(executor = %ex.executor_id, error = %e, "failed to checkpoint the executor's end");
+                }
+            }
             ex.phase = Phase::Terminated;
             ex.stream = None;
             state.completed.push(ex);
@@ -413,16 +594,42 @@ impl Agent {
 
     /// Records the task's new state and queues the update for the master.
     pub fn record_and_forward(&self, key: &(String, String), status: TaskStatus) {
-        {
+        let checkpoint = {
             let mut state = self.state.lock().unwrap();
-            if let Some(ex) = state.executors.get_mut(key) {
-                ex.task_state = status.state();
-                if status.state().is_terminal() {
-                    ex.terminal.notify_one();
+            let known = state.frameworks.contains_key(&key.0);
+            match state.executors.get_mut(key) {
+                Some(ex) => {
+                    ex.task_state = status.state();
+                    if status.state().is_terminal() {
+                        ex.terminal.notify_one();
+                    }
+                    (ex.checkpoint && known).then(|| {
+                        self.meta.task_updates_path(&self.id(), &ex.framework_id, &ex.executor_id, &ex.container_id, &ex.task.task_id.value)
+                    })
                 }
+                None => None,
             }
+        };
+        self.updates.update_checkpointed(FrameworkId { value: key.0.clone() }, status, checkpoint);
+    }
+
+    /// A terminal TASK_FAILED from an executor may be the consequence of a
+    /// limitation whose event is still on its way: it waits a moment for it.
+    /// Returns false when the update must be dropped (a limitation explains it).
+    pub async fn await_limitation(&self, key: &(String, String), status: &TaskStatus) -> bool {
+        if status.state() != TaskState::TaskFailed {
+            return true;
         }
-        self.updates.update(FrameworkId { value: key.0.clone() }, status);
+        let limited = match self.state.lock().unwrap().executors.get(key) {
+            Some(ex) if ex.limitation.is_some() => return false,
+            Some(ex) => ex.limited.clone(),
+            None => return true,
+        };
+        if tokio::time::timeout(LIMITATION_GRACE, limited.notified()).await.is_ok() {
+            // Give the permit back for anyone else waiting on this executor.
+            limited.notify_one();
+        }
+        !self.state.lock().unwrap().executors.get(key).is_some_and(|ex| ex.limitation.is_some())
     }
 
     /// A status update generated by the agent itself.
@@ -449,52 +656,12 @@ impl Agent {
     }
 
     fn container_config(&self, framework: &FrameworkInfo, task: &TaskInfo, executor_id: &str, container_id: &str, sandbox: &std::path::Path) -> Result<ContainerConfig, String> {
-        let (container_type, image, hostname) = match &task.container {
-            None => (ContainerType::Mesos, None, None),
-            Some(ci) => match ci.r#type() {
-                container_info::Type::Mesos => (
-                    ContainerType::Mesos,
-                    ci.mesos.as_ref().and_then(|m| m.image.as_ref()).and_then(|i| i.docker.as_ref()).map(|d| d.name.clone()),
-                    ci.hostname.clone(),
-                ),
-                container_info::Type::Docker => {
-                    let image = ci.docker.as_ref().map(|d| d.image.clone()).filter(|s| !s.is_empty());
-                    if image.is_none() {
-                        return Err("DOCKER container requires ContainerInfo.docker.image".to_string());
-                    }
-                    (ContainerType::Docker, image, ci.hostname.clone())
-                }
-            },
-        };
-        let command = task.command.as_ref().ok_or("task has no command")?;
-        let env = command
-            .environment
-            .as_ref()
-            .map(|e| e.variables.iter().map(|v| (v.name.clone(), v.value.clone().unwrap_or_default())).collect())
-            .unwrap_or_default();
-        let scalar = |name: &str| crate::resources::scalar_of(&task.resources, name);
         let mut labels = std::collections::BTreeMap::new();
         labels.insert("mezzo.agent_id".to_string(), self.id());
         labels.insert("mezzo.framework_id".to_string(), framework.id.clone().map(|f| f.value).unwrap_or_default());
         labels.insert("mezzo.executor_id".to_string(), executor_id.to_string());
         labels.insert("mezzo.container_id".to_string(), container_id.to_string());
-        Ok(ContainerConfig {
-            container_id: container_id.to_string(),
-            container_type,
-            image,
-            command: Command {
-                shell: command.shell.unwrap_or(true),
-                value: command.value.clone(),
-                arguments: command.arguments.clone(),
-                env,
-                user: command.user.clone(),
-            },
-            resources: Resources { cpus: scalar("cpus"), mem_mb: scalar("mem"), disk_mb: scalar("disk"), ports: vec![] },
-            sandbox: sandbox.to_path_buf(),
-            hostname,
-            labels,
-            ..Default::default()
-        })
+        crate::translate::container_config(task, container_id, sandbox, labels).map_err(|e| e.to_string())
     }
 
     fn spawn_executor(&self, framework: &FrameworkInfo, executor_id: &str, container_id: &str, sandbox: &std::path::Path, runtime_dir: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
@@ -518,6 +685,9 @@ impl Agent {
             .env("MESOS_CHECKPOINT", if framework.checkpoint.unwrap_or(false) { "1" } else { "0" })
             .env("MESOS_HTTP_COMMAND_EXECUTOR", "1")
             .env("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", format_duration(self.shutdown_grace))
+            .env("MESOS_RECOVERY_TIMEOUT", format_duration(self.recovery_timeout))
+            // Retry at least twice within the agent's re-registration window.
+            .env("MESOS_SUBSCRIPTION_BACKOFF_MAX", format_duration((self.reregistration_timeout / 2).max(Duration::from_millis(100))))
             .env("MEZZO_CONTAINER_ID", container_id)
             .env("MEZZO_RUNTIME_DIR", runtime_dir)
             .env("MEZZO_LAUNCHER_DIR", &self.launcher_dir)
@@ -549,6 +719,9 @@ impl Agent {
             };
             ex.kill_requested = true;
             match (&ex.stream, ex.launched, ex.phase) {
+                // Recovered and not yet back: SUBSCRIBE answers with SHUTDOWN,
+                // and one that never comes back is killed at its timeout.
+                (None, _, Phase::Running) if ex.recovered => None,
                 (Some(stream), true, _) => {
                     let event = executor::Event {
                         r#type: Some(executor::event::Type::Kill as i32),
@@ -600,6 +773,7 @@ impl Agent {
                 .collect()
         };
         self.updates.remove_framework(framework_id);
+        self.meta.remove_framework(&self.id(), framework_id);
         let grace = self.shutdown_grace;
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
@@ -609,7 +783,8 @@ impl Agent {
         });
     }
 
-    /// Stops every executor and destroys every container (agent shutdown).
+    /// Stops every executor and destroys every container (agent shutdown on
+    /// SIGTERM; a crash or SIGKILL leaves them to the next run's recovery).
     pub async fn shutdown_all(self: &Arc<Self>) {
         let keys: Vec<(String, String, String, Option<i32>)> = self
             .state
@@ -625,7 +800,11 @@ impl Agent {
                 tracing::warn!(container = %container_id, error = %e, "destroy on shutdown");
             }
         }
-        // Leave no empty `--cgroups_root` behind (rmdir fails, harmlessly, while in use).
+        self.remove_cgroups_root();
+    }
+
+    /// Leaves no empty `--cgroups_root` behind (rmdir fails, harmlessly, while in use).
+    pub fn remove_cgroups_root(&self) {
         if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
             for h in hierarchies.flatten() {
                 let _ = std::fs::remove_dir(h.path().join(&self.flags.cgroups_root));
@@ -643,32 +822,88 @@ impl Agent {
     }
 }
 
-async fn build_backends(flags: &Flags, runtime_root: &std::path::Path, store_dir: &std::path::Path, launcher_dir: &std::path::Path) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
+async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root: &std::path::Path, store_dir: &std::path::Path, launcher_dir: &std::path::Path) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
+    use mezzo_containerizer::docker::{DockerBackend, DockerBackendConfig, ImageSource};
+    use mezzo_containerizer::rust::{RustBackend, RustBackendConfig};
+    let registry = flags
+        .docker_registry
+        .as_deref()
+        .map(mezzo_images::RegistrySource::parse)
+        .transpose()
+        .context("invalid --docker_registry")?;
+    let archive_dir = match &registry {
+        Some(mezzo_images::RegistrySource::Directory(dir)) => Some(dir.clone()),
+        _ => None,
+    };
+    let docker_config = docker_config_path(flags, work_dir)?;
+    if let Some(providers) = &flags.image_providers {
+        for p in providers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if !p.eq_ignore_ascii_case("docker") {
+                anyhow::bail!("unsupported image provider '{p}' in --image_providers (supported: docker)");
+            }
+        }
+    }
     let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
-    let mut store: Option<Arc<mezzo_images::ImageStore>> = None;
+    let mut store: Option<mezzo_images::ImageStore> = None;
+    let mut open_store = || -> anyhow::Result<mezzo_images::ImageStore> {
+        if let Some(s) = &store {
+            return Ok(s.clone());
+        }
+        let options = mezzo_images::StoreOptions {
+            registry: registry.clone(),
+            docker_config: docker_config.clone(),
+            ..Default::default()
+        };
+        let s = mezzo_images::ImageStore::open_with(store_dir.to_path_buf(), options)
+            .with_context(|| format!("open the image store at {}", store_dir.display()))?;
+        if let Some(interval) = &flags.image_gc_interval {
+            let policy = mezzo_images::gc::GcPolicy {
+                keep_recent: parse_duration(&flags.image_gc_keep_recent).map_err(anyhow::Error::msg)?,
+                max_store_bytes: flags.image_gc_max_store_bytes,
+                ..Default::default()
+            };
+            let interval = parse_duration(interval).map_err(anyhow::Error::msg)?;
+            mezzo_images::gc::spawn_gc_loop(s.clone(), policy, interval);
+        }
+        store = Some(s.clone());
+        Ok(s)
+    };
     for name in flags.containerizers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match name {
             "rust" | "mesos" => {
-                let store = match &store {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s = Arc::new(mezzo_images::ImageStore::open(store_dir.to_path_buf(), flags.docker_registry.clone())?);
-                        store = Some(s.clone());
-                        s
-                    }
-                };
-                backends.push(Arc::new(mezzo_containerizer::rust::RustBackend::new(mezzo_containerizer::rust::RustBackendConfig {
+                let defaults = RustBackendConfig::default();
+                let config = RustBackendConfig {
                     runtime_root: runtime_root.to_path_buf(),
-                    provisioner: Some(store),
+                    provisioner: Some(Arc::new(open_store()?)),
                     cgroups_root: flags.cgroups_root.clone(),
                     launcher_dir: launcher_dir.to_path_buf(),
-                })));
+                    isolation: match &flags.isolation {
+                        Some(names) => mezzo_containerizer::isolators::parse_isolation(names),
+                        None => defaults.isolation.clone(),
+                    },
+                    cgroups_enable_cfs: flags.cgroups_enable_cfs,
+                    container_disk_watch_interval: parse_duration(&flags.container_disk_watch_interval).map_err(anyhow::Error::msg)?,
+                    enforce_container_disk_quota: flags.enforce_container_disk_quota,
+                    ..defaults
+                };
+                backends.push(Arc::new(RustBackend::new(config).context("invalid --isolation")?));
             }
             "docker" => {
-                backends.push(Arc::new(mezzo_containerizer::docker::DockerBackend::new(mezzo_containerizer::docker::DockerBackendConfig {
-                    image_archive_dir: flags.docker_registry.clone(),
-                })
-                .await?));
+                let image_source = match flags.docker_image_source.as_str() {
+                    "store" => ImageSource::Store,
+                    _ => ImageSource::Engine,
+                };
+                let config = DockerBackendConfig {
+                    image_archive_dir: archive_dir.clone(),
+                    docker_config: docker_config.clone(),
+                    remove_delay: parse_duration(&flags.docker_remove_delay).map_err(anyhow::Error::msg)?,
+                    stop_timeout: parse_duration(&flags.docker_stop_timeout).map_err(anyhow::Error::msg)?,
+                    kill_orphans: flags.docker_kill_orphans,
+                    image_store: if image_source == ImageSource::Store { Some(open_store()?) } else { None },
+                    image_source,
+                    ..Default::default()
+                };
+                backends.push(Arc::new(DockerBackend::new(config).await?));
             }
             other => anyhow::bail!("unknown containerizer '{other}' in --containerizers (known: rust, mesos, docker)"),
         }
@@ -677,6 +912,26 @@ async fn build_backends(flags: &Flags, runtime_root: &std::path::Path, store_dir
         anyhow::bail!("--containerizers names no containerizer");
     }
     Ok(backends)
+}
+
+/// `--docker_config` as a file: a path is used as is; inline JSON is
+/// written (mode 0600) under the work dir.
+fn docker_config_path(flags: &Flags, work_dir: &std::path::Path) -> anyhow::Result<Option<PathBuf>> {
+    let Some(value) = flags.docker_config.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.starts_with('{') {
+        serde_json::from_str::<serde_json::Value>(value).context("--docker_config is not valid JSON")?;
+        let path = work_dir.join("docker_config.json");
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
+        f.write_all(value.as_bytes())?;
+        return Ok(Some(path));
+    }
+    let path = PathBuf::from(value.strip_prefix("file://").unwrap_or(value));
+    anyhow::ensure!(path.is_file(), "--docker_config '{}' is not a file", path.display());
+    Ok(Some(path))
 }
 
 fn create_sandbox(sandbox: &std::path::Path) -> std::io::Result<()> {

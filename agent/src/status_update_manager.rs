@@ -5,6 +5,7 @@
 use mezzo_proto::mesos::v1::{FrameworkId, TaskStatus};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +25,8 @@ type Key = (String, String);
 struct Stream {
     framework_id: FrameworkId,
     pending: VecDeque<TaskStatus>,
+    /// The task's `task.updates` checkpoint (checkpointing frameworks only).
+    checkpoint: Option<PathBuf>,
     notify: Arc<Notify>,
     running: bool,
 }
@@ -43,18 +46,46 @@ impl StatusUpdateManager {
 
     /// Queues `status` (which must carry a uuid) for its task.
     pub fn update(self: &Arc<Self>, framework_id: FrameworkId, status: TaskStatus) {
-        let key = (framework_id.value.clone(), status.task_id.value.clone());
+        self.update_checkpointed(framework_id, status, None);
+    }
+
+    /// Queues `status`, first appending it to the task's `checkpoint` file
+    /// when there is one, so that it survives an agent restart.
+    pub fn update_checkpointed(self: &Arc<Self>, framework_id: FrameworkId, status: TaskStatus, checkpoint: Option<PathBuf>) {
+        self.enqueue(framework_id, vec![status], checkpoint, true);
+    }
+
+    /// After an agent restart: queues a task's unacknowledged updates again
+    /// (they are already in `checkpoint`).
+    pub fn recover(self: &Arc<Self>, framework_id: FrameworkId, unacknowledged: Vec<TaskStatus>, checkpoint: Option<PathBuf>) {
+        self.enqueue(framework_id, unacknowledged, checkpoint, false);
+    }
+
+    fn enqueue(self: &Arc<Self>, framework_id: FrameworkId, statuses: Vec<TaskStatus>, checkpoint: Option<PathBuf>, write: bool) {
+        let Some(first) = statuses.first() else { return };
+        let key = (framework_id.value.clone(), first.task_id.value.clone());
         let mut streams = self.streams.lock().unwrap();
         let stream = streams.entry(key.clone()).or_insert_with(|| Stream {
-            framework_id,
+            framework_id: framework_id.clone(),
             pending: VecDeque::new(),
+            checkpoint: None,
             notify: Arc::new(Notify::new()),
             running: false,
         });
-        if stream.pending.iter().any(|s| s.uuid == status.uuid) {
-            return; // duplicate delivery from the executor
+        if checkpoint.is_some() {
+            stream.checkpoint = checkpoint;
         }
-        stream.pending.push_back(status);
+        for status in statuses {
+            if stream.pending.iter().any(|s| s.uuid == status.uuid) {
+                continue; // duplicate delivery from the executor
+            }
+            if let (true, Some(path)) = (write, &stream.checkpoint) {
+                if let Err(e) = crate::checkpoint::append_record(path, &crate::checkpoint::update_record(&framework_id.value, &status)) {
+                    tracing::error!(task = %key.1, error = %e, "failed to checkpoint a status update");
+                }
+            }
+            stream.pending.push_back(status);
+        }
         if !stream.running {
             stream.running = true;
             let this = self.clone();
@@ -72,8 +103,22 @@ impl StatusUpdateManager {
             return false;
         }
         stream.pending.pop_front();
+        if let Some(path) = &stream.checkpoint {
+            if let Err(e) = crate::checkpoint::append_record(path, &crate::checkpoint::ack_record(uuid)) {
+                tracing::error!(task = %task_id, error = %e, "failed to checkpoint an acknowledgement");
+            }
+        }
         stream.notify.notify_one();
         true
+    }
+
+    /// Whether the task has updates the scheduler has not acknowledged.
+    pub fn has_pending(&self, framework_id: &str, task_id: &str) -> bool {
+        self.streams
+            .lock()
+            .unwrap()
+            .get(&(framework_id.to_string(), task_id.to_string()))
+            .is_some_and(|s| !s.pending.is_empty())
     }
 
     /// Number of updates not yet acknowledged, over all tasks.

@@ -1,7 +1,8 @@
 //! The `mezzo` command line: run a task through the master like
-//! `mesos-execute`, and inspect the master's state.
+//! `mesos-execute`, inspect the master's state, and manage an agent's image store.
 
 pub mod execute;
+pub mod image;
 pub mod scheduler;
 pub mod state;
 pub mod task;

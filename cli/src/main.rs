@@ -4,6 +4,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use mezzo_cli::execute::{execute, ExecuteOptions};
 use mezzo_cli::task::{ContainerizerKind, TaskSpec};
+use mezzo_cli::image::{self, PullOptions};
+use mezzo_images::GcPolicy;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,6 +23,70 @@ enum Commands {
     Execute(ExecuteArgs),
     /// Print the master's `/state` document.
     State(StateArgs),
+    /// Manage the images of an agent's image store (works on the store directory).
+    Image(ImageArgs),
+}
+
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// The image store directory (the agent's `--docker_store_dir`).
+    #[arg(long, alias = "docker_store_dir", global = true)]
+    store: Option<PathBuf>,
+    /// The agent's work directory; the store is `<work_dir>/store/docker` unless --store says otherwise.
+    #[arg(long = "work_dir", alias = "work-dir", default_value = image::DEFAULT_WORK_DIR, global = true)]
+    work_dir: PathBuf,
+    #[command(subcommand)]
+    command: ImageCommand,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Fetch an image into the store.
+    Pull {
+        /// Image reference, e.g. `busybox:latest` or `host:5000/ns/app@sha256:...`.
+        reference: String,
+        /// Registry URL (`https://host:5000`) or directory of image archives (`--docker_registry`).
+        #[arg(long, alias = "docker_registry")]
+        registry: Option<String>,
+        /// Registry credentials in the `~/.docker/config.json` format.
+        #[arg(long = "docker_config", alias = "docker-config")]
+        docker_config: Option<PathBuf>,
+        /// Extra PEM root certificates for https registries.
+        #[arg(long = "ca_cert", alias = "ca-cert")]
+        ca_cert: Option<PathBuf>,
+        /// Reach registries named in references over plain http.
+        #[arg(long = "insecure_http", alias = "insecure-http")]
+        insecure_http: bool,
+    },
+    /// List the images in the store.
+    #[command(alias = "list")]
+    Ls,
+    /// Remove images (refused while a container uses one).
+    #[command(alias = "remove")]
+    Rm {
+        /// Image references.
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+    /// Remove images no container uses, and the layers and blobs nothing needs.
+    Gc {
+        /// Keep images used within this long (`10mins`, `2hrs`).
+        #[arg(long = "keep-recent", alias = "keep_recent", default_value = "0secs", value_parser = mezzo_proto::duration::parse)]
+        keep_recent: Duration,
+        /// Collect only when the store holds more than this (`10GB`).
+        #[arg(long = "max-store-size", alias = "max_store_size", value_parser = image::parse_bytes)]
+        max_store_size: Option<u64>,
+        /// Or only when the store's disk is fuller than this (`0.9`, `90%`).
+        #[arg(long = "disk-usage-threshold", alias = "disk_usage_threshold", value_parser = image::parse_fraction)]
+        disk_usage_threshold: Option<f64>,
+    },
+    /// Make a one-layer image from a root filesystem tarball (plain or gzip).
+    Import {
+        /// The tarball, e.g. from `docker export`.
+        tarball: PathBuf,
+        /// The image's name and tag.
+        name_tag: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -104,6 +171,26 @@ async fn run(cli: Cli) -> Result<u8> {
                 checkpoint: args.checkpoint,
             };
             Ok(u8::try_from(execute(options).await?).unwrap_or(1))
+        }
+        Commands::Image(args) => {
+            let store = args.store.unwrap_or_else(|| image::store_dir_of(&args.work_dir));
+            let out = match args.command {
+                ImageCommand::Pull { reference, registry, docker_config, ca_cert, insecure_http } => {
+                    let options = PullOptions { registry, docker_config, ca_cert, insecure_http };
+                    image::pull(&store, &reference, options).await?
+                }
+                ImageCommand::Ls => image::ls(&store).await?,
+                ImageCommand::Rm { references } => image::rm(&store, &references).await?,
+                ImageCommand::Gc { keep_recent, max_store_size, disk_usage_threshold } => {
+                    // On demand: collect now, unless thresholds were given to decide.
+                    let force = max_store_size.is_none() && disk_usage_threshold.is_none();
+                    let policy = GcPolicy { keep_recent, max_store_bytes: max_store_size, disk_usage_threshold, force };
+                    image::gc(&store, policy).await?
+                }
+                ImageCommand::Import { tarball, name_tag } => image::import(&store, &tarball, &name_tag).await?,
+            };
+            print!("{out}");
+            Ok(0)
         }
         Commands::State(args) => {
             println!("{}", mezzo_cli::state::fetch_state(&args.master, Duration::from_secs(args.timeout)).await?);

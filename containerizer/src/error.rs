@@ -21,6 +21,12 @@ pub enum ContainerizerError {
     Launcher(String),
     #[error("{context} ({path}): {source}")]
     Io { context: &'static str, path: PathBuf, #[source] source: std::io::Error },
+    /// a name in `--isolation` that no isolator has
+    #[error("unknown isolator '{name}' (known: {known})")]
+    UnknownIsolator { name: String, known: String },
+    /// `destroy` ended a container while it was being prepared
+    #[error("container {0} was destroyed while it was being prepared")]
+    DestroyedWhilePreparing(String),
     #[error("{0}")]
     Other(String),
 }

@@ -27,4 +27,10 @@ pub trait Launcher: Send + Sync {
     async fn stop(&self, _grace: std::time::Duration) -> Result<(), ContainerizerError> {
         self.signal(libc::SIGTERM).await
     }
+    /// The shortest grace period a stop gets on this runtime (docker's
+    /// `--docker_stop_timeout`); the executor uses the longer of this and
+    /// the task's own grace period.
+    fn min_stop_grace(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }

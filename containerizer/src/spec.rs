@@ -25,9 +25,10 @@ pub struct Mount {
 }
 
 /// Root filesystem of the container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rootfs {
     /// The host's own filesystem (a task without an image, as in Mesos).
+    #[default]
     Host,
     /// An overlay of unpacked image layers, listed bottom-first, with this
     /// container's own upper and work directories.
@@ -52,8 +53,58 @@ pub struct Limits {
     pub pids_limit: Option<i64>,
 }
 
+/// A read-only mount of an image's layers (a `volume/image` volume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMount {
+    /// Image reference, for messages.
+    pub image: String,
+    /// Unpacked layer directories, bottom first.
+    pub layers: Vec<PathBuf>,
+    /// Absolute path inside the container.
+    pub target: String,
+}
+
+/// Capability sets of the container's process, as `CAP_*` names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilitySets {
+    /// Effective and permitted set.
+    pub effective: Vec<String>,
+    /// Bounding set (a superset of `effective`).
+    pub bounding: Vec<String>,
+    /// Also grant `effective` as inheritable and ambient capabilities, so
+    /// that a non-root user keeps them across exec (Mesos grants an
+    /// explicitly asked effective set to every set).
+    pub ambient: bool,
+}
+
+/// Process hardening the `linux/*` and `posix/rlimits` isolators ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardening {
+    /// `None` keeps the backend's default capability set.
+    #[serde(default)]
+    pub capabilities: Option<CapabilitySets>,
+    /// Sets `no_new_privs`: setuid binaries and file capabilities grant nothing.
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    /// Applies the default seccomp profile (Docker's blocked syscalls).
+    #[serde(default)]
+    pub seccomp: bool,
+    /// POSIX rlimits (`NOFILE`, ...); `None` soft and hard is unlimited.
+    #[serde(default)]
+    pub rlimits: Vec<crate::config::RLimit>,
+}
+
+/// What `disk/du` measures for a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskQuota {
+    /// Directories whose usage counts (the sandbox, the rootfs's upper dir).
+    pub paths: Vec<PathBuf>,
+    /// The task's `disk` resource in bytes, when it has one.
+    pub limit_bytes: Option<u64>,
+}
+
 /// What the container runs and how it is isolated; backends render this.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     pub container_id: String,
     /// Image reference when the task named one (docker backend pulls by it).
@@ -76,6 +127,15 @@ pub struct ContainerSpec {
     /// Host files that receive the container's stdout and stderr.
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// Read-only image volumes, mounted after `mounts`.
+    #[serde(default)]
+    pub image_mounts: Vec<ImageMount>,
+    /// Capabilities, no_new_privs, seccomp and rlimits.
+    #[serde(default)]
+    pub hardening: Hardening,
+    /// Set by `disk/du`.
+    #[serde(default)]
+    pub disk: Option<DiskQuota>,
 }
 
 /// How a container's first process ended, as a raw wait status so that both

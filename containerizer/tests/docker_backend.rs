@@ -99,7 +99,9 @@ struct Harness {
 impl Harness {
     async fn new(image_archive_dir: Option<PathBuf>) -> Self {
         fixture_images();
-        let backend = DockerBackend::new(DockerBackendConfig { image_archive_dir }).await.expect("docker engine");
+        let backend = DockerBackend::new(DockerBackendConfig { image_archive_dir, remove_delay: Duration::ZERO, ..Default::default() })
+            .await
+            .expect("docker backend");
         let tmp = tempfile::tempdir().unwrap();
         let sandbox = tmp.path().join("sandbox");
         std::fs::create_dir_all(&sandbox).unwrap();

@@ -61,7 +61,9 @@ impl Harness {
             provisioner,
             cgroups_root: cgroups_root.clone(),
             launcher_dir: launcher_dir(),
-        });
+            ..Default::default()
+        })
+        .expect("backend");
         let containerizer = Containerizer::new(vec![Arc::new(backend) as Arc<dyn Backend>], runtime_root);
         Harness { tmp, cgroups_root, containerizer }
     }
@@ -260,7 +262,9 @@ async fn destroy_of_unknown_container_is_ok() {
         provisioner: None,
         cgroups_root: h.cgroups_root.clone(),
         launcher_dir: launcher_dir(),
-    });
+        ..Default::default()
+    })
+    .expect("backend");
     // A half-prepared container: a runtime directory and nothing else.
     let dir = h.runtime_root().join("half");
     std::fs::create_dir_all(&dir).unwrap();

@@ -61,7 +61,9 @@ impl Harness {
             provisioner: Some(store.clone() as Arc<dyn Provisioner>),
             cgroups_root: cgroups_root.clone(),
             launcher_dir: launcher_dir(),
-        });
+            ..Default::default()
+        })
+        .expect("backend");
         let containerizer = Containerizer::new(vec![Arc::new(backend) as Arc<dyn Backend>], runtime_root);
         Harness { tmp, cgroups_root, store, containerizer }
     }

@@ -7,9 +7,11 @@ use crate::config::Config;
 use crate::status::{new_status, UnacknowledgedUpdates};
 use mezzo_containerizer::{ExitStatus, Launcher};
 use mezzo_proto::mesos::v1::executor::{call, event, Call, Event};
+use mezzo_containerizer::{Limitation, LimitationReason};
 use mezzo_proto::mesos::v1::{
-    framework_info, task_status, AgentId, ExecutorId, FrameworkId, FrameworkInfo, KillPolicy,
-    TaskId, TaskInfo, TaskState,
+    framework_info, network_info, task_status, value, AgentId, ContainerId, ContainerStatus, ExecutorId,
+    FrameworkId, FrameworkInfo, KillPolicy, NetworkInfo, Resource, TaskId, TaskInfo, TaskResourceLimitation,
+    TaskState, TaskStatus,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -331,9 +333,13 @@ impl CommandExecutor {
         .await;
         match started {
             Ok(launcher) => {
+                let ips = launcher.ip_addresses().await;
                 self.container = Container::Running(launcher);
-                tracing::info!(task = %task_id.value, "task is running");
-                self.update(&task_id, TaskState::TaskRunning, None, None);
+                tracing::info!(task = %task_id.value, ?ips, "task is running");
+                let container_status = self.container_status(&ips);
+                self.update_with(&task_id, TaskState::TaskRunning, None, None, |status| {
+                    status.container_status = Some(container_status);
+                });
             }
             Err(e) => {
                 tracing::error!(task = %task_id.value, error = %e, "failed to launch container");
@@ -346,6 +352,35 @@ impl CommandExecutor {
                 );
             }
         }
+    }
+
+    /// `TaskStatus.container_status`: the container's id and, when it has
+    /// addresses of its own (a docker bridge or user network), one
+    /// `NetworkInfo` carrying them, as Mesos's docker executor reports it.
+    fn container_status(&self, ips: &[std::net::IpAddr]) -> ContainerStatus {
+        let container_id = mezzo_containerizer::read_spec(&self.config.runtime_dir)
+            .map(|spec| spec.container_id)
+            .ok()
+            .or_else(|| self.config.runtime_dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .map(|value| ContainerId { value, parent: None });
+        let network_infos = if ips.is_empty() {
+            Vec::new()
+        } else {
+            vec![NetworkInfo {
+                ip_addresses: ips
+                    .iter()
+                    .map(|ip| network_info::IpAddress {
+                        protocol: Some(match ip {
+                            std::net::IpAddr::V4(_) => network_info::Protocol::IPv4 as i32,
+                            std::net::IpAddr::V6(_) => network_info::Protocol::IPv6 as i32,
+                        }),
+                        ip_address: Some(ip.to_string()),
+                    })
+                    .collect(),
+                ..Default::default()
+            }]
+        };
+        ContainerStatus { container_id, network_infos, ..Default::default() }
     }
 
     /// Grace period for a kill: KILL's policy, else the task's, else 3 s.
@@ -368,13 +403,16 @@ impl CommandExecutor {
         self.kill(grace).await;
     }
 
-    /// Sends SIGTERM (and TASK_KILLING where the framework understands it),
-    /// arming SIGKILL after `grace`. A second kill may only shorten the grace.
+    /// Stops the container through its launcher (SIGTERM; docker's stop),
+    /// sends TASK_KILLING where the framework understands it, and arms
+    /// SIGKILL after `grace`. A second kill may only shorten the grace.
     async fn kill(&mut self, grace: Duration) {
         let Container::Running(launcher) = &self.container else {
             tracing::info!("kill requested but no task is running");
             return;
         };
+        // The runtime may ask for a longer grace (docker's --docker_stop_timeout).
+        let grace = grace.max(launcher.min_stop_grace());
         let deadline = Instant::now() + grace;
         if let Some(killing) = &mut self.killing {
             if !killing.escalated && deadline < killing.deadline {
@@ -383,9 +421,9 @@ impl CommandExecutor {
             }
             return;
         }
-        tracing::info!(?grace, "killing task: SIGTERM, then SIGKILL after the grace period");
-        if let Err(e) = launcher.signal(libc::SIGTERM).await {
-            tracing::warn!(error = %e, "failed to send SIGTERM");
+        tracing::info!(?grace, "killing task: stop (SIGTERM), then SIGKILL after the grace period");
+        if let Err(e) = launcher.stop(grace).await {
+            tracing::warn!(error = %e, "failed to stop the container");
         }
         self.killing = Some(Killing { deadline, escalated: false });
         if self.framework_has_capability(framework_info::capability::Type::TaskKillingState) {
@@ -408,8 +446,27 @@ impl CommandExecutor {
     }
 
     fn on_reaped(&mut self, status: Result<ExitStatus, mezzo_containerizer::ContainerizerError>) -> Option<Outcome> {
+        let limitation = match &self.container {
+            Container::Running(launcher) => launcher.limitation(),
+            _ => None,
+        };
         self.container = Container::Ended;
         let task_id = self.task.as_ref()?.task_id.clone();
+        if let Some(limitation) = limitation {
+            // The runtime ended the task for exceeding a limit (docker's
+            // OOMKilled): TASK_FAILED with the limitation, as Mesos does.
+            let exit = match &status {
+                Ok(status) => format!("Command {status}"),
+                Err(e) => format!("Failed to wait for the container: {e}"),
+            };
+            let message = format!("{}; {exit}", limitation.message);
+            tracing::info!(task = %task_id.value, reason = ?limitation.reason, message = %message, "task ended by a limitation");
+            let resources = self.limited_resources(&limitation);
+            self.update_with(&task_id, TaskState::TaskFailed, Some(message), Some(limitation_reason(&limitation)), |s| {
+                s.limitation = Some(TaskResourceLimitation { resources });
+            });
+            return self.finished_if_acknowledged();
+        }
         let killed = self.killing.is_some();
         let (state, message) = match status {
             Ok(status) => {
@@ -464,6 +521,26 @@ impl CommandExecutor {
         (self.terminal_sent_at.is_some() && self.pending.is_empty()).then_some(Outcome::Done)
     }
 
+    /// The task's resources named by `limitation` (Mesos reports the
+    /// container's `mem` resource); a name the task lacks is reported as a
+    /// scalar without a value.
+    fn limited_resources(&self, limitation: &Limitation) -> Vec<Resource> {
+        limitation
+            .resources
+            .iter()
+            .map(|name| {
+                self.task
+                    .as_ref()
+                    .and_then(|t| t.resources.iter().find(|r| &r.name == name).cloned())
+                    .unwrap_or_else(|| Resource {
+                        name: name.clone(),
+                        r#type: value::Type::Scalar as i32,
+                        ..Default::default()
+                    })
+            })
+            .collect()
+    }
+
     /// Makes an update, keeps it until acknowledged and sends it when subscribed.
     fn update(
         &mut self,
@@ -472,8 +549,21 @@ impl CommandExecutor {
         message: Option<String>,
         reason: Option<task_status::Reason>,
     ) {
+        self.update_with(task_id, state, message, reason, |_| {});
+    }
+
+    /// `update`, with `fill` adding fields of the status before it is sent.
+    fn update_with(
+        &mut self,
+        task_id: &TaskId,
+        state: TaskState,
+        message: Option<String>,
+        reason: Option<task_status::Reason>,
+        fill: impl FnOnce(&mut TaskStatus),
+    ) {
         let mut status = new_status(task_id, state, &self.executor_id.value, self.agent_id.as_ref(), message);
         status.reason = reason.map(|r| r as i32);
+        fill(&mut status);
         if state.is_terminal() && self.task.as_ref().map(|t| &t.task_id) == Some(task_id) {
             self.terminal_sent_at = Some(Instant::now());
         }
@@ -529,6 +619,15 @@ impl CommandExecutor {
             }
             self.container = Container::Ended;
         }
+    }
+}
+
+/// The `TaskStatus.Reason` of a limitation.
+fn limitation_reason(limitation: &Limitation) -> task_status::Reason {
+    match limitation.reason {
+        LimitationReason::Memory => task_status::Reason::ContainerLimitationMemory,
+        LimitationReason::Disk => task_status::Reason::ContainerLimitationDisk,
+        LimitationReason::Generic => task_status::Reason::ContainerLimitation,
     }
 }
 

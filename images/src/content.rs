@@ -1,7 +1,7 @@
 //! The content store: blobs named by their sha256, written once and verified.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -94,9 +94,83 @@ impl ContentStore {
         self.ingest(&mut &bytes[..], Some(&digest), what)
     }
 
+    /// Starts writing a blob that arrives in pieces (a download); see [`BlobWriter`].
+    pub(crate) fn writer(&self) -> Result<BlobWriter, ImageError> {
+        let tmp = self.root.join("sha256").join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        Ok(BlobWriter {
+            dir: self.root.join("sha256"),
+            tmp,
+            writer: Some(HashingWriter::new(io::BufWriter::with_capacity(1 << 17, file))),
+            written: 0,
+        })
+    }
+
     /// Removes temp files left by processes that died mid-write.
     pub(crate) fn remove_stale_temps(&self) {
         remove_stale_temps(&self.root.join("sha256"));
+    }
+}
+
+/// A blob being written into the store: hashed on the way, kept in a temp file that is
+/// removed when the writer is dropped, and renamed into place only by
+/// [`BlobWriter::commit`] once its digest is the expected one.
+pub(crate) struct BlobWriter {
+    dir: PathBuf,
+    tmp: PathBuf,
+    writer: Option<HashingWriter<io::BufWriter<File>>>,
+    written: u64,
+}
+
+impl BlobWriter {
+    /// Appends `data`.
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(), ImageError> {
+        let tmp = &self.tmp;
+        self.writer
+            .as_mut()
+            .expect("writer is present until commit")
+            .write_all(data)
+            .ctx(|| format!("write {}", tmp.display()))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks the digest, syncs and renames the blob into place. Blocks on fsync: call
+    /// from a blocking context.
+    pub(crate) fn commit(mut self, expected: &Digest, what: &str) -> Result<(), ImageError> {
+        let writer = self.writer.take().expect("writer is present until commit");
+        let (buffered, actual, _) = writer.finish();
+        verify(what, expected, &actual)?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx(|| format!("write {}", self.tmp.display()))?;
+        file.sync_all()
+            .ctx(|| format!("sync {}", self.tmp.display()))?;
+        let dest = self.dir.join(actual.hex());
+        fs::rename(&self.tmp, &dest)
+            .ctx(|| format!("rename {} to {}", self.tmp.display(), dest.display()))?;
+        // Renamed: nothing left for Drop to remove.
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            drop(self.writer.take());
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 

@@ -80,6 +80,25 @@ pub enum ImageError {
         #[source]
         source: nix::Error,
     },
+    /// A registry answered with an error, or could not be reached after retries.
+    #[error("registry {registry}: {reason}")]
+    Registry {
+        /// The registry's base URL.
+        registry: String,
+        /// What was asked and what went wrong.
+        reason: String,
+    },
+    /// A registry refused our credentials, or asked for credentials we do not have.
+    #[error("registry {registry} refused access: {reason}")]
+    Unauthorized {
+        /// The registry's base URL.
+        registry: String,
+        /// What was asked and why it was refused.
+        reason: String,
+    },
+    /// The store options are unusable (bad registry URL, unreadable CA or credentials file).
+    #[error("invalid image store configuration: {0}")]
+    Config(String),
     /// A blocking task panicked or was cancelled.
     #[error("image task failed: {0}")]
     Task(String),

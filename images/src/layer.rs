@@ -19,7 +19,7 @@ const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
 /// aufs bookkeeping entries (`.wh..wh.plnk`, `.wh..wh.aufs`) that carry no meaning for overlay.
 const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
 
-/// Opens a layer blob, undoing gzip when its magic bytes say so.
+/// Opens a layer blob, undoing gzip or zstd when its magic bytes say so.
 pub(crate) fn open_layer_stream(blob: &Path) -> Result<Box<dyn Read + Send>, ImageError> {
     let file = File::open(blob).ctx(|| format!("open layer blob {}", blob.display()))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
@@ -29,10 +29,9 @@ pub(crate) fn open_layer_stream(blob: &Path) -> Result<Box<dyn Read + Send>, Ima
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(ImageError::Unsupported(format!(
-            "zstd-compressed layer {}",
-            blob.display()
-        )))
+        let decoder = zstd::stream::read::Decoder::with_buffer(reader)
+            .ctx(|| format!("start zstd decoder for {}", blob.display()))?;
+        Ok(Box::new(decoder))
     } else {
         Ok(Box::new(reader))
     }

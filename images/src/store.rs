@@ -1,5 +1,5 @@
-//! The image store: finds images in a local archive directory, imports their blobs into
-//! the content store and unpacks each layer once into the layer cache.
+//! The image store: finds images in a registry or a local archive directory, puts their
+//! blobs into the content store and unpacks each layer once into the layer cache.
 //!
 //! Layout under the store directory:
 //! - `blobs/sha256/<hex>`: content store (configs and layer blobs, verified)
@@ -24,6 +24,7 @@ use crate::error::{ImageError, IoContext};
 use crate::fsutil::{self, write_atomic};
 use crate::layer::unpack_layer;
 use crate::locks::KeyedLocks;
+use crate::registry::{ClientOptions, RegistryClient, RegistrySource, RemoteImage};
 use crate::manifest::{
     ConfigFile, DockerArchiveEntry, Index, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME,
     MEDIA_TYPE_OCI_INDEX,
@@ -80,7 +81,35 @@ pub struct StoreStats {
     pub layers_unpacked: u64,
 }
 
-/// A content-addressed image store fed from a local directory of image archives.
+/// How a store finds images; `Default` is a store that serves only what it already holds.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Where images come from (`--docker_registry`): a registry URL, which references
+    /// without a registry host go to, or a local directory of image archives.
+    pub registry: Option<RegistrySource>,
+    /// Registry credentials in the `~/.docker/config.json` format (`--docker_config`).
+    pub docker_config: Option<PathBuf>,
+    /// Extra PEM root certificates for https registries.
+    pub ca_cert: Option<PathBuf>,
+    /// Reach registries named in references over http instead of https.
+    pub insecure_http: bool,
+    /// How many blobs download at once.
+    pub max_parallel_downloads: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            registry: None,
+            docker_config: None,
+            ca_cert: None,
+            insecure_http: false,
+            max_parallel_downloads: 4,
+        }
+    }
+}
+
+/// A content-addressed image store fed from a registry or a local directory of image archives.
 #[derive(Clone)]
 pub struct ImageStore {
     inner: Arc<Inner>,
@@ -89,6 +118,9 @@ pub struct ImageStore {
 struct Inner {
     root: PathBuf,
     archive_dir: Option<PathBuf>,
+    registry: Option<RegistryClient>,
+    /// Bounds the blob downloads of all pulls together.
+    downloads: tokio::sync::Semaphore,
     content: ContentStore,
     locks: KeyedLocks,
     seq: AtomicU64,
@@ -104,6 +136,9 @@ struct Record {
     stamp: Option<Stamp>,
     config: String,
     diff_ids: Vec<String>,
+    /// The manifest a registry served (absent in records of archive imports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    manifest: Option<String>,
 }
 
 /// Identifies one version of an archive file (or of a layout's `index.json`).
@@ -123,8 +158,36 @@ struct Plan {
 }
 
 impl ImageStore {
-    /// Opens (creating) the store at `store_dir`; `archive_dir` is where image archives are looked up.
+    /// Opens (creating) the store at `store_dir`; `archive_dir` is where image archives are
+    /// looked up. Shorthand for [`ImageStore::open_with`] with a directory source.
     pub fn open(store_dir: PathBuf, archive_dir: Option<PathBuf>) -> Result<Self, ImageError> {
+        Self::open_with(
+            store_dir,
+            StoreOptions {
+                registry: archive_dir.map(RegistrySource::Directory),
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    /// Opens (creating) the store at `store_dir` with images coming from
+    /// `options.registry`. Temp files and directories of dead processes (partial
+    /// downloads and unpacks) are removed; complete blobs and layers are kept.
+    pub fn open_with(store_dir: PathBuf, options: StoreOptions) -> Result<Self, ImageError> {
+        let (archive_dir, default_registry) = match options.registry {
+            Some(RegistrySource::Directory(dir)) => (Some(dir), None),
+            Some(RegistrySource::Url(url)) => (None, Some(url)),
+            None => (None, None),
+        };
+        let registry = match default_registry {
+            Some(url) => Some(RegistryClient::new(ClientOptions {
+                default_registry: Some(url),
+                docker_config: options.docker_config,
+                ca_cert: options.ca_cert,
+                insecure_http: options.insecure_http,
+            })?),
+            None => None,
+        };
         for sub in ["layers", "images", "archives"] {
             let dir = store_dir.join(sub);
             fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
@@ -134,10 +197,13 @@ impl ImageStore {
         for sub in ["layers", "images", "archives"] {
             remove_stale_temps(&store_dir.join(sub));
         }
+        crate::gc::finish_interrupted(&store_dir);
         Ok(Self {
             inner: Arc::new(Inner {
                 root: store_dir,
                 archive_dir,
+                registry,
+                downloads: tokio::sync::Semaphore::new(options.max_parallel_downloads.max(1)),
                 content,
                 locks: KeyedLocks::default(),
                 seq: AtomicU64::new(0),
@@ -167,9 +233,22 @@ impl ImageStore {
 
     /// Finds `reference`, imports and unpacks what is not cached yet, and returns its layers
     /// and config. Concurrent calls for one image, or images sharing layers, do each piece of work once.
+    ///
+    /// With a registry URL, an image the store holds whole is served without asking the
+    /// registry (as Mesos's store does); otherwise it is pulled.
     pub async fn get(&self, reference: &str) -> Result<Image, ImageError> {
         let r = ImageReference::parse(reference)?;
+        // Held shared while provisioning, so a collection (exclusive) never removes what this needs.
+        let _store_lock = crate::gc::StoreLock::shared(&self.inner.root).await?;
         let _image_guard = self.inner.locks.lock(&format!("image:{r}")).await;
+        if self.inner.registry.is_some() {
+            let inner = self.inner.clone();
+            let key = r.clone();
+            if let Some(image) = blocking(move || inner.cached(key)).await? {
+                return Ok(image);
+            }
+            return self.pull_locked(r).await;
+        }
 
         let inner = self.inner.clone();
         let plan = blocking(move || inner.plan(r)).await?;
@@ -190,6 +269,142 @@ impl ImageStore {
         let image = blocking(move || inner.complete(plan)).await;
         drop(guards);
         image
+    }
+
+    /// Asks the registry what `reference` names now (a tag may have moved), downloads and
+    /// unpacks what the store lacks, and returns the image. A store without a registry URL
+    /// re-reads its archive directory, as [`ImageStore::get`] does.
+    pub async fn pull(&self, reference: &str) -> Result<Image, ImageError> {
+        if self.inner.registry.is_none() {
+            return self.get(reference).await;
+        }
+        let r = ImageReference::parse(reference)?;
+        let _store_lock = crate::gc::StoreLock::shared(&self.inner.root).await?;
+        let _image_guard = self.inner.locks.lock(&format!("image:{r}")).await;
+        self.pull_locked(r).await
+    }
+
+    /// Resolves `r` at the registry and fetches what is missing; the caller holds the image lock.
+    async fn pull_locked(&self, r: ImageReference) -> Result<Image, ImageError> {
+        let client = self
+            .inner
+            .registry
+            .as_ref()
+            .ok_or_else(|| self.inner.not_found(&r))?;
+        let remote = client.resolve(&r).await?;
+        info!(image = %r, manifest = %remote.manifest_digest, layers = remote.layers.len(), "pulling image");
+        let config_digest = Digest::parse(&remote.config.digest)?;
+        if !self.inner.content.has(&config_digest) {
+            let _blob_guard = self
+                .inner
+                .locks
+                .lock(&format!("blob:{}", config_digest.hex()))
+                .await;
+            if !self.inner.content.has(&config_digest) {
+                client
+                    .fetch_blob(&remote, &config_digest, Some(remote.config.size), &self.inner.content)
+                    .await?;
+                self.inner.blobs_imported.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let inner = self.inner.clone();
+        let (key, digest) = (r.clone(), config_digest.clone());
+        let config = blocking(move || {
+            let bytes = fs::read(inner.content.path(&digest))
+                .ctx(|| format!("read config {digest}"))?;
+            inner.parse_config(&key, &bytes)
+        })
+        .await?;
+        if config.rootfs.diff_ids.len() != remote.layers.len() {
+            return Err(ImageError::InvalidImage {
+                image: r.short_name(),
+                reason: format!(
+                    "manifest has {} layers but config has {} diff ids",
+                    remote.layers.len(),
+                    config.rootfs.diff_ids.len()
+                ),
+            });
+        }
+        let diff_ids = config
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| Digest::parse(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Every layer downloads (bounded by the semaphore) and unpacks as soon as its own
+        // blob is in. All run to their end even when one fails: what completes is kept
+        // for the next try, and no unpack outlives this call.
+        let image_name = r.short_name();
+        let results = futures::future::join_all(diff_ids.iter().zip(&remote.layers).map(
+            |(diff_id, desc)| self.ensure_remote_layer(client, &remote, diff_id, desc, &image_name),
+        ))
+        .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+
+        let record = Record {
+            reference: r.to_string(),
+            source: None,
+            stamp: None,
+            config: config_digest.to_string(),
+            diff_ids: diff_ids.iter().map(ToString::to_string).collect(),
+            manifest: Some(remote.manifest_digest.to_string()),
+        };
+        let inner = self.inner.clone();
+        let key = r.clone();
+        blocking(move || inner.write_record(&key, &record)).await?;
+        Ok(Image {
+            reference: r.to_string(),
+            layers: diff_ids
+                .iter()
+                .map(|d| self.inner.layer_dir(d).join("rootfs"))
+                .collect(),
+            config: ImageConfig::from(&config),
+        })
+    }
+
+    /// Downloads (unless the blob is stored) and unpacks one layer, once however many pulls ask.
+    async fn ensure_remote_layer(
+        &self,
+        client: &RegistryClient,
+        remote: &RemoteImage,
+        diff_id: &Digest,
+        desc: &crate::manifest::Descriptor,
+        image_name: &str,
+    ) -> Result<(), ImageError> {
+        let dir = self.inner.layer_dir(diff_id);
+        if dir.exists() {
+            return Ok(());
+        }
+        let layer_guard = self
+            .inner
+            .locks
+            .lock(&format!("layer:{}", diff_id.hex()))
+            .await;
+        if dir.exists() {
+            return Ok(());
+        }
+        let blob = Digest::parse(&desc.digest)?;
+        if !self.inner.content.has(&blob) {
+            let _permit = self
+                .inner
+                .downloads
+                .acquire()
+                .await
+                .map_err(|e| ImageError::Task(e.to_string()))?;
+            client
+                .fetch_blob(remote, &blob, Some(desc.size), &self.inner.content)
+                .await?;
+            self.inner.blobs_imported.fetch_add(1, Ordering::Relaxed);
+        }
+        let inner = self.inner.clone();
+        let (diff_id, image_name) = (diff_id.clone(), image_name.to_string());
+        // The lock moves into the unpack: a cancelled caller cannot let a second unpack
+        // of this layer start while the first still runs.
+        blocking(move || {
+            let _layer_guard = layer_guard;
+            inner.install_layer(&diff_id, &blob, &image_name)
+        })
+        .await
     }
 
     /// The `docker save` archive holding `reference`, for `docker load`. An image found
@@ -366,6 +581,24 @@ impl Inner {
         })
     }
 
+    /// The image as the store holds it, when its record names only things still present.
+    fn cached(&self, r: ImageReference) -> Result<Option<Image>, ImageError> {
+        let Some(record) = self.read_record(&r).filter(|rec| self.record_complete(rec)) else {
+            return Ok(None);
+        };
+        let plan = self.plan_from_record(r, &record)?;
+        self.complete(plan).map(Some)
+    }
+
+    /// Writes the record of `r` atomically.
+    fn write_record(&self, r: &ImageReference, record: &Record) -> Result<(), ImageError> {
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| ImageError::Json {
+            context: "serialize image record".to_string(),
+            source,
+        })?;
+        write_atomic(&self.record_path(r), &bytes)
+    }
+
     /// Unpacks missing layers (the caller holds their locks), records the image, returns it.
     fn complete(&self, plan: Plan) -> Result<Image, ImageError> {
         for (diff_id, blob) in &plan.layers {
@@ -377,13 +610,13 @@ impl Inner {
             stamp: plan.source.as_ref().and_then(|s| stamp(&s.path)),
             config: plan.config_digest.to_string(),
             diff_ids: plan.layers.iter().map(|(d, _)| d.to_string()).collect(),
+            manifest: None,
         };
         if plan.source.is_some() {
-            let bytes = serde_json::to_vec_pretty(&record).map_err(|source| ImageError::Json {
-                context: "serialize image record".to_string(),
-                source,
-            })?;
-            write_atomic(&self.record_path(&plan.reference), &bytes)?;
+            self.write_record(&plan.reference, &record)?;
+        } else {
+            // The record's mtime is the image's last use, which GC's keep_recent reads.
+            crate::gc::mark_used(&self.record_path(&plan.reference));
         }
         Ok(Image {
             reference: plan.reference.to_string(),
@@ -422,6 +655,18 @@ impl Inner {
                 digest
             }
         };
+        self.install_layer(diff_id, &digest, &plan.reference.short_name())
+    }
+
+    /// Unpacks stored blob `digest` into the layer cache as `diff_id`: into a temp dir,
+    /// synced, then renamed, so a layer dir is either whole or absent.
+    fn install_layer(
+        &self,
+        diff_id: &Digest,
+        digest: &Digest,
+        image: &str,
+    ) -> Result<(), ImageError> {
+        let dir = self.layer_dir(diff_id);
         let tmp = self.root.join("layers").join(format!(
             ".tmp-{}-{}",
             std::process::id(),
@@ -429,7 +674,7 @@ impl Inner {
         ));
         fs::create_dir(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let result = (|| {
-            unpack_layer(&self.content.path(&digest), &tmp.join("rootfs"), diff_id)?;
+            unpack_layer(&self.content.path(digest), &tmp.join("rootfs"), diff_id)?;
             fs::write(tmp.join("blob"), digest.as_str())
                 .ctx(|| format!("write {}", tmp.display()))?;
             // Durable before visible: after a crash a layer dir is either whole or absent.
@@ -447,7 +692,7 @@ impl Inner {
         match result {
             Ok(true) => {
                 self.layers_unpacked.fetch_add(1, Ordering::Relaxed);
-                info!(layer = %diff_id, image = %plan.reference, "unpacked layer");
+                info!(layer = %diff_id, %image, "unpacked layer");
                 Ok(())
             }
             Ok(false) => {

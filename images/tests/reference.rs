@@ -121,3 +121,25 @@ fn bad_references_are_refused_with_a_reason() {
     let long_tag = format!("a:{}", "t".repeat(129));
     assert!(ImageReference::parse(&long_tag).is_err());
 }
+
+#[test]
+fn registry_port_namespace_and_digest() {
+    let r = parse(&format!("host:5000/ns/name@sha256:{HEX}"));
+    assert_eq!(r.registry.as_deref(), Some("host:5000"));
+    assert_eq!(r.repository, "ns/name");
+    assert_eq!(r.tag, None);
+    assert_eq!(r.digest.as_deref(), Some(format!("sha256:{HEX}").as_str()));
+    assert_eq!(r.to_string(), format!("host:5000/ns/name@sha256:{HEX}"));
+    // Uppercase hex, a short digest and uppercase names are refused.
+    for bad in [
+        format!("host:5000/ns/name@sha256:{}", HEX.to_uppercase()),
+        format!("host:5000/ns/name@sha256:{}", &HEX[1..]),
+        "host:5000/NS/name".to_string(),
+        format!("host:5000/ns/name@{HEX}"),
+    ] {
+        assert!(
+            matches!(ImageReference::parse(&bad), Err(ImageError::InvalidReference { .. })),
+            "{bad}"
+        );
+    }
+}

@@ -41,6 +41,12 @@ pub mod mesos {
             #![allow(clippy::all, missing_docs, rustdoc::all)]
             include!(concat!(env!("OUT_DIR"), "/mesos.v1.executor.rs"));
         }
+
+        /// The v1 agent operator API, package `mesos.v1.agent`.
+        pub mod agent {
+            #![allow(clippy::all, missing_docs, rustdoc::all)]
+            include!(concat!(env!("OUT_DIR"), "/mesos.v1.agent.rs"));
+        }
     }
 }
 

@@ -44,7 +44,8 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<Proc> {
-        let log_file = std::fs::File::create(log)?;
+        // Appended to: an agent started again after a crash logs after the first.
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let child = std::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
@@ -54,6 +55,17 @@ impl Proc {
             .spawn()
             .with_context(|| format!("spawn {} (run `cargo build --workspace --bins` first)", program.display()))?;
         Ok(Proc { child, name })
+    }
+
+    /// Kills the process with SIGKILL (a crash) and reaps it.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the process with SIGTERM, then SIGKILL after `grace`.
@@ -87,6 +99,9 @@ pub struct Cluster {
     pub agent: String,
     pub work_dir: tempfile::TempDir,
     pub cgroups_root: String,
+    agent_args: Vec<String>,
+    /// The agent was crashed and not started again: its executors still run.
+    agent_crashed: bool,
     agent_proc: Option<Proc>,
     master_proc: Option<Proc>,
 }
@@ -95,6 +110,11 @@ impl Cluster {
     /// Starts a master and an agent with `--containerizers=<containerizers>` and
     /// waits until the agent has registered.
     pub async fn start(containerizers: &str) -> Result<Cluster> {
+        Cluster::start_with(containerizers, &[]).await
+    }
+
+    /// Like `start`, with more agent flags (`--name=value`; later flags win).
+    pub async fn start_with(containerizers: &str, extra_agent_args: &[&str]) -> Result<Cluster> {
         let bins = bin_dir();
         let work_dir = tempfile::Builder::new().prefix("mezzo-e2e-").tempdir()?;
         let master_port = free_port();
@@ -108,27 +128,26 @@ impl Cluster {
             &work_dir.path().join("master.log"),
         )?;
         let cgroups_root = format!("mezzo-e2e-{}-{agent_port}", std::process::id());
-        let agent_proc = Proc::spawn(
-            "mezzo-agent",
-            &bins.join("mezzo-agent"),
-            &[
-                format!("--master={master}"),
-                "--ip=127.0.0.1".into(),
-                format!("--port={agent_port}"),
-                format!("--work_dir={}", work_dir.path().join("agent").display()),
-                format!("--containerizers={containerizers}"),
-                format!("--docker_registry={}", test_images_dir().display()),
-                format!("--cgroups_root={cgroups_root}"),
-                "--resources=cpus:2;mem:2048;disk:4096;ports:[31000-32000]".into(),
-                "--executor_shutdown_grace_period=2secs".into(),
-            ],
-            &work_dir.path().join("agent.log"),
-        )?;
+        let mut agent_args = vec![
+            format!("--master={master}"),
+            "--ip=127.0.0.1".into(),
+            format!("--port={agent_port}"),
+            format!("--work_dir={}", work_dir.path().join("agent").display()),
+            format!("--containerizers={containerizers}"),
+            format!("--docker_registry={}", test_images_dir().display()),
+            format!("--cgroups_root={cgroups_root}"),
+            "--resources=cpus:2;mem:2048;disk:4096;ports:[31000-32000]".into(),
+            "--executor_shutdown_grace_period=2secs".into(),
+        ];
+        agent_args.extend(extra_agent_args.iter().map(|a| a.to_string()));
+        let agent_proc = Proc::spawn("mezzo-agent", &bins.join("mezzo-agent"), &agent_args, &work_dir.path().join("agent.log"))?;
         let cluster = Cluster {
             master,
             agent,
             work_dir,
             cgroups_root,
+            agent_args,
+            agent_crashed: false,
             agent_proc: Some(agent_proc),
             master_proc: Some(master_proc),
         };
@@ -153,6 +172,54 @@ impl Cluster {
         bail!("agent did not register within {timeout:?}; agent log:\n{}", self.agent_log())
     }
 
+    /// Kills the agent with SIGKILL, as a crash would: its executors and
+    /// containers keep running.
+    pub fn crash_agent(&mut self) {
+        if let Some(mut a) = self.agent_proc.take() {
+            a.crash();
+            self.agent_crashed = true;
+        }
+    }
+
+    /// Starts the agent again with the same flags and work dir, and waits
+    /// until it answers on its port.
+    pub async fn restart_agent(&mut self) -> Result<()> {
+        self.crash_agent();
+        let proc = Proc::spawn("mezzo-agent", &bin_dir().join("mezzo-agent"), &self.agent_args, &self.work_dir.path().join("agent.log"))?;
+        self.agent_proc = Some(proc);
+        self.agent_crashed = false;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(resp) = client.get(format!("http://{}/health", self.agent)).send().await {
+                if resp.status() == 200 {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("agent did not come back within 30 s; agent log:\n{}", self.agent_log())
+    }
+
+    /// The agent's pid, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent_proc.as_ref().map(Proc::pid)
+    }
+
+    /// Sends an operator API call (`POST /api/v1`) to the agent as JSON;
+    /// returns the status code and the body.
+    pub async fn agent_call_json(&self, call: &serde_json::Value) -> Result<(u16, String)> {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/api/v1", self.agent))
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json")
+            .body(call.to_string())
+            .send()
+            .await?;
+        let code = resp.status().as_u16();
+        Ok((code, resp.text().await?))
+    }
+
     /// The agent's log so far.
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(self.work_dir.path().join("agent.log")).unwrap_or_default()
@@ -167,6 +234,23 @@ impl Cluster {
     pub fn stop(&mut self) {
         if let Some(mut a) = self.agent_proc.take() {
             a.stop(Duration::from_secs(30));
+        }
+        if std::mem::take(&mut self.agent_crashed) {
+            // What the crashed agent left running is removed by an agent
+            // that recovers it and cleans up (`--recover=cleanup`).
+            let mut args = self.agent_args.clone();
+            args.push("--recover=cleanup".into());
+            let log = self.work_dir.path().join("agent.log");
+            match Proc::spawn("mezzo-agent --recover=cleanup", &bin_dir().join("mezzo-agent"), &args, &log) {
+                Ok(mut p) => {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while Instant::now() < deadline && matches!(p.child.try_wait(), Ok(None)) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    p.stop(Duration::from_secs(5));
+                }
+                Err(e) => eprintln!("cannot clean up after a crashed agent: {e}"),
+            }
         }
         if let Some(mut m) = self.master_proc.take() {
             m.stop(Duration::from_secs(10));
@@ -203,18 +287,34 @@ impl Drop for Scheduler {
 impl Scheduler {
     /// SUBSCRIBEs a framework named `name` and waits for SUBSCRIBED.
     pub async fn subscribe(master: &str, name: &str) -> Result<Scheduler> {
+        Scheduler::subscribe_with(
+            master,
+            FrameworkInfo { user: "root".into(), name: name.into(), hostname: Some(String::new()), ..Default::default() },
+        )
+        .await
+    }
+
+    /// SUBSCRIBEs a framework that checkpoints (its tasks survive an agent restart).
+    pub async fn subscribe_checkpointing(master: &str, name: &str) -> Result<Scheduler> {
+        Scheduler::subscribe_with(
+            master,
+            FrameworkInfo {
+                user: "root".into(),
+                name: name.into(),
+                hostname: Some(String::new()),
+                checkpoint: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// SUBSCRIBEs with `framework_info` and waits for SUBSCRIBED.
+    pub async fn subscribe_with(master: &str, framework_info: FrameworkInfo) -> Result<Scheduler> {
         let http = reqwest::Client::new();
         let call = Call {
             r#type: Some(call::Type::Subscribe as i32),
-            subscribe: Some(call::Subscribe {
-                framework_info: FrameworkInfo {
-                    user: "root".into(),
-                    name: name.into(),
-                    hostname: Some(String::new()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            }),
+            subscribe: Some(call::Subscribe { framework_info, ..Default::default() }),
             ..Default::default()
         };
         let resp = http
@@ -470,5 +570,68 @@ pub fn command_task(offer: &Offer, id: &str, command: &str, kind: Kind, image: &
         command: Some(CommandInfo { value: Some(command.into()), shell: Some(true), ..Default::default() }),
         container,
         ..Default::default()
+    }
+}
+
+impl Scheduler {
+    /// Launches `task` on `offer` and waits for TASK_RUNNING; a terminal
+    /// update first is an error. Returns the RUNNING update.
+    pub async fn launch_and_wait_running(&mut self, offer: &Offer, task: TaskInfo, timeout: Duration) -> Result<TaskStatus> {
+        let id = task.task_id.value.clone();
+        self.launch(offer, task).await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let st = self.next_update(left).await?;
+            if st.task_id.value != id {
+                continue;
+            }
+            if st.state().is_terminal() {
+                bail!("task {id} ended before it ran: {st:?}");
+            }
+            if st.state() == mezzo_proto::mesos::v1::TaskState::TaskRunning {
+                return Ok(st);
+            }
+        }
+    }
+}
+
+/// The container id an update carries.
+pub fn container_id_of(status: &TaskStatus) -> Option<String> {
+    status.container_status.as_ref().and_then(|c| c.container_id.as_ref()).map(|c| c.value.clone())
+}
+
+/// Asserts that nothing of the cluster's is left: cgroups, mounts, docker
+/// containers, processes running in its work dir.
+pub fn assert_clean(cluster: &Cluster) {
+    for controller in ["memory", "cpu", "pids", "freezer"] {
+        let root = Path::new("/sys/fs/cgroup").join(controller).join(&cluster.cgroups_root);
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            let left: Vec<_> = entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect();
+            assert!(left.is_empty(), "cgroups left under {}: {left:?}", root.display());
+        }
+    }
+    let work = cluster.work_dir.path().display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let leaked: Vec<_> = mounts.lines().filter(|l| l.contains(&work)).collect();
+    assert!(leaked.is_empty(), "mounts left: {leaked:?}");
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=mezzo.agent_id", "--filter", "name=mesos-"])
+        .output();
+    if let Ok(out) = out {
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let inspect = std::process::Command::new("docker").args(["inspect", id]).output().unwrap();
+            assert!(!String::from_utf8_lossy(&inspect.stdout).contains(&work), "docker container {id} of this test left behind");
+        }
+    }
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
+            assert!(
+                !cwd.display().to_string().starts_with(&work),
+                "process {} left running in {}",
+                entry.file_name().to_string_lossy(),
+                cwd.display()
+            );
+        }
     }
 }

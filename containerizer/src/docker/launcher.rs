@@ -1,44 +1,50 @@
 //! The executor's side of a docker container: create and start it from the
-//! request `prepare` rendered, copy its output into the sandbox files, signal
-//! it, and wait for its exit code.
+//! request `prepare` rendered, stream its output into the sandbox files while
+//! it runs, stop or signal it, wait for its exit code and report an OOM kill.
 
-use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher};
+use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher, Limitation, LimitationReason};
 use async_trait::async_trait;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder, WaitContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use super::image::is_not_found;
-use super::{connect, container_name, CREATE_REQUEST_FILE};
+use super::engine::{Engine, EngineError};
+use super::{container_name, LaunchSettings, CREATE_REQUEST_FILE, LAUNCH_SETTINGS_FILE};
 
 /// How long `wait` lets the log copy catch up after the container ended.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Starts, signals and waits for one docker container prepared by
+/// Starts, stops and waits for one docker container prepared by
 /// `DockerBackend::prepare`.
 ///
 /// The exit status: the engine reports only an exit code, and a process
 /// killed by signal N shows as code 128+N. `wait` returns
 /// `ExitStatus::from_signal(N)` for such a code when this launcher sent
-/// signal N or the engine reports the container was OOM-killed (N = 9);
-/// every other code is `ExitStatus::from_code(code)`, as `docker run` reports it.
+/// signal N (a stop sends SIGTERM and SIGKILL) or the engine reports the
+/// container was OOM-killed (N = 9); every other code is
+/// `ExitStatus::from_code(code)`, as `docker run` reports it.
 pub struct DockerLauncher {
     spec: ContainerSpec,
     name: String,
     request: ContainerCreateBody,
-    docker: OnceCell<Docker>,
+    engine: Arc<Engine>,
+    stop_timeout: Duration,
     logs: Option<JoinHandle<Result<(), ContainerizerError>>>,
-    /// Bit N-1 set when signal N was sent through `signal`.
-    signals_sent: AtomicU64,
+    started: bool,
+    /// Bit N-1 set when signal N was sent.
+    signals_sent: Arc<AtomicU64>,
+    limitation: Mutex<Option<Limitation>>,
 }
 
 impl DockerLauncher {
@@ -48,8 +54,25 @@ impl DockerLauncher {
         let bytes = std::fs::read(&path).map_err(ContainerizerError::io("read docker create request", &path))?;
         let request: ContainerCreateBody = serde_json::from_slice(&bytes)
             .map_err(|e| ContainerizerError::InvalidSpec(format!("{}: {e}", path.display())))?;
+        let path = runtime_dir.join(LAUNCH_SETTINGS_FILE);
+        let settings: LaunchSettings = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| ContainerizerError::InvalidSpec(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LaunchSettings::default(),
+            Err(e) => return Err(ContainerizerError::io("read docker launch settings", &path)(e)),
+        };
         let name = container_name(&spec.container_id);
-        Ok(DockerLauncher { spec, name, request, docker: OnceCell::new(), logs: None, signals_sent: AtomicU64::new(0) })
+        Ok(DockerLauncher {
+            spec,
+            name,
+            request,
+            engine: Arc::new(Engine::new(settings.engine)),
+            stop_timeout: Duration::from_millis(settings.stop_timeout_ms),
+            logs: None,
+            started: false,
+            signals_sent: Arc::new(AtomicU64::new(0)),
+            limitation: Mutex::new(None),
+        })
     }
 
     /// Name of the engine's container (`mesos-<container id>`).
@@ -57,37 +80,41 @@ impl DockerLauncher {
         &self.name
     }
 
-    async fn docker(&self) -> Result<&Docker, ContainerizerError> {
-        self.docker.get_or_try_init(connect).await
+    fn engine_error(&self, what: &str, e: EngineError) -> ContainerizerError {
+        e.into_error(&format!("{what} container {}", self.name))
     }
 
-    fn engine_error(&self, what: &str, e: bollard::errors::Error) -> ContainerizerError {
-        ContainerizerError::Docker(format!("{what} container {}: {e}", self.name))
+    async fn inspect(&self) -> Result<bollard::models::ContainerInspectResponse, EngineError> {
+        self.engine.call("inspect container", |d| d.inspect_container(&self.name, None::<InspectContainerOptions>)).await
     }
 }
 
 #[async_trait]
 impl Launcher for DockerLauncher {
     async fn start(&mut self) -> Result<(), ContainerizerError> {
-        if self.logs.is_some() {
+        if self.started {
             return Err(ContainerizerError::Launcher(format!("container {} was already started", self.name)));
         }
-        let docker = self.docker().await?.clone();
         let options = CreateContainerOptionsBuilder::new().name(&self.name).build();
-        let created = docker
-            .create_container(Some(options), self.request.clone())
+        let request = self.request.clone();
+        let created = self
+            .engine
+            .call("create container", |d| d.create_container(Some(options), request))
             .await
             .map_err(|e| self.engine_error("create", e))?;
+        self.started = true;
         for warning in created.warnings.iter().filter(|w| !w.is_empty()) {
             tracing::warn!(container = %self.name, "docker: {warning}");
         }
-        docker
-            .start_container(&self.name, None::<bollard::query_parameters::StartContainerOptions>)
+        self.engine
+            .call("start container", |d| d.start_container(&self.name, None::<bollard::query_parameters::StartContainerOptions>))
             .await
             .map_err(|e| self.engine_error("start", e))?;
         tracing::info!(container = %self.name, id = %created.id, "started docker container");
-        // The engine keeps the whole log, so following it after the start
-        // misses nothing; the stream ends when the container stops.
+        // The engine keeps the whole log, so following it from the start
+        // misses nothing; the stream ends when the container stops. Output
+        // reaches the sandbox files as the task writes it.
+        let docker = self.engine.client().await?.clone();
         self.logs = Some(tokio::spawn(copy_logs(
             docker,
             self.name.clone(),
@@ -101,42 +128,50 @@ impl Launcher for DockerLauncher {
         if !(1..=64).contains(&signal) {
             return Err(ContainerizerError::Launcher(format!("invalid signal {signal}")));
         }
-        let docker = self.docker().await?;
         self.signals_sent.fetch_or(signal_bit(signal as u32), Ordering::SeqCst);
         let options = KillContainerOptionsBuilder::new().signal(&signal.to_string()).build();
-        match docker.kill_container(&self.name, Some(options)).await {
+        match self.engine.call("signal container", |d| d.kill_container(&self.name, Some(options))).await {
             Ok(()) => Ok(()),
             // 409: not running any more; the signal is moot.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message }) => {
-                tracing::debug!(container = %self.name, %message, "signal to a stopped container");
+            Err(e) if e.status() == Some(409) => {
+                tracing::debug!(container = %self.name, message = %e.message(), "signal to a stopped container");
                 Ok(())
             }
-            Err(e) if is_not_found(&e) => Err(ContainerizerError::UnknownContainer(self.name.clone())),
+            Err(e) if e.is_not_found() => Err(ContainerizerError::UnknownContainer(self.name.clone())),
             Err(e) => Err(self.engine_error("signal", e)),
         }
     }
 
     async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError> {
-        let docker = self.docker().await?.clone();
+        // Waiting lasts as long as the task: only reaching the engine is bounded.
+        let docker = self.engine.client().await?.clone();
         let options = WaitContainerOptionsBuilder::new().condition("not-running").build();
         let mut waiting = docker.wait_container(&self.name, Some(options));
         match waiting.next().await {
             // bollard turns a non-zero exit code into this error; the code is
             // read from inspect below either way.
             Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {}
-            Some(Err(e)) if is_not_found(&e) => return Err(ContainerizerError::UnknownContainer(self.name.clone())),
-            Some(Err(e)) => return Err(self.engine_error("wait for", e)),
+            Some(Err(e)) if super::image::is_not_found(&e) => {
+                return Err(ContainerizerError::UnknownContainer(self.name.clone()))
+            }
+            Some(Err(e)) => return Err(self.engine_error("wait for", EngineError::Api(e))),
             None => return Err(ContainerizerError::Docker(format!("wait for container {}: no answer", self.name))),
         }
-        let inspect = docker
-            .inspect_container(&self.name, None::<bollard::query_parameters::InspectContainerOptions>)
-            .await
-            .map_err(|e| self.engine_error("inspect", e))?;
+        let inspect = self.inspect().await.map_err(|e| self.engine_error("inspect", e))?;
         let state = inspect.state.unwrap_or_default();
         let code = state
             .exit_code
             .ok_or_else(|| ContainerizerError::Docker(format!("container {} ended without an exit code", self.name)))?;
         let oom_killed = state.oom_killed.unwrap_or(false);
+        if oom_killed {
+            let limit = inspect.host_config.and_then(|h| h.memory).filter(|m| *m > 0);
+            let message = match limit {
+                Some(bytes) => format!("Memory limit exceeded: the container was killed by the OOM killer at its limit of {} MB", bytes >> 20),
+                None => "Memory limit exceeded: the container was killed by the OOM killer".to_string(),
+            };
+            *self.limitation.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Limitation { reason: LimitationReason::Memory, resources: vec!["mem".into()], message });
+        }
         if let Some(mut logs) = self.logs.take() {
             match tokio::time::timeout(LOG_FLUSH_TIMEOUT, &mut logs).await {
                 Ok(Ok(Ok(()))) => {}
@@ -152,6 +187,64 @@ impl Launcher for DockerLauncher {
         tracing::info!(container = %self.name, code, oom_killed, %status, "docker container ended");
         Ok(status)
     }
+
+    async fn ip_addresses(&self) -> Vec<IpAddr> {
+        match self.inspect().await {
+            Ok(inspect) => container_ips(&inspect),
+            Err(e) => {
+                tracing::warn!(container = %self.name, error = %e.message(), "cannot read the container's addresses");
+                Vec::new()
+            }
+        }
+    }
+
+    fn limitation(&self) -> Option<Limitation> {
+        self.limitation.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `docker stop` with the longer of `grace` and `--docker_stop_timeout`:
+    /// the image's stop signal (SIGTERM by default), SIGKILL once the grace
+    /// is over. Returns once the stop is under way; `wait` reports the end.
+    async fn stop(&self, grace: Duration) -> Result<(), ContainerizerError> {
+        let grace = grace.max(self.stop_timeout);
+        // Make sure the engine is there before promising a stop.
+        self.engine.client().await?;
+        self.signals_sent
+            .fetch_or(signal_bit(libc::SIGTERM as u32) | signal_bit(libc::SIGKILL as u32), Ordering::SeqCst);
+        let engine = self.engine.clone();
+        let id = self.spec.container_id.clone();
+        tracing::info!(container = %self.name, ?grace, "stopping docker container");
+        tokio::spawn(async move {
+            if let Err(e) = super::stop_container(&engine, &id, grace).await {
+                tracing::warn!(container = %container_name(&id), error = %e, "stopping docker container");
+            }
+        });
+        Ok(())
+    }
+
+    fn min_stop_grace(&self) -> Duration {
+        self.stop_timeout
+    }
+}
+
+/// Every address the container has on its networks.
+fn container_ips(inspect: &bollard::models::ContainerInspectResponse) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let networks = inspect.network_settings.as_ref().and_then(|n| n.networks.as_ref());
+    let mut names: Vec<&String> = networks.map(|n| n.keys().collect()).unwrap_or_default();
+    // A stable order: the engine's map has none.
+    names.sort();
+    for name in names {
+        let endpoint = &networks.expect("names came from it")[name];
+        for addr in [&endpoint.ip_address, &endpoint.global_ipv6_address].into_iter().flatten() {
+            if let Ok(ip) = addr.parse::<IpAddr>() {
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Maps the engine's exit code to a wait status (see `DockerLauncher`).

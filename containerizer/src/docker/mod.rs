@@ -1,33 +1,47 @@
 //! The docker backend: runs a task's container on the local Docker Engine
 //! through its HTTP API (bollard), following Mesos's docker containerizer.
 //!
-//! * `DockerBackend::prepare` makes sure the engine has the image (loading a
-//!   local `docker save` archive when it is missing: no registry is assumed)
-//!   and renders the spec into the create request, saved as
-//!   `<runtime_dir>/docker-create.json`.
+//! * The `docker/runtime` isolator makes sure the engine has the image
+//!   (pulled with the `--docker_config` credentials, or loaded from mezzo's
+//!   image store) and works out the command and `DockerInfo` options;
+//!   `DockerBackend::prepare` renders everything into the create request,
+//!   saved as `<runtime_dir>/docker-create.json`, next to the engine
+//!   settings the executor needs (`docker-launch.json`).
 //! * `DockerLauncher` (in the executor) creates and starts the container
-//!   `mesos-<container id>`, copies its output into the sandbox files,
-//!   signals it and waits for its exit code.
-//! * `DockerBackend::destroy` force-removes the container.
+//!   `mesos-<container id>`, streams its output into the sandbox files,
+//!   stops it, waits for its exit code and reports an OOM kill.
+//! * `DockerBackend::destroy` stops the container and removes it, at once or
+//!   after `--docker_remove_delay`.
+//! * `DockerBackend::recover` removes `mesos-*` containers of ours that no
+//!   checkpoint names (`--docker_kill_orphans`).
 //!
-//! The engine here speaks API 1.41 only, so every client negotiates the
-//! version before its first request.
+//! Every engine call is bounded (`engine_timeout`), and the engine is only
+//! contacted when a docker container needs it: an engine that is down or
+//! hung fails docker launches with a clear message and nothing else.
 
+mod auth;
+mod engine;
 mod image;
 mod isolators;
 mod launcher;
 mod render;
 
-pub use image::{ensure_image, ImageRef};
-pub use isolators::{cpu_shares, memory_bytes, DockerResourcesIsolator, DockerRuntimeIsolator, MIN_MEMORY_BYTES};
+pub use auth::{registry_host, RegistryAuth};
+pub use engine::{Engine, EngineError, EngineSettings, DEFAULT_DOCKER_HOST, DEFAULT_ENGINE_TIMEOUT};
+pub use image::{ImageProvider, ImageRef, ImageSource};
+pub use isolators::{
+    cpu_shares, docker_limits, memory_bytes, DockerResourcesIsolator, DockerRuntimeIsolator, MIN_MEMORY_BYTES,
+};
 pub use launcher::DockerLauncher;
-pub use render::render;
+pub use render::{parse_size, render, validate_parameters, DockerRun, SUPPORTED_PARAMETERS};
 
 use crate::containerizer::write_atomic;
 use crate::{Backend, ContainerSpec, ContainerType, ContainerizerError, Isolator};
 use async_trait::async_trait;
-use bollard::query_parameters::RemoveContainerOptionsBuilder;
-use bollard::Docker;
+use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
+use isolators::PendingRuns;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,66 +50,155 @@ use std::time::Duration;
 pub const CONTAINER_NAME_PREFIX: &str = "mesos-";
 /// Label carrying the mezzo container id on every container we create.
 pub const CONTAINER_ID_LABEL: &str = "mezzo.container_id";
+/// Label naming the agent that owns a container (`DockerBackendConfig::owner`).
+pub const OWNER_LABEL: &str = "mezzo.owner";
 /// File in the runtime directory holding the rendered create request.
 pub const CREATE_REQUEST_FILE: &str = "docker-create.json";
-/// Bound on removing a container in `destroy`.
-const DESTROY_TIMEOUT: Duration = Duration::from_secs(60);
+/// File in the runtime directory holding what the launcher needs besides
+/// the request (`LaunchSettings`).
+pub const LAUNCH_SETTINGS_FILE: &str = "docker-launch.json";
+/// Mesos's `--docker_remove_delay` default.
+pub const DEFAULT_REMOVE_DELAY: Duration = Duration::from_secs(6 * 60 * 60);
 
 /// The engine's name for a mezzo container: `mesos-<container id>`.
 pub fn container_name(container_id: &str) -> String {
     format!("{CONTAINER_NAME_PREFIX}{container_id}")
 }
 
-/// Connects to the local engine (`DOCKER_HOST` or `/var/run/docker.sock`)
-/// and negotiates the API version down to what it speaks.
-pub async fn connect() -> Result<Docker, ContainerizerError> {
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|e| ContainerizerError::Docker(format!("connect to the docker engine: {e}")))?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|e| ContainerizerError::Docker(format!("negotiate the docker engine api version: {e}")))
-}
-
-/// Settings of the docker backend.
-#[derive(Debug, Clone, Default)]
+/// Settings of the docker backend (the agent's `--docker*` flags).
+#[derive(Clone)]
 pub struct DockerBackendConfig {
     /// Directory of `docker save` archives (`<name>:<tag>.tar`, or
-    /// `<name>.tar` for `latest`) to load images the engine lacks.
+    /// `<name>.tar` for `latest`): images for `ImageSource::Store` without a
+    /// store, and the fallback when a pull fails.
     pub image_archive_dir: Option<PathBuf>,
+    /// The engine's address (`--docker_socket`): `unix:///path`, a socket
+    /// path or `tcp://host:port`; `None` is `DOCKER_HOST` or the default socket.
+    pub docker_host: Option<String>,
+    /// Registry credentials (`--docker_config`), a docker `config.json`.
+    pub docker_config: Option<PathBuf>,
+    /// How long an ended container is kept before it is removed
+    /// (`--docker_remove_delay`, 6 hours by default as in Mesos).
+    pub remove_delay: Duration,
+    /// The shortest grace period of a stop (`--docker_stop_timeout`).
+    pub stop_timeout: Duration,
+    /// Whether `recover` removes `mesos-*` containers no checkpoint names
+    /// (`--docker_kill_orphans`).
+    pub kill_orphans: bool,
+    /// Where missing images come from (`--docker_image_source`).
+    pub image_source: ImageSource,
+    /// mezzo's image store, for `ImageSource::Store`.
+    pub image_store: Option<mezzo_images::ImageStore>,
+    /// Bound on each engine call.
+    pub engine_timeout: Duration,
+    /// Labels every container with `mezzo.owner=<owner>`, and makes
+    /// `recover` treat only containers with this owner as its own: set it
+    /// (to something stable, like the work dir) when several agents share an
+    /// engine. `None` is Mesos's behaviour: every mezzo container is ours.
+    pub owner: Option<String>,
+}
+
+impl Default for DockerBackendConfig {
+    fn default() -> Self {
+        DockerBackendConfig {
+            image_archive_dir: None,
+            docker_host: None,
+            docker_config: None,
+            remove_delay: DEFAULT_REMOVE_DELAY,
+            stop_timeout: Duration::ZERO,
+            kill_orphans: true,
+            image_source: ImageSource::Engine,
+            image_store: None,
+            engine_timeout: DEFAULT_ENGINE_TIMEOUT,
+            owner: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for DockerBackendConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerBackendConfig")
+            .field("image_archive_dir", &self.image_archive_dir)
+            .field("docker_host", &self.docker_host)
+            .field("docker_config", &self.docker_config)
+            .field("remove_delay", &self.remove_delay)
+            .field("stop_timeout", &self.stop_timeout)
+            .field("kill_orphans", &self.kill_orphans)
+            .field("image_source", &self.image_source)
+            .field("image_store", &self.image_store.as_ref().map(|s| s.root().to_path_buf()))
+            .field("engine_timeout", &self.engine_timeout)
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ImageProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageProvider").field("source", &self.source).field("archive_dir", &self.archive_dir).finish()
+    }
+}
+
+/// What the launcher reads from the runtime directory besides the request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSettings {
+    /// How to reach the engine the backend used.
+    pub engine: EngineSettings,
+    /// `--docker_stop_timeout`, in milliseconds.
+    pub stop_timeout_ms: u64,
 }
 
 /// The `docker` containerizer backend, for `ContainerInfo.type = DOCKER`.
 pub struct DockerBackend {
-    docker: Docker,
+    engine: Arc<Engine>,
     config: DockerBackendConfig,
     isolators: Vec<Arc<dyn Isolator>>,
+    pending: Arc<PendingRuns>,
 }
 
 impl DockerBackend {
-    /// Connects to the local engine; fails when it cannot be reached, as
-    /// Mesos's docker containerizer refuses to start without docker.
+    /// A backend for `config`. The engine is not contacted here (an engine
+    /// that is down fails only docker launches, with a clear message); this
+    /// fails only on invalid configuration, like an unreadable `docker_config`.
     pub async fn new(config: DockerBackendConfig) -> Result<Self, ContainerizerError> {
-        let docker = connect().await?;
-        let version = docker
-            .version()
-            .await
-            .map_err(|e| ContainerizerError::Docker(format!("query the docker engine version: {e}")))?;
-        tracing::info!(
-            engine = version.version.as_deref().unwrap_or("?"),
-            api = %docker.client_version(),
-            "docker backend connected"
-        );
+        if config.engine_timeout.is_zero() {
+            return Err(ContainerizerError::InvalidSpec("docker: the engine timeout must be positive".into()));
+        }
+        let auth = match &config.docker_config {
+            Some(path) => RegistryAuth::load(path)?,
+            None => RegistryAuth::default(),
+        };
+        if config.image_source == ImageSource::Store && config.image_store.is_none() && config.image_archive_dir.is_none() {
+            return Err(ContainerizerError::InvalidSpec(
+                "docker: --docker_image_source=store needs an image store or an image archive directory".into(),
+            ));
+        }
+        let engine = Arc::new(Engine::new(EngineSettings {
+            host: config.docker_host.clone(),
+            timeout_ms: config.engine_timeout.as_millis() as u64,
+        }));
+        let images = ImageProvider {
+            source: config.image_source,
+            archive_dir: config.image_archive_dir.clone(),
+            store: config.image_store.clone(),
+            auth,
+        };
+        let pending = Arc::new(PendingRuns::default());
         let isolators: Vec<Arc<dyn Isolator>> = vec![
-            Arc::new(DockerResourcesIsolator),
-            Arc::new(DockerRuntimeIsolator::new(docker.clone(), config.image_archive_dir.clone())),
+            Arc::new(DockerResourcesIsolator::new(engine.clone())),
+            Arc::new(DockerRuntimeIsolator::new(engine.clone(), images, pending.clone())),
         ];
-        Ok(DockerBackend { docker, config, isolators })
+        tracing::info!(engine = %engine.settings().address(), source = ?config.image_source, "docker backend ready");
+        Ok(DockerBackend { engine, config, isolators, pending })
     }
 
-    /// The engine client this backend uses.
-    pub fn docker(&self) -> &Docker {
-        &self.docker
+    /// The engine this backend talks to.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops and removes `mesos-<container_id>` now.
+    async fn remove_now(&self, container_id: &str) -> Result<(), ContainerizerError> {
+        remove_container(&self.engine, container_id).await
     }
 }
 
@@ -114,40 +217,114 @@ impl Backend for DockerBackend {
     }
 
     async fn prepare(&self, spec: &ContainerSpec, runtime_dir: &Path) -> Result<(), ContainerizerError> {
-        let request = render(spec)?;
-        let image = ImageRef::parse(request.image.as_deref().unwrap_or_default())?;
-        ensure_image(&self.docker, &image, self.config.image_archive_dir.as_deref()).await?;
+        let run = self.pending.take(&spec.container_id).ok_or_else(|| {
+            ContainerizerError::InvalidSpec(format!(
+                "docker: container {} was not prepared by the docker/runtime isolator",
+                spec.container_id
+            ))
+        })?;
+        let mut request = render(spec, &run)?;
+        if let Some(owner) = &self.config.owner {
+            request.labels.get_or_insert_with(HashMap::new).insert(OWNER_LABEL.to_string(), owner.clone());
+        }
         let json = serde_json::to_vec_pretty(&request)
             .map_err(|e| ContainerizerError::Other(format!("serialize docker create request: {e}")))?;
-        write_atomic(&runtime_dir.join(CREATE_REQUEST_FILE), &json)
+        write_atomic(&runtime_dir.join(CREATE_REQUEST_FILE), &json)?;
+        let settings = LaunchSettings {
+            engine: self.engine.settings().clone(),
+            stop_timeout_ms: self.config.stop_timeout.as_millis() as u64,
+        };
+        let json = serde_json::to_vec_pretty(&settings)
+            .map_err(|e| ContainerizerError::Other(format!("serialize docker launch settings: {e}")))?;
+        write_atomic(&runtime_dir.join(LAUNCH_SETTINGS_FILE), &json)
     }
 
+    /// Stops the container (SIGTERM, SIGKILL after `--docker_stop_timeout`)
+    /// and removes it, at once or, with a remove delay, from a timer: the
+    /// ended container stays for operators to inspect until then.
     async fn destroy(&self, container_id: &str, _runtime_dir: &Path) -> Result<(), ContainerizerError> {
-        remove_container(&self.docker, container_id).await
+        self.pending.take(container_id);
+        if self.config.remove_delay.is_zero() {
+            return self.remove_now(container_id).await;
+        }
+        stop_container(&self.engine, container_id, self.config.stop_timeout).await?;
+        let engine = self.engine.clone();
+        let (id, delay) = (container_id.to_string(), self.config.remove_delay);
+        tracing::info!(container = %container_name(&id), ?delay, "docker container will be removed after the remove delay");
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = remove_container(&engine, &id).await {
+                tracing::warn!(container = %container_name(&id), error = %e, "removing the docker container after the remove delay");
+            }
+        });
+        Ok(())
+    }
+
+    /// Removes our `mesos-*` containers that no known spec names, when
+    /// `kill_orphans`; the known ones are left to their executors.
+    async fn recover(&self, known: &[ContainerSpec]) -> Result<(), ContainerizerError> {
+        let known: HashSet<&str> = known.iter().map(|s| s.container_id.as_str()).collect();
+        let mut labels = vec![CONTAINER_ID_LABEL.to_string()];
+        if let Some(owner) = &self.config.owner {
+            labels.push(format!("{OWNER_LABEL}={owner}"));
+        }
+        let filters: HashMap<&str, Vec<String>> = [("label", labels)].into();
+        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+        let containers = self
+            .engine
+            .call("list containers", |d| d.list_containers(Some(options)))
+            .await
+            .map_err(|e| e.into_error("list docker containers"))?;
+        for c in containers {
+            let Some(id) = c.labels.as_ref().and_then(|l| l.get(CONTAINER_ID_LABEL)).cloned() else { continue };
+            let ours = c.names.iter().flatten().any(|n| n.trim_start_matches('/') == container_name(&id));
+            if !ours || known.contains(id.as_str()) {
+                continue;
+            }
+            if !self.config.kill_orphans {
+                tracing::info!(container = %container_name(&id), "orphan docker container left running (--docker_kill_orphans=false)");
+                continue;
+            }
+            tracing::info!(container = %container_name(&id), "removing orphan docker container");
+            if let Err(e) = stop_container(&self.engine, &id, self.config.stop_timeout).await {
+                tracing::warn!(container = %container_name(&id), error = %e, "stopping orphan docker container");
+            }
+            remove_container(&self.engine, &id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `docker stop -t <grace>` of `mesos-<container_id>`: SIGTERM, SIGKILL
+/// after `grace`. A container that is not running, or not known, is fine.
+pub async fn stop_container(engine: &Engine, container_id: &str, grace: Duration) -> Result<(), ContainerizerError> {
+    let name = container_name(container_id);
+    let secs = grace.as_secs_f64().ceil() as i32;
+    let options = StopContainerOptionsBuilder::new().t(secs).build();
+    // The engine answers once the container stopped: allow the grace on top.
+    let bound = grace + engine.timeout();
+    let address = engine.settings().address();
+    let docker = engine.client().await?;
+    match engine::bounded(bound, "stop container", &address, docker.stop_container(&name, Some(options))).await? {
+        Ok(()) => Ok(()),
+        Err(e) if image::is_not_found(&e) => Ok(()),
+        Err(e) => Err(EngineError::Api(e).into_error(&format!("stop container {name}"))),
     }
 }
 
 /// Force-removes `mesos-<container_id>` (killing it if it runs) with its
 /// anonymous volumes; a container the engine does not know is not an error.
-pub async fn remove_container(docker: &Docker, container_id: &str) -> Result<(), ContainerizerError> {
+pub async fn remove_container(engine: &Engine, container_id: &str) -> Result<(), ContainerizerError> {
     let name = container_name(container_id);
     let options = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
-    match tokio::time::timeout(DESTROY_TIMEOUT, docker.remove_container(&name, Some(options))).await {
-        Ok(Ok(())) => {
+    match engine.call("remove container", |d| d.remove_container(&name, Some(options))).await {
+        Ok(()) => {
             tracing::info!(container = %name, "removed docker container");
             Ok(())
         }
-        Ok(Err(e)) if image::is_not_found(&e) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
         // 409 "removal already in progress": someone else is removing it.
-        Ok(Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message }))
-            if message.contains("already in progress") =>
-        {
-            Ok(())
-        }
-        Ok(Err(e)) => Err(ContainerizerError::Docker(format!("remove container {name}: {e}"))),
-        Err(_) => Err(ContainerizerError::Docker(format!(
-            "remove container {name}: no answer within {}s",
-            DESTROY_TIMEOUT.as_secs()
-        ))),
+        Err(e) if e.status() == Some(409) && e.message().contains("already in progress") => Ok(()),
+        Err(e) => Err(e.into_error(&format!("remove container {name}"))),
     }
 }

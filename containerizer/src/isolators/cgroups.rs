@@ -1,15 +1,49 @@
-//! `cgroups/cpu` and `cgroups/mem`: limits from the task's resources, with
-//! Mesos's arithmetic, in the container's own cgroup `/<root>/<id>`.
+//! `cgroups/*`: one isolator for every cgroup controller a container gets
+//! (as Mesos keeps one cgroups isolator however many `cgroups/*` names are
+//! listed). Each container has one leaf `/<cgroups_root>/<id>`; limits follow
+//! Mesos's arithmetic, on cgroups v1 and v2.
+//!
+//! The isolator creates the cgroup and writes its limits in `prepare` (the
+//! same values also travel in `ContainerSpec.limits` so that libcontainer
+//! applies them when it joins the cgroup), reads statistics in `usage`,
+//! changes limits in `update`, watches for the kernel's OOM events in
+//! `watch`, and kills and removes the cgroup in `cleanup`.
 
-use crate::{ContainerConfig, ContainerSpec, ContainerizerError, Isolator};
+use super::cgroupfs::{count_lines, keyed, parse_limit, read_file, read_opt, write_file, CgroupFs};
+use crate::{
+    ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Limitation, LimitationReason, ResourceLimits, Resources,
+    Usage,
+};
 use async_trait::async_trait;
+use std::collections::BTreeSet;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// cpu.shares per requested cpu (Mesos `CPU_SHARES_PER_CPU`).
 pub const CPU_SHARES_PER_CPU: f64 = 1024.0;
 /// Smallest cpu.shares the kernel accepts (Mesos `MIN_CPU_SHARES`).
 pub const MIN_CPU_SHARES: u64 = 2;
+/// cpu.weight per requested cpu on v2 (Mesos `CPU_WEIGHT_PER_CPU`).
+pub const CPU_WEIGHT_PER_CPU: f64 = 100.0;
+/// Bounds of cpu.weight.
+pub const MIN_CPU_WEIGHT: u64 = 1;
+pub const MAX_CPU_WEIGHT: u64 = 10_000;
+/// CFS period (Mesos `CPU_CFS_PERIOD`, 100 ms).
+pub const CPU_CFS_PERIOD_US: u64 = 100_000;
+/// Smallest CFS quota (Mesos `MIN_CPU_CFS_QUOTA`, 1 ms).
+pub const MIN_CPU_CFS_QUOTA_US: i64 = 1_000;
 /// Smallest memory limit Mesos sets (`MIN_MEMORY`, 32 MiB).
 pub const MIN_MEMORY_BYTES: i64 = 32 * 1024 * 1024;
+/// Default pids.max of a container (`--cgroups_max_pids`).
+pub const DEFAULT_MAX_PIDS: u64 = 4096;
+
+/// How long cleanup waits for the container's processes to die and its
+/// cgroups to go.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the v2 OOM watch reads `memory.events`, and the v1 watch
+/// re-checks its cgroup besides waiting for the eventfd.
+const OOM_POLL: Duration = Duration::from_millis(100);
 
 /// The container's cgroup, relative to each hierarchy's root.
 pub fn cgroup_path(cgroups_root: &str, container_id: &str) -> String {
@@ -21,112 +55,573 @@ pub fn cgroup_path(cgroups_root: &str, container_id: &str) -> String {
     }
 }
 
-/// `cgroups/cpu`: cpu.shares = max(2, 1024 × cpus).
+/// cpu.shares for `cpus`: max(2, 1024 × cpus).
+pub fn cpu_shares(cpus: f64) -> u64 {
+    MIN_CPU_SHARES.max((cpus * CPU_SHARES_PER_CPU) as u64)
+}
+
+/// cpu.weight for `cpus` (v2): max(1, 100 × cpus), at most 10000.
+pub fn cpu_weight(cpus: f64) -> u64 {
+    ((cpus * CPU_WEIGHT_PER_CPU) as u64).clamp(MIN_CPU_WEIGHT, MAX_CPU_WEIGHT)
+}
+
+/// The CFS quota in µs per `CPU_CFS_PERIOD_US`, or `None` for no quota:
+/// from the cpu limit when there is one (infinite: none), else from the
+/// request when CFS is enabled.
+pub fn cpu_quota_us(resources: &Resources, limits: &ResourceLimits, enable_cfs: bool) -> Option<i64> {
+    let cpus = match limits.cpus {
+        Some(limit) if limit.is_infinite() => return None,
+        Some(limit) => limit,
+        None if enable_cfs => resources.cpus?,
+        None => return None,
+    };
+    Some(MIN_CPU_CFS_QUOTA_US.max((cpus * CPU_CFS_PERIOD_US as f64) as i64))
+}
+
+/// max(`mb` MiB, 32 MiB) in bytes.
+fn memory_bytes(mb: f64) -> i64 {
+    MIN_MEMORY_BYTES.max((mb * 1024.0 * 1024.0) as i64)
+}
+
+/// Soft limit (`memory.soft_limit_in_bytes` / `memory.low`): the request.
+pub fn memory_soft_limit(resources: &Resources) -> Option<i64> {
+    resources.mem_mb.map(memory_bytes)
+}
+
+/// Hard limit (`memory.limit_in_bytes` / `memory.max`): the limit when
+/// there is one (infinite: `None`, no limit), else the request.
+pub fn memory_hard_limit(resources: &Resources, limits: &ResourceLimits) -> Option<i64> {
+    match limits.mem_mb {
+        Some(limit) if limit.is_infinite() => None,
+        Some(limit) => Some(memory_bytes(limit)),
+        None => memory_soft_limit(resources),
+    }
+}
+
+fn check_scalar(name: &str, value: Option<f64>, infinite_ok: bool) -> Result<(), ContainerizerError> {
+    match value {
+        Some(v) if v.is_nan() || v < 0.0 || (v.is_infinite() && !infinite_ok) => {
+            Err(ContainerizerError::InvalidSpec(format!("invalid {name} {v}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A cgroup controller the isolator manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Controller {
+    /// `cgroups/cpu`: shares/weight, CFS quota, cpu accounting.
+    Cpu,
+    /// `posix/cpu`: cpu accounting only.
+    CpuAccounting,
+    /// `cgroups/mem`: soft and hard limits, OOM watch, memory accounting.
+    Mem,
+    /// `posix/mem`: memory accounting only.
+    MemAccounting,
+    /// `cgroups/pids`: pids.max and process counts.
+    Pids,
+    /// `cgroups/blkio` (`io` on v2): placement only.
+    Blkio,
+}
+
+impl Controller {
+    /// v1 hierarchies this controller needs.
+    fn hierarchies(self) -> &'static [&'static str] {
+        match self {
+            Controller::Cpu | Controller::CpuAccounting => &["cpu", "cpuacct"],
+            Controller::Mem | Controller::MemAccounting => &["memory"],
+            Controller::Pids => &["pids"],
+            Controller::Blkio => &["blkio"],
+        }
+    }
+}
+
+/// How the cgroups isolator is set up (`--cgroups_*` flags).
 #[derive(Debug, Clone)]
-pub struct CgroupsCpu {
-    cgroups_root: String,
+pub struct CgroupsOptions {
+    /// The cgroup filesystem (`CgroupFs::detect()` on a real host).
+    pub fs: CgroupFs,
+    /// Containers' cgroups are `/<root>/<id>` (`--cgroups_root`).
+    pub root: String,
+    /// CFS quota from the cpu request too, not only from a cpu limit
+    /// (`--cgroups_enable_cfs`).
+    pub enable_cfs: bool,
+    /// pids.max of every container; `None` leaves it unlimited.
+    pub max_pids: Option<u64>,
 }
 
-impl CgroupsCpu {
-    /// Puts containers under `/<cgroups_root>/<id>` (Mesos `--cgroups_root`).
-    pub fn new(cgroups_root: impl Into<String>) -> Self {
-        CgroupsCpu { cgroups_root: cgroups_root.into() }
-    }
+/// The `cgroups/*` isolator (and `posix/cpu`, `posix/mem` accounting).
+#[derive(Debug, Clone)]
+pub struct CgroupsIsolator {
+    options: CgroupsOptions,
+    controllers: BTreeSet<Controller>,
 }
 
-#[async_trait]
-impl Isolator for CgroupsCpu {
-    fn name(&self) -> &'static str {
-        "cgroups/cpu"
+impl CgroupsIsolator {
+    /// An isolator for `controllers`; with none it still places every
+    /// container in its own cgroup (as Mesos's linux launcher does).
+    pub fn new(options: CgroupsOptions, controllers: impl IntoIterator<Item = Controller>) -> Self {
+        CgroupsIsolator { options, controllers: controllers.into_iter().collect() }
     }
 
-    async fn prepare(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
-        spec.cgroup_path = cgroup_path(&self.cgroups_root, &config.container_id);
-        if let Some(cpus) = config.resources.cpus {
-            if !cpus.is_finite() || cpus < 0.0 {
-                return Err(ContainerizerError::InvalidSpec(format!("invalid cpus {cpus}")));
+    /// The controllers this isolator manages.
+    pub fn controllers(&self) -> impl Iterator<Item = Controller> + '_ {
+        self.controllers.iter().copied()
+    }
+
+    fn has(&self, c: Controller) -> bool {
+        self.controllers.contains(&c)
+    }
+
+    fn fs(&self) -> &CgroupFs {
+        &self.options.fs
+    }
+
+    /// The container's directory for v1 hierarchy `hierarchy` (or the v2 one).
+    fn dir(&self, hierarchy: &str, spec: &ContainerSpec) -> PathBuf {
+        self.fs().dir(hierarchy, &spec.cgroup_path)
+    }
+
+    fn path_of(&self, container_id: &str) -> String {
+        cgroup_path(&self.options.root, container_id)
+    }
+
+    fn hierarchies(&self) -> Vec<&'static str> {
+        let mut h: Vec<&'static str> = self.controllers.iter().flat_map(|c| c.hierarchies().iter().copied()).collect();
+        h.sort_unstable();
+        h.dedup();
+        h
+    }
+
+    /// Writes the cpu limits for `resources` and `limits`.
+    fn apply_cpu(&self, spec: &ContainerSpec, resources: &Resources, limits: &ResourceLimits) -> Result<(), ContainerizerError> {
+        let quota = cpu_quota_us(resources, limits, self.options.enable_cfs);
+        let dir = self.dir("cpu", spec);
+        if self.fs().is_v2() {
+            if let Some(cpus) = resources.cpus {
+                write_file(&dir.join("cpu.weight"), &cpu_weight(cpus).to_string())?;
             }
-            spec.limits.cpu_shares = Some(MIN_CPU_SHARES.max((cpus * CPU_SHARES_PER_CPU) as u64));
+            let max = match quota {
+                Some(q) => format!("{q} {CPU_CFS_PERIOD_US}"),
+                None => format!("max {CPU_CFS_PERIOD_US}"),
+            };
+            write_file(&dir.join("cpu.max"), &max)
+        } else {
+            if let Some(cpus) = resources.cpus {
+                write_file(&dir.join("cpu.shares"), &cpu_shares(cpus).to_string())?;
+            }
+            // The period first: the kernel checks the quota against it.
+            write_file(&dir.join("cpu.cfs_period_us"), &CPU_CFS_PERIOD_US.to_string())?;
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota.unwrap_or(-1).to_string())
+        }
+    }
+
+    /// Writes the memory limits; the hard limit only when `initial` or
+    /// when it grows (lowering it under a running task could OOM it).
+    fn apply_mem(
+        &self,
+        spec: &ContainerSpec,
+        resources: &Resources,
+        limits: &ResourceLimits,
+        initial: bool,
+    ) -> Result<(), ContainerizerError> {
+        let dir = self.dir("memory", spec);
+        let v2 = self.fs().is_v2();
+        let (soft_file, hard_file) = if v2 {
+            ("memory.low", "memory.max")
+        } else {
+            ("memory.soft_limit_in_bytes", "memory.limit_in_bytes")
+        };
+        let hard = memory_hard_limit(resources, limits);
+        let raise = if initial {
+            true
+        } else {
+            let current = read_opt(&dir.join(hard_file)).and_then(|t| parse_limit(&t));
+            match (current, hard) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(cur), Some(new)) => new as u64 > cur,
+            }
+        };
+        if raise {
+            let value = match (hard, v2) {
+                (Some(b), _) => b.to_string(),
+                (None, true) => "max".to_string(),
+                (None, false) => "-1".to_string(),
+            };
+            write_file(&dir.join(hard_file), &value)?;
+        } else if !initial {
+            tracing::debug!(container = %spec.container_id, ?hard, "memory hard limit is only ever raised; keeping it");
+        }
+        if let Some(soft) = memory_soft_limit(resources) {
+            write_file(&dir.join(soft_file), &soft.to_string())?;
         }
         Ok(())
     }
-}
 
-/// `cgroups/mem`: hard limit and soft limit (reservation) both
-/// max(mem, 32 MiB), as Mesos does for a task with a request and no limit.
-#[derive(Debug, Clone)]
-pub struct CgroupsMem {
-    cgroups_root: String,
-}
-
-impl CgroupsMem {
-    /// Puts containers under `/<cgroups_root>/<id>` (Mesos `--cgroups_root`).
-    pub fn new(cgroups_root: impl Into<String>) -> Self {
-        CgroupsMem { cgroups_root: cgroups_root.into() }
+    fn apply_pids(&self, spec: &ContainerSpec) -> Result<(), ContainerizerError> {
+        let value = self.options.max_pids.map(|p| p.to_string()).unwrap_or_else(|| "max".to_string());
+        write_file(&self.dir("pids", spec).join("pids.max"), &value)
     }
+
+    /// The limitation message, Mesos style, for an OOM in `dir`.
+    fn oom_limitation(&self, dir: &Path) -> Limitation {
+        let v2 = self.fs().is_v2();
+        let mb = |b: Option<u64>| b.map(|b| format!("{}MB", b >> 20)).unwrap_or_else(|| "unknown".into());
+        let limit = read_opt(&dir.join(if v2 { "memory.max" } else { "memory.limit_in_bytes" })).and_then(|t| parse_limit(&t));
+        let peak = if v2 {
+            read_opt(&dir.join("memory.peak")).or_else(|| read_opt(&dir.join("memory.current")))
+        } else {
+            read_opt(&dir.join("memory.max_usage_in_bytes"))
+        }
+        .and_then(|t| t.trim().parse::<u64>().ok());
+        let stats = read_opt(&dir.join("memory.stat")).unwrap_or_default();
+        Limitation {
+            reason: LimitationReason::Memory,
+            resources: vec!["mem".to_string()],
+            message: format!(
+                "Memory limit exceeded: Requested: {} Maximum Used: {}\n\nMEMORY STATISTICS: \n{}",
+                mb(limit),
+                mb(peak),
+                stats
+            ),
+        }
+    }
+
+    /// v2: fires once `memory.events` counts an OOM kill.
+    async fn watch_v2(&self, dir: PathBuf) -> Limitation {
+        loop {
+            match read_opt(&dir.join("memory.events")) {
+                Some(events) if keyed(&events, "oom_kill").unwrap_or(0) > 0 => return self.oom_limitation(&dir),
+                // The cgroup is gone: the container was destroyed.
+                None if !dir.exists() => std::future::pending::<()>().await,
+                _ => {}
+            }
+            tokio::time::sleep(OOM_POLL).await;
+        }
+    }
+
+    /// v1: an eventfd registered on `memory.oom_control` through
+    /// `cgroup.event_control`, with the `oom_kill` counter (kernels from
+    /// 4.13 have it) checked too so that an OOM before registration counts.
+    async fn watch_v1(&self, dir: PathBuf) -> Result<Limitation, ContainerizerError> {
+        let oom_control = dir.join("memory.oom_control");
+        let oomed = |dir: &Path| {
+            read_opt(&dir.join("memory.oom_control"))
+                .is_some_and(|t| keyed(&t, "oom_kill").unwrap_or(0) > 0 || keyed(&t, "under_oom") == Some(1))
+        };
+        let event = oom_eventfd(&dir)?;
+        loop {
+            if oomed(&dir) {
+                return Ok(self.oom_limitation(&dir));
+            }
+            if !oom_control.exists() {
+                std::future::pending::<()>().await;
+            }
+            let fired = tokio::select! {
+                r = event.readable() => {
+                    let mut guard = r.map_err(ContainerizerError::io("wait for oom event", &oom_control))?;
+                    let mut buf = [0u8; 8];
+                    // SAFETY: reads at most 8 bytes into `buf`, which is 8 bytes long.
+                    let n = unsafe { libc::read(guard.get_inner().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    if n < 0 {
+                        guard.clear_ready();
+                        false
+                    } else {
+                        true
+                    }
+                }
+                _ = tokio::time::sleep(OOM_POLL * 10) => false,
+            };
+            if fired {
+                // The event also fires when the cgroup is removed; the
+                // kernel's OOM counters may lag the event a little.
+                for _ in 0..5 {
+                    if !oom_control.exists() {
+                        std::future::pending::<()>().await;
+                    }
+                    if oomed(&dir) {
+                        break;
+                    }
+                    tokio::time::sleep(OOM_POLL).await;
+                }
+                if oom_control.exists() {
+                    return Ok(self.oom_limitation(&dir));
+                }
+            }
+        }
+    }
+}
+
+/// An eventfd plus the `memory.oom_control` file it is registered on (it
+/// must stay open for the registration to last).
+struct OomEvent(std::os::fd::OwnedFd, #[allow(dead_code)] std::fs::File);
+
+impl AsRawFd for OomEvent {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+fn oom_eventfd(dir: &Path) -> Result<tokio::io::unix::AsyncFd<OomEvent>, ContainerizerError> {
+    use std::os::fd::FromRawFd;
+    let oom_control = dir.join("memory.oom_control");
+    let file = std::fs::File::open(&oom_control).map_err(ContainerizerError::io("open", &oom_control))?;
+    // SAFETY: eventfd takes no pointers; the result is checked below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(ContainerizerError::io("eventfd", &oom_control)(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    write_file(&dir.join("cgroup.event_control"), &format!("{} {}", fd.as_raw_fd(), file.as_raw_fd()))?;
+    // SAFETY: `OomEvent` owns the eventfd, so it stays open and is the same
+    // descriptor for as long as the `AsyncFd` holds it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(OomEvent(fd, file), tokio::io::Interest::READABLE) }
+        .map_err(|e| ContainerizerError::io("register eventfd", &oom_control)(e.into()))
+}
+
+/// Seconds per clock tick of `cpuacct.stat`.
+fn clock_tick_secs() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    1.0 / if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 #[async_trait]
-impl Isolator for CgroupsMem {
+impl Isolator for CgroupsIsolator {
     fn name(&self) -> &'static str {
-        "cgroups/mem"
+        "cgroups"
+    }
+
+    async fn recover(&self, containers: &[ContainerSpec]) -> Result<(), ContainerizerError> {
+        // Cgroups of containers no checkpoint names are orphans.
+        let known: BTreeSet<String> = containers.iter().map(|s| s.cgroup_path.clone()).collect();
+        let root = self.options.root.trim_matches('/');
+        if root.is_empty() {
+            // Without a root of our own every top-level cgroup would look
+            // like an orphan; there is nothing we can tell apart.
+            return Ok(());
+        }
+        let mut children = BTreeSet::new();
+        for h in self.hierarchies() {
+            children.extend(self.fs().children(h, root));
+            if self.fs().is_v2() {
+                break;
+            }
+        }
+        for child in children {
+            let path = cgroup_path(&self.options.root, &child);
+            if !known.contains(&path) {
+                tracing::info!(cgroup = %path, "destroying orphan cgroup");
+                self.destroy_cgroup(path).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn prepare(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
-        spec.cgroup_path = cgroup_path(&self.cgroups_root, &config.container_id);
-        if let Some(mem) = config.resources.mem_mb {
-            if !mem.is_finite() || mem < 0.0 {
-                return Err(ContainerizerError::InvalidSpec(format!("invalid mem {mem}")));
-            }
-            let bytes = MIN_MEMORY_BYTES.max((mem * 1024.0 * 1024.0) as i64);
-            spec.limits.memory_limit_bytes = Some(bytes);
-            spec.limits.memory_reservation_bytes = Some(bytes);
+        let r = &config.resources;
+        let l = &config.limits;
+        check_scalar("cpus", r.cpus, false)?;
+        check_scalar("mem", r.mem_mb, false)?;
+        check_scalar("cpus limit", l.cpus, true)?;
+        check_scalar("mem limit", l.mem_mb, true)?;
+        spec.cgroup_path = self.path_of(&config.container_id);
+        let v2 = self.fs().is_v2();
+        if self.has(Controller::Cpu) {
+            // On v2 libcontainer would turn shares into a weight with its
+            // own formula; the isolator writes Mesos's weight instead.
+            spec.limits.cpu_shares = if v2 { None } else { r.cpus.map(cpu_shares) };
+            spec.limits.cpu_quota_us = cpu_quota_us(r, l, self.options.enable_cfs);
+            spec.limits.cpu_period_us = spec.limits.cpu_quota_us.map(|_| CPU_CFS_PERIOD_US);
+        }
+        if self.has(Controller::Mem) {
+            spec.limits.memory_limit_bytes = memory_hard_limit(r, l);
+            spec.limits.memory_reservation_bytes = memory_soft_limit(r);
+        }
+        if self.has(Controller::Pids) {
+            spec.limits.pids_limit = self.options.max_pids.map(|p| p as i64);
+        }
+        let hierarchies = self.hierarchies();
+        if hierarchies.is_empty() {
+            return Ok(());
+        }
+        let fs = self.fs().clone();
+        let path = spec.cgroup_path.clone();
+        tokio::task::spawn_blocking(move || fs.create(&path, &hierarchies))
+            .await
+            .map_err(|e| ContainerizerError::Other(format!("create cgroup task: {e}")))??;
+        if self.has(Controller::Cpu) {
+            self.apply_cpu(spec, r, l)?;
+        }
+        if self.has(Controller::Mem) {
+            self.apply_mem(spec, r, l, true)?;
+        }
+        if self.has(Controller::Pids) {
+            self.apply_pids(spec)?;
         }
         Ok(())
+    }
+
+    async fn isolate(&self, spec: &ContainerSpec, pid: i32) -> Result<(), ContainerizerError> {
+        // libcontainer has usually placed the init already; writing it
+        // again is harmless and covers a backend that did not.
+        for h in self.hierarchies() {
+            let procs = self.dir(h, spec).join("cgroup.procs");
+            let listed = read_opt(&procs).is_some_and(|t| t.lines().any(|l| l.trim() == pid.to_string()));
+            if !listed {
+                write_file(&procs, &pid.to_string())?;
+            }
+            if self.fs().is_v2() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn watch(&self, spec: &ContainerSpec) -> Result<Limitation, ContainerizerError> {
+        if !self.has(Controller::Mem) || spec.cgroup_path.is_empty() {
+            return std::future::pending().await;
+        }
+        let dir = self.dir("memory", spec);
+        if self.fs().is_v2() {
+            Ok(self.watch_v2(dir).await)
+        } else {
+            self.watch_v1(dir).await
+        }
+    }
+
+    async fn update(&self, spec: &ContainerSpec, resources: &Resources, limits: &ResourceLimits) -> Result<(), ContainerizerError> {
+        check_scalar("cpus", resources.cpus, false)?;
+        check_scalar("mem", resources.mem_mb, false)?;
+        check_scalar("cpus limit", limits.cpus, true)?;
+        check_scalar("mem limit", limits.mem_mb, true)?;
+        if self.has(Controller::Cpu) {
+            self.apply_cpu(spec, resources, limits)?;
+        }
+        if self.has(Controller::Mem) {
+            self.apply_mem(spec, resources, limits, false)?;
+        }
+        Ok(())
+    }
+
+    async fn usage(&self, spec: &ContainerSpec, usage: &mut Usage) -> Result<(), ContainerizerError> {
+        let v2 = self.fs().is_v2();
+        if self.has(Controller::Cpu) || self.has(Controller::CpuAccounting) {
+            let cpu = self.dir("cpu", spec);
+            if v2 {
+                let stat = read_file(&cpu.join("cpu.stat"))?;
+                usage.cpus_user_time_secs = keyed(&stat, "user_usec").map(|u| u as f64 / 1e6);
+                usage.cpus_system_time_secs = keyed(&stat, "system_usec").map(|u| u as f64 / 1e6);
+                usage.cpus_nr_periods = keyed(&stat, "nr_periods").map(|v| v as u32);
+                usage.cpus_nr_throttled = keyed(&stat, "nr_throttled").map(|v| v as u32);
+                usage.cpus_throttled_time_secs = keyed(&stat, "throttled_usec").map(|u| u as f64 / 1e6);
+                if let Some(max) = read_opt(&cpu.join("cpu.max")) {
+                    let mut it = max.split_whitespace();
+                    if let (Some(Ok(q)), Some(Ok(p))) = (it.next().map(str::parse::<f64>), it.next().map(str::parse::<f64>)) {
+                        usage.cpus_limit = Some(q / p);
+                    }
+                }
+            } else {
+                let tick = clock_tick_secs();
+                let acct = read_file(&self.dir("cpuacct", spec).join("cpuacct.stat"))?;
+                usage.cpus_user_time_secs = keyed(&acct, "user").map(|t| t as f64 * tick);
+                usage.cpus_system_time_secs = keyed(&acct, "system").map(|t| t as f64 * tick);
+                if let Some(stat) = read_opt(&cpu.join("cpu.stat")) {
+                    usage.cpus_nr_periods = keyed(&stat, "nr_periods").map(|v| v as u32);
+                    usage.cpus_nr_throttled = keyed(&stat, "nr_throttled").map(|v| v as u32);
+                    usage.cpus_throttled_time_secs = keyed(&stat, "throttled_time").map(|ns| ns as f64 / 1e9);
+                }
+                let quota = read_opt(&cpu.join("cpu.cfs_quota_us")).and_then(|t| t.trim().parse::<i64>().ok());
+                let period = read_opt(&cpu.join("cpu.cfs_period_us")).and_then(|t| t.trim().parse::<i64>().ok());
+                if let (Some(q), Some(p)) = (quota, period) {
+                    if q > 0 && p > 0 {
+                        usage.cpus_limit = Some(q as f64 / p as f64);
+                    }
+                }
+            }
+            self.count_processes(spec, "cpu", usage);
+        }
+        if self.has(Controller::Mem) || self.has(Controller::MemAccounting) {
+            let mem = self.dir("memory", spec);
+            let stat = read_file(&mem.join("memory.stat"))?;
+            if v2 {
+                usage.mem_rss_bytes = keyed(&stat, "anon");
+                usage.mem_cache_bytes = keyed(&stat, "file");
+                usage.mem_total_bytes = read_opt(&mem.join("memory.current")).and_then(|t| t.trim().parse().ok());
+                usage.mem_limit_bytes = read_opt(&mem.join("memory.max")).and_then(|t| parse_limit(&t));
+                usage.mem_soft_limit_bytes = read_opt(&mem.join("memory.low")).and_then(|t| parse_limit(&t)).filter(|v| *v > 0);
+            } else {
+                usage.mem_rss_bytes = keyed(&stat, "total_rss").or_else(|| keyed(&stat, "rss"));
+                usage.mem_cache_bytes = keyed(&stat, "total_cache").or_else(|| keyed(&stat, "cache"));
+                usage.mem_total_bytes = read_opt(&mem.join("memory.usage_in_bytes")).and_then(|t| t.trim().parse().ok());
+                usage.mem_limit_bytes = read_opt(&mem.join("memory.limit_in_bytes")).and_then(|t| parse_limit(&t));
+                usage.mem_soft_limit_bytes = read_opt(&mem.join("memory.soft_limit_in_bytes")).and_then(|t| parse_limit(&t));
+            }
+        }
+        if self.has(Controller::Pids) {
+            self.count_processes(spec, "pids", usage);
+        }
+        Ok(())
+    }
+
+    async fn cleanup(&self, container_id: &str) -> Result<(), ContainerizerError> {
+        if crate::containerizer::validate_id(container_id).is_err() {
+            return Ok(());
+        }
+        self.destroy_cgroup(self.path_of(container_id)).await
+    }
+}
+
+impl CgroupsIsolator {
+    /// processes and threads from `hierarchy`'s `cgroup.procs` and `tasks`
+    /// (v2: `cgroup.threads`).
+    fn count_processes(&self, spec: &ContainerSpec, hierarchy: &str, usage: &mut Usage) {
+        let dir = self.dir(hierarchy, spec);
+        if let Some(n) = count_lines(&dir.join("cgroup.procs")) {
+            usage.processes = Some(n);
+        }
+        let threads = if self.fs().is_v2() { "cgroup.threads" } else { "tasks" };
+        if let Some(n) = count_lines(&dir.join(threads)) {
+            usage.threads = Some(n);
+        }
+    }
+
+    /// Kills whatever runs in cgroup `path` and removes it everywhere.
+    async fn destroy_cgroup(&self, path: String) -> Result<(), ContainerizerError> {
+        let fs = self.fs().clone();
+        tokio::task::spawn_blocking(move || {
+            fs.kill(&path, CLEANUP_TIMEOUT)?;
+            fs.remove(&path, CLEANUP_TIMEOUT)
+        })
+        .await
+        .map_err(|e| ContainerizerError::Other(format!("destroy cgroup task: {e}")))?
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Command, ContainerType, Resources};
 
-    fn config(cpus: Option<f64>, mem_mb: Option<f64>) -> ContainerConfig {
-        ContainerConfig {
-            container_id: "c1".into(),
-            container_type: ContainerType::Mesos,
-            image: None,
-            command: Command::default(),
-            resources: Resources { cpus, mem_mb, disk_mb: None, ports: vec![] },
-            sandbox: "/tmp/sb".into(),
-            hostname: None,
-            labels: Default::default(),
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn cpu_shares_follow_mesos() {
-        for (cpus, shares) in [(0.5, 512), (2.0, 2048), (0.001, 2), (0.1, 102)] {
-            let c = config(Some(cpus), None);
-            let mut spec = ContainerSpec::new(&c);
-            CgroupsCpu::new("mezzo").prepare(&c, &mut spec).await.unwrap();
-            assert_eq!(spec.limits.cpu_shares, Some(shares), "cpus {cpus}");
-            assert_eq!(spec.cgroup_path, "/mezzo/c1");
-        }
-    }
-
-    #[tokio::test]
-    async fn memory_has_mesos_minimum() {
-        let c = config(None, Some(16.0));
-        let mut spec = ContainerSpec::new(&c);
-        CgroupsMem::new("/a/b/").prepare(&c, &mut spec).await.unwrap();
-        assert_eq!(spec.limits.memory_limit_bytes, Some(MIN_MEMORY_BYTES));
-        assert_eq!(spec.cgroup_path, "/a/b/c1");
-        let c = config(None, Some(64.0));
-        let mut spec = ContainerSpec::new(&c);
-        CgroupsMem::new("mezzo").prepare(&c, &mut spec).await.unwrap();
-        assert_eq!(spec.limits.memory_limit_bytes, Some(64 << 20));
-        assert_eq!(spec.limits.memory_reservation_bytes, Some(64 << 20));
+    #[test]
+    fn mesos_arithmetic() {
+        assert_eq!(cpu_shares(0.5), 512);
+        assert_eq!(cpu_shares(0.001), 2);
+        assert_eq!(cpu_weight(0.6), 60);
+        assert_eq!(cpu_weight(0.001), 1);
+        assert_eq!(cpu_weight(1000.0), 10_000);
+        let r = Resources { cpus: Some(0.5), mem_mb: Some(16.0), ..Default::default() };
+        let none = ResourceLimits::default();
+        assert_eq!(cpu_quota_us(&r, &none, false), None);
+        assert_eq!(cpu_quota_us(&r, &none, true), Some(50_000));
+        let lim = ResourceLimits { cpus: Some(2.0), mem_mb: Some(128.0) };
+        assert_eq!(cpu_quota_us(&r, &lim, false), Some(200_000));
+        let inf = ResourceLimits { cpus: Some(f64::INFINITY), mem_mb: Some(f64::INFINITY) };
+        assert_eq!(cpu_quota_us(&r, &inf, true), None);
+        assert_eq!(memory_soft_limit(&r), Some(MIN_MEMORY_BYTES));
+        assert_eq!(memory_hard_limit(&r, &lim), Some(128 << 20));
+        assert_eq!(memory_hard_limit(&r, &inf), None);
+        assert_eq!(memory_hard_limit(&r, &none), Some(MIN_MEMORY_BYTES));
     }
 }

@@ -71,13 +71,26 @@ impl FilesystemLinux {
     }
 }
 
-#[async_trait]
-impl Isolator for FilesystemLinux {
-    fn name(&self) -> &'static str {
-        "filesystem/linux"
+impl FilesystemLinux {
+    /// The rootfs, then the sandbox handed to the task's user.
+    async fn prepare_all(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
+        self.prepare_rootfs(config, spec).await?;
+        if let Some(user) = &config.command.user {
+            // As Mesos: the sandbox and the task's output files belong to
+            // the task's user (resolved in the container's own user database).
+            let resolved = crate::rust::resolve_user(user, &crate::rust::user_db_roots(&spec.rootfs))?;
+            let (sandbox, stdout, stderr) = (config.sandbox.clone(), spec.stdout.clone(), spec.stderr.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::rust::chown_sandbox(&sandbox, &[&stdout, &stderr], resolved.uid, resolved.gid)
+            })
+            .await
+            .map_err(|e| ContainerizerError::Other(format!("chown sandbox task: {e}")))??;
+        }
+        Ok(())
     }
 
-    async fn prepare(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
+    /// The rootfs, sandbox mount, command, environment and working directory.
+    async fn prepare_rootfs(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
         let Some(reference) = &config.image else {
             // As Mesos: the host's filesystem, the sandbox as cwd and
             // MESOS_SANDBOX, the task's environment on top.
@@ -128,6 +141,17 @@ impl Isolator for FilesystemLinux {
             .unwrap_or_else(|| SANDBOX_MOUNT_POINT.to_string());
         spec.args = resolve_command(&config.command, Some(&image.runtime))?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Isolator for FilesystemLinux {
+    fn name(&self) -> &'static str {
+        "filesystem/linux"
+    }
+
+    async fn prepare(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
+        self.prepare_all(config, spec).await
     }
 
     async fn cleanup(&self, container_id: &str) -> Result<(), ContainerizerError> {

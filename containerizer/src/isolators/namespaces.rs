@@ -36,7 +36,13 @@ impl Isolator for Namespaces {
         self.name
     }
 
-    async fn prepare(&self, _config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
+    async fn prepare(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
+        if self.namespace == Namespace::Pid && config.linux.share_pid_namespace {
+            // `LinuxInfo.share_pid_namespace`: the task stays in the agent's
+            // pid namespace (and its /proc shows the host's processes).
+            spec.namespaces.retain(|n| *n != Namespace::Pid);
+            return Ok(());
+        }
         if !spec.namespaces.contains(&self.namespace) {
             spec.namespaces.push(self.namespace);
         }

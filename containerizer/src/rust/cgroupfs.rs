@@ -113,6 +113,13 @@ pub fn kill_all(cgroup_path: &str, timeout: Duration) -> Result<(), String> {
         if Instant::now() >= deadline {
             return Err(format!("processes {left:?} of cgroup {cgroup_path} survive SIGKILL"));
         }
+        // v2 (5.14+) kills the whole cgroup in one write.
+        for d in &dirs {
+            let kill_file = d.join("cgroup.kill");
+            if kill_file.exists() {
+                let _ = std::fs::write(&kill_file, "1");
+            }
+        }
         set_frozen(&dirs, true);
         for pid in pids(&dirs) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);

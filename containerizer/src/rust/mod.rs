@@ -16,9 +16,12 @@ mod user;
 pub use cgroupfs::{container_dirs, kill_all, mounts_under, remove_dirs};
 pub use launcher::RustLauncher;
 pub use oci::{render, DEFAULT_PATH};
-pub use user::{resolve_user, ResolvedUser};
+pub use user::{chown_sandbox, resolve_user, user_db_roots, ResolvedUser};
 
-use crate::isolators::{CgroupsCpu, CgroupsMem, FilesystemLinux, Namespaces, Provisioner};
+use crate::isolators::{
+    isolators_from_names, parse_isolation, CgroupFs, CgroupsOptions, IsolatorContext, Namespaces, Provisioner, DEFAULT_ISOLATION,
+    DEFAULT_MAX_PIDS,
+};
 use crate::spec::Rootfs;
 use crate::{Backend, ContainerSpec, ContainerType, ContainerizerError, Isolator};
 use async_trait::async_trait;
@@ -65,29 +68,67 @@ pub struct RustBackendConfig {
     pub cgroups_root: String,
     /// Directory holding the `mezzo-launcher` binary.
     pub launcher_dir: PathBuf,
+    /// `--isolation`: isolator names (see `isolators::KNOWN_ISOLATORS`).
+    pub isolation: Vec<String>,
+    /// `--cgroups_enable_cfs`: a CFS quota from the cpu request too.
+    pub cgroups_enable_cfs: bool,
+    /// pids.max of every container (`cgroups/pids`); `None` is unlimited.
+    pub cgroups_max_pids: Option<u64>,
+    /// The cgroup filesystem; `None` detects the host's at `/sys/fs/cgroup`.
+    pub cgroupfs: Option<CgroupFs>,
+    /// `--container_disk_watch_interval`: how often `disk/du` measures.
+    pub container_disk_watch_interval: Duration,
+    /// `--enforce_container_disk_quota`: `disk/du` ends containers over their `disk`.
+    pub enforce_container_disk_quota: bool,
+}
+
+impl Default for RustBackendConfig {
+    /// Mesos's defaults: `--isolation` `DEFAULT_ISOLATION`, cgroups root
+    /// `mezzo`, CFS off; the paths are empty and must be set.
+    fn default() -> Self {
+        RustBackendConfig {
+            runtime_root: PathBuf::new(),
+            provisioner: None,
+            cgroups_root: DEFAULT_CGROUPS_ROOT.to_string(),
+            launcher_dir: PathBuf::new(),
+            isolation: parse_isolation(DEFAULT_ISOLATION),
+            cgroups_enable_cfs: false,
+            cgroups_max_pids: Some(DEFAULT_MAX_PIDS),
+            cgroupfs: None,
+            container_disk_watch_interval: crate::isolators::DEFAULT_DISK_WATCH_INTERVAL,
+            enforce_container_disk_quota: false,
+        }
+    }
 }
 
 /// The `rust` containerizer backend (Mesos-type containers on libcontainer).
 pub struct RustBackend {
     config: RustBackendConfig,
+    cgroupfs: CgroupFs,
     isolators: Vec<Arc<dyn Isolator>>,
 }
 
 impl RustBackend {
-    /// A backend with the default isolators: `filesystem/linux`,
-    /// `cgroups/cpu`, `cgroups/mem`, `namespaces/pid`, `namespaces/ipc`,
-    /// `namespaces/uts` and a mount namespace.
-    pub fn new(config: RustBackendConfig) -> Self {
-        let isolators: Vec<Arc<dyn Isolator>> = vec![
-            Arc::new(FilesystemLinux::new(config.runtime_root.clone(), config.provisioner.clone())),
-            Arc::new(CgroupsCpu::new(config.cgroups_root.clone())),
-            Arc::new(CgroupsMem::new(config.cgroups_root.clone())),
-            Arc::new(Namespaces::pid()),
-            Arc::new(Namespaces::ipc()),
-            Arc::new(Namespaces::uts()),
-            Arc::new(Namespaces::mount()),
-        ];
-        RustBackend { config, isolators }
+    /// A backend with the isolators `config.isolation` names, in their
+    /// fixed order, plus the mount namespace every container gets. Fails
+    /// on an unknown isolator name.
+    pub fn new(config: RustBackendConfig) -> Result<Self, ContainerizerError> {
+        let cgroupfs = config.cgroupfs.clone().unwrap_or_else(CgroupFs::detect);
+        let ctx = IsolatorContext {
+            runtime_root: config.runtime_root.clone(),
+            provisioner: config.provisioner.clone(),
+            cgroups: CgroupsOptions {
+                fs: cgroupfs.clone(),
+                root: config.cgroups_root.clone(),
+                enable_cfs: config.cgroups_enable_cfs,
+                max_pids: config.cgroups_max_pids,
+            },
+            disk_watch_interval: config.container_disk_watch_interval,
+            enforce_disk_quota: config.enforce_container_disk_quota,
+        };
+        let mut isolators = isolators_from_names(&config.isolation, &ctx)?;
+        isolators.push(Arc::new(Namespaces::mount()));
+        Ok(RustBackend { config, cgroupfs, isolators })
     }
 
     /// The backend's configuration.
@@ -144,6 +185,39 @@ impl Backend for RustBackend {
         tokio::task::spawn_blocking(move || destroy_blocking(&id, &runtime_dir, &cgroup))
             .await
             .map_err(|e| ContainerizerError::Other(format!("destroy task: {e}")))?
+    }
+
+    async fn recover(&self, known: &[ContainerSpec]) -> Result<(), ContainerizerError> {
+        let root = self.config.cgroups_root.trim_matches('/').to_string();
+        if root.is_empty() {
+            // Without a root of our own, nothing tells our cgroups apart.
+            return Ok(());
+        }
+        let known: std::collections::HashSet<String> = known.iter().map(|s| s.cgroup_path.clone()).collect();
+        let fs = self.cgroupfs.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut orphans = std::collections::BTreeSet::new();
+            for dir in fs.existing_dirs(&root) {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        if let Ok(name) = e.file_name().into_string() {
+                            let path = crate::isolators::cgroup_path(&root, &name);
+                            if !known.contains(&path) {
+                                orphans.insert(path);
+                            }
+                        }
+                    }
+                }
+            }
+            for path in orphans {
+                tracing::info!(cgroup = %path, "destroying orphan cgroup that no checkpoint names");
+                fs.kill(&path, DESTROY_TIMEOUT)?;
+                fs.remove(&path, DESTROY_TIMEOUT)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| ContainerizerError::Other(format!("recover task: {e}")))?
     }
 }
 

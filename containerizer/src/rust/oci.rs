@@ -3,13 +3,16 @@
 //! paths) and Docker's default capability set.
 
 use super::rootfs_path;
-use super::user::resolve_user;
-use crate::spec::Rootfs;
+use super::user::{resolve_user, user_db_roots};
 use crate::{ContainerSpec, ContainerizerError, Namespace};
+use crate::isolators::{CLONE_NAMESPACE_FLAGS, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, SECCOMP_BLOCKED, SECCOMP_ENOSYS};
+use crate::spec::{CapabilitySets, Hardening};
 use libcontainer::oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    Arch, Capability, LinuxBuilder, LinuxCapabilities, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp,
+    LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall,
+    LinuxSyscallBuilder, Mount, MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -21,13 +24,129 @@ fn oci_err(what: &str) -> impl FnOnce(libcontainer::oci_spec::OciSpecError) -> C
     move |e| ContainerizerError::InvalidSpec(format!("{what}: {e}"))
 }
 
-/// Docker's default capabilities: what a root task may do without being
-/// able to administer the host.
-fn default_capabilities() -> HashSet<Capability> {
-    use Capability::*;
-    [Chown, DacOverride, Fsetid, Fowner, Mknod, NetRaw, Setgid, Setuid, Setfcap, Setpcap, NetBindService, SysChroot, Kill, AuditWrite]
-        .into_iter()
+fn capability_set(names: &[String]) -> Result<HashSet<Capability>, ContainerizerError> {
+    names
+        .iter()
+        .map(|n| {
+            serde_json::from_value::<Capability>(serde_json::Value::String(n.clone()))
+                .map_err(|_| ContainerizerError::InvalidSpec(format!("unknown capability '{n}'")))
+        })
         .collect()
+}
+
+/// The process's capability sets: the spec's, or Docker's default set.
+/// Without ambient capabilities a non-root user ends with none after exec,
+/// as with Docker.
+fn capabilities(sets: Option<&CapabilitySets>) -> Result<LinuxCapabilities, ContainerizerError> {
+    let default;
+    let sets = match sets {
+        Some(s) => s,
+        None => {
+            let names: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect();
+            default = CapabilitySets { effective: names.clone(), bounding: names, ambient: false };
+            &default
+        }
+    };
+    let effective = capability_set(&sets.effective)?;
+    let bounding = capability_set(&sets.bounding)?;
+    let granted = if sets.ambient { effective.clone() } else { HashSet::new() };
+    LinuxCapabilitiesBuilder::default()
+        .bounding(bounding)
+        .effective(effective.clone())
+        .permitted(effective)
+        .inheritable(granted.clone())
+        .ambient(granted)
+        .build()
+        .map_err(oci_err("capabilities"))
+}
+
+fn rlimit_type(kind: &str) -> Result<PosixRlimitType, ContainerizerError> {
+    use PosixRlimitType::*;
+    Ok(match kind {
+        "AS" => RlimitAs,
+        "CORE" => RlimitCore,
+        "CPU" => RlimitCpu,
+        "DATA" => RlimitData,
+        "FSIZE" => RlimitFsize,
+        "LOCKS" => RlimitLocks,
+        "MEMLOCK" => RlimitMemlock,
+        "MSGQUEUE" => RlimitMsgqueue,
+        "NICE" => RlimitNice,
+        "NOFILE" => RlimitNofile,
+        "NPROC" => RlimitNproc,
+        "RSS" => RlimitRss,
+        "RTPRIO" => RlimitRtprio,
+        "RTTIME" => RlimitRttime,
+        "SIGPENDING" => RlimitSigpending,
+        "STACK" => RlimitStack,
+        other => return Err(ContainerizerError::InvalidSpec(format!("unknown rlimit '{other}'"))),
+    })
+}
+
+/// rlimits as OCI wants them; an unset limit is `RLIM_INFINITY`.
+fn rlimits(h: &Hardening) -> Result<Vec<PosixRlimit>, ContainerizerError> {
+    h.rlimits
+        .iter()
+        .map(|r| {
+            PosixRlimitBuilder::default()
+                .typ(rlimit_type(&r.kind)?)
+                .soft(r.soft.unwrap_or(libc::RLIM_INFINITY))
+                .hard(r.hard.unwrap_or(libc::RLIM_INFINITY))
+                .build()
+                .map_err(oci_err("rlimit"))
+        })
+        .collect()
+}
+
+/// The default seccomp profile: everything allowed except the blocked
+/// calls (`EPERM`), `clone3` (`ENOSYS`, so libc falls back to `clone`) and
+/// `clone` with namespace flags (`EPERM`), on x86-64 and its 32-bit ABIs
+/// so that no ABI bypasses the filter.
+pub fn default_seccomp() -> Result<LinuxSeccomp, ContainerizerError> {
+    let errno = |names: Vec<String>, errno: i32| -> Result<LinuxSyscall, ContainerizerError> {
+        LinuxSyscallBuilder::default()
+            .names(names)
+            .action(LinuxSeccompAction::ScmpActErrno)
+            .errno_ret(errno as u32)
+            .build()
+            .map_err(oci_err("seccomp syscall"))
+    };
+    let mut syscalls = vec![
+        errno(SECCOMP_BLOCKED.iter().map(|s| s.to_string()).collect(), libc::EPERM)?,
+        errno(SECCOMP_ENOSYS.iter().map(|s| s.to_string()).collect(), libc::ENOSYS)?,
+    ];
+    for flag in CLONE_NAMESPACE_FLAGS {
+        // (flags & flag) == flag; mask and value are equal, so it reads the
+        // same whichever of value/valueTwo a runtime takes as the mask.
+        let arg = LinuxSeccompArgBuilder::default()
+            .index(0usize)
+            .value(*flag)
+            .value_two(*flag)
+            .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+            .build()
+            .map_err(oci_err("seccomp arg"))?;
+        syscalls.push(
+            LinuxSyscallBuilder::default()
+                .names(vec!["clone".to_string()])
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(libc::EPERM as u32)
+                .args(vec![arg])
+                .build()
+                .map_err(oci_err("seccomp syscall"))?,
+        );
+    }
+    let architectures = if cfg!(target_arch = "x86_64") {
+        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+    } else if cfg!(target_arch = "aarch64") {
+        vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
+    } else {
+        Vec::new()
+    };
+    let mut b = LinuxSeccompBuilder::default().default_action(LinuxSeccompAction::ScmpActAllow).syscalls(syscalls);
+    if !architectures.is_empty() {
+        b = b.architectures(architectures);
+    }
+    b.build().map_err(oci_err("seccomp"))
 }
 
 /// `KEY=VALUE` list with later entries replacing earlier ones in place.
@@ -45,13 +164,42 @@ fn merge_env(env: &[(String, String)]) -> Vec<String> {
     merged.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// Directories whose `/etc/passwd` describes the container's users, top first.
-fn user_db_roots(spec: &ContainerSpec) -> Vec<PathBuf> {
-    match &spec.rootfs {
-        Rootfs::Host => vec![PathBuf::from("/")],
-        Rootfs::Directory(dir) => vec![dir.clone()],
-        Rootfs::Overlay { lowers, upper, .. } => std::iter::once(upper.clone()).chain(lowers.iter().rev().cloned()).collect(),
+/// Longest hostname the kernel takes.
+const HOST_NAME_MAX: usize = 64;
+
+/// Bind mount options; read-only applies to submounts too.
+fn bind_options(read_only: bool) -> Vec<String> {
+    let mut o = vec!["rbind".to_string(), if read_only { "ro" } else { "rw" }.to_string()];
+    if read_only {
+        o.push("rro".into());
     }
+    o
+}
+
+/// A read-only image volume: one layer is bound as it is; several are
+/// stacked as an overlay without an upper directory (so read-only by
+/// construction). Layers are passed one by one (`lowerdir+`, top first),
+/// which keeps each option short whatever the number of layers.
+fn image_mount(m: &crate::spec::ImageMount) -> Result<Mount, ContainerizerError> {
+    if !m.target.starts_with('/') {
+        return Err(ContainerizerError::InvalidSpec(format!("image volume target '{}' is not absolute", m.target)));
+    }
+    let b = MountBuilder::default().destination(PathBuf::from(&m.target));
+    let mount = match m.layers.as_slice() {
+        [] => return Err(ContainerizerError::InvalidSpec(format!("image volume '{}' has no layers", m.image))),
+        [layer] => b.typ("bind").source(layer.clone()).options(bind_options(true)),
+        layers => {
+            let mut options = vec!["ro".to_string()];
+            for l in layers.iter().rev() {
+                let l = l.to_str().filter(|p| !p.contains([',', ':'])).ok_or_else(|| {
+                    ContainerizerError::InvalidSpec(format!("layer path {} cannot be an overlay lower", l.display()))
+                })?;
+                options.push(format!("lowerdir+={l}"));
+            }
+            b.typ("overlay").source(PathBuf::from("overlay")).options(options)
+        }
+    };
+    mount.build().map_err(oci_err("image volume mount"))
 }
 
 /// The OCI config for `spec`, whose container lives in `runtime_dir`.
@@ -64,7 +212,7 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, Containe
     }
     let user = match &spec.user {
         Some(u) => {
-            let r = resolve_user(u, &user_db_roots(spec))?;
+            let r = resolve_user(u, &user_db_roots(&spec.rootfs))?;
             let mut b = UserBuilder::default().uid(r.uid).gid(r.gid);
             if !r.additional_gids.is_empty() {
                 b = b.additional_gids(r.additional_gids);
@@ -73,26 +221,20 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, Containe
         }
         None => UserBuilder::default().uid(0u32).gid(0u32).build().map_err(oci_err("user"))?,
     };
-    let caps = default_capabilities();
-    let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps)
-        .inheritable(HashSet::new())
-        .ambient(HashSet::new())
-        .build()
-        .map_err(oci_err("capabilities"))?;
-    let process = ProcessBuilder::default()
+    let hardening = &spec.hardening;
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .args(spec.args.clone())
         .env(merge_env(&spec.env))
         .cwd(if spec.working_dir.is_empty() { "/".to_string() } else { spec.working_dir.clone() })
         .user(user)
-        .capabilities(capabilities)
-        // As Mesos and Docker by default: setuid programs keep working.
-        .no_new_privileges(false)
-        .build()
-        .map_err(oci_err("process"))?;
+        .capabilities(capabilities(hardening.capabilities.as_ref())?)
+        // Off unless `linux/nnp` asks: setuid programs keep working, as in Docker.
+        .no_new_privileges(hardening.no_new_privileges);
+    if !hardening.rlimits.is_empty() {
+        process = process.rlimits(rlimits(hardening)?);
+    }
+    let process = process.build().map_err(oci_err("process"))?;
 
     let mut mounts: Vec<Mount> = libcontainer::oci_spec::runtime::get_default_mounts();
     for m in &spec.mounts {
@@ -104,10 +246,13 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, Containe
                 .destination(PathBuf::from(&m.target))
                 .typ("bind")
                 .source(m.source.clone())
-                .options(vec!["rbind".to_string(), if m.read_only { "ro" } else { "rw" }.to_string()])
+                .options(bind_options(m.read_only))
                 .build()
                 .map_err(oci_err("mount"))?,
         );
+    }
+    for m in &spec.image_mounts {
+        mounts.push(image_mount(m)?);
     }
 
     let mut namespaces = Vec::new();
@@ -155,15 +300,16 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, Containe
     if let Some(p) = l.pids_limit {
         resources = resources.pids(LinuxPidsBuilder::default().limit(p).build().map_err(oci_err("pids"))?);
     }
-    let defaults = libcontainer::oci_spec::runtime::Linux::default();
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(oci_err("resources"))?)
         .cgroups_path(PathBuf::from(&spec.cgroup_path))
-        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
-        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
-        .build()
-        .map_err(oci_err("linux"))?;
+        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    if hardening.seccomp {
+        linux = linux.seccomp(default_seccomp()?);
+    }
+    let linux = linux.build().map_err(oci_err("linux"))?;
 
     let root = RootBuilder::default()
         .path(rootfs_path(spec, runtime_dir))
@@ -174,10 +320,15 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, Containe
     oci.set_process(Some(process)).set_root(Some(root)).set_mounts(Some(mounts)).set_linux(Some(linux));
     oci.set_annotations(Some(spec.labels.clone().into_iter().collect()));
     let hostname = if spec.namespaces.contains(&Namespace::Uts) {
-        // Without a hostname of its own the task keeps the host's name, as in Mesos.
         Some(match &spec.hostname {
-            Some(h) => h.clone(),
-            None => nix::unistd::gethostname()
+            Some(h) if !h.is_empty() => h.clone(),
+            // With a network of its own the task is named after its
+            // container, as Mesos's network/cni does ...
+            _ if spec.namespaces.contains(&Namespace::Network) => {
+                spec.container_id.chars().take(HOST_NAME_MAX).collect()
+            }
+            // ... on the host's network it keeps the host's name.
+            _ => nix::unistd::gethostname()
                 .map_err(|e| ContainerizerError::Other(format!("gethostname: {e}")))?
                 .to_string_lossy()
                 .into_owned(),

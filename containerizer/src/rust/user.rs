@@ -1,7 +1,7 @@
 //! Resolves a task's user (`name`, `uid`, `name:group`, `uid:gid`) against
 //! the container's own `/etc/passwd` and `/etc/group`.
 
-use crate::ContainerizerError;
+use crate::{ContainerizerError, Rootfs};
 use std::path::{Path, PathBuf};
 
 /// A resolved user: uid, primary gid and supplementary gids.
@@ -50,6 +50,57 @@ pub fn resolve_user(user: &str, roots: &[PathBuf]) -> Result<ResolvedUser, Conta
         None => Vec::new(),
     };
     Ok(ResolvedUser { uid, gid, additional_gids })
+}
+
+/// Directories whose `/etc/passwd` describes a container's users, top first.
+pub fn user_db_roots(rootfs: &Rootfs) -> Vec<PathBuf> {
+    match rootfs {
+        Rootfs::Host => vec![PathBuf::from("/")],
+        Rootfs::Directory(dir) => vec![dir.clone()],
+        Rootfs::Overlay { lowers, upper, .. } => std::iter::once(upper.clone()).chain(lowers.iter().rev().cloned()).collect(),
+    }
+}
+
+/// Gives the sandbox to the task's user, as Mesos does: the directory and
+/// everything in it (never following symlinks), and the `stdout` and
+/// `stderr` files, created empty when missing, so that the task can write
+/// its sandbox and its output files belong to it.
+pub fn chown_sandbox(sandbox: &Path, outputs: &[&Path], uid: u32, gid: u32) -> Result<(), ContainerizerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for out in outputs {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(out)
+            .map_err(ContainerizerError::io("create output file", *out))?;
+    }
+    let (uid, gid) = (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
+    let chown = |p: &Path| {
+        nix::unistd::fchownat(None, p, uid, gid, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| ContainerizerError::io("chown to the task user", p)(std::io::Error::from(e)))
+    };
+    // Depth-first without recursion; directories are only entered, never
+    // followed through symlinks (symlink_metadata).
+    let mut stack = vec![sandbox.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        chown(&dir)?;
+        for entry in std::fs::read_dir(&dir).map_err(ContainerizerError::io("read sandbox", &dir))? {
+            let entry = entry.map_err(ContainerizerError::io("read sandbox", &dir))?;
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(ContainerizerError::io("stat", &path))?;
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                chown(&path)?;
+            }
+        }
+    }
+    for out in outputs {
+        chown(out)?;
+    }
+    Ok(())
 }
 
 fn first_existing(roots: &[PathBuf], rel: &str) -> Option<PathBuf> {

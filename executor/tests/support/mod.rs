@@ -272,7 +272,9 @@ impl TestContainer {
             provisioner: None,
             cgroups_root: cgroups_root.clone(),
             launcher_dir: launcher_dir.clone(),
-        });
+            ..Default::default()
+        })
+        .expect("backend");
         let containerizer = Containerizer::new(vec![Arc::new(backend)], runtime_root);
         let id = format!("exec-test-{suffix}");
         let config = ContainerConfig {
@@ -330,24 +332,36 @@ pub struct ExecutorProcess {
 impl ExecutorProcess {
     /// Starts `mezzo-executor` for the container with the agent's environment.
     pub fn start(agent: &FakeAgent, container: &TestContainer, executor_id: &str, extra: &[(&str, &str)]) -> Self {
-        let log = container.sandbox.join("executor.log");
+        Self::start_for(agent, &container.runtime_dir, &container.sandbox, &container.launcher_dir, executor_id, extra)
+    }
+
+    /// Starts `mezzo-executor` for the container prepared in `runtime_dir`.
+    pub fn start_for(
+        agent: &FakeAgent,
+        runtime_dir: &Path,
+        sandbox: &Path,
+        launcher_dir: &Path,
+        executor_id: &str,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let log = sandbox.join("executor.log");
         let stderr = std::fs::File::create(&log).unwrap();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mezzo-executor"));
         command
-            .current_dir(&container.sandbox)
+            .current_dir(sandbox)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("MESOS_AGENT_ENDPOINT", &agent.endpoint)
             .env("MESOS_FRAMEWORK_ID", FRAMEWORK_ID)
             .env("MESOS_EXECUTOR_ID", executor_id)
             .env("MESOS_SLAVE_ID", AGENT_ID)
-            .env("MESOS_DIRECTORY", &container.sandbox)
-            .env("MESOS_SANDBOX", &container.sandbox)
+            .env("MESOS_DIRECTORY", sandbox)
+            .env("MESOS_SANDBOX", sandbox)
             .env("MESOS_CHECKPOINT", "0")
             .env("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "5secs")
             .env("MESOS_HTTP_COMMAND_EXECUTOR", "1")
-            .env("MEZZO_RUNTIME_DIR", &container.runtime_dir)
-            .env("MEZZO_LAUNCHER_DIR", &container.launcher_dir)
+            .env("MEZZO_RUNTIME_DIR", runtime_dir)
+            .env("MEZZO_LAUNCHER_DIR", launcher_dir)
             .env("MEZZO_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,320 @@
+//! The agent's operator surface: the v1 operator API (`POST /api/v1`,
+//! Mesos's `mesos.v1.agent.Call`/`Response`, JSON or protobuf) and the
+//! usage endpoints `/monitor/statistics` and `/containers`.
+
+use crate::http::{error, request_type, response_type};
+use crate::slave::{Agent, Executor, Phase};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mezzo_containerizer::Usage;
+use mezzo_proto::codec::ContentType;
+use mezzo_proto::mesos::v1::agent::{call, response, Call, Response as ApiResponse};
+use mezzo_proto::mesos::v1::{
+    AgentId, ContainerId, ContainerStatus, ExecutorId, Flag, FrameworkId, ResourceStatistics, Task, VersionInfo,
+};
+use std::sync::Arc;
+
+/// The Mesos version whose API this agent speaks.
+pub const MESOS_VERSION: &str = "1.11.0";
+
+/// Statistics converted from the containerizer's usage sample.
+pub fn statistics(u: &Usage) -> ResourceStatistics {
+    ResourceStatistics {
+        timestamp: u.timestamp,
+        processes: u.processes,
+        threads: u.threads,
+        cpus_user_time_secs: u.cpus_user_time_secs,
+        cpus_system_time_secs: u.cpus_system_time_secs,
+        cpus_limit: u.cpus_limit,
+        cpus_nr_periods: u.cpus_nr_periods,
+        cpus_nr_throttled: u.cpus_nr_throttled,
+        cpus_throttled_time_secs: u.cpus_throttled_time_secs,
+        mem_total_bytes: u.mem_total_bytes,
+        mem_rss_bytes: u.mem_rss_bytes,
+        mem_cache_bytes: u.mem_cache_bytes,
+        mem_limit_bytes: u.mem_limit_bytes,
+        mem_soft_limit_bytes: u.mem_soft_limit_bytes,
+        disk_limit_bytes: u.disk_limit_bytes,
+        disk_used_bytes: u.disk_used_bytes,
+        net_rx_bytes: u.net_rx_bytes,
+        net_tx_bytes: u.net_tx_bytes,
+        net_rx_packets: u.net_rx_packets,
+        net_tx_packets: u.net_tx_packets,
+        ..Default::default()
+    }
+}
+
+/// One running executor's container, with its usage when it could be sampled.
+struct ContainerView {
+    framework_id: String,
+    executor_id: String,
+    executor_name: String,
+    task_id: String,
+    container_id: String,
+    pid: Option<i32>,
+    statistics: Option<ResourceStatistics>,
+}
+
+/// The containers of running executors, each with a fresh usage sample.
+async fn container_views(agent: &Agent) -> Vec<ContainerView> {
+    let running: Vec<ContainerView> = agent
+        .state
+        .lock()
+        .unwrap()
+        .executors
+        .values()
+        .filter(|e| e.phase == Phase::Running)
+        .map(|e| ContainerView {
+            framework_id: e.framework_id.clone(),
+            executor_id: e.executor_id.clone(),
+            executor_name: e.name(),
+            task_id: e.task.task_id.value.clone(),
+            container_id: e.container_id.clone(),
+            pid: e.pid,
+            statistics: None,
+        })
+        .collect();
+    let samples = futures::future::join_all(running.iter().map(|c| agent.containerizer.usage(&c.container_id))).await;
+    running
+        .into_iter()
+        .zip(samples)
+        .map(|(mut c, sample)| {
+            match sample {
+                Ok(u) => c.statistics = Some(statistics(&u)),
+                // The container may have ended between the listing and the sample.
+                Err(e) => tracing::debug!(container = %c.container_id, error = %e, "no usage for container"),
+            }
+            c
+        })
+        .collect()
+}
+
+/// `GET /monitor/statistics(.json)`: Mesos's list of
+/// `{executor_id, executor_name, framework_id, source, statistics}`.
+pub async fn monitor_statistics(State(agent): State<Arc<Agent>>) -> Response {
+    let entries: Vec<serde_json::Value> = container_views(&agent)
+        .await
+        .into_iter()
+        .filter_map(|c| {
+            let stats = c.statistics?;
+            Some(serde_json::json!({
+                "executor_id": c.executor_id,
+                "executor_name": c.executor_name,
+                "framework_id": c.framework_id,
+                "source": c.task_id,
+                "statistics": mezzo_proto::to_json_value(&stats),
+            }))
+        })
+        .collect();
+    axum::Json(entries).into_response()
+}
+
+/// `GET /containers`: Mesos's list of `{framework_id, executor_id,
+/// executor_name, source, container_id, status, statistics}`.
+pub async fn containers_json(State(agent): State<Arc<Agent>>) -> Response {
+    let entries: Vec<serde_json::Value> = container_views(&agent)
+        .await
+        .into_iter()
+        .map(|c| {
+            let mut v = serde_json::json!({
+                "framework_id": c.framework_id,
+                "executor_id": c.executor_id,
+                "executor_name": c.executor_name,
+                "source": c.task_id,
+                "container_id": c.container_id,
+                "status": mezzo_proto::to_json_value(&container_status(&c.container_id, c.pid)),
+            });
+            if let Some(stats) = &c.statistics {
+                v["statistics"] = mezzo_proto::to_json_value(stats);
+            }
+            v
+        })
+        .collect();
+    axum::Json(entries).into_response()
+}
+
+fn container_status(container_id: &str, pid: Option<i32>) -> ContainerStatus {
+    ContainerStatus {
+        container_id: Some(ContainerId { value: container_id.to_string(), parent: None }),
+        executor_pid: pid.map(|p| p as u32),
+        ..Default::default()
+    }
+}
+
+/// `POST /api/v1`: the agent operator API.
+pub async fn operator_api(State(agent): State<Arc<Agent>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
+    if method != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, format!("Expecting a 'POST' request, received '{method}'"));
+    }
+    let ct = match request_type(&headers) {
+        Ok(ct) => ct,
+        Err(r) => return r,
+    };
+    let accept = match response_type(&headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let call: Call = match mezzo_proto::codec::decode(&body, ct) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("Failed to parse body into Call: {e}")),
+    };
+    let reply = match call.r#type() {
+        call::Type::Unknown => return error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
+        call::Type::GetHealth => ApiResponse {
+            r#type: Some(response::Type::GetHealth as i32),
+            get_health: Some(response::GetHealth { healthy: true }),
+            ..Default::default()
+        },
+        call::Type::GetVersion => ApiResponse {
+            r#type: Some(response::Type::GetVersion as i32),
+            get_version: Some(response::GetVersion { version_info: version_info() }),
+            ..Default::default()
+        },
+        call::Type::GetFlags => ApiResponse {
+            r#type: Some(response::Type::GetFlags as i32),
+            get_flags: Some(response::GetFlags { flags: flags(&agent) }),
+            ..Default::default()
+        },
+        call::Type::GetAgent => ApiResponse {
+            r#type: Some(response::Type::GetAgent as i32),
+            get_agent: Some(response::GetAgent { agent_info: Some(agent.info()) }),
+            ..Default::default()
+        },
+        call::Type::GetContainers => {
+            let containers = container_views(&agent)
+                .await
+                .into_iter()
+                .map(|c| response::get_containers::Container {
+                    framework_id: Some(FrameworkId { value: c.framework_id }),
+                    executor_id: Some(ExecutorId { value: c.executor_id }),
+                    executor_name: Some(c.executor_name),
+                    container_status: Some(container_status(&c.container_id, c.pid)),
+                    container_id: ContainerId { value: c.container_id, parent: None },
+                    resource_statistics: c.statistics,
+                })
+                .collect();
+            ApiResponse {
+                r#type: Some(response::Type::GetContainers as i32),
+                get_containers: Some(response::GetContainers { containers }),
+                ..Default::default()
+            }
+        }
+        call::Type::GetFrameworks => ApiResponse {
+            r#type: Some(response::Type::GetFrameworks as i32),
+            get_frameworks: Some(frameworks(&agent)),
+            ..Default::default()
+        },
+        call::Type::GetExecutors => ApiResponse {
+            r#type: Some(response::Type::GetExecutors as i32),
+            get_executors: Some(executors(&agent)),
+            ..Default::default()
+        },
+        call::Type::GetTasks => ApiResponse {
+            r#type: Some(response::Type::GetTasks as i32),
+            get_tasks: Some(tasks(&agent)),
+            ..Default::default()
+        },
+        call::Type::GetState => ApiResponse {
+            r#type: Some(response::Type::GetState as i32),
+            get_state: Some(response::GetState {
+                get_tasks: Some(tasks(&agent)),
+                get_executors: Some(executors(&agent)),
+                get_frameworks: Some(frameworks(&agent)),
+            }),
+            ..Default::default()
+        },
+        other => {
+            return error(StatusCode::NOT_IMPLEMENTED, format!("Call type {} is not supported by this agent", other.as_str_name()));
+        }
+    };
+    encoded(&reply, accept)
+}
+
+fn encoded(reply: &ApiResponse, accept: ContentType) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, accept.mime())], mezzo_proto::codec::encode(reply, accept)).into_response()
+}
+
+fn version_info() -> VersionInfo {
+    VersionInfo { version: MESOS_VERSION.to_string(), git_tag: Some(format!("mezzo-{}", env!("CARGO_PKG_VERSION"))), ..Default::default() }
+}
+
+fn flags(agent: &Agent) -> Vec<Flag> {
+    let f = &agent.flags;
+    let mut out = vec![
+        ("master", Some(f.master.clone())),
+        ("work_dir", Some(agent.work_dir.display().to_string())),
+        ("ip", Some(f.ip.clone())),
+        ("port", Some(f.port.to_string())),
+        ("containerizers", Some(f.containerizers.clone())),
+        ("isolation", f.isolation.clone()),
+        ("cgroups_root", Some(f.cgroups_root.clone())),
+        ("cgroups_enable_cfs", Some(f.cgroups_enable_cfs.to_string())),
+        ("enforce_container_disk_quota", Some(f.enforce_container_disk_quota.to_string())),
+        ("docker_registry", f.docker_registry.clone()),
+        ("docker_remove_delay", Some(f.docker_remove_delay.clone())),
+        ("docker_kill_orphans", Some(f.docker_kill_orphans.to_string())),
+        ("executor_registration_timeout", Some(f.executor_registration_timeout.clone())),
+        ("executor_reregistration_timeout", Some(f.executor_reregistration_timeout.clone())),
+        ("executor_shutdown_grace_period", Some(f.executor_shutdown_grace_period.clone())),
+        ("recover", Some(f.recover.clone())),
+        ("strict", Some(f.strict.to_string())),
+    ];
+    out.retain(|(_, v)| v.is_some());
+    out.into_iter().map(|(name, value)| Flag { name: name.to_string(), value }).collect()
+}
+
+fn frameworks(agent: &Agent) -> response::GetFrameworks {
+    let state = agent.state.lock().unwrap();
+    let frameworks = state.frameworks.values().map(|i| response::get_frameworks::Framework { framework_info: i.clone() }).collect();
+    response::GetFrameworks { frameworks, completed_frameworks: Vec::new() }
+}
+
+fn executors(agent: &Agent) -> response::GetExecutors {
+    let state = agent.state.lock().unwrap();
+    let info = |e: &Executor| response::get_executors::Executor { executor_info: e.info(state.frameworks.get(&e.framework_id)) };
+    response::GetExecutors {
+        executors: state.executors.values().map(info).collect(),
+        completed_executors: state.completed.iter().map(info).collect(),
+    }
+}
+
+fn task_of(agent: &Agent, e: &Executor) -> Task {
+    let mut t = Task {
+        name: e.task.name.clone(),
+        task_id: e.task.task_id.clone(),
+        framework_id: FrameworkId { value: e.framework_id.clone() },
+        executor_id: Some(ExecutorId { value: e.executor_id.clone() }),
+        agent_id: AgentId { value: agent.id() },
+        resources: e.task.resources.clone(),
+        labels: e.task.labels.clone(),
+        discovery: e.task.discovery.clone(),
+        container: e.task.container.clone(),
+        health_check: e.task.health_check.clone(),
+        kill_policy: e.task.kill_policy.clone(),
+        limits: e.task.limits.clone(),
+        ..Default::default()
+    };
+    t.set_state(e.task_state);
+    t
+}
+
+fn tasks(agent: &Agent) -> response::GetTasks {
+    let state = agent.state.lock().unwrap();
+    let mut out = response::GetTasks::default();
+    for e in state.executors.values() {
+        let task = task_of(agent, e);
+        if e.task_state.is_terminal() {
+            out.terminated_tasks.push(task);
+        } else if e.phase == Phase::Preparing {
+            out.pending_tasks.push(task);
+        } else if e.stream.is_none() && !e.launched {
+            out.queued_tasks.push(task);
+        } else {
+            out.launched_tasks.push(task);
+        }
+    }
+    out.completed_tasks = state.completed.iter().map(|e| task_of(agent, e)).collect();
+    out
+}

@@ -1,0 +1,194 @@
+//! Agent recovery after a restart on the same work dir (Mesos's
+//! `Slave::recover`): checkpointed frameworks, executors and tasks come
+//! back, unacknowledged status updates are sent again, live executors are
+//! adopted and must subscribe again, the containers of executors that died
+//! meanwhile are reaped, and containers nothing checkpointed are destroyed.
+
+use crate::checkpoint::RecoveredExecutor;
+use crate::process::{self, ExecutorProcess};
+use crate::slave::{kill_group, partition_aware, Agent, Executor, Phase};
+use anyhow::Context;
+use mezzo_containerizer::ExitStatus;
+use mezzo_proto::mesos::v1::{task_status, FrameworkId, FrameworkInfo, TaskState};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// What recovery decided for one checkpointed executor.
+enum Fate {
+    /// Its process still runs: it must subscribe again.
+    Adopt((String, String), i32),
+    /// Its process is gone: reap its container and end its task.
+    Reap((String, String)),
+}
+
+impl Agent {
+    /// Recovers what an earlier run of the agent checkpointed. Returns
+    /// false with `--recover=cleanup` (everything was killed; the agent exits).
+    pub async fn recover(self: &Arc<Self>) -> anyhow::Result<bool> {
+        let strict = self.flags.strict;
+        let recovered = match self.meta.recover(strict) {
+            Ok(r) => r,
+            Err(e) if strict => return Err(e).context("recovery failed (start with --strict=false to recover what is readable)"),
+            Err(e) => {
+                tracing::error!(error = %e, "recovery of checkpointed state failed; starting afresh");
+                None
+            }
+        };
+        let mut known: HashSet<String> = HashSet::new();
+        let mut fates = Vec::new();
+        if let Some(agent) = recovered {
+            if let Some(id) = agent.info.id.as_ref().map(|i| i.value.clone()).filter(|v| crate::paths::safe_component(v)) {
+                tracing::info!(agent_id = %id, frameworks = agent.frameworks.len(), rebooted = agent.rebooted, "recovering checkpointed state");
+                *self.agent_id.write().unwrap() = Some(id);
+            }
+            for fw in agent.frameworks {
+                let Some(fid) = fw.info.id.as_ref().map(|i| i.value.clone()) else { continue };
+                self.state.lock().unwrap().frameworks.insert(fid.clone(), fw.info.clone());
+                for ex in fw.executors {
+                    if let Some(fate) = self.recover_executor(&fw.info, &fid, ex, agent.rebooted, &mut known) {
+                        fates.push(fate);
+                    }
+                }
+            }
+        }
+        self.kill_orphan_executors(&known);
+        let containers = self.containerizer.recover(&known).await;
+        let containers = match containers {
+            Ok(c) => c,
+            Err(e) if strict => return Err(e).context("containerizer recovery failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "containerizer recovery failed; continuing (--strict=false)");
+                Vec::new()
+            }
+        };
+        tracing::info!(containers = containers.len(), executors = fates.len(), "recovery done");
+        if self.flags.recover == "cleanup" {
+            for fate in fates {
+                let key = match fate {
+                    Fate::Adopt(key, pid) => {
+                        kill_group(Some(pid));
+                        key
+                    }
+                    Fate::Reap(key) => key,
+                };
+                self.reap(&key, true).await;
+            }
+            return Ok(false);
+        }
+        for fate in fates {
+            let agent = self.clone();
+            match fate {
+                Fate::Adopt(key, pid) => {
+                    let terminal = match agent.state.lock().unwrap().executors.get(&key) {
+                        Some(ex) => ex.terminal.clone(),
+                        None => continue,
+                    };
+                    tracing::info!(executor = %key.1, pid, "adopting a running executor; waiting for it to subscribe again");
+                    agent.clone().watch_limitations(key.clone());
+                    let within = agent.reregistration_timeout;
+                    tokio::spawn(agent.supervise_executor(key, ExecutorProcess::Adopted(pid), terminal, within));
+                }
+                Fate::Reap(key) => {
+                    tokio::spawn(async move { agent.reap(&key, false).await });
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn recover_executor(
+        &self,
+        framework: &FrameworkInfo,
+        fid: &str,
+        ex: RecoveredExecutor,
+        rebooted: bool,
+        known: &mut HashSet<String>,
+    ) -> Option<Fate> {
+        let task = ex.task?;
+        let eid = ex.info.executor_id.value.clone();
+        let fid_msg = FrameworkId { value: fid.to_string() };
+        if ex.completed {
+            // The run ended before the restart; only its updates may still be owed.
+            if !ex.unacknowledged.is_empty() {
+                self.updates.recover(fid_msg, ex.unacknowledged, ex.updates_path);
+            } else {
+                let _ = std::fs::remove_dir_all(&ex.run_dir);
+            }
+            return None;
+        }
+        let key = (fid.to_string(), eid.clone());
+        let cid = ex.container_id.clone();
+        known.insert(cid.clone());
+        let sandbox = crate::paths::sandbox_dir(&self.work_dir, &self.id(), fid, &eid, &cid);
+        let mut executor = Executor::new(fid.to_string(), eid.clone(), cid.clone(), sandbox, task.clone(), true);
+        executor.recovered = true;
+        executor.phase = Phase::Running;
+        executor.pid = ex.pid;
+        executor.task_state = ex.updates.last().map(|u| u.state()).unwrap_or(TaskState::TaskStaging);
+        // An update from the executor means it had the task.
+        executor.launched = ex.updates.iter().any(|u| u.source() == task_status::Source::Executor);
+        let alive = !rebooted && ex.pid.is_some_and(|pid| process::executor_container(pid, &self.runtime_root).as_deref() == Some(cid.as_str()));
+        tracing::info!(executor = %eid, container = %cid, alive, state = executor.task_state.as_str_name(), framework = %framework.name, "recovered executor");
+        self.state.lock().unwrap().executors.insert(key.clone(), executor);
+        if !ex.unacknowledged.is_empty() {
+            self.updates.recover(fid_msg, ex.unacknowledged, ex.updates_path);
+        }
+        match (alive, ex.pid) {
+            (true, Some(pid)) => Some(Fate::Adopt(key, pid)),
+            _ => Some(Fate::Reap(key)),
+        }
+    }
+
+    /// Kills executors of an earlier run whose containers nothing
+    /// checkpointed (non-checkpointing frameworks): Mesos shuts them down too.
+    fn kill_orphan_executors(&self, known: &HashSet<String>) {
+        for (pid, cid) in process::executors_under(&self.runtime_root) {
+            if !known.contains(&cid) {
+                tracing::info!(pid, container = %cid, "killing the executor of an orphan container");
+                kill_group(Some(pid));
+            }
+        }
+    }
+
+    /// An executor that is gone: its container is destroyed (after reading
+    /// the exit status its supervisor recorded) and its task, unless already
+    /// terminal, ends as that status says, or as lost.
+    pub async fn reap(&self, key: &(String, String), cleanup: bool) {
+        let Some((cid, task_id, state, framework)) = self.state.lock().unwrap().executors.get(key).map(|e| {
+            (e.container_id.clone(), e.task.task_id.value.clone(), e.task_state, e.framework_id.clone())
+        }) else {
+            return;
+        };
+        let recorded = read_exit_status(&self.containerizer.runtime_dir(&cid));
+        if let Err(e) = self.containerizer.destroy(&cid).await {
+            tracing::error!(container = %cid, error = %e, "failed to destroy the container of a dead executor");
+        }
+        if !state.is_terminal() {
+            let aware = self.state.lock().unwrap().frameworks.get(&framework).map(partition_aware).unwrap_or(false);
+            let lost = if aware { TaskState::TaskGone } else { TaskState::TaskLost };
+            let (new_state, message) = match (cleanup, recorded) {
+                (true, _) => (lost, "Executor killed by the agent's --recover=cleanup".to_string()),
+                (false, Some(status)) if status.success() => (
+                    TaskState::TaskFinished,
+                    format!("Executor terminated while the agent was down; the command {status}"),
+                ),
+                (false, Some(status)) => (
+                    TaskState::TaskFailed,
+                    format!("Executor terminated while the agent was down; the command {status}"),
+                ),
+                (false, None) => (lost, "Executor terminated while the agent was down".to_string()),
+            };
+            tracing::info!(task = %task_id, state = new_state.as_str_name(), "ending the task of a dead executor");
+            let status = self.agent_status(&task_id, &cid, new_state, task_status::Reason::ExecutorTerminated, message);
+            self.record_and_forward(key, status);
+        }
+        self.finish_executor(key);
+    }
+}
+
+/// The exit status a container's supervisor recorded in its runtime
+/// directory (the rust backend's `exit_status`: the raw wait status).
+fn read_exit_status(runtime_dir: &std::path::Path) -> Option<ExitStatus> {
+    let text = std::fs::read_to_string(runtime_dir.join(mezzo_containerizer::rust::EXIT_STATUS_FILE)).ok()?;
+    text.trim().parse::<i32>().ok().map(ExitStatus)
+}

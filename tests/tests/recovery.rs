@@ -1,0 +1,189 @@
+//! Agent restarts as a framework and an operator see them: tasks of a
+//! checkpointing framework keep running and stay killable, a task whose
+//! executor died while the agent was down gets a terminal status, and a
+//! container nothing checkpointed is destroyed when the agent starts.
+
+use anyhow::{bail, Context, Result};
+use mezzo_proto::mesos::v1::task_status::{Reason, Source};
+use mezzo_proto::mesos::v1::{TaskState, TaskStatus};
+use mezzo_tests::{assert_clean, command_task, container_id_of, states, Cluster, Kind, Scheduler};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+/// Generous for a loaded CI machine; Mesos's default is 2 s.
+const REREGISTRATION: &str = "--executor_reregistration_timeout=15secs";
+
+struct Running {
+    cluster: Cluster,
+    sched: Scheduler,
+    status: TaskStatus,
+    cid: String,
+}
+
+async fn start_task(id: &str, command: &str) -> Result<Running> {
+    let cluster = Cluster::start_with("rust", &[REREGISTRATION]).await?;
+    let mut sched = Scheduler::subscribe_checkpointing(&cluster.master, "recovery").await?;
+    let offer = sched.next_offer(TIMEOUT).await?;
+    let task = command_task(&offer, id, command, Kind::MesosNoImage, "", 32.0);
+    let status = sched.launch_and_wait_running(&offer, task, TIMEOUT).await.map_err(|e| e.context(cluster.agent_log()))?;
+    let cid = container_id_of(&status).context("TASK_RUNNING carries the container id")?;
+    Ok(Running { cluster, sched, status, cid })
+}
+
+impl Running {
+    fn runtime_dir(&self) -> PathBuf {
+        self.cluster.agent_work_dir().join("run").join("containers").join(&self.cid)
+    }
+
+    /// Host pid of the task's container init, as its supervisor recorded it.
+    fn task_pid(&self) -> Result<i32> {
+        let path = self.runtime_dir().join("pid");
+        Ok(std::fs::read_to_string(&path).with_context(|| path.display().to_string())?.trim().parse()?)
+    }
+
+    /// The executor's checkpointed run directory.
+    fn meta_run_dir(&self) -> PathBuf {
+        let aid = &self.status.agent_id.as_ref().unwrap().value;
+        self.cluster
+            .agent_work_dir()
+            .join("meta/slaves")
+            .join(aid)
+            .join("frameworks")
+            .join(&self.sched.framework_id.value)
+            .join("executors")
+            .join(&self.status.task_id.value)
+            .join("runs")
+            .join(&self.cid)
+    }
+
+    fn executor_pid(&self) -> Result<i32> {
+        let path = self.meta_run_dir().join("pids/forked.pid");
+        Ok(std::fs::read_to_string(&path).with_context(|| path.display().to_string())?.trim().parse()?)
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        self.sched.teardown().await.ok();
+        self.cluster.stop();
+        assert_clean(&self.cluster);
+        Ok(())
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("timed out waiting until {what}")
+}
+
+/// The agent lists the container again (it recovered it).
+async fn wait_recovered(cluster: &Cluster, cid: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let (code, body) = cluster.agent_call_json(&serde_json::json!({"type": "GET_CONTAINERS"})).await?;
+        if code == 200 && body.contains(cid) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the restarted agent does not list container {cid}; log:\n{}", cluster.agent_log())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_keeps_running_across_an_agent_restart_and_stays_killable() -> Result<()> {
+    let mut r = start_task("survivor", "sleep 1000").await?;
+    let pid = r.task_pid()?;
+    r.cluster.restart_agent().await?;
+    wait_recovered(&r.cluster, &r.cid).await?;
+    assert!(alive(pid), "the task's process survived the restart");
+    // No update about the task while the agent was away.
+    if let Ok(st) = r.sched.next_update(Duration::from_secs(1)).await {
+        bail!("unexpected update after the restart: {st:?}");
+    }
+    r.sched.kill("survivor", None).await?;
+    let updates = r.sched.updates_until_terminal("survivor", TIMEOUT).await.map_err(|e| e.context(r.cluster.agent_log()))?;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state(), TaskState::TaskKilled, "updates: {:?}\n{}", states(&updates), r.cluster.agent_log());
+    assert_eq!(last.source(), Source::Executor, "the re-subscribed executor killed it");
+    wait_until("the task's process is gone", Duration::from_secs(10), || !alive(pid)).await?;
+    r.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_finishes_normally_after_an_agent_restart() -> Result<()> {
+    let mut r = start_task("finisher", "sleep 4").await?;
+    r.cluster.restart_agent().await?;
+    let updates = r.sched.updates_until_terminal("finisher", TIMEOUT).await.map_err(|e| e.context(r.cluster.agent_log()))?;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state(), TaskState::TaskFinished, "updates: {:?}\n{}", states(&updates), r.cluster.agent_log());
+    r.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_task_whose_executor_died_meanwhile_is_lost() -> Result<()> {
+    let mut r = start_task("orphaned-task", "sleep 1000").await?;
+    let task_pid = r.task_pid()?;
+    let executor_pid = r.executor_pid()?;
+    r.cluster.crash_agent();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor_pid), nix::sys::signal::Signal::SIGKILL)?;
+    wait_until("the executor is gone", Duration::from_secs(10), || !alive(executor_pid)).await?;
+    assert!(alive(task_pid), "the container outlives its executor");
+    r.cluster.restart_agent().await?;
+    let updates = r.sched.updates_until_terminal("orphaned-task", TIMEOUT).await.map_err(|e| e.context(r.cluster.agent_log()))?;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state(), TaskState::TaskLost, "updates: {:?}", states(&updates));
+    assert_eq!(last.reason(), Reason::ExecutorTerminated);
+    assert_eq!(last.source(), Source::Agent);
+    wait_until("the container is destroyed", Duration::from_secs(10), || !alive(task_pid) && !r.runtime_dir().exists()).await?;
+    r.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_that_ended_while_agent_and_executor_were_down_reports_its_exit_status() -> Result<()> {
+    let mut r = start_task("quitter", "sleep 2; exit 3").await?;
+    let executor_pid = r.executor_pid()?;
+    r.cluster.crash_agent();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(executor_pid), nix::sys::signal::Signal::SIGKILL)?;
+    let exit_file = r.runtime_dir().join("exit_status");
+    wait_until("the container's supervisor records the exit", Duration::from_secs(30), || exit_file.exists()).await?;
+    r.cluster.restart_agent().await?;
+    let updates = r.sched.updates_until_terminal("quitter", TIMEOUT).await.map_err(|e| e.context(r.cluster.agent_log()))?;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state(), TaskState::TaskFailed, "updates: {:?}", states(&updates));
+    let msg = last.message.clone().unwrap_or_default();
+    assert!(msg.contains("exited with status 3"), "message: {msg}");
+    assert!(!r.runtime_dir().exists(), "the container was reaped");
+    r.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_that_no_checkpoint_names_is_destroyed_at_start() -> Result<()> {
+    let mut r = start_task("forgotten", "sleep 1000").await?;
+    let task_pid = r.task_pid()?;
+    let executor_pid = r.executor_pid()?;
+    r.cluster.crash_agent();
+    // Lose the checkpoint: the container becomes an orphan.
+    let fw_meta = r.meta_run_dir().ancestors().nth(4).unwrap().to_path_buf();
+    assert!(fw_meta.ends_with(&r.sched.framework_id.value));
+    std::fs::remove_dir_all(&fw_meta)?;
+    r.cluster.restart_agent().await?;
+    // The agent answers only once recovery is done.
+    assert!(!r.runtime_dir().exists(), "the orphan's runtime directory is removed");
+    wait_until("the orphan's processes are gone", Duration::from_secs(10), || !alive(task_pid) && !alive(executor_pid)).await?;
+    let cgroup = Path::new("/sys/fs/cgroup/memory").join(&r.cluster.cgroups_root).join(&r.cid);
+    assert!(!cgroup.exists(), "the orphan's cgroup is removed");
+    let (_, body) = r.cluster.agent_call_json(&serde_json::json!({"type": "GET_CONTAINERS"})).await?;
+    assert!(!body.contains(&r.cid), "{body}");
+    r.finish().await
+}

@@ -419,6 +419,7 @@ impl Agent {
             return;
         };
         tokio::spawn(async move {
+            tracing::debug!(container = %container_id, "watching the container for limitations");
             let watched = tokio::select! {
                 r = self.containerizer.watch(&container_id) => r,
                 _ = done.cancelled() => return,

@@ -118,12 +118,16 @@ where
 pub async fn launch_true(work: &Path, test_images: &Path, launcher_dir: &Path, runs: usize, warmup: usize) -> Result<Entry> {
     let backend = DockerBackend::new(DockerBackendConfig {
         image_archive_dir: Some(test_images.to_path_buf()),
+        // Remove at destroy, as `docker run --rm` does (Mesos's default
+        // keeps stopped containers for 6 hours).
+        remove_delay: Duration::ZERO,
         ..Default::default()
     })
     .await
     .context("connect the docker backend")?;
     let runtime_root = work.join("docker-runtime");
     std::fs::create_dir_all(&runtime_root)?;
+    let _leftovers = Leftovers(format!("mesos-bench-docker-{}-", std::process::id()));
     let mut rig = DockerRig {
         cz: Containerizer::new(vec![Arc::new(backend)], runtime_root),
         launcher_dir: launcher_dir.to_path_buf(),
@@ -158,4 +162,20 @@ pub async fn launch_true(work: &Path, test_images: &Path, launcher_dir: &Path, r
     Ok(Entry::versus("docker_launch_true", &ours, peer_name, &theirs)
         .target("ratio <= 1.15")
         .note(format!("prepare + start + wait + destroy vs `{}`", argv.join(" "))))
+}
+
+/// Safety net, also on failure: no container named after this run may stay
+/// in the engine once the benchmark is over.
+struct Leftovers(String);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let Ok(out) = std::process::Command::new("docker").args(["ps", "-a", "--format", "{{.Names}}"]).output() else {
+            return;
+        };
+        for name in String::from_utf8_lossy(&out.stdout).lines().filter(|n| n.starts_with(&self.0)) {
+            tracing::warn!(container = name, "left over after destroy; removing");
+            let _ = std::process::Command::new("docker").args(["rm", "-f", name]).output();
+        }
+    }
 }

@@ -168,6 +168,7 @@ pub async fn cold_pull(work: &Path, runs: usize, warmup: usize) -> Result<Vec<En
         docker_rmi(&remote).await;
     }
     let out_root = work.join("skopeo-out");
+    std::fs::create_dir_all(&out_root)?;
     let mut round = 0usize;
     let mut skopeo_pull = || {
         round += 1;

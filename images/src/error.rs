@@ -48,7 +48,7 @@ pub enum ImageError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Something valid that this crate does not handle (e.g. zstd layers).
+    /// Something valid that this crate does not handle (e.g. sparse files, schema 1 manifests).
     #[error("unsupported: {0}")]
     Unsupported(String),
     /// An I/O error, with what was being done.

@@ -1,8 +1,9 @@
 //! mezzo-images: image references, local image archives, the content and layer store,
 //! and rootfs backends (overlay mount, copy).
 //!
-//! The flow of one image: [`ImageReference::parse`] -> [`ImageStore::get`] finds the
-//! image in the local archive directory, imports its blobs into the content store
+//! The flow of one image: [`ImageReference::parse`] -> [`ImageStore::get`] (or
+//! [`ImageStore::pull`]) finds the image in a registry ([`registry`], configured with
+//! [`StoreOptions`]) or the local archive directory, puts its blobs into the content store
 //! (`blobs/sha256/<hex>`, verified) and unpacks each layer once into the layer cache
 //! (`layers/<diff id>/rootfs`, whiteouts in overlay form) -> [`rootfs::mount_overlay`]
 //! or [`rootfs::copy_layers`] makes a container's root filesystem from the layers.

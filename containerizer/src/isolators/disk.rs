@@ -65,7 +65,7 @@ pub fn disk_usage(paths: &[PathBuf], max_entries: usize) -> u64 {
 pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [(u64, &str); 4] = [(1 << 40, "TB"), (1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")];
     for (size, unit) in UNITS {
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{}{unit}", bytes / size);
         }
     }
@@ -200,7 +200,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("d");
         std::fs::create_dir_all(d.join("sub")).unwrap();
-        let empty = disk_usage(&[d.clone()], MAX_DU_ENTRIES);
+        let empty = disk_usage(std::slice::from_ref(&d), MAX_DU_ENTRIES);
         std::fs::write(d.join("sub/f"), vec![1u8; 1 << 20]).unwrap();
         std::fs::hard_link(d.join("sub/f"), d.join("hard")).unwrap();
         let big = tmp.path().join("outside");

@@ -15,6 +15,9 @@ async fn scratch() -> Result<()> {
                 println!("oom_control: {:?}", std::fs::read_to_string(dir.join("memory.oom_control")));
                 println!("procs: {:?}", std::fs::read_to_string(dir.join("cgroup.procs")));
                 println!("max: {:?}", std::fs::read_to_string(dir.join("memory.max_usage_in_bytes")));
+                use std::os::unix::fs::MetadataExt;
+                println!("ino: {:?}", std::fs::metadata(&dir).map(|m| m.ino()));
+                println!("events: {:?}", std::fs::read_to_string(dir.join("cgroup.event_control")).err());
             }
             if st.state().is_terminal() { break; }
         }

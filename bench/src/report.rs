@@ -116,19 +116,6 @@ impl Entry {
         e
     }
 
-    /// A peer measured while our side is missing: `value` stays empty.
-    pub fn peer_only(name: &str, peer: &str, theirs: &Samples, note: &str) -> Self {
-        let mut e = Entry::new(name, 0.0, "ms");
-        e.value = None;
-        e.peer = Some(peer.to_string());
-        e.peer_value = Some(round2(theirs.median_ms()));
-        e.runs = Some(theirs.len());
-        e.detail.insert("peer_min".into(), round2(theirs.min_ms()));
-        e.detail.insert("peer_p95".into(), round2(theirs.p95_ms()));
-        e.note = Some(note.to_string());
-        e
-    }
-
     /// Sets the target text.
     pub fn target(mut self, t: &str) -> Self {
         self.target = Some(t.to_string());

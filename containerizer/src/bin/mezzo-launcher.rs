@@ -20,7 +20,7 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{default::get_executor, Executor, ExecutorError, ExecutorValidationError};
 use mezzo_containerizer::containerizer::write_atomic;
-use mezzo_containerizer::rust::{BUNDLE_DIR, EXIT_STATUS_FILE, LAUNCHER_PID_FILE, PID_FILE, STATE_DIR};
+use mezzo_containerizer::rust::{BUNDLE_DIR, EXIT_STATUS_FILE, LAUNCHER_PID_FILE, LIMITATION_FILE, PID_FILE, STATE_DIR};
 use mezzo_containerizer::{read_spec, ContainerSpec, Rootfs};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -205,6 +205,16 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     *ready = true;
 
     let status = wait_forwarding(&mut container, init.as_raw(), &set)?;
+    // The kernel's OOM counter for the container's memory cgroup, read
+    // before delete removes the cgroup: an OOM kill of the init is then a
+    // recorded limitation, never a guess from the exit status.
+    if !spec.cgroup_path.is_empty() {
+        let fs = mezzo_containerizer::isolators::CgroupFs::detect();
+        if let Some(limitation) = mezzo_containerizer::isolators::oom_killed(&fs, &spec.cgroup_path) {
+            let json = serde_json::to_vec(&limitation).context("serialize limitation")?;
+            write_atomic(&dir.join(LIMITATION_FILE), &json)?;
+        }
+    }
     write_atomic(&dir.join(EXIT_STATUS_FILE), status.to_string().as_bytes())?;
     // Also tell a launcher still listening, in case the runtime directory
     // goes (destroy) before it reads the file. A reader that has gone away

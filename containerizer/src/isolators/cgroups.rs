@@ -266,26 +266,7 @@ impl CgroupsIsolator {
 
     /// The limitation message, Mesos style, for an OOM in `dir`.
     fn oom_limitation(&self, dir: &Path) -> Limitation {
-        let v2 = self.fs().is_v2();
-        let mb = |b: Option<u64>| b.map(|b| format!("{}MB", b >> 20)).unwrap_or_else(|| "unknown".into());
-        let limit = read_opt(&dir.join(if v2 { "memory.max" } else { "memory.limit_in_bytes" })).and_then(|t| parse_limit(&t));
-        let peak = if v2 {
-            read_opt(&dir.join("memory.peak")).or_else(|| read_opt(&dir.join("memory.current")))
-        } else {
-            read_opt(&dir.join("memory.max_usage_in_bytes"))
-        }
-        .and_then(|t| t.trim().parse::<u64>().ok());
-        let stats = read_opt(&dir.join("memory.stat")).unwrap_or_default();
-        Limitation {
-            reason: LimitationReason::Memory,
-            resources: vec!["mem".to_string()],
-            message: format!(
-                "Memory limit exceeded: Requested: {} Maximum Used: {}\n\nMEMORY STATISTICS: \n{}",
-                mb(limit),
-                mb(peak),
-                stats
-            ),
-        }
+        oom_limitation(self.fs().is_v2(), dir)
     }
 
     /// v2: fires once `memory.events` counts an OOM kill.
@@ -598,6 +579,42 @@ impl CgroupsIsolator {
         .await
         .map_err(|e| ContainerizerError::Other(format!("destroy cgroup task: {e}")))?
     }
+}
+
+/// The limitation message, Mesos style, for an OOM in the memory cgroup `dir` (v1 or v2 files).
+pub fn oom_limitation(v2: bool, dir: &Path) -> Limitation {
+    let mb = |b: Option<u64>| b.map(|b| format!("{}MB", b >> 20)).unwrap_or_else(|| "unknown".into());
+    let limit = read_opt(&dir.join(if v2 { "memory.max" } else { "memory.limit_in_bytes" })).and_then(|t| parse_limit(&t));
+    let peak = if v2 {
+        read_opt(&dir.join("memory.peak")).or_else(|| read_opt(&dir.join("memory.current")))
+    } else {
+        read_opt(&dir.join("memory.max_usage_in_bytes"))
+    }
+    .and_then(|t| t.trim().parse::<u64>().ok());
+    let stats = read_opt(&dir.join("memory.stat")).unwrap_or_default();
+    Limitation {
+        reason: LimitationReason::Memory,
+        resources: vec!["mem".to_string()],
+        message: format!(
+            "Memory limit exceeded: Requested: {} Maximum Used: {}\n\nMEMORY STATISTICS: \n{}",
+            mb(limit),
+            mb(peak),
+            stats
+        ),
+    }
+}
+
+
+/// The memory limitation of the container in `cgroup_path` when the kernel
+/// counted an OOM kill in its memory cgroup (`oom_kill` in
+/// `memory.oom_control` on v1, `memory.events` on v2); `None` otherwise.
+/// Read by the supervisor right after the container's init ended, before
+/// the cgroup goes, so an OOM that killed the init is never missed.
+pub fn oom_killed(fs: &CgroupFs, cgroup_path: &str) -> Option<Limitation> {
+    let dir = fs.dir("memory", cgroup_path);
+    let file = if fs.is_v2() { "memory.events" } else { "memory.oom_control" };
+    let text = read_opt(&dir.join(file))?;
+    (keyed(&text, "oom_kill").unwrap_or(0) > 0).then(|| oom_limitation(fs.is_v2(), &dir))
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ mod volumes;
 pub use cgroupfs::{CgroupFs, CgroupVersion, DEFAULT_CGROUPFS_ROOT};
 pub use cgroups::{
     cgroup_path, cpu_quota_us, cpu_shares, cpu_weight, memory_hard_limit, memory_soft_limit, CgroupsIsolator, CgroupsOptions,
-    Controller, CPU_CFS_PERIOD_US, CPU_SHARES_PER_CPU, DEFAULT_MAX_PIDS, MIN_CPU_SHARES, MIN_MEMORY_BYTES,
+    oom_killed, oom_limitation, Controller, CPU_CFS_PERIOD_US, CPU_SHARES_PER_CPU, DEFAULT_MAX_PIDS, MIN_CPU_SHARES,
+    MIN_MEMORY_BYTES,
 };
 pub use filesystem::{resolve_command, FilesystemLinux, ImageRuntime, ProvisionedImage, Provisioner, OVERLAY_DIR};
 pub use linux::{

@@ -2,7 +2,8 @@
 //! supervisor (fork+exec, so libcontainer never runs in this process),
 //! signals the container through it, and reads the exit status it records.
 
-use super::{EXIT_STATUS_FILE, LAUNCHER_BIN, LAUNCHER_LOG, LAUNCHER_PID_FILE};
+use super::{EXIT_STATUS_FILE, LAUNCHER_BIN, LAUNCHER_LOG, LAUNCHER_PID_FILE, LIMITATION_FILE};
+use crate::Limitation;
 use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher};
 use async_trait::async_trait;
 use std::os::unix::ffi::OsStrExt;
@@ -54,6 +55,12 @@ pub(crate) fn live_supervisor(runtime_dir: &Path) -> Option<i32> {
 fn read_exit_status(runtime_dir: &Path) -> Option<ExitStatus> {
     let text = std::fs::read_to_string(runtime_dir.join(EXIT_STATUS_FILE)).ok()?;
     text.trim().parse().ok().map(ExitStatus)
+}
+
+/// Reads the limitation the supervisor recorded, if any.
+fn read_limitation(runtime_dir: &Path) -> Option<Limitation> {
+    let bytes = std::fs::read(runtime_dir.join(LIMITATION_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Starts, signals and waits for one rust-backend container.
@@ -183,6 +190,10 @@ impl Launcher for RustLauncher {
                 String::from_utf8_lossy(&out.stderr).trim()
             )))
         }
+    }
+
+    fn limitation(&self) -> Option<Limitation> {
+        read_limitation(&self.runtime_dir)
     }
 
     async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError> {

@@ -43,6 +43,9 @@ pub const LAUNCHER_PID_FILE: &str = "launcher.pid";
 pub const PID_FILE: &str = "pid";
 /// Raw wait status of the container's init, written once it ended.
 pub const EXIT_STATUS_FILE: &str = "exit_status";
+/// The limitation (JSON) that ended the container, written by the
+/// supervisor before `exit_status` when the kernel OOM-killed in its cgroup.
+pub const LIMITATION_FILE: &str = "limitation";
 /// The helper's own log (stderr).
 pub const LAUNCHER_LOG: &str = "launcher.log";
 /// Default `--cgroups_root`, as Mesos's `mesos`.

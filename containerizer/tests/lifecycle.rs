@@ -36,7 +36,7 @@ struct StuckPull {
 
 #[async_trait]
 impl Provisioner for StuckPull {
-    async fn provision(&self, _reference: &str) -> Result<ProvisionedImage, String> {
+    async fn provision(&self, _lease: &str, _reference: &str) -> Result<ProvisionedImage, String> {
         self.entered.notify_one();
         std::future::pending().await
     }

@@ -183,3 +183,22 @@ async fn broken_image_layer_fails_start_with_reason() {
     assert!(err.to_string().contains("missing"), "{err}");
     h.containerizer.destroy("img-broken").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_is_leased_while_its_container_lives_and_released_on_destroy() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let h = Harness::new();
+    let c = h.config("img-lease", IMAGE, Command { shell: true, value: Some("true".into()), ..Default::default() });
+    h.containerizer.prepare(&c).await.expect("prepare");
+    let leases = h.store.leases().unwrap();
+    assert!(leases.iter().any(|l| l.container_id == "img-lease"), "no lease for the container: {leases:?}");
+    // A forced collection while the container exists keeps its layers.
+    h.store.gc(&mezzo_images::GcPolicy { force: true, ..Default::default() }).unwrap();
+    let image = h.store.get(IMAGE).await.unwrap();
+    assert!(image.layers.iter().all(|l| l.exists()), "gc removed a leased layer");
+    h.containerizer.destroy("img-lease").await.expect("destroy");
+    assert!(h.store.leases().unwrap().iter().all(|l| l.container_id != "img-lease"), "lease outlived its container");
+}

@@ -34,19 +34,44 @@ pub struct ProvisionedImage {
 /// Makes images available on this host (Mesos's provisioner).
 #[async_trait]
 pub trait Provisioner: Send + Sync {
-    /// Fetches (or finds cached) `reference`; the error text says why not.
-    async fn provision(&self, reference: &str) -> Result<ProvisionedImage, String>;
+    /// Fetches (or finds cached) `reference` and keeps it from garbage
+    /// collection under `lease` (the container id, or `<container id>/<what>`
+    /// for a second image of one container) until `release`; the error text
+    /// says why not.
+    async fn provision(&self, lease: &str, reference: &str) -> Result<ProvisionedImage, String>;
+    /// Drops the leases of `container_id` (and of its `<container id>/...`
+    /// leases); an unknown container is not an error.
+    async fn release(&self, _container_id: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Provisioner for mezzo_images::ImageStore {
-    async fn provision(&self, reference: &str) -> Result<ProvisionedImage, String> {
-        let image = self.get(reference).await.map_err(|e| e.to_string())?;
+    async fn provision(&self, lease: &str, reference: &str) -> Result<ProvisionedImage, String> {
+        let image = self.get_leased(lease, reference).await.map_err(|e| e.to_string())?;
         let c = image.config;
         Ok(ProvisionedImage {
             layers: image.layers,
             runtime: ImageRuntime { env: c.env, entrypoint: c.entrypoint, cmd: c.cmd, working_dir: c.working_dir, user: c.user },
         })
+    }
+
+    async fn release(&self, container_id: &str) -> Result<(), String> {
+        let store = self.clone();
+        let id = container_id.to_string();
+        tokio::task::spawn_blocking(move || {
+            store.release(&id).map_err(|e| e.to_string())?;
+            let prefix = format!("{id}/");
+            for lease in store.leases().map_err(|e| e.to_string())? {
+                if lease.container_id.starts_with(&prefix) {
+                    store.release(&lease.container_id).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 }
 
@@ -106,7 +131,7 @@ impl FilesystemLinux {
             reason: "no image provisioner is configured".into(),
         })?;
         let image = provisioner
-            .provision(reference)
+            .provision(&config.container_id, reference)
             .await
             .map_err(|reason| ContainerizerError::Image { image: reference.clone(), reason })?;
 
@@ -155,6 +180,12 @@ impl Isolator for FilesystemLinux {
     }
 
     async fn cleanup(&self, container_id: &str) -> Result<(), ContainerizerError> {
+        if let Some(provisioner) = &self.provisioner {
+            provisioner
+                .release(container_id)
+                .await
+                .map_err(|e| ContainerizerError::Other(format!("release image leases of {container_id}: {e}")))?;
+        }
         let dir = self.overlay_dir(container_id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

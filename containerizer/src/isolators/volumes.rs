@@ -195,7 +195,7 @@ impl Isolator for VolumeImage {
     }
 
     async fn prepare(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
-        for v in &config.volumes {
+        for (index, v) in config.volumes.iter().enumerate() {
             let VolumeSource::Image(reference) = &v.source else { continue };
             if !v.read_only {
                 return Err(invalid(format!("image volume '{reference}' can only be mounted read-only (mode RO)")));
@@ -205,7 +205,7 @@ impl Isolator for VolumeImage {
                 reason: "no image provisioner is configured".into(),
             })?;
             let image = provisioner
-                .provision(reference)
+                .provision(&format!("{}/volume-{index}", config.container_id), reference)
                 .await
                 .map_err(|reason| ContainerizerError::Image { image: reference.clone(), reason })?;
             if image.layers.is_empty() {

@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Benchmarks (called by `make bench`): prints a table and writes
-# target/bench/results.json (name, value, unit[, peer, peer_value, ratio]).
+# Benchmarks (called by `make bench`, as root after scripts/setup-host.sh):
+# prints one table and writes target/bench/results.json, a list of
+# {name, value, unit[, peer, peer_value, ratio, runs, target, detail, note]}.
 #
 # accept_to_running_{rust,docker}: median over N runs of the time from the
-# scheduler's ACCEPT to its TASK_RUNNING update, as `mezzo execute` sees it.
+# scheduler's ACCEPT to its TASK_RUNNING update, as `mezzo execute` sees it,
+# through a real master and agent.
+# Then mezzo-bench (bench/), side by side with its peers in the same run:
+# rust_launch_true (crun; runc as rust_launch_true_vs_runc), rust_launch_1000,
+# docker_launch_true (docker run), image_warm_provision_{1,5,20},
+# image_cold_pull (skopeo; docker pull as image_cold_pull_vs_docker).
+#
+# Knobs: MEZZO_BENCH_RUNS (cluster runs, 20), MEZZO_BENCH_LAUNCH_RUNS (30),
+# MEZZO_BENCH_PULL_RUNS (5), MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY
+# (mezzo-bench groups: provision,rust,many,docker,pull; empty = all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${MEZZO_BENCH_RUNS:-20}
@@ -12,32 +22,66 @@ bash scripts/build-test-images.sh
 bin="$PWD/target/release"
 out="$PWD/target/bench"
 mkdir -p "$out"
+rm -f "$out/cluster-samples.txt" "$out/mezzo-bench.json"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# 1. Through a cluster: ACCEPT to TASK_RUNNING.
 source scripts/cluster.sh
 start_cluster "$bin" "$(free_port)" "$(free_port)"
-: >"$work/samples"
+: >"$out/cluster-samples.txt"
 for kind in mesos docker; do
   for i in $(seq 1 "$runs"); do
-    line=$("$bin/mezzo" execute --master="$master" --name="bench-$kind-$i" --command=true \
+    line=$(timeout 120 "$bin/mezzo" execute --master="$master" --name="bench-$kind-$i" --command=true \
       --image=busybox --containerizer="$kind" --cpus=0.1 --mem=32 2>&1 | grep 'ACCEPT to TASK_RUNNING' || true)
     ms=$(echo "$line" | grep -oE '[0-9]+(\.[0-9]+)?' | head -1)
-    [ -n "$ms" ] && echo "$kind $ms" >>"$work/samples"
+    [ -n "$ms" ] && echo "$kind $ms" >>"$out/cluster-samples.txt"
   done
 done
-python3 - "$work/samples" "$out/results.json" <<'PY'
-import json, statistics, sys
+# The side-by-side benchmarks want a quiet machine: no idle agent polling.
+stop_cluster
+trap - EXIT
+
+# 2. Side by side with the peers (its own private mount namespace; cleans up after itself).
+bench_rc=0
+only=()
+[ -n "${MEZZO_BENCH_ONLY:-}" ] && only=(--only "$MEZZO_BENCH_ONLY")
+timeout 3600 "$bin/mezzo-bench" \
+  --runs "${MEZZO_BENCH_LAUNCH_RUNS:-30}" --pull-runs "${MEZZO_BENCH_PULL_RUNS:-5}" \
+  --many "${MEZZO_BENCH_MANY:-1000}" --test-images "$PWD/target/test-images" \
+  --launcher-dir "$bin" --out "$out/mezzo-bench.json" "${only[@]}" || bench_rc=$?
+
+# 3. One results file, one table.
+python3 - "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/results.json" <<'PY'
+import json, os, statistics, sys
+samples_path, bench_path, out_path = sys.argv[1:4]
 samples = {}
-for line in open(sys.argv[1]):
+for line in open(samples_path):
     kind, ms = line.split()
     samples.setdefault(kind, []).append(float(ms))
-names = {"mesos": "accept_to_running_rust", "docker": "accept_to_running_docker"}
 results = []
-for kind, name in names.items():
+for kind, name in {"mesos": "accept_to_running_rust", "docker": "accept_to_running_docker"}.items():
     vals = samples.get(kind, [])
     if vals:
         results.append({"name": name, "value": round(statistics.median(vals), 2), "unit": "ms", "runs": len(vals)})
-json.dump(results, open(sys.argv[2], "w"), indent=2)
-print(f"{'name':32} {'value':>10} {'unit':>5} {'runs':>5}")
+if os.path.exists(bench_path):
+    results.extend(json.load(open(bench_path)))
+json.dump(results, open(out_path, "w"), indent=2)
+
+def fmt(v):
+    return "-" if v is None else f"{v:g}"
+cols = ("name", "value", "unit", "peer", "peer_value", "ratio", "target", "runs")
+rows = [[r["name"], fmt(r.get("value")), r["unit"], r.get("peer") or "-", fmt(r.get("peer_value")),
+         fmt(r.get("ratio")), r.get("target") or "-", fmt(r.get("runs"))] for r in results]
+widths = [max(len(c), *(len(row[i]) for row in rows)) if rows else len(c) for i, c in enumerate(cols)]
+print("  ".join(c.ljust(w) if i in (0, 2, 3, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths))))
+for row in rows:
+    print("  ".join(v.ljust(w) if i in (0, 2, 3, 6) else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
 for r in results:
-    print(f"{r['name']:32} {r['value']:>10} {r['unit']:>5} {r['runs']:>5}")
+    if r.get("value") is None and r.get("note"):
+        print(f"{r['name']}: {r['note']}")
+print(f"written: {out_path}")
 PY
+if [ "$bench_rc" != 0 ]; then
+  echo "mezzo-bench failed (exit $bench_rc); the table holds what it measured" >&2
+fi
+exit "$bench_rc"

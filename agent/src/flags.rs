@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 /// Flags of `mezzo-agent`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "mezzo-agent", version, about = "mezzo agent: runs tasks in containers")]
+// A flag given twice takes its last value, so wrappers can append overrides.
+#[command(name = "mezzo-agent", version, about = "mezzo agent: runs tasks in containers", args_override_self = true)]
 pub struct Flags {
     /// Master address, `host:port`.
     #[arg(long)]
@@ -162,6 +163,8 @@ mod tests {
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--cgroups_enable_cfs", "--strict=false", "--docker_kill_orphans=false"]).unwrap();
         assert!(f.cgroups_enable_cfs && !f.strict && !f.docker_kill_orphans);
         assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--recover=maybe"]).is_err());
+        let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--recover=cleanup", "--recover=reconnect"]).unwrap();
+        assert_eq!(f.recover, "reconnect", "the last occurrence wins");
         assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--image_provisioner_backend=aufs"]).is_err());
     }
 }

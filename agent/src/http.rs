@@ -222,7 +222,9 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
         let key = key.clone();
         tokio::spawn(async move {
             if agent.await_limitation(&key, &status).await {
-                agent.record_and_forward(&key, status);
+                if !agent.adopt_executor_limitation(&key, &status) {
+                    agent.record_and_forward(&key, status);
+                }
             } else {
                 tracing::info!(task = %status.task_id.value, "dropping the executor's TASK_FAILED: a limitation ended the container");
             }

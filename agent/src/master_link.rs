@@ -30,9 +30,8 @@ pub async fn post<M: prost::Message>(http: &reqwest::Client, master: &str, path:
 /// re-registers whenever the master no longer knows this agent.
 pub async fn register_and_ping(agent: Arc<Agent>) {
     loop {
-        let interval;
         let registered = register(&agent).await;
-        match registered {
+        let interval = match registered {
             Ok(reg) => {
                 let first = agent.agent_id.read().unwrap().is_none();
                 agent.set_agent_id(&reg.agent_id.value);
@@ -40,14 +39,14 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
                     agent.registered.notify_waiters();
                 }
                 tracing::info!(agent_id = %reg.agent_id.value, "registered with master");
-                interval = Duration::from_secs_f64(reg.ping_interval_seconds.unwrap_or(5.0).clamp(0.1, 60.0));
+                Duration::from_secs_f64(reg.ping_interval_seconds.unwrap_or(5.0).clamp(0.1, 60.0))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "registration with master failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
-        }
+        };
         // Ping until the master forgets us.
         loop {
             tokio::time::sleep(interval).await;

@@ -292,7 +292,7 @@ fn task_of(agent: &Agent, e: &Executor) -> Task {
         discovery: e.task.discovery.clone(),
         container: e.task.container.clone(),
         health_check: e.task.health_check.clone(),
-        kill_policy: e.task.kill_policy.clone(),
+        kill_policy: e.task.kill_policy,
         limits: e.task.limits.clone(),
         ..Default::default()
     };

@@ -70,6 +70,16 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Whether `pid` leads its own session, as the agent starts executors
+/// (their helpers inherit the environment but not the session leadership).
+fn session_leader(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(3).map(str::to_string)))
+        .and_then(|sid| sid.parse::<i32>().ok())
+        == Some(pid)
+}
+
 /// The environment of a process, as `KEY=VALUE` strings.
 fn environ(pid: i32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/environ"))
@@ -80,7 +90,7 @@ fn environ(pid: i32) -> Vec<String> {
 /// The container id of a live `mezzo-executor` started for a container
 /// under `runtime_root`, read from its environment; `None` for any other process.
 pub fn executor_container(pid: i32, runtime_root: &Path) -> Option<String> {
-    if !alive(pid) {
+    if !alive(pid) || !session_leader(pid) {
         return None;
     }
     let env = environ(pid);
@@ -119,6 +129,25 @@ mod tests {
         assert!(!alive(pid));
         // A pid that does not exist is gone at once.
         tokio::time::timeout(Duration::from_secs(1), wait_for_exit(i32::MAX - 1)).await.unwrap();
+    }
+
+    #[test]
+    fn session_leaders_are_told_apart() {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new("sleep");
+        command.arg("5");
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        }
+        let mut leader = command.spawn().unwrap();
+        let mut follower = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(session_leader(leader.id() as i32));
+        assert!(!session_leader(follower.id() as i32));
+        leader.kill().unwrap();
+        follower.kill().unwrap();
+        leader.wait().unwrap();
+        follower.wait().unwrap();
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::slave::{kill_group, partition_aware, Agent, Executor, Phase};
 use anyhow::Context;
 use mezzo_containerizer::ExitStatus;
 use mezzo_proto::mesos::v1::{task_status, FrameworkId, FrameworkInfo, TaskState};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What recovery decided for one checkpointed executor.
@@ -36,6 +36,9 @@ impl Agent {
         };
         let mut known: HashSet<String> = HashSet::new();
         let mut fates = Vec::new();
+        // Live executors of earlier runs, by container id: the truth about
+        // which are alive, even where a crash lost the pid checkpoint.
+        let live: HashMap<String, i32> = process::executors_under(&self.runtime_root).into_iter().map(|(pid, cid)| (cid, pid)).collect();
         if let Some(agent) = recovered {
             if let Some(id) = agent.info.id.as_ref().map(|i| i.value.clone()).filter(|v| crate::paths::safe_component(v)) {
                 tracing::info!(agent_id = %id, frameworks = agent.frameworks.len(), rebooted = agent.rebooted, "recovering checkpointed state");
@@ -45,13 +48,13 @@ impl Agent {
                 let Some(fid) = fw.info.id.as_ref().map(|i| i.value.clone()) else { continue };
                 self.state.lock().unwrap().frameworks.insert(fid.clone(), fw.info.clone());
                 for ex in fw.executors {
-                    if let Some(fate) = self.recover_executor(&fw.info, &fid, ex, agent.rebooted, &mut known) {
+                    if let Some(fate) = self.recover_executor(&fw.info, &fid, ex, agent.rebooted, &live, &mut known) {
                         fates.push(fate);
                     }
                 }
             }
         }
-        self.kill_orphan_executors(&known);
+        self.kill_orphan_executors(&known, &live);
         let containers = self.containerizer.recover(&known).await;
         let containers = match containers {
             Ok(c) => c,
@@ -102,6 +105,7 @@ impl Agent {
         fid: &str,
         ex: RecoveredExecutor,
         rebooted: bool,
+        live: &HashMap<String, i32>,
         known: &mut HashSet<String>,
     ) -> Option<Fate> {
         let task = ex.task?;
@@ -123,27 +127,31 @@ impl Agent {
         let mut executor = Executor::new(fid.to_string(), eid.clone(), cid.clone(), sandbox, task.clone(), true);
         executor.recovered = true;
         executor.phase = Phase::Running;
-        executor.pid = ex.pid;
+        let pid = if rebooted { None } else { live.get(&cid).copied() };
+        if pid.is_some() && pid != ex.pid {
+            tracing::warn!(executor = %eid, checkpointed = ?ex.pid, found = ?pid, "the executor's checkpointed pid is stale; using the live one");
+        }
+        executor.pid = pid.or(ex.pid);
         executor.task_state = ex.updates.last().map(|u| u.state()).unwrap_or(TaskState::TaskStaging);
         // An update from the executor means it had the task.
         executor.launched = ex.updates.iter().any(|u| u.source() == task_status::Source::Executor);
-        let alive = !rebooted && ex.pid.is_some_and(|pid| process::executor_container(pid, &self.runtime_root).as_deref() == Some(cid.as_str()));
+        let alive = pid.is_some();
         tracing::info!(executor = %eid, container = %cid, alive, state = executor.task_state.as_str_name(), framework = %framework.name, "recovered executor");
         self.state.lock().unwrap().executors.insert(key.clone(), executor);
         if !ex.unacknowledged.is_empty() {
             self.updates.recover(fid_msg, ex.unacknowledged, ex.updates_path);
         }
-        match (alive, ex.pid) {
-            (true, Some(pid)) => Some(Fate::Adopt(key, pid)),
-            _ => Some(Fate::Reap(key)),
+        match pid {
+            Some(pid) => Some(Fate::Adopt(key, pid)),
+            None => Some(Fate::Reap(key)),
         }
     }
 
     /// Kills executors of an earlier run whose containers nothing
     /// checkpointed (non-checkpointing frameworks): Mesos shuts them down too.
-    fn kill_orphan_executors(&self, known: &HashSet<String>) {
-        for (pid, cid) in process::executors_under(&self.runtime_root) {
-            if !known.contains(&cid) {
+    fn kill_orphan_executors(&self, known: &HashSet<String>, live: &HashMap<String, i32>) {
+        for (cid, &pid) in live {
+            if !known.contains(cid) {
                 tracing::info!(pid, container = %cid, "killing the executor of an orphan container");
                 kill_group(Some(pid));
             }

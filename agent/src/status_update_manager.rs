@@ -217,4 +217,50 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(sum.pending(), 0);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn checkpointed_updates_and_acks_survive_and_are_recovered() {
+        let dir = std::env::temp_dir().join(format!("mezzo-sum-test-{}", uuid::Uuid::new_v4()));
+        let meta = crate::checkpoint::Meta::new(&dir);
+        let path = meta.task_updates_path("A", "f", "t", "c", "t");
+        let sent: Arc<Mutex<Vec<TaskStatus>>> = Arc::default();
+        let s2 = sent.clone();
+        let forward: Forward = Arc::new(move |_fid, st| {
+            s2.lock().unwrap().push(st);
+            Box::pin(async { Ok(()) })
+        });
+        let sum = StatusUpdateManager::new(forward, Duration::from_secs(10));
+        let fid = FrameworkId { value: "f".into() };
+        let (running, finished) = (status("t", TaskState::TaskRunning), status("t", TaskState::TaskFinished));
+        sum.update_checkpointed(fid.clone(), running.clone(), Some(path.clone()));
+        sum.update_checkpointed(fid.clone(), finished.clone(), Some(path.clone()));
+        assert!(sum.acknowledge("f", "t", running.uuid.as_ref().unwrap()));
+        // The agent "restarts": a new manager recovers from the checkpoint.
+        let data = std::fs::read(&path).unwrap();
+        assert!(!data.is_empty());
+        let mut written = Vec::new();
+        let mut rest = &data[..];
+        while rest.len() >= 4 {
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            written.push(<mezzo_proto::mezzo::agent::StatusUpdateRecord as prost::Message>::decode(&rest[4..4 + len]).unwrap());
+            rest = &rest[4 + len..];
+        }
+        let kinds: Vec<i32> = written.iter().map(|r| r.r#type).collect();
+        assert_eq!(kinds, vec![0, 0, 1], "UPDATE, UPDATE, ACK");
+        let resent: Arc<Mutex<Vec<TaskStatus>>> = Arc::default();
+        let r2 = resent.clone();
+        let forward2: Forward = Arc::new(move |_fid, st| {
+            r2.lock().unwrap().push(st);
+            Box::pin(async { Ok(()) })
+        });
+        let sum2 = StatusUpdateManager::new(forward2, Duration::from_secs(10));
+        sum2.recover(fid, vec![finished.clone()], Some(path.clone()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(resent.lock().unwrap().iter().map(|s| s.uuid.clone()).collect::<Vec<_>>(), vec![finished.uuid.clone()]);
+        assert!(sum2.acknowledge("f", "t", finished.uuid.as_ref().unwrap()));
+        // Recovery does not write the update again; the ack is appended.
+        let after = std::fs::read(&path).unwrap();
+        assert!(after.len() > data.len() && after.starts_with(&data));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

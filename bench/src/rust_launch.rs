@@ -311,15 +311,19 @@ pub async fn launch_true(rig: &RustRig, work: &Path, runs: usize, warmup: usize)
 /// `rust_launch_1000`: `total` launches, `parallel` at a time, in seconds.
 pub async fn launch_many(rig: Arc<RustRig>, total: usize, parallel: usize) -> Result<Entry> {
     let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total)));
     let start = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..parallel {
-        let (rig, next) = (rig.clone(), next.clone());
+        let (rig, next, done) = (rig.clone(), next.clone(), done.clone());
         workers.spawn(async move {
             let (mut ok, mut failed, mut first_error) = (0usize, 0usize, None::<String>);
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 match rig.launch_once().await {
-                    Ok(_) => ok += 1,
+                    Ok(_) => {
+                        ok += 1;
+                        done.lock().unwrap_or_else(|e| e.into_inner()).push(start.elapsed());
+                    }
                     Err(e) => {
                         failed += 1;
                         first_error.get_or_insert_with(|| format!("{e:#}"));
@@ -339,13 +343,26 @@ pub async fn launch_many(rig: Arc<RustRig>, total: usize, parallel: usize) -> Re
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    // Does the rate hold up? Time taken by the first and the last tenth.
+    let mut done = done.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    done.sort();
+    let tenth = done.len() / 10;
+    let (first, last) = if tenth > 0 {
+        let t = |i: usize| done[i].as_secs_f64();
+        (t(tenth - 1), t(done.len() - 1) - t(done.len() - 1 - tenth))
+    } else {
+        (f64::NAN, f64::NAN)
+    };
     let name = if total == 1000 { "rust_launch_1000".to_string() } else { format!("rust_launch_{total}") };
     let mut e = Entry::new(&name, secs, "s")
         .target("value <= 10 s (for 1000)")
         .with("parallel", parallel as f64)
         .with("succeeded", ok as f64)
         .with("failed", failed as f64)
-        .with("per_container_ms", secs * 1e3 / total.max(1) as f64);
+        .with("per_container_ms", secs * 1e3 / total.max(1) as f64)
+        .with("first_tenth_s", first)
+        .with("last_tenth_s", last);
+    eprintln!("  first tenth {first:.2} s, last tenth {last:.2} s");
     e.runs = Some(1);
     if let Some(err) = first_error {
         e = e.note(format!("{failed} launches failed; first: {err}"));

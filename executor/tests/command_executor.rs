@@ -224,7 +224,7 @@ async fn second_launch_fails_and_first_task_keeps_running() {
 async fn unprepared_container_is_failed_launch() {
     // A runtime directory with nothing prepared in it: the launcher cannot be made.
     let container = TestContainer::prepare("exit 0").await;
-    std::fs::remove_file(container.runtime_dir.join("backend")).unwrap();
+    std::fs::remove_file(container.runtime_dir.join("spec.json")).unwrap();
     let agent = FakeAgent::start(task("t-broken", "exit 0")).await;
     let mut executor = ExecutorProcess::start(&agent, &container, "t-broken", &[]);
     assert_eq!(executor.wait(EXIT).await, 0, "log:\n{}", executor.log_text());
@@ -234,6 +234,6 @@ async fn unprepared_container_is_failed_launch() {
     assert!(message.starts_with("Failed to launch container: "), "{message}");
     assert_eq!(last.source(), task_status::Source::Executor);
     assert_eq!(last.reason(), task_status::Reason::ContainerLaunchFailed);
-    // Without the backend file destroy treats it as unknown and removes the directory.
+    // Without the spec, destroy still finds the backend and cleans up by id.
     container.destroy().await;
 }

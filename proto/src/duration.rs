@@ -28,7 +28,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// Formats a duration as stout does (`5secs`, `1500ms`).
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}secs", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -138,6 +138,8 @@ impl Cluster {
             format!("--cgroups_root={cgroups_root}"),
             "--resources=cpus:2;mem:2048;disk:4096;ports:[31000-32000]".into(),
             "--executor_shutdown_grace_period=2secs".into(),
+            // Ended docker containers are removed at once, not after Mesos's 6 hours.
+            "--docker_remove_delay=0secs".into(),
         ];
         agent_args.extend(extra_agent_args.iter().map(|a| a.to_string()));
         let agent_proc = Proc::spawn("mezzo-agent", &bins.join("mezzo-agent"), &agent_args, &work_dir.path().join("agent.log"))?;
@@ -199,6 +201,11 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!("agent did not come back within 30 s; agent log:\n{}", self.agent_log())
+    }
+
+    /// The flags the agent runs with.
+    pub fn agent_args(&self) -> &[String] {
+        &self.agent_args
     }
 
     /// The agent's pid, while it runs.

@@ -67,7 +67,7 @@ fn assert_clean(cluster: &Cluster) {
     let leaked: Vec<_> = mounts.lines().filter(|l| l.contains(&work)).collect();
     assert!(leaked.is_empty(), "mounts left: {leaked:?}");
     let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=mezzo.agent_id"), "--filter", "name=mesos-"])
+        .args(["ps", "-aq", "--filter", "label=mezzo.agent_id", "--filter", "name=mesos-"])
         .output();
     if let Ok(out) = out {
         // Only containers of this cluster's agent count; their sandbox is under our work dir.

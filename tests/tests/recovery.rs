@@ -22,10 +22,15 @@ struct Running {
 }
 
 async fn start_task(id: &str, command: &str) -> Result<Running> {
-    let cluster = Cluster::start_with("rust", &[REREGISTRATION]).await?;
+    start_task_on(Kind::MesosNoImage, id, command).await
+}
+
+async fn start_task_on(kind: Kind, id: &str, command: &str) -> Result<Running> {
+    let containerizers = if kind == Kind::Docker { "docker" } else { "rust" };
+    let cluster = Cluster::start_with(containerizers, &[REREGISTRATION]).await?;
     let mut sched = Scheduler::subscribe_checkpointing(&cluster.master, "recovery").await?;
     let offer = sched.next_offer(TIMEOUT).await?;
-    let task = command_task(&offer, id, command, Kind::MesosNoImage, "", 32.0);
+    let task = command_task(&offer, id, command, kind, "busybox", 32.0);
     let status = sched.launch_and_wait_running(&offer, task, TIMEOUT).await.map_err(|e| e.context(cluster.agent_log()))?;
     let cid = container_id_of(&status).context("TASK_RUNNING carries the container id")?;
     Ok(Running { cluster, sched, status, cid })
@@ -188,5 +193,61 @@ async fn container_that_no_checkpoint_names_is_destroyed_at_start() -> Result<()
     assert!(!cgroup.exists(), "the orphan's cgroup is removed");
     let (_, body) = r.cluster.agent_call_json(&serde_json::json!({"type": "GET_CONTAINERS"})).await?;
     assert!(!body.contains(&r.cid), "{body}");
+    r.finish().await
+}
+
+fn docker_running(cid: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &format!("mesos-{cid}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_task_keeps_running_across_an_agent_restart_and_stays_killable() -> Result<()> {
+    let mut r = start_task_on(Kind::Docker, "docker-survivor", "sleep 1000").await?;
+    assert!(docker_running(&r.cid));
+    r.cluster.restart_agent().await?;
+    wait_recovered(&r.cluster, &r.cid).await?;
+    assert!(docker_running(&r.cid), "the docker container survived the restart");
+    r.sched.kill("docker-survivor", None).await?;
+    let updates = r.sched.updates_until_terminal("docker-survivor", TIMEOUT).await.map_err(|e| e.context(r.cluster.agent_log()))?;
+    let last = updates.last().unwrap();
+    assert_eq!(last.state(), TaskState::TaskKilled, "updates: {:?}\n{}", states(&updates), r.cluster.agent_log());
+    assert_eq!(last.source(), Source::Executor, "the re-subscribed executor killed it");
+    r.finish().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_cleanup_kills_the_old_executors_and_exits() -> Result<()> {
+    let mut r = start_task("cleanup-victim", "sleep 1000").await?;
+    let task_pid = r.task_pid()?;
+    let executor_pid = r.executor_pid()?;
+    r.cluster.crash_agent();
+    let log = std::fs::OpenOptions::new().append(true).open(r.cluster.work_dir.path().join("agent.log"))?;
+    let mut child = std::process::Command::new(mezzo_tests::bin_dir().join("mezzo-agent"))
+        .args(r.cluster.agent_args())
+        .arg("--recover=cleanup")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill()?;
+            bail!("--recover=cleanup did not exit; log:\n{}", r.cluster.agent_log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}\n{}", r.cluster.agent_log());
+    wait_until("the old executor and task are gone", Duration::from_secs(10), || !alive(task_pid) && !alive(executor_pid)).await?;
+    assert!(!r.runtime_dir().exists());
+    // Nothing is left to clean up when the cluster stops.
+    r.cluster.restart_agent().await?;
     r.finish().await
 }

@@ -887,12 +887,6 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
             }
         }
     }
-    // The rust containerizer mounts image rootfses as overlays; the copy
-    // backend of the image store is not wired into it yet, and a flag that
-    // asks for it must not be ignored.
-    if flags.image_provisioner_backend.as_deref() == Some("copy") {
-        anyhow::bail!("--image_provisioner_backend=copy is not supported yet; use overlay");
-    }
     let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
     let mut store: Option<mezzo_images::ImageStore> = None;
     let mut open_store = || -> anyhow::Result<mezzo_images::ImageStore> {
@@ -934,6 +928,7 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
                     cgroups_enable_cfs: flags.cgroups_enable_cfs,
                     container_disk_watch_interval: parse_duration(&flags.container_disk_watch_interval).map_err(anyhow::Error::msg)?,
                     enforce_container_disk_quota: flags.enforce_container_disk_quota,
+                    copy_rootfs: flags.image_provisioner_backend.as_deref() == Some("copy"),
                     ..defaults
                 };
                 backends.push(Arc::new(RustBackend::new(config).context("invalid --isolation")?));
@@ -949,6 +944,12 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
                     remove_delay: parse_duration(&flags.docker_remove_delay).map_err(anyhow::Error::msg)?,
                     stop_timeout: parse_duration(&flags.docker_stop_timeout).map_err(anyhow::Error::msg)?,
                     kill_orphans: flags.docker_kill_orphans,
+                    docker_host: flags.docker_socket.clone().filter(|s| !s.is_empty()),
+                    engine_timeout: parse_duration(&flags.docker_engine_timeout).map_err(anyhow::Error::msg)?,
+                    // Agents sharing an engine (tests, several agents on a
+                    // host) must not take each other's containers for orphans;
+                    // the work dir is stable across restarts.
+                    owner: Some(work_dir.display().to_string()),
                     image_store: if image_source == ImageSource::Store { Some(open_store()?) } else { None },
                     image_source,
                     ..Default::default()

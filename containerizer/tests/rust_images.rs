@@ -50,6 +50,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_copy(false)
+    }
+
+    fn with_copy(copy_rootfs: bool) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let archives = build_busybox_image(tmp.path());
         let store = Arc::new(ImageStore::open(tmp.path().join("store"), Some(archives)).unwrap());
@@ -61,6 +65,7 @@ impl Harness {
             provisioner: Some(store.clone() as Arc<dyn Provisioner>),
             cgroups_root: cgroups_root.clone(),
             launcher_dir: launcher_dir(),
+            copy_rootfs,
             ..Default::default()
         })
         .expect("backend");
@@ -201,4 +206,33 @@ async fn image_is_leased_while_its_container_lives_and_released_on_destroy() {
     assert!(image.layers.iter().all(|l| l.exists()), "gc removed a leased layer");
     h.containerizer.destroy("img-lease").await.expect("destroy");
     assert!(h.store.leases().unwrap().iter().all(|l| l.container_id != "img-lease"), "lease outlived its container");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_backend_runs_the_image_from_a_private_copy() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: needs root");
+        return;
+    }
+    let h = Harness::with_copy(true);
+    let script = "cat /etc/marker; echo new > /newfile; cat /newfile";
+    let c = h.config("img-copy", IMAGE, Command { shell: true, value: Some(script.into()), ..Default::default() });
+    let dir = h.containerizer.prepare(&c).await.expect("prepare");
+    let spec = mezzo_containerizer::read_spec(&dir).unwrap();
+    let mezzo_containerizer::Rootfs::Directory(copy) = &spec.rootfs else {
+        panic!("copy backend gave {:?}", spec.rootfs)
+    };
+    assert!(copy.join("etc/marker").is_file(), "the copy lacks the image's files");
+    let mut launcher = mezzo_containerizer::launcher(&dir, &launcher_dir()).expect("launcher");
+    tokio::time::timeout(WAIT, launcher.start()).await.expect("start in time").expect("start");
+    let status = tokio::time::timeout(WAIT, launcher.wait()).await.expect("end in time").expect("wait");
+    let out = std::fs::read_to_string(c.sandbox.join("stdout")).unwrap_or_default();
+    assert!(status.success(), "{status}");
+    assert_eq!(out, "from-image\nnew\n");
+    // The container wrote into its own copy, never into the shared layers.
+    assert!(copy.join("newfile").is_file());
+    let image = h.store.get(IMAGE).await.unwrap();
+    assert!(image.layers.iter().all(|l| !l.join("newfile").exists()));
+    h.containerizer.destroy("img-copy").await.expect("destroy");
+    assert!(!dir.exists(), "runtime directory (with the copy) survived destroy");
 }

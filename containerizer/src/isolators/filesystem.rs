@@ -81,6 +81,9 @@ impl Provisioner for mezzo_images::ImageStore {
 pub struct FilesystemLinux {
     runtime_root: PathBuf,
     provisioner: Option<Arc<dyn Provisioner>>,
+    /// `--image_provisioner_backend=copy`: copy the layers into a directory
+    /// of the container's own instead of mounting an overlay.
+    copy: bool,
 }
 
 impl FilesystemLinux {
@@ -88,7 +91,14 @@ impl FilesystemLinux {
     /// `<runtime_root>/<id>/overlay`; without a provisioner, tasks that name
     /// an image fail to prepare.
     pub fn new(runtime_root: PathBuf, provisioner: Option<Arc<dyn Provisioner>>) -> Self {
-        FilesystemLinux { runtime_root, provisioner }
+        FilesystemLinux { runtime_root, provisioner, copy: false }
+    }
+
+    /// With `copy`, image rootfses are copies of the layers (Mesos's `copy`
+    /// provisioner backend, for hosts without overlayfs) instead of overlays.
+    pub fn with_copy_backend(mut self, copy: bool) -> Self {
+        self.copy = copy;
+        self
     }
 
     fn overlay_dir(&self, container_id: &str) -> PathBuf {
@@ -136,17 +146,28 @@ impl FilesystemLinux {
             .map_err(|reason| ContainerizerError::Image { image: reference.clone(), reason })?;
 
         let base = self.overlay_dir(&config.container_id);
-        let (upper, work, target) = (base.join("upper"), base.join("work"), base.join("merged"));
-        let mut lowers = image.layers.clone();
-        if lowers.is_empty() {
-            // overlayfs needs a lower directory; an image without layers
-            // (scratch) starts from an empty one.
-            lowers.push(base.join("empty"));
+        if self.copy {
+            let target = base.join("rootfs");
+            let layers = image.layers.clone();
+            let dest = target.clone();
+            tokio::task::spawn_blocking(move || mezzo_images::rootfs::copy_layers(&layers, &dest))
+                .await
+                .map_err(|e| ContainerizerError::Other(format!("copy rootfs task: {e}")))?
+                .map_err(|e| ContainerizerError::Image { image: reference.clone(), reason: e.to_string() })?;
+            spec.rootfs = Rootfs::Directory(target);
+        } else {
+            let (upper, work, target) = (base.join("upper"), base.join("work"), base.join("merged"));
+            let mut lowers = image.layers.clone();
+            if lowers.is_empty() {
+                // overlayfs needs a lower directory; an image without layers
+                // (scratch) starts from an empty one.
+                lowers.push(base.join("empty"));
+            }
+            for dir in [&upper, &work, &target].into_iter().chain(lowers.iter().filter(|l| l.starts_with(&base))) {
+                std::fs::create_dir_all(dir).map_err(ContainerizerError::io("create overlay directory", dir))?;
+            }
+            spec.rootfs = Rootfs::Overlay { lowers, upper, work, target };
         }
-        for dir in [&upper, &work, &target].into_iter().chain(lowers.iter().filter(|l| l.starts_with(&base))) {
-            std::fs::create_dir_all(dir).map_err(ContainerizerError::io("create overlay directory", dir))?;
-        }
-        spec.rootfs = Rootfs::Overlay { lowers, upper, work, target };
         spec.mounts.push(Mount { source: config.sandbox.clone(), target: SANDBOX_MOUNT_POINT.into(), read_only: false });
 
         // Image env first, the task's own environment wins over it.

@@ -80,6 +80,8 @@ pub struct IsolatorContext {
     pub disk_watch_interval: std::time::Duration,
     /// `--enforce_container_disk_quota` (`disk/du`).
     pub enforce_disk_quota: bool,
+    /// `--image_provisioner_backend=copy` (`filesystem/linux`).
+    pub copy_rootfs: bool,
 }
 
 impl IsolatorContext {
@@ -92,6 +94,7 @@ impl IsolatorContext {
             cgroups,
             disk_watch_interval: DEFAULT_DISK_WATCH_INTERVAL,
             enforce_disk_quota: false,
+            copy_rootfs: false,
         }
     }
 }
@@ -152,7 +155,9 @@ pub fn isolators_from_names(names: &[String], ctx: &IsolatorContext) -> Result<V
             isolators.extend(cgroups.take());
         }
         let isolator: Arc<dyn Isolator> = match name {
-            "filesystem/linux" => Arc::new(FilesystemLinux::new(ctx.runtime_root.clone(), ctx.provisioner.clone())),
+            "filesystem/linux" => {
+                Arc::new(FilesystemLinux::new(ctx.runtime_root.clone(), ctx.provisioner.clone()).with_copy_backend(ctx.copy_rootfs))
+            }
             "posix/cpu" | "posix/mem" | "cgroups/cpu" | "cgroups/mem" | "cgroups/pids" | "cgroups/blkio" => continue,
             "namespaces/pid" => Arc::new(Namespaces::pid()),
             "namespaces/ipc" => Arc::new(Namespaces::ipc()),

@@ -83,6 +83,8 @@ pub struct RustBackendConfig {
     pub container_disk_watch_interval: Duration,
     /// `--enforce_container_disk_quota`: `disk/du` ends containers over their `disk`.
     pub enforce_container_disk_quota: bool,
+    /// `--image_provisioner_backend=copy`: image rootfses are copies, not overlays.
+    pub copy_rootfs: bool,
 }
 
 impl Default for RustBackendConfig {
@@ -100,6 +102,7 @@ impl Default for RustBackendConfig {
             cgroupfs: None,
             container_disk_watch_interval: crate::isolators::DEFAULT_DISK_WATCH_INTERVAL,
             enforce_container_disk_quota: false,
+            copy_rootfs: false,
         }
     }
 }
@@ -128,6 +131,7 @@ impl RustBackend {
             },
             disk_watch_interval: config.container_disk_watch_interval,
             enforce_disk_quota: config.enforce_container_disk_quota,
+            copy_rootfs: config.copy_rootfs,
         };
         let mut isolators = isolators_from_names(&config.isolation, &ctx)?;
         isolators.push(Arc::new(Namespaces::mount()));

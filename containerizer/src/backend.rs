@@ -27,4 +27,10 @@ pub trait Backend: Send + Sync {
     async fn recover(&self, _known: &[ContainerSpec]) -> Result<(), ContainerizerError> {
         Ok(())
     }
+    /// Resolves with a limitation the backend's runtime itself recorded for
+    /// the container in `runtime_dir` (beside the isolators' own watches);
+    /// never resolves otherwise (the default).
+    async fn watch(&self, _spec: &ContainerSpec, _runtime_dir: &Path) -> Result<crate::Limitation, ContainerizerError> {
+        std::future::pending().await
+    }
 }

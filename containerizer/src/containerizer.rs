@@ -238,11 +238,10 @@ impl Containerizer {
     pub async fn watch(&self, container_id: &str) -> Result<Limitation, ContainerizerError> {
         let (backend, spec) = self.lookup(container_id)?;
         let isolators: Vec<Arc<dyn Isolator>> = backend.isolators();
-        let watches: Vec<BoxFuture<'_, Result<Limitation, ContainerizerError>>> =
+        let dir = self.runtime_dir(container_id);
+        let mut watches: Vec<BoxFuture<'_, Result<Limitation, ContainerizerError>>> =
             isolators.iter().map(|i| i.watch(&spec).boxed()).collect();
-        if watches.is_empty() {
-            return std::future::pending().await;
-        }
+        watches.push(backend.watch(&spec, &dir).boxed());
         let (first, _, _) = futures::future::select_all(watches).await;
         if let Ok(l) = &first {
             tracing::info!(container = %container_id, reason = ?l.reason, "container limitation");

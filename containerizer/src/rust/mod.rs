@@ -194,6 +194,27 @@ impl Backend for RustBackend {
             .map_err(|e| ContainerizerError::Other(format!("destroy task: {e}")))?
     }
 
+    /// The supervisor records an OOM kill of the init (read from the
+    /// kernel's counter before the cgroup goes) in `limitation`; the cgroups
+    /// isolator's own watch cannot see an OOM whose cgroup is already gone.
+    async fn watch(&self, _spec: &ContainerSpec, runtime_dir: &Path) -> Result<crate::Limitation, ContainerizerError> {
+        let (limitation, exit) = (runtime_dir.join(LIMITATION_FILE), runtime_dir.join(EXIT_STATUS_FILE));
+        loop {
+            // exit_status is written after limitation: once it exists, the
+            // limitation file is final either way.
+            let ended = exit.exists();
+            if let Ok(bytes) = std::fs::read(&limitation) {
+                if let Ok(l) = serde_json::from_slice(&bytes) {
+                    return Ok(l);
+                }
+            }
+            if ended || !runtime_dir.exists() {
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn recover(&self, known: &[ContainerSpec]) -> Result<(), ContainerizerError> {
         let root = self.config.cgroups_root.trim_matches('/').to_string();
         if root.is_empty() {

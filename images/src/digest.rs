@@ -63,6 +63,26 @@ pub(crate) fn verify(what: &str, expected: &Digest, actual: &Digest) -> Result<(
     }
 }
 
+/// An incremental sha256 of bytes that arrive in pieces.
+pub(crate) struct Hasher(Sha256);
+
+impl Hasher {
+    /// Starts an empty hash.
+    pub(crate) fn new() -> Self {
+        Self(Sha256::new())
+    }
+
+    /// Adds `data`.
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    /// The digest of everything added.
+    pub(crate) fn finish(self) -> Digest {
+        Digest::from_hasher(self.0)
+    }
+}
+
 /// A reader that hashes and counts everything read through it.
 pub(crate) struct HashingReader<R> {
     inner: R,

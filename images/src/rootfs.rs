@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::SFlag;
@@ -17,6 +18,13 @@ use crate::fsutil;
 /// The most bytes mount(2) copies from its data argument (one page, with the NUL).
 const MOUNT_DATA_MAX: usize = 4096;
 
+/// overlayfs's option that skips syncing the upper filesystem (Linux 5.10+).
+const VOLATILE: &str = ",volatile";
+
+/// Cleared once the kernel refused `volatile` where the same mount without it
+/// worked: later mounts then skip the refused attempt.
+static VOLATILE_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
 /// Mounts an overlay of `lowers_bottom_first` with `upper`/`work` on `target`.
 ///
 /// overlayfs wants `lowerdir` top layer first; this takes the image order (bottom first)
@@ -25,6 +33,13 @@ const MOUNT_DATA_MAX: usize = 4096;
 /// mount(2), the lower layers are named through `/proc/self/fd/N` handles opened for the
 /// call instead of their paths: unlike a `chdir` to a common parent, this changes no
 /// process-wide state and so is safe in a multi-threaded caller.
+///
+/// The mount is `volatile` where the kernel has it: without it, unmounting
+/// (also implicitly, when the last process of a mount namespace ends) syncs the
+/// whole upper filesystem, milliseconds on a busy disk. A container's upper
+/// layer is thrown away with it and never outlives a crash of the node, so
+/// skipping the sync loses nothing. `upper` and `work` must be fresh: overlayfs
+/// refuses to mount a work directory a volatile mount used before.
 pub fn mount_overlay(
     lowers_bottom_first: &[PathBuf],
     upper: &Path,
@@ -46,12 +61,15 @@ pub fn mount_overlay(
         check_overlay_path(path)?;
     }
     let tail = format!(",upperdir={},workdir={}", upper.display(), work.display());
+    // Room for `volatile`, so that the choice between paths and fd handles
+    // holds whether or not the kernel takes it.
+    let reserve = VOLATILE.len();
     let joined = |names: &[String]| format!("lowerdir={}{tail}", names.join(":"));
 
     let by_path: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
     let data = joined(&by_path);
-    if data.len() < MOUNT_DATA_MAX {
-        return do_mount(target, &data);
+    if data.len() + reserve < MOUNT_DATA_MAX {
+        return mount_volatile(target, &data);
     }
     // Too long: keep O_PATH handles open across the mount and name the layers by fd.
     let handles: Vec<File> = lowers
@@ -69,7 +87,7 @@ pub fn mount_overlay(
         .map(|f| format!("/proc/self/fd/{}", f.as_raw_fd()))
         .collect();
     let data = joined(&by_fd);
-    if data.len() >= MOUNT_DATA_MAX {
+    if data.len() + reserve >= MOUNT_DATA_MAX {
         return Err(ImageError::Unsupported(format!(
             "{} layers do not fit in one overlay mount",
             lowers.len()
@@ -79,7 +97,7 @@ pub fn mount_overlay(
         layers = lowers.len(),
         "overlay options too long for paths, using fd handles"
     );
-    let result = do_mount(target, &data);
+    let result = mount_volatile(target, &data);
     drop(handles);
     result
 }
@@ -92,6 +110,23 @@ fn check_overlay_path(path: &Path) -> Result<(), ImageError> {
         )));
     }
     Ok(())
+}
+
+/// Mounts with `volatile` added; where the kernel refuses it (EINVAL before
+/// 5.10) and the mount without it works, remembers that and mounts without.
+fn mount_volatile(target: &Path, data: &str) -> Result<(), ImageError> {
+    if !VOLATILE_SUPPORTED.load(Ordering::Relaxed) {
+        return do_mount(target, data);
+    }
+    match do_mount(target, &format!("{data}{VOLATILE}")) {
+        Err(ImageError::Mount { source: nix::errno::Errno::EINVAL, .. }) => {
+            do_mount(target, data)?;
+            debug!("overlayfs refused the volatile option; mounting without it");
+            VOLATILE_SUPPORTED.store(false, Ordering::Relaxed);
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 fn do_mount(target: &Path, data: &str) -> Result<(), ImageError> {
@@ -271,4 +306,61 @@ fn copy_xattrs(s: &Path, d: &Path) -> Result<(), ImageError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unmounts on drop, so a failed assertion leaves no mount behind.
+    struct Mounted(PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = unmount(&self.0);
+        }
+    }
+
+    /// The super options of the mount at `target` in this process's namespace.
+    fn super_options(target: &Path) -> Option<String> {
+        let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let want = target.to_string_lossy();
+        text.lines().rev().find_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            (fields.get(4)? == &want).then(|| fields.get(sep + 3).map(|s| s.to_string()))?
+        })
+    }
+
+    #[test]
+    fn overlay_is_volatile_where_the_kernel_allows_it() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper, work, merged) = (
+            tmp.path().join("lower"),
+            tmp.path().join("upper"),
+            tmp.path().join("work"),
+            tmp.path().join("merged"),
+        );
+        for d in [&lower, &upper, &work, &merged] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(lower.join("f"), "lower\n").unwrap();
+        mount_overlay(std::slice::from_ref(&lower), &upper, &work, &merged).unwrap();
+        let guard = Mounted(merged.clone());
+        fs::write(merged.join("g"), "upper\n").unwrap();
+        assert_eq!(fs::read_to_string(merged.join("f")).unwrap(), "lower\n");
+        let options = super_options(&merged).expect("the overlay is in mountinfo");
+        assert_eq!(
+            // Shown as `volatile` before 6.6, as `fsync=volatile` since.
+            options.split(',').any(|o| o == "volatile" || o == "fsync=volatile"),
+            VOLATILE_SUPPORTED.load(Ordering::Relaxed),
+            "{options}"
+        );
+        drop(guard);
+        assert_eq!(fs::read_to_string(upper.join("g")).unwrap(), "upper\n");
+    }
 }

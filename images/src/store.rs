@@ -2,7 +2,8 @@
 //! blobs into the content store and unpacks each layer once into the layer cache.
 //!
 //! Layout under the store directory:
-//! - `blobs/sha256/<hex>`: content store (configs and layer blobs, verified)
+//! - `blobs/sha256/<hex>`: content store (configs, and layer blobs of archive imports;
+//!   registry layer blobs are unpacked as they download and not kept), verified
 //! - `layers/<diff id hex>/rootfs`: unpacked layers in overlay format
 //! - `images/<hex>.json`: which config and layers a reference resolved to, and from which archive
 //! - `archives/<hex>.tar`: docker archives made from OCI layouts for `docker load`
@@ -22,7 +23,7 @@ use crate::content::{remove_stale_temps, ContentStore};
 use crate::digest::Digest;
 use crate::error::{ImageError, IoContext};
 use crate::fsutil::{self, write_atomic};
-use crate::layer::unpack_layer;
+use crate::layer::{decompressed, unpack_layer, unpack_layer_stream};
 use crate::locks::KeyedLocks;
 use crate::registry::{ClientOptions, RegistryClient, RegistrySource, RemoteImage};
 use crate::manifest::{
@@ -75,7 +76,8 @@ pub struct Image {
 /// Counters of work the store has done, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Blobs copied into the content store.
+    /// Blobs copied into the content store or downloaded (registry layer blobs are
+    /// unpacked as they arrive and not kept).
     pub blobs_imported: u64,
     /// Layers unpacked into the layer cache.
     pub layers_unpacked: u64,
@@ -104,7 +106,8 @@ impl Default for StoreOptions {
             docker_config: None,
             ca_cert: None,
             insecure_http: false,
-            max_parallel_downloads: 4,
+            // Enough for every layer of most images at once (layers unpack as they download).
+            max_parallel_downloads: 8,
         }
     }
 }
@@ -384,25 +387,45 @@ impl ImageStore {
             return Ok(());
         }
         let blob = Digest::parse(&desc.digest)?;
-        if !self.inner.content.has(&blob) {
-            let _permit = self
-                .inner
-                .downloads
-                .acquire()
-                .await
-                .map_err(|e| ImageError::Task(e.to_string()))?;
-            client
-                .fetch_blob(remote, &blob, Some(desc.size), &self.inner.content)
-                .await?;
-            self.inner.blobs_imported.fetch_add(1, Ordering::Relaxed);
-        }
         let inner = self.inner.clone();
         let (diff_id, image_name) = (diff_id.clone(), image_name.to_string());
-        // The lock moves into the unpack: a cancelled caller cannot let a second unpack
-        // of this layer start while the first still runs.
+        if self.inner.content.has(&blob) {
+            // Stored already (an archive import of the same blob): unpack from disk.
+            // The lock moves into the unpack: a cancelled caller cannot let a second
+            // unpack of this layer start while the first still runs.
+            return blocking(move || {
+                let _layer_guard = layer_guard;
+                inner.install_layer(&diff_id, &blob, &image_name)
+            })
+            .await;
+        }
+        let _permit = self
+            .inner
+            .downloads
+            .acquire()
+            .await
+            .map_err(|e| ImageError::Task(e.to_string()))?;
+        // One pass: the body is hashed and unpacked into a private temp dir as it
+        // arrives. The compressed blob itself is not kept (the layer dir is what every
+        // later use reads); the temp dir becomes the layer only after the whole blob
+        // hashed to its digest, and is removed otherwise.
+        let staged = {
+            let (inner, diff_id, digest) = (inner.clone(), diff_id.clone(), blob.clone());
+            client
+                .fetch_blob_streamed(remote, &blob, Some(desc.size), move |stream| {
+                    let staged = inner.stage_layer()?;
+                    let reader = decompressed(stream)
+                        .ctx(|| format!("start reading layer blob {digest}"))?;
+                    unpack_layer_stream(reader, &staged.rootfs(), &diff_id)?;
+                    staged.seal(&digest)?;
+                    Ok(staged)
+                })
+                .await?
+        };
+        self.inner.blobs_imported.fetch_add(1, Ordering::Relaxed);
         blocking(move || {
             let _layer_guard = layer_guard;
-            inner.install_layer(&diff_id, &blob, &image_name)
+            inner.publish_layer(staged, &diff_id, &image_name)
         })
         .await
     }
@@ -666,43 +689,45 @@ impl Inner {
         digest: &Digest,
         image: &str,
     ) -> Result<(), ImageError> {
-        let dir = self.layer_dir(diff_id);
+        let staged = self.stage_layer()?;
+        unpack_layer(&self.content.path(digest), &staged.rootfs(), diff_id)?;
+        staged.seal(digest)?;
+        self.publish_layer(staged, diff_id, image)
+    }
+
+    /// A fresh private temp dir under `layers/` to unpack a layer into.
+    fn stage_layer(&self) -> Result<StagedLayer, ImageError> {
         let tmp = self.root.join("layers").join(format!(
             ".tmp-{}-{}",
             std::process::id(),
             self.seq.fetch_add(1, Ordering::Relaxed)
         ));
         fs::create_dir(&tmp).ctx(|| format!("create {}", tmp.display()))?;
-        let result = (|| {
-            unpack_layer(&self.content.path(digest), &tmp.join("rootfs"), diff_id)?;
-            fs::write(tmp.join("blob"), digest.as_str())
-                .ctx(|| format!("write {}", tmp.display()))?;
-            // Durable before visible: after a crash a layer dir is either whole or absent.
-            fsutil::syncfs(&tmp).ctx(|| format!("sync {}", tmp.display()))?;
-            match fs::rename(&tmp, &dir) {
-                Ok(()) => Ok(true),
-                // Another process finished the same layer first; keep theirs.
-                Err(_) if dir.exists() => Ok(false),
-                Err(e) => Err(ImageError::Io {
-                    context: format!("rename {} to {}", tmp.display(), dir.display()),
-                    source: e,
-                }),
-            }
-        })();
-        match result {
-            Ok(true) => {
+        Ok(StagedLayer { tmp })
+    }
+
+    /// Renames a sealed staged layer into place as `diff_id`.
+    fn publish_layer(
+        &self,
+        mut staged: StagedLayer,
+        diff_id: &Digest,
+        image: &str,
+    ) -> Result<(), ImageError> {
+        let dir = self.layer_dir(diff_id);
+        match fs::rename(&staged.tmp, &dir) {
+            Ok(()) => {
+                // Renamed: nothing left for Drop to remove.
+                staged.tmp = PathBuf::new();
                 self.layers_unpacked.fetch_add(1, Ordering::Relaxed);
                 info!(layer = %diff_id, %image, "unpacked layer");
                 Ok(())
             }
-            Ok(false) => {
-                let _ = fsutil::remove_any(&tmp);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = fsutil::remove_any(&tmp);
-                Err(e)
-            }
+            // Another process finished the same layer first; keep theirs (Drop removes ours).
+            Err(_) if dir.exists() => Ok(()),
+            Err(e) => Err(ImageError::Io {
+                context: format!("rename {} to {}", staged.tmp.display(), dir.display()),
+                source: e,
+            }),
         }
     }
 
@@ -796,6 +821,37 @@ impl Inner {
         write_layout_archive(&out, &index, Some(&[entry]), blobs, 0)?;
         info!(image = %r, archive = %out.display(), "wrote docker archive from OCI layout");
         Ok(out)
+    }
+}
+
+/// A layer being unpacked into a private temp dir under `layers/`; the dir is removed
+/// when this is dropped unpublished (failed unpack, digest mismatch, cancelled pull).
+struct StagedLayer {
+    tmp: PathBuf,
+}
+
+impl StagedLayer {
+    /// Where the layer's files go.
+    fn rootfs(&self) -> PathBuf {
+        self.tmp.join("rootfs")
+    }
+
+    /// Records the blob the layer came from (GC keeps that blob with the layer) and
+    /// makes the whole dir durable, so after a crash a published layer is whole.
+    fn seal(&self, blob: &Digest) -> Result<(), ImageError> {
+        fs::write(self.tmp.join("blob"), blob.as_str())
+            .ctx(|| format!("write {}", self.tmp.display()))?;
+        // One syncfs for the layer, not an fsync per file: a layer of many small files
+        // costs one journal commit.
+        fsutil::syncfs(&self.tmp).ctx(|| format!("sync {}", self.tmp.display()))
+    }
+}
+
+impl Drop for StagedLayer {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fsutil::remove_any(&self.tmp);
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub(crate) mod auth;
 
 use std::collections::HashMap;
+use std::io;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -349,6 +350,76 @@ impl RegistryClient {
         }
     }
 
+    /// Streams blob `digest` of `image` into `consume`, which runs on a blocking thread
+    /// and reads the bytes as they arrive (a layer unpacks while it downloads, in one
+    /// pass). Every received byte is hashed; `consume`'s value is returned only when the
+    /// whole blob arrived and hashes to `digest`, else it is dropped (so whatever it
+    /// staged must clean up on drop). A digest mismatch wins over `consume`'s own error,
+    /// because a corrupt blob explains a failed unpack. Broken transfers are retried
+    /// from the start with a fresh `consume`.
+    pub(crate) async fn fetch_blob_streamed<T, F>(
+        &self,
+        image: &RemoteImage,
+        digest: &Digest,
+        size: Option<u64>,
+        consume: F,
+    ) -> Result<T, ImageError>
+    where
+        T: Send + 'static,
+        F: Fn(&mut BlobStream) -> Result<T, ImageError> + Send + Sync + 'static,
+    {
+        let base = &image.base;
+        let repo = &image.repository;
+        let url = endpoint(base, repo, "blobs", digest.as_str())?;
+        let what = format!("blob {digest} of {repo}");
+        let consume = std::sync::Arc::new(consume);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self
+                .send(base, repo, &what, || self.http.get(url.clone()))
+                .await?;
+            let resp = check_status(base, &what, resp).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
+            let worker = {
+                let consume = consume.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut stream = BlobStream::new(rx);
+                    let value = consume(&mut stream);
+                    let (actual, received) = stream.drain();
+                    (value, actual, received)
+                })
+            };
+            let transfer = pump(resp, &tx, size, base, &what).await;
+            if transfer.is_ok() {
+                // Tell the reader the body ended whole (a closed channel alone means abandoned).
+                let _ = tx.send(Piece::End).await;
+            }
+            drop(tx);
+            let (value, actual, received) =
+                worker.await.map_err(|e| ImageError::Task(e.to_string()))?;
+            match transfer {
+                Ok(()) => {}
+                Err(Transfer::Fatal(e)) => return Err(e),
+                Err(Transfer::Broken(e)) if attempt < MAX_ATTEMPTS => {
+                    warn!(blob = %digest, attempt, error = %e, "blob transfer broke, retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+                Err(Transfer::Broken(e)) => {
+                    return Err(ImageError::Registry {
+                        registry: base.to_string(),
+                        reason: format!("{what}: transfer broke {attempt} times, last: {e}"),
+                    })
+                }
+            }
+            verify(&what, digest, &actual)?;
+            let value = value?;
+            info!(blob = %digest, bytes = received, "downloaded and consumed blob");
+            return Ok(value);
+        }
+    }
+
     /// Sends a request made by `make`, answering auth challenges once and retrying
     /// 5xx, 429 and connection failures with backoff. Other statuses are returned.
     async fn send(
@@ -597,6 +668,137 @@ async fn stream_into(
     }
 }
 
+/// Network chunks in flight between a download and its consumer (tens of KiB each).
+const STREAM_CHUNKS: usize = 64;
+
+/// What a download hands its consumer.
+enum Piece {
+    /// The next bytes of the body.
+    Chunk(bytes::Bytes),
+    /// The transfer stopped early, for this reason.
+    Failed(String),
+    /// The body ended whole.
+    End,
+}
+
+/// A blob's body as it arrives, read on a blocking thread. Every byte received is
+/// hashed, whether the consumer reads it or not, so the digest covers the whole body.
+pub(crate) struct BlobStream {
+    rx: tokio::sync::mpsc::Receiver<Piece>,
+    chunk: bytes::Bytes,
+    hasher: crate::digest::Hasher,
+    received: u64,
+    /// `Some(Ok)` once the body ended whole, `Some(Err)` once it broke.
+    end: Option<Result<(), String>>,
+}
+
+impl BlobStream {
+    fn new(rx: tokio::sync::mpsc::Receiver<Piece>) -> Self {
+        Self {
+            rx,
+            chunk: bytes::Bytes::new(),
+            hasher: crate::digest::Hasher::new(),
+            received: 0,
+            end: None,
+        }
+    }
+
+    /// Takes in the next piece when the current chunk is used up; false at the end.
+    fn next_piece(&mut self) -> io::Result<bool> {
+        while self.chunk.is_empty() {
+            match &self.end {
+                Some(Ok(())) => return Ok(false),
+                Some(Err(e)) => return Err(io::Error::other(format!("transfer broke: {e}"))),
+                None => {}
+            }
+            match self.rx.blocking_recv() {
+                Some(Piece::Chunk(bytes)) => {
+                    self.hasher.update(&bytes);
+                    self.received += bytes.len() as u64;
+                    self.chunk = bytes;
+                }
+                Some(Piece::Failed(e)) => self.end = Some(Err(e)),
+                Some(Piece::End) => self.end = Some(Ok(())),
+                None => self.end = Some(Err("download abandoned".to_string())),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Receives (and hashes) whatever the consumer left unread; returns the digest and
+    /// size of all that arrived.
+    fn drain(mut self) -> (Digest, u64) {
+        self.chunk.clear();
+        while let Ok(true) = self.next_piece() {
+            self.chunk.clear();
+        }
+        (self.hasher.finish(), self.received)
+    }
+}
+
+impl io::Read for BlobStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = io::BufRead::fill_buf(self)?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl io::BufRead for BlobStream {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.next_piece()?;
+        Ok(&self.chunk)
+    }
+
+    fn consume(&mut self, amt: usize) {
+        let amt = amt.min(self.chunk.len());
+        bytes::Buf::advance(&mut self.chunk, amt);
+    }
+}
+
+/// Moves a response body into `tx` piece by piece, stopping at more than `size` bytes.
+async fn pump(
+    mut resp: Response,
+    tx: &tokio::sync::mpsc::Sender<Piece>,
+    size: Option<u64>,
+    base: &Url,
+    what: &str,
+) -> Result<(), Transfer> {
+    let mut sent = 0u64;
+    let fail = |reason: String| async move {
+        let _ = tx.send(Piece::Failed(reason)).await;
+    };
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                sent += chunk.len() as u64;
+                if let Some(limit) = size.filter(|s| sent > *s) {
+                    let reason = format!("{what}: more bytes than the {limit} the manifest states");
+                    fail(reason.clone()).await;
+                    return Err(Transfer::Fatal(ImageError::Registry {
+                        registry: base.to_string(),
+                        reason,
+                    }));
+                }
+                if tx.send(Piece::Chunk(chunk)).await.is_err() {
+                    // The consumer is gone only when its thread died.
+                    return Err(Transfer::Fatal(ImageError::Task(format!(
+                        "{what}: the blob's consumer stopped"
+                    ))));
+                }
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                let reason = error_chain(&e);
+                fail(reason.clone()).await;
+                return Err(Transfer::Broken(reason));
+            }
+        }
+    }
+}
+
 async fn check_status(base: &Url, what: &str, resp: Response) -> Result<Response, ImageError> {
     let status = resp.status();
     if status.is_success() {
@@ -669,6 +871,48 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blob_stream_hashes_what_the_consumer_leaves() {
+        use std::io::Read;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for piece in [
+            Piece::Chunk(bytes::Bytes::from_static(b"hello ")),
+            Piece::Chunk(bytes::Bytes::from_static(b"world")),
+            Piece::End,
+        ] {
+            tx.try_send(piece).unwrap_or_else(|_| panic!("channel full"));
+        }
+        let mut stream = BlobStream::new(rx);
+        let mut head = [0u8; 3];
+        stream.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"hel");
+        let (digest, received) = stream.drain();
+        assert_eq!(digest, Digest::of(b"hello world"));
+        assert_eq!(received, 11);
+    }
+
+    #[test]
+    fn blob_stream_reports_broken_and_abandoned_transfers() {
+        use std::io::Read;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.try_send(Piece::Chunk(bytes::Bytes::from_static(b"part")))
+            .unwrap_or_else(|_| panic!("channel full"));
+        tx.try_send(Piece::Failed("reset by peer".to_string()))
+            .unwrap_or_else(|_| panic!("channel full"));
+        let mut out = Vec::new();
+        let err = BlobStream::new(rx).read_to_end(&mut out).unwrap_err();
+        assert!(err.to_string().contains("transfer broke: reset by peer"), "{err}");
+        assert_eq!(out, b"part");
+
+        // A sender gone without `End` is not a whole body, however much arrived.
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.try_send(Piece::Chunk(bytes::Bytes::from_static(b"all of it?")))
+            .unwrap_or_else(|_| panic!("channel full"));
+        drop(tx);
+        let err = BlobStream::new(rx).read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("abandoned"), "{err}");
+    }
 
     #[test]
     fn registry_source_forms() {

@@ -73,6 +73,14 @@ pub struct Flags {
     /// Docker credentials: a path to a `config.json` or the JSON itself.
     #[arg(long = "docker_config")]
     pub docker_config: Option<String>,
+    /// The Docker Engine's socket: a path, `unix:///path` or `tcp://host:port`
+    /// (default: `DOCKER_HOST`, else `/var/run/docker.sock`).
+    #[arg(long = "docker_socket")]
+    pub docker_socket: Option<String>,
+    /// Bound on each call to the Docker Engine (not a Mesos flag): a hung
+    /// engine fails docker launches after this long.
+    #[arg(long = "docker_engine_timeout", default_value = "30secs")]
+    pub docker_engine_timeout: String,
     /// How long a finished docker container is kept before it is removed.
     #[arg(long = "docker_remove_delay", default_value = "6hrs")]
     pub docker_remove_delay: String,

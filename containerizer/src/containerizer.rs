@@ -187,10 +187,15 @@ impl Containerizer {
             Err(e) => return Err(ContainerizerError::io("read backend file", &dir)(e)),
         };
         let backend = self.backend_named(&name)?;
+        let tt = std::time::Instant::now();
         backend.destroy(container_id, &dir).await?;
+        eprintln!("DT backend {:.3}", tt.elapsed().as_secs_f64()*1e3);
         let mut failures = Vec::new();
         for isolator in backend.isolators().iter().rev() {
-            if let Err(e) = isolator.cleanup(container_id).await {
+            let tt = std::time::Instant::now();
+            let r = isolator.cleanup(container_id).await;
+            eprintln!("DT {} {:.3}", isolator.name(), tt.elapsed().as_secs_f64()*1e3);
+            if let Err(e) = r {
                 failures.push(format!("{}: {e}", isolator.name()));
             }
         }
@@ -402,12 +407,17 @@ pub fn validate_id(id: &str) -> Result<(), ContainerizerError> {
     }
 }
 
-/// Writes `data` to `path` through a temp file, fsync and rename.
+/// Writes `data` to `path` through a temp file and a rename, without fsync.
+///
+/// For the files of a container's runtime directory (`backend`,
+/// `spec.json`, the supervisor's `pid` and `exit_status`): the rename keeps
+/// readers from ever seeing a partly written file, also when the writer
+/// crashes. They need no fsync: they only matter while the node stays up,
+/// since a reboot ends every container, and recovery destroys a runtime
+/// directory whose files are missing or unreadable. Two fsyncs per launch
+/// cost milliseconds on a busy disk.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerizerError> {
-    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(ContainerizerError::io("create", &tmp))?;
-    f.write_all(data).map_err(ContainerizerError::io("write", &tmp))?;
-    f.sync_all().map_err(ContainerizerError::io("fsync", &tmp))?;
+    std::fs::write(&tmp, data).map_err(ContainerizerError::io("write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(ContainerizerError::io("rename", path))
 }

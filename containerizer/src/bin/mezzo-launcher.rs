@@ -159,6 +159,13 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     set.add(Signal::SIGCHLD);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("block signals")?;
 
+    // Started before the slow steps below, to overlap the kernel's first
+    // cgroup attach wait with them; reaped with the other children.
+    if !spec.cgroup_path.is_empty() {
+        let fs = mezzo_containerizer::isolators::CgroupFs::detect();
+        start_attach_warmup(&fs.dir("pids", &spec.cgroup_path).join("cgroup.procs"));
+    }
+
     // A private mount namespace: the rootfs mounts vanish with this process
     // and its container, and never show on the host.
     unshare(CloneFlags::CLONE_NEWNS).context("unshare the mount namespace")?;
@@ -227,6 +234,39 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     // Kills whatever is left in the cgroup and removes it and the state.
     container.delete(true).context("delete container")?;
     Ok(())
+}
+
+/// Forks a child that moves itself into the container's cgroup (`procs`,
+/// a `cgroup.procs` file) and exits.
+///
+/// The first move of a process between cgroups after a quiet spell waits for
+/// an RCU grace period (cgroup_threadgroup_rwsem turning to its slow mode),
+/// 10 to 20 ms on cgroup v1; the kernel then keeps that mode for another
+/// grace period. libcontainer moves the container's init a few milliseconds
+/// later, after the rootfs mount and its own setup: with the wait already
+/// under way in this child, the init's move waits only for what is left of it.
+/// Best effort: without the cgroup, or if fork fails, nothing changes.
+fn start_attach_warmup(procs: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(procs.as_os_str().as_bytes()) else { return };
+    // SAFETY: this process is single-threaded (no runtime, no threads), so the
+    // child is a full copy; it only calls async-signal-safe functions
+    // (open, write, _exit) on memory prepared before the fork.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: `path` is a valid NUL-terminated string; "0" (this
+            // process) is one valid byte; _exit never returns.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                }
+                libc::_exit(0)
+            }
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+        Err(e) => tracing::debug!(error = %e, "fork for the cgroup attach warm-up"),
+    }
 }
 
 /// Waits for the init to end while forwarding signals; returns its raw

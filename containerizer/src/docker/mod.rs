@@ -242,8 +242,14 @@ impl Backend for DockerBackend {
     /// Stops the container (SIGTERM, SIGKILL after `--docker_stop_timeout`)
     /// and removes it, at once or, with a remove delay, from a timer: the
     /// ended container stays for operators to inspect until then.
-    async fn destroy(&self, container_id: &str, _runtime_dir: &Path) -> Result<(), ContainerizerError> {
+    async fn destroy(&self, container_id: &str, runtime_dir: &Path) -> Result<(), ContainerizerError> {
         self.pending.take(container_id);
+        // Without a create request `prepare` never finished, so no executor
+        // can have created the container: the engine is not asked, and a
+        // hung or down engine does not hold up the failed launch's status.
+        if !runtime_dir.join(CREATE_REQUEST_FILE).exists() {
+            return Ok(());
+        }
         if self.config.remove_delay.is_zero() {
             return self.remove_now(container_id).await;
         }
@@ -270,11 +276,17 @@ impl Backend for DockerBackend {
         }
         let filters: HashMap<&str, Vec<String>> = [("label", labels)].into();
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-        let containers = self
-            .engine
-            .call("list containers", |d| d.list_containers(Some(options)))
-            .await
-            .map_err(|e| e.into_error("list docker containers"))?;
+        let containers = match self.engine.call("list containers", |d| d.list_containers(Some(options))).await {
+            Ok(c) => c,
+            // An engine that is down or hung must not keep the agent (and its
+            // other containerizers) from starting: the sweep is skipped, and
+            // docker launches fail with the engine's error until it is back.
+            Err(EngineError::Unavailable(e)) => {
+                tracing::warn!(error = %e, "docker engine unavailable; orphan docker containers not swept");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into_error("list docker containers")),
+        };
         for c in containers {
             let Some(id) = c.labels.as_ref().and_then(|l| l.get(CONTAINER_ID_LABEL)).cloned() else { continue };
             let ours = c.names.iter().flatten().any(|n| n.trim_start_matches('/') == container_name(&id));

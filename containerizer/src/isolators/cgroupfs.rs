@@ -81,16 +81,20 @@ impl CgroupFs {
         match self.version {
             CgroupVersion::V2 => [self.root.join(rel)].into_iter().filter(|d| d.is_dir()).collect(),
             CgroupVersion::V1 => {
-                let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.root)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    // `cpu` may be a symlink to `cpu,cpuacct`: dedupe by target.
-                    .filter_map(|e| e.path().join(rel).canonicalize().ok())
-                    .filter(|d| d.is_dir())
+                use std::os::unix::fs::MetadataExt;
+                let mut entries: Vec<std::fs::DirEntry> =
+                    std::fs::read_dir(&self.root).into_iter().flatten().flatten().collect();
+                // `cpu` may be a symlink to `cpu,cpuacct`: the real hierarchy
+                // names come first and a symlink to one is dropped by its
+                // (device, inode), one stat per hierarchy instead of a realpath.
+                entries.sort_by_key(|e| (e.file_type().is_ok_and(|t| t.is_symlink()), e.file_name()));
+                let mut seen = std::collections::HashSet::new();
+                let mut dirs: Vec<PathBuf> = entries
+                    .iter()
+                    .map(|e| e.path().join(rel))
+                    .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.is_dir() && seen.insert((m.dev(), m.ino()))))
                     .collect();
                 dirs.sort();
-                dirs.dedup();
                 dirs
             }
         }
@@ -165,10 +169,19 @@ impl CgroupFs {
     /// v2 writes `cgroup.kill`; v1 freezes the cgroup (so a forking task
     /// cannot outrun us), SIGKILLs its processes and thaws it again.
     pub fn kill(&self, path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
-        let deadline = Instant::now() + timeout;
         let dirs = self.existing_dirs(path);
+        self.kill_in(&dirs, path, timeout)
+    }
+
+    /// `kill` on the directories of `path` already looked up.
+    fn kill_in(&self, dirs: &[PathBuf], path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
         if self.is_v2() {
-            for d in &dirs {
+            for d in dirs {
                 let kill_file = d.join("cgroup.kill");
                 if kill_file.exists() {
                     write_file(&kill_file, "1")?;
@@ -180,7 +193,7 @@ impl CgroupFs {
             CgroupVersion::V2 => None,
         };
         loop {
-            let left = procs_of(&dirs);
+            let left = procs_of(dirs);
             if left.is_empty() {
                 return Ok(());
             }
@@ -200,7 +213,7 @@ impl CgroupFs {
                 if let Some(f) = &freezer {
                     let _ = write_file(&f.join("freezer.state"), "FROZEN");
                 }
-                for pid in procs_of(&dirs) {
+                for pid in procs_of(dirs) {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
                 if let Some(f) = &freezer {
@@ -208,18 +221,34 @@ impl CgroupFs {
                     let _ = write_file(&f.join("freezer.state"), "THAWED");
                 }
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // Dying takes a moment: look again soon, then less often.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(10));
         }
     }
 
     /// Removes cgroup `path` (its sub-cgroups first) from every hierarchy;
     /// a cgroup still busy with dying processes is retried until `timeout`.
     pub fn remove(&self, path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
+        self.remove_in(&self.existing_dirs(path), timeout)
+    }
+
+    /// `remove` on the directories of `path` already looked up.
+    fn remove_in(&self, dirs: &[PathBuf], timeout: Duration) -> Result<(), ContainerizerError> {
         let deadline = Instant::now() + timeout;
-        for dir in self.existing_dirs(path) {
-            rmdir_tree(&dir, deadline)?;
+        for dir in dirs {
+            rmdir_tree(dir, deadline)?;
         }
         Ok(())
+    }
+
+    /// Kills every process of cgroup `path` and removes it, looking its
+    /// directories up once; a cgroup that is already gone costs one stat
+    /// per hierarchy.
+    pub fn destroy(&self, path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
+        let dirs = self.existing_dirs(path);
+        self.kill_in(&dirs, path, timeout)?;
+        self.remove_in(&dirs, timeout)
     }
 }
 
@@ -236,6 +265,7 @@ fn v2_controller(v1: &str) -> Option<&'static str> {
 
 /// Removes `dir` and every cgroup below it, deepest first.
 pub(crate) fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<(), ContainerizerError> {
+    let mut pause = Duration::from_millis(1);
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -248,7 +278,8 @@ pub(crate) fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<(), Containeri
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(10));
             }
             Err(e) => return Err(ContainerizerError::io("remove cgroup", dir)(e)),
         }

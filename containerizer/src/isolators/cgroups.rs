@@ -572,10 +572,7 @@ impl CgroupsIsolator {
     /// Kills whatever runs in cgroup `path` and removes it everywhere.
     async fn destroy_cgroup(&self, path: String) -> Result<(), ContainerizerError> {
         let fs = self.fs().clone();
-        tokio::task::spawn_blocking(move || {
-            fs.kill(&path, CLEANUP_TIMEOUT)?;
-            fs.remove(&path, CLEANUP_TIMEOUT)
-        })
+        tokio::task::spawn_blocking(move || fs.destroy(&path, CLEANUP_TIMEOUT))
         .await
         .map_err(|e| ContainerizerError::Other(format!("destroy cgroup task: {e}")))?
     }

@@ -103,10 +103,16 @@ fn set_frozen(dirs: &[PathBuf], frozen: bool) {
 /// SIGKILLs every process in the container's cgroups until none is left.
 /// The freezer keeps a forking task from outrunning the kill loop.
 pub fn kill_all(cgroup_path: &str, timeout: Duration) -> Result<(), String> {
+    kill_in(&container_dirs(cgroup_path), cgroup_path, timeout)
+}
+
+/// `kill_all` on directories already looked up; an empty cgroup costs one
+/// read of `cgroup.procs` per hierarchy, and none costs nothing.
+pub fn kill_in(dirs: &[PathBuf], cgroup_path: &str, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
     loop {
-        let dirs = container_dirs(cgroup_path);
-        let left = pids(&dirs);
+        let left = pids(dirs);
         if left.is_empty() {
             return Ok(());
         }
@@ -114,25 +120,32 @@ pub fn kill_all(cgroup_path: &str, timeout: Duration) -> Result<(), String> {
             return Err(format!("processes {left:?} of cgroup {cgroup_path} survive SIGKILL"));
         }
         // v2 (5.14+) kills the whole cgroup in one write.
-        for d in &dirs {
+        for d in dirs {
             let kill_file = d.join("cgroup.kill");
             if kill_file.exists() {
                 let _ = std::fs::write(&kill_file, "1");
             }
         }
-        set_frozen(&dirs, true);
-        for pid in pids(&dirs) {
+        set_frozen(dirs, true);
+        for pid in pids(dirs) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         // Killed processes only die once thawed.
-        set_frozen(&dirs, false);
-        std::thread::sleep(Duration::from_millis(20));
+        set_frozen(dirs, false);
+        // Dying takes a moment: look again soon, then less often.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
 /// Removes the container's cgroup directories (deepest first) in every
 /// hierarchy; a cgroup busy with dying processes is retried until `timeout`.
 pub fn remove_dirs(cgroup_path: &str, timeout: Duration) -> Result<(), String> {
+    remove_in(&container_dirs(cgroup_path), timeout)
+}
+
+/// `remove_dirs` on directories already looked up.
+pub fn remove_in(dirs: &[PathBuf], timeout: Duration) -> Result<(), String> {
     fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<(), String> {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
@@ -141,20 +154,22 @@ pub fn remove_dirs(cgroup_path: &str, timeout: Duration) -> Result<(), String> {
                 }
             }
         }
+        let mut pause = Duration::from_millis(1);
         loop {
             match std::fs::remove_dir(dir) {
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
                 Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
                 }
                 Err(e) => return Err(format!("remove cgroup {}: {e}", dir.display())),
             }
         }
     }
     let deadline = Instant::now() + timeout;
-    for dir in container_dirs(cgroup_path) {
-        rmdir_tree(&dir, deadline)?;
+    for dir in dirs {
+        rmdir_tree(dir, deadline)?;
     }
     Ok(())
 }

@@ -217,8 +217,11 @@ impl Launcher for RustLauncher {
                 if live_supervisor(&self.runtime_dir).is_none() && read_exit_status(&self.runtime_dir).is_none() {
                     return Err(launcher_err(format!("container {} was not started", self.spec.container_id)));
                 }
+                // Soon at first (it may be ending already), then less often.
+                let mut pause = Duration::from_millis(1);
                 while live_supervisor(&self.runtime_dir).is_some() {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 "no longer running".to_string()
             }

@@ -13,7 +13,7 @@ mod launcher;
 mod oci;
 mod user;
 
-pub use cgroupfs::{container_dirs, kill_all, mounts_under, remove_dirs};
+pub use cgroupfs::{container_dirs, kill_all, kill_in, mounts_under, remove_dirs, remove_in};
 pub use launcher::RustLauncher;
 pub use oci::{render, DEFAULT_PATH};
 pub use user::{chown_sandbox, resolve_user, user_db_roots, ResolvedUser};
@@ -252,31 +252,40 @@ impl Backend for RustBackend {
 /// Kills, waits for the supervisor, and removes cgroups, mounts and state.
 fn destroy_blocking(id: &str, runtime_dir: &Path, cgroup: &str) -> Result<(), ContainerizerError> {
     let fail = |what: &str, e: String| ContainerizerError::Other(format!("destroy {id}: {what}: {e}"));
-    kill_all(cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
+    let dirs = container_dirs(cgroup);
+    kill_in(&dirs, cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
     // The supervisor records the exit status and deletes libcontainer's
     // state once the init is gone; give it that chance. A supervisor still
     // building its container only puts processes in the cgroup now, so
-    // keep killing while waiting.
+    // keep killing while waiting. It usually needs a few milliseconds:
+    // look again soon, then less often.
     let deadline = std::time::Instant::now() + DESTROY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    let mut waited = false;
     while let Some(pid) = launcher::live_supervisor(runtime_dir) {
+        waited = true;
         if std::time::Instant::now() >= deadline {
             tracing::warn!(container = id, pid, "supervisor did not exit after its container was killed; killing it");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             break;
         }
         let _ = kill_all(cgroup, Duration::from_secs(1));
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
-    kill_all(cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
-    remove_dirs(cgroup, DESTROY_TIMEOUT).map_err(|e| fail("remove cgroups", e))?;
+    // A supervisor may have made cgroups (in more hierarchies) meanwhile.
+    let dirs = if waited { container_dirs(cgroup) } else { dirs };
+    kill_in(&dirs, cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
+    remove_in(&dirs, DESTROY_TIMEOUT).map_err(|e| fail("remove cgroups", e))?;
     // Mounts live in the supervisor's private namespace; anything found on
     // the host under the runtime directory is a leak to undo.
-    for m in mounts_under(runtime_dir) {
-        if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+    let leftover = mounts_under(runtime_dir);
+    for m in &leftover {
+        if let Err(e) = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH) {
             tracing::warn!(container = id, mount = %m.display(), error = %e, "unmount leftover");
         }
     }
-    let left = mounts_under(runtime_dir);
+    let left = if leftover.is_empty() { leftover } else { mounts_under(runtime_dir) };
     if !left.is_empty() {
         // Never remove a tree that still has something mounted in it: the
         // host rootfs bind would take the host's files with it.

@@ -187,15 +187,10 @@ impl Containerizer {
             Err(e) => return Err(ContainerizerError::io("read backend file", &dir)(e)),
         };
         let backend = self.backend_named(&name)?;
-        let tt = std::time::Instant::now();
         backend.destroy(container_id, &dir).await?;
-        eprintln!("DT backend {:.3}", tt.elapsed().as_secs_f64()*1e3);
         let mut failures = Vec::new();
         for isolator in backend.isolators().iter().rev() {
-            let tt = std::time::Instant::now();
-            let r = isolator.cleanup(container_id).await;
-            eprintln!("DT {} {:.3}", isolator.name(), tt.elapsed().as_secs_f64()*1e3);
-            if let Err(e) = r {
+            if let Err(e) = isolator.cleanup(container_id).await {
                 failures.push(format!("{}: {e}", isolator.name()));
             }
         }

@@ -116,6 +116,15 @@ async fn run_all(args: &Args) -> Result<(Vec<Entry>, Vec<String>)> {
         .with_context(|| format!("{} (run scripts/build-test-images.sh)", args.test_images.display()))?;
     let scratch = tempfile::Builder::new().prefix("mezzo-bench.").tempdir_in(&args.scratch)?;
     let work = scratch.path().to_path_buf();
+    // The runtime state of rust containers (overlay upper/work dirs, OCI
+    // bundles, supervisor files) lives on a tmpfs, as Mesos keeps its
+    // runtime directory in /var/run/mesos; the peers' bundles and state go
+    // there too, so both sides pay the same filesystem. The mount exists only
+    // in this process's private mount namespace.
+    let fast = work.join("tmpfs");
+    std::fs::create_dir_all(&fast)?;
+    nix::mount::mount(Some("tmpfs"), &fast, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("mode=0755"))
+        .with_context(|| format!("mount a tmpfs at {}", fast.display()))?;
     let mut entries: Vec<Entry> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
     let mut record = |group: &str, r: Result<Vec<Entry>>| match r {
@@ -133,15 +142,15 @@ async fn run_all(args: &Args) -> Result<(Vec<Entry>, Vec<String>)> {
 
     if want("provision") {
         eprintln!("== image_warm_provision ({} runs)", args.runs);
-        record("provision", provision::warm_provision(&work, args.runs, args.warmup).await);
+        record("provision", provision::warm_provision(&fast, args.runs, args.warmup).await);
     }
     if want("rust") || want("many") {
-        match rust_launch::RustRig::new(&work, &test_images, &launcher_dir).await {
+        match rust_launch::RustRig::new(&fast, &test_images, &launcher_dir).await {
             Ok(rig) => {
                 let rig = Arc::new(rig);
                 if want("rust") {
                     eprintln!("== rust_launch_true vs crun, runc ({} runs)", args.runs);
-                    record("rust", rust_launch::launch_true(&rig, &work, args.runs, args.warmup).await);
+                    record("rust", rust_launch::launch_true(&rig, &fast, args.runs, args.warmup).await);
                 }
                 if want("many") {
                     eprintln!("== rust_launch_{} ({} at a time)", args.many, args.parallel);
@@ -160,6 +169,9 @@ async fn run_all(args: &Args) -> Result<(Vec<Entry>, Vec<String>)> {
     if want("pull") {
         eprintln!("== image_cold_pull vs skopeo, docker pull ({} runs)", args.pull_runs);
         record("pull", pull::cold_pull(&work, args.pull_runs, 1.min(args.warmup)).await);
+    }
+    if let Err(e) = nix::mount::umount2(&fast, nix::mount::MntFlags::MNT_DETACH) {
+        tracing::warn!(error = %e, "unmount the bench tmpfs");
     }
     drop(scratch);
     Ok((entries, failures))

@@ -365,7 +365,8 @@ pub async fn launch_many(rig: Arc<RustRig>, total: usize, parallel: usize) -> Re
     eprintln!("  first tenth {first:.2} s, last tenth {last:.2} s");
     e.runs = Some(1);
     if let Some(err) = first_error {
-        e = e.note(format!("{failed} launches failed; first: {err}"));
+        // A time for launches that did not happen is no measurement.
+        anyhow::bail!("{failed} of {total} launches failed; first: {err}");
     }
     Ok(e)
 }

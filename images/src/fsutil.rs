@@ -279,6 +279,27 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     })
 }
 
+/// Like `write_atomic` but without fsync: atomic against a process crash
+/// (readers see the old or the new file), not durable across a power loss.
+/// For state that a host crash makes moot anyway (the leases of containers
+/// that a reboot ends).
+pub(crate) fn write_replace(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    ));
+    if let Err(e) = fs::write(&tmp, data).ctx(|| format!("write {}", tmp.display())) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).ctx(|| format!("rename {} to {}", tmp.display(), path.display())).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
 /// Whether process `pid` is alive (used to recognize temp files of crashed processes).
 pub(crate) fn pid_alive(pid: i32) -> bool {
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {

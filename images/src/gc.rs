@@ -133,7 +133,6 @@ impl ImageStore {
         match fs::remove_file(&path) {
             Ok(()) => {
                 debug!(container = container_id, "released image lease");
-                sync_dir(path.parent().unwrap_or(self.root()));
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -328,9 +327,9 @@ impl ImageStore {
             source,
         })?;
         let path = lease_path(self.root(), container_id);
-        write_atomic(&path, &bytes)?;
-        // The lease must outlive a host crash too, not only an agent restart.
-        sync_dir(path.parent().unwrap_or(self.root()));
+        // Atomic but not fsynced: a lease must outlive an agent restart, and a
+        // host crash ends every container that could hold one.
+        crate::fsutil::write_replace(&path, &bytes)?;
         debug!(container = container_id, image = %image.reference, "acquired image lease");
         Ok(())
     }

@@ -27,5 +27,6 @@ pub use digest::Digest;
 pub use error::ImageError;
 pub use gc::{spawn_gc_loop, GcPolicy, GcReport, Lease, StoredImage};
 pub use reference::ImageReference;
+pub use registry::auth::{CredentialStore, Credentials};
 pub use registry::RegistrySource;
 pub use store::{Image, ImageConfig, ImageStore, StoreOptions, StoreStats};

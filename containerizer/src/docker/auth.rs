@@ -1,88 +1,41 @@
-//! Registry credentials from a docker client config (`--docker_config`):
-//! `~/.docker/config.json` (`{"auths": {"<registry>": {"auth": base64(user:pass)}}}`)
-//! or the older `~/.dockercfg` (the same map without `auths`). They travel to
-//! the engine as the `X-Registry-Auth` header of a pull.
+//! Registry credentials from a docker client config (`--docker_config`),
+//! read by the image store's parser (`~/.docker/config.json` or the older
+//! `~/.dockercfg`). They travel to the engine as the `X-Registry-Auth`
+//! header of a pull.
 
 use crate::ContainerizerError;
-use base64::Engine as _;
 use bollard::auth::DockerCredentials;
-use serde::Deserialize;
-use std::collections::HashMap;
+use mezzo_images::CredentialStore;
 use std::path::Path;
-
-/// The registry Docker Hub images come from, as `docker login` records it.
-const DOCKER_HUB_KEYS: &[&str] = &["https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io"];
-
-#[derive(Debug, Default, Deserialize)]
-struct AuthEntry {
-    #[serde(default)]
-    auth: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default)]
-    identitytoken: Option<String>,
-    #[serde(default)]
-    email: Option<String>,
-}
 
 /// Credentials per registry, as read from a docker config file.
 #[derive(Debug, Default, Clone)]
 pub struct RegistryAuth {
-    entries: HashMap<String, DockerCredentials>,
+    store: CredentialStore,
 }
 
 impl RegistryAuth {
     /// Reads `path` (config.json or .dockercfg format).
     pub fn load(path: &Path) -> Result<Self, ContainerizerError> {
-        let text = std::fs::read_to_string(path).map_err(ContainerizerError::io("read docker config", path))?;
-        Self::parse(&text).map_err(|e| ContainerizerError::InvalidSpec(format!("docker config {}: {e}", path.display())))
+        let store = CredentialStore::load(path).map_err(|e| ContainerizerError::InvalidSpec(e.to_string()))?;
+        Ok(RegistryAuth { store })
     }
 
     /// Parses a config.json or .dockercfg document.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let map = match value.get("auths") {
-            Some(auths) => auths.clone(),
-            None => value,
-        };
-        let raw: HashMap<String, AuthEntry> = serde_json::from_value(map).map_err(|e| e.to_string())?;
-        let mut entries = HashMap::new();
-        for (registry, entry) in raw {
-            let (mut username, mut password) = (entry.username, entry.password);
-            if let Some(auth) = entry.auth.filter(|a| !a.is_empty()) {
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(auth.trim())
-                    .map_err(|e| format!("auth of {registry} is not base64: {e}"))?;
-                let decoded = String::from_utf8(decoded).map_err(|_| format!("auth of {registry} is not utf-8"))?;
-                let (user, pass) = decoded
-                    .split_once(':')
-                    .ok_or_else(|| format!("auth of {registry} is not user:password"))?;
-                username = Some(user.to_string());
-                password = Some(pass.to_string());
-            }
-            let credentials = DockerCredentials {
-                username,
-                password,
-                email: entry.email,
-                identitytoken: entry.identitytoken,
-                serveraddress: Some(registry.clone()),
-                ..Default::default()
-            };
-            entries.insert(normalize(&registry), credentials);
-        }
-        Ok(RegistryAuth { entries })
+        Ok(RegistryAuth { store: CredentialStore::parse(text.as_bytes())? })
     }
 
     /// Credentials for the registry `image_name` (a repository name without
     /// tag) is pulled from, when the config has some.
     pub fn for_image(&self, image_name: &str) -> Option<DockerCredentials> {
         let host = registry_host(image_name);
-        if host == "docker.io" {
-            return DOCKER_HUB_KEYS.iter().find_map(|k| self.entries.get(&normalize(k))).cloned();
-        }
-        self.entries.get(&normalize(host)).cloned()
+        self.store.get(host).map(|c| DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.clone()),
+            serveraddress: Some(host.to_string()),
+            ..Default::default()
+        })
     }
 }
 
@@ -95,15 +48,10 @@ pub fn registry_host(image_name: &str) -> &str {
     }
 }
 
-/// `https://host:port/v2/` and `host:port` name the same registry.
-fn normalize(key: &str) -> String {
-    let key = key.trim_start_matches("https://").trim_start_matches("http://");
-    key.split('/').next().unwrap_or(key).to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn config_json_and_dockercfg_formats() {

@@ -13,7 +13,7 @@ use crate::error::ImageError;
 
 /// A user name and password for one registry.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Credentials {
+pub struct Credentials {
     /// The user name.
     pub username: String,
     /// The password (or a personal access token).
@@ -40,16 +40,12 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// Credentials by registry host (`host[:port]`, lowercase).
+/// Credentials by registry host (`host[:port]`, lowercase), read from a
+/// docker client config: `~/.docker/config.json` (`{"auths": {...}}`) or the
+/// older `~/.dockercfg` (the same map without `auths`).
 #[derive(Debug, Default, Clone)]
-pub(crate) struct CredentialStore {
+pub struct CredentialStore {
     by_host: HashMap<String, Credentials>,
-}
-
-#[derive(Deserialize)]
-struct DockerConfig {
-    #[serde(default)]
-    auths: HashMap<String, AuthEntry>,
 }
 
 #[derive(Deserialize)]
@@ -67,7 +63,7 @@ struct AuthEntry {
 impl CredentialStore {
     /// Reads the `auths` of a docker config file: `auth` (base64 of `user:password`) or
     /// `username` and `password` per registry.
-    pub(crate) fn load(path: &Path) -> Result<Self, ImageError> {
+    pub fn load(path: &Path) -> Result<Self, ImageError> {
         let bad = |reason: String| {
             ImageError::Config(format!("docker config {}: {reason}", path.display()))
         };
@@ -75,10 +71,17 @@ impl CredentialStore {
         Self::parse(&bytes).map_err(bad)
     }
 
-    fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let config: DockerConfig = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        // config.json nests the map under `auths`; .dockercfg is the map itself.
+        let map = match value.get("auths") {
+            Some(auths) => auths.clone(),
+            None if value.is_object() => value,
+            None => return Err("not a JSON object".to_string()),
+        };
+        let auths: HashMap<String, AuthEntry> = serde_json::from_value(map).map_err(|e| e.to_string())?;
         let mut by_host = HashMap::new();
-        for (key, entry) in config.auths {
+        for (key, entry) in auths {
             let host = normalize_host(&key);
             let creds = if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
                 let decoded = base64::engine::general_purpose::STANDARD
@@ -107,7 +110,7 @@ impl CredentialStore {
     }
 
     /// The credentials for `host` (`host[:port]`).
-    pub(crate) fn get(&self, host: &str) -> Option<&Credentials> {
+    pub fn get(&self, host: &str) -> Option<&Credentials> {
         let host = normalize_host(host);
         self.by_host.get(&host).or_else(|| {
             // Docker Hub is filed under several names.

@@ -2,7 +2,7 @@
 //! and OCI indexes), blobs streamed into the content store with their digest checked,
 //! bearer-token and basic auth, redirects, and bounded retries.
 
-pub(crate) mod auth;
+pub mod auth;
 
 use std::collections::HashMap;
 use std::io;

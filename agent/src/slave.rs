@@ -952,7 +952,6 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
                     owner: Some(work_dir.display().to_string()),
                     image_store: if image_source == ImageSource::Store { Some(open_store()?) } else { None },
                     image_source,
-                    ..Default::default()
                 };
                 backends.push(Arc::new(DockerBackend::new(config).await?));
             }

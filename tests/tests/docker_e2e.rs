@@ -260,7 +260,7 @@ async fn bridge_task_reports_its_ip_and_the_mapped_host_port_answers() -> Result
         .collect();
     let engine_ip = docker(&["inspect", "-f", "{{.NetworkSettings.Networks.bridge.IPAddress}}", &format!("mesos-{cid}")])?;
     assert!(!engine_ip.is_empty(), "the container has no bridge address");
-    assert_eq!(reported, [engine_ip.clone()], "network_infos of TASK_RUNNING: {running:?}");
+    assert_eq!(reported, std::slice::from_ref(&engine_ip), "network_infos of TASK_RUNNING: {running:?}");
 
     // The host port answers with the container's page, and so does the container's own address.
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;

@@ -12,7 +12,7 @@
 # image_cold_pull (skopeo; docker pull as image_cold_pull_vs_docker).
 #
 # Knobs: MEZZO_BENCH_RUNS (cluster runs, 20), MEZZO_BENCH_LAUNCH_RUNS (30),
-# MEZZO_BENCH_PULL_RUNS (5), MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY
+# MEZZO_BENCH_PULL_RUNS (9), MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY
 # (mezzo-bench groups: provision,rust,many,docker,pull; empty = all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +46,7 @@ bench_rc=0
 only=()
 [ -n "${MEZZO_BENCH_ONLY:-}" ] && only=(--only "$MEZZO_BENCH_ONLY")
 timeout 3600 "$bin/mezzo-bench" \
-  --runs "${MEZZO_BENCH_LAUNCH_RUNS:-30}" --pull-runs "${MEZZO_BENCH_PULL_RUNS:-5}" \
+  --runs "${MEZZO_BENCH_LAUNCH_RUNS:-30}" --pull-runs "${MEZZO_BENCH_PULL_RUNS:-9}" \
   --many "${MEZZO_BENCH_MANY:-1000}" --test-images "$PWD/target/test-images" \
   --launcher-dir "$bin" --out "$out/mezzo-bench.json" "${only[@]}" || bench_rc=$?
 

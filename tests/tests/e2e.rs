@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use mezzo_proto::mesos::v1::TaskState;
-use mezzo_tests::{command_task, states, Cluster, Kind, Scheduler};
+use mezzo_tests::{assert_clean, command_task, states, Cluster, Kind, Scheduler};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -51,45 +51,6 @@ async fn read_sandbox_file(cluster: &Cluster, sched: &Scheduler, task: &str, fil
         anyhow::bail!("files/download: {code} {body}\n{}", String::from_utf8_lossy(&tree.stdout));
     }
     Ok(resp.text().await?)
-}
-
-/// Nothing of the cluster's is left: cgroups, mounts, docker containers, processes.
-fn assert_clean(cluster: &Cluster) {
-    for controller in ["memory", "cpu", "pids", "freezer"] {
-        let root = Path::new("/sys/fs/cgroup").join(controller).join(&cluster.cgroups_root);
-        if let Ok(entries) = std::fs::read_dir(&root) {
-            let left: Vec<_> = entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect();
-            assert!(left.is_empty(), "cgroups left under {}: {left:?}", root.display());
-        }
-    }
-    let work = cluster.work_dir.path().display().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let leaked: Vec<_> = mounts.lines().filter(|l| l.contains(&work)).collect();
-    assert!(leaked.is_empty(), "mounts left: {leaked:?}");
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=mezzo.agent_id", "--filter", "name=mesos-"])
-        .output();
-    if let Ok(out) = out {
-        // Only containers of this cluster's agent count; their sandbox is under our work dir.
-        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let inspect = std::process::Command::new("docker").args(["inspect", id]).output().unwrap();
-            assert!(
-                !String::from_utf8_lossy(&inspect.stdout).contains(&work),
-                "docker container {id} of this test left behind"
-            );
-        }
-    }
-    // No process is still running from inside the work dir.
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) {
-            assert!(
-                !cwd.display().to_string().starts_with(&work),
-                "process {} left running in {}",
-                entry.file_name().to_string_lossy(),
-                cwd.display()
-            );
-        }
-    }
 }
 
 async fn exit_zero_gives_starting_running_finished(kind: Kind) -> Result<()> {

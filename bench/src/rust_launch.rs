@@ -5,7 +5,7 @@
 use crate::report::{Entry, Samples};
 use crate::util::{create_sandbox, have, remove_cgroup_tree, timed_run};
 use anyhow::{bail, Context, Result};
-use mezzo_containerizer::rust::{RustBackend, RustBackendConfig, BUNDLE_DIR};
+use mezzo_containerizer::rust::{RustBackend, RustBackendConfig};
 use mezzo_containerizer::{Command, ContainerConfig, ContainerType, Containerizer, Resources, SANDBOX_MOUNT_POINT};
 use mezzo_images::ImageStore;
 use std::path::{Path, PathBuf};
@@ -137,9 +137,12 @@ impl RustRig {
         create_sandbox(&config.sandbox)?;
         let rendered = async {
             let dir = bounded(self.cz.prepare(&config)).await?;
-            let path = dir.join(BUNDLE_DIR).join("config.json");
-            let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
-            Ok::<_, anyhow::Error>(serde_json::from_slice(&bytes)?)
+            // As libcontainer would run it without our cgroup placement:
+            // the peers create, configure and join the cgroups themselves
+            // (work our isolators and supervisor do in the timed launch).
+            let spec = mezzo_containerizer::read_spec(&dir)?;
+            let oci = mezzo_containerizer::rust::render(&spec, &dir, None)?;
+            Ok::<_, anyhow::Error>(serde_json::to_value(&oci)?)
         }
         .await;
         bounded(self.cz.destroy(&id)).await?;

@@ -270,3 +270,94 @@ async fn destroy_of_unknown_container_is_ok() {
     std::fs::create_dir_all(&dir).unwrap();
     backend.destroy("half", &dir).await.expect("destroy half-prepared");
 }
+
+/// Cgroup v1 placement by the supervisor (`Placement`): only on v1 hosts.
+fn is_v1_host() -> bool {
+    let v1 = !mezzo_containerizer::isolators::CgroupFs::detect().is_v2();
+    if !v1 {
+        eprintln!("skipping: needs cgroup v1");
+    }
+    v1
+}
+
+/// The `/proc/<pid>/cgroup` line of v1 hierarchy `name`.
+fn proc_cgroup_of(pid: &str, name: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    mezzo_containerizer::rust::own_cgroup(&text, name).unwrap_or_else(|| panic!("no {name} line in {text}")).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_container_is_in_its_cgroups_and_its_supervisor_is_not() {
+    if !is_root() || !is_v1_host() {
+        return;
+    }
+    let h = Harness::new("placed", None);
+    let c = h.config("placed", shell("sleep 30"));
+    let mut launcher = h.start(&c).await;
+    let dir = h.runtime_root().join("placed");
+    let init = std::fs::read_to_string(dir.join(mezzo_containerizer::rust::PID_FILE)).unwrap();
+    let supervisor = std::fs::read_to_string(dir.join(mezzo_containerizer::rust::LAUNCHER_PID_FILE)).unwrap();
+    let own = format!("/{}/placed", h.cgroups_root);
+    for hierarchy in ["cpu", "cpuacct", "memory", "pids", "freezer", "devices"] {
+        assert_eq!(proc_cgroup_of(init.trim(), hierarchy), own, "init in {hierarchy}");
+        assert_ne!(proc_cgroup_of(supervisor.trim(), hierarchy), own, "supervisor left {hierarchy}");
+    }
+    // The limits the isolators wrote are the container's.
+    let limit = std::fs::read_to_string(h.memory_cgroup("placed").join("memory.limit_in_bytes")).unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    h.containerizer.destroy("placed").await.expect("destroy");
+    let status = tokio::time::timeout(WAIT, launcher.wait()).await.expect("end in time").expect("wait");
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    for m in cgroup_mounts() {
+        assert!(!m.join(&h.cgroups_root).join("placed").exists(), "cgroup left in {}", m.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_container_sees_its_own_cgroups_read_only() {
+    if !is_root() || !is_v1_host() {
+        return;
+    }
+    let h = Harness::new("view", None);
+    let c = h.config(
+        "view",
+        shell(
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids/cgroup.procs | wc -l; \
+             ls /sys/fs/cgroup/freezer/freezer.state; \
+             touch /sys/fs/cgroup/x 2>/dev/null && echo writable || echo read-only; \
+             echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null && echo writable || echo read-only",
+        ),
+    );
+    let (status, out, err) = h.run(&c).await;
+    assert!(status.success(), "{status}: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], (64u64 << 20).to_string(), "memory limit seen inside: {out}");
+    // sh, cat and wc: the container's own processes, no host's.
+    assert!(lines[1].trim().parse::<u32>().unwrap() <= 3, "{out}");
+    assert_eq!(lines[2], "/sys/fs/cgroup/freezer/freezer.state");
+    assert_eq!(&lines[3..], ["read-only", "read-only"], "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_devices_outside_the_allow_list_cannot_be_opened() {
+    if !is_root() || !is_v1_host() {
+        return;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipping: no /dev/loop-control on this host");
+        return;
+    }
+    let h = Harness::new("devices", None);
+    // loop-control (10:237) opens for root anywhere, but it is not on the
+    // allow-list; mknod itself is allowed (c *:* m).
+    let c = h.config(
+        "devices",
+        shell(
+            "mknod /dev/lc c 10 237 && echo made; head -c 0 /dev/lc 2>/dev/null && echo opened || echo denied; \
+             echo x > /dev/null && echo null-ok; head -c 4 /dev/urandom | wc -c",
+        ),
+    );
+    let (status, out, err) = h.run(&c).await;
+    assert!(status.success(), "{status}: {err}");
+    assert_eq!(out, "made\ndenied\nnull-ok\n4\n", "stderr: {err}");
+}

@@ -12,6 +12,11 @@
 //!   `exited <status>`), deletes the container and exits.
 //! * `mezzo-launcher kill --runtime-dir DIR --signal N`: sends signal N to
 //!   every process of the container.
+//!
+//! On cgroup v1 the backend records a placement (`cgroups.json`): the
+//! supervisor then puts the container in its cgroups itself, cheaply, and
+//! libcontainer sees no cgroup hierarchy at all (see
+//! `mezzo_containerizer::rust::Placement`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use libcontainer::container::builder::ContainerBuilder;
@@ -20,10 +25,12 @@ use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{default::get_executor, Executor, ExecutorError, ExecutorValidationError};
 use mezzo_containerizer::containerizer::write_atomic;
-use mezzo_containerizer::rust::{BUNDLE_DIR, EXIT_STATUS_FILE, LAUNCHER_PID_FILE, LIMITATION_FILE, PID_FILE, STATE_DIR};
+use mezzo_containerizer::rust::{
+    view_dir, Placement, BUNDLE_DIR, EXIT_STATUS_FILE, LAUNCHER_PID_FILE, LIMITATION_FILE, PID_FILE, STATE_DIR,
+};
 use mezzo_containerizer::{read_spec, ContainerSpec, Rootfs};
-use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -146,9 +153,88 @@ fn open_output(path: &Path) -> Result<File> {
         .with_context(|| format!("open {}", path.display()))
 }
 
+/// Bind-mounts the container's cgroup in each placed hierarchy onto its
+/// view, for the container's `/sys/fs/cgroup`.
+fn mount_views(placement: &Placement, dir: &Path) -> Result<()> {
+    for h in &placement.hierarchies {
+        let view = view_dir(dir, &h.name);
+        std::fs::create_dir_all(&view).with_context(|| format!("create {}", view.display()))?;
+        mount(Some(&h.dir), &view, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .with_context(|| format!("bind {} onto {}", h.dir.display(), view.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes every cgroup hierarchy from this (private, just unshared) mount
+/// namespace, except the views under `dir`, and leaves an empty tmpfs at
+/// the cgroupfs root: libcgroups then finds no hierarchy to manage.
+fn hide_cgroups(dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
+    let mut hierarchies: Vec<PathBuf> = mezzo_containerizer::rust::parse_mountinfo(&text)
+        .into_iter()
+        .filter(|m| (m.fs_type == "cgroup" || m.fs_type == "cgroup2") && !m.mount_point.starts_with(dir))
+        .map(|m| m.mount_point)
+        .collect();
+    hierarchies.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    hierarchies.dedup();
+    for m in &hierarchies {
+        match umount2(m, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(anyhow!(e).context(format!("unmount {}", m.display()))),
+        }
+    }
+    let root = Path::new(mezzo_containerizer::isolators::DEFAULT_CGROUPFS_ROOT);
+    if root.is_dir() {
+        mount(Some("tmpfs"), root, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
+            .with_context(|| format!("mount a tmpfs on {}", root.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs `build` (libcontainer's create, which clones the container's
+/// processes) with this process in the container's cgroups and in a mount
+/// namespace without cgroup hierarchies; then comes back to both. The
+/// container's processes inherit the cgroups.
+fn build_placed(
+    placement: &Placement,
+    dir: &Path,
+    build: impl FnOnce() -> Result<Container, libcontainer::error::LibcontainerError>,
+) -> Result<Result<Container, libcontainer::error::LibcontainerError>> {
+    let outer = File::open("/proc/self/ns/mnt").context("open this mount namespace")?;
+    let cwd = std::env::current_dir().context("current directory")?;
+    let mut back = placement.enter().context("move into the container's cgroups")?;
+    let built = unshare(CloneFlags::CLONE_NEWNS)
+        .context("unshare a mount namespace for libcontainer")
+        .and_then(|_| hide_cgroups(dir))
+        .map(|_| build());
+    // Back in every case: a failure here leaves this process where it
+    // must not stay, so the container goes too.
+    let restored = setns(&outer, CloneFlags::CLONE_NEWNS)
+        .context("return to the supervisor's mount namespace")
+        .and_then(|_| std::env::set_current_dir(&cwd).context("restore the current directory"));
+    let left = Placement::leave(&mut back);
+    let failure = match (restored, left.into_iter().next()) {
+        (Err(e), _) => Some(e),
+        (Ok(()), Some(e)) => Some(anyhow!(e).context("leave the container's cgroups")),
+        (Ok(()), None) => None,
+    };
+    match (built, failure) {
+        (Ok(built), None) => Ok(built),
+        (Ok(Ok(container)), Some(e)) => {
+            if let Some(pid) = container.pid() {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                reap(pid.as_raw());
+            }
+            Err(e)
+        }
+        (Ok(Err(_)), Some(e)) | (Err(e), _) => Err(e),
+    }
+}
+
 fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     write_atomic(&dir.join(LAUNCHER_PID_FILE), std::process::id().to_string().as_bytes())?;
     let spec = read_spec(dir)?;
+    let placement = Placement::load(dir)?;
 
     // Blocked from now on, so a signal that arrives while the container is
     // being built waits (pending) and is forwarded once it runs.
@@ -161,7 +247,8 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
 
     // Started before the slow steps below, to overlap the kernel's first
     // cgroup attach wait with them; reaped with the other children.
-    if !spec.cgroup_path.is_empty() {
+    // (With a placement nothing waits: the supervisor moves only itself.)
+    if placement.is_none() && !spec.cgroup_path.is_empty() {
         let fs = mezzo_containerizer::isolators::CgroupFs::detect();
         start_attach_warmup(&fs.dir("pids", &spec.cgroup_path).join("cgroup.procs"));
     }
@@ -172,25 +259,40 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .context("make / private")?;
     mount_rootfs(&spec, dir)?;
+    if let Some(p) = &placement {
+        mount_views(p, dir)?;
+    }
 
     let devnull = File::open("/dev/null").context("open /dev/null")?;
     let stdout = open_output(&spec.stdout)?;
     let stderr = open_output(&spec.stderr)?;
     let state_root = dir.join(STATE_DIR);
     std::fs::create_dir_all(&state_root).with_context(|| format!("create {}", state_root.display()))?;
-    let built = ContainerBuilder::new(spec.container_id.clone(), SyscallType::default())
-        .validate_id()
-        .and_then(|b| b.with_root_path(&state_root))
-        .map(|b| {
-            b.with_executor(SupervisedExecutor)
-                .with_stdin(devnull)
-                .with_stdout(stdout)
-                .with_stderr(stderr)
-                .as_init(dir.join(BUNDLE_DIR))
-                .with_systemd(false)
-                .with_detach(true)
-        })
-        .and_then(|b| b.build());
+    let build = || {
+        ContainerBuilder::new(spec.container_id.clone(), SyscallType::default())
+            .validate_id()
+            .and_then(|b| b.with_root_path(&state_root))
+            .map(|b| {
+                b.with_executor(SupervisedExecutor)
+                    .with_stdin(devnull)
+                    .with_stdout(stdout)
+                    .with_stderr(stderr)
+                    .as_init(dir.join(BUNDLE_DIR))
+                    .with_systemd(false)
+                    .with_detach(true)
+            })
+            .and_then(|b| b.build())
+    };
+    let built = match &placement {
+        Some(p) => match build_placed(p, dir, build) {
+            Ok(built) => built,
+            Err(e) => {
+                remove_failed(&state_root.join(&spec.container_id));
+                return Err(e);
+            }
+        },
+        None => build(),
+    };
     let mut container = match built {
         Ok(c) => c,
         Err(e) => {
@@ -231,6 +333,13 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
         let _ = writeln!(out, "exited {status}").and_then(|_| out.flush());
     }
     tracing::info!(container = %spec.container_id, status, "container ended");
+    if placement.is_some() {
+        // The cgroups are the backend's: its destroy kills what is left in
+        // them and removes them. Only libcontainer's state goes here.
+        let state = state_root.join(&spec.container_id);
+        std::fs::remove_dir_all(&state).with_context(|| format!("remove {}", state.display()))?;
+        return Ok(());
+    }
     // Kills whatever is left in the cgroup and removes it and the state.
     container.delete(true).context("delete container")?;
     Ok(())

@@ -11,11 +11,13 @@
 mod cgroupfs;
 mod launcher;
 mod oci;
+mod placement;
 mod user;
 
-pub use cgroupfs::{container_dirs, kill_all, kill_in, mounts_under, remove_dirs, remove_in};
+pub use cgroupfs::{container_dirs, kill_all, kill_in, mounts_under, parse_mountinfo, remove_dirs, remove_in, MountEntry};
 pub use launcher::RustLauncher;
 pub use oci::{render, DEFAULT_PATH};
+pub use placement::{own_cgroup, view_dir, PlacedHierarchy, Placement, DEVICE_ALLOW_RULES, PLACEMENT_FILE, VIEWS_DIR};
 pub use user::{chown_sandbox, resolve_user, user_db_roots, ResolvedUser};
 
 use crate::isolators::{
@@ -162,7 +164,19 @@ impl Backend for RustBackend {
     }
 
     async fn prepare(&self, spec: &ContainerSpec, runtime_dir: &Path) -> Result<(), ContainerizerError> {
-        let oci = render(spec, runtime_dir)?;
+        // On v1 the supervisor places the container in its cgroups itself
+        // (see `placement`); on v2 libcontainer does.
+        let placement = if !self.cgroupfs.is_v2() && !spec.cgroup_path.is_empty() {
+            let (fs, path, dir) = (self.cgroupfs.clone(), spec.cgroup_path.clone(), runtime_dir.to_path_buf());
+            let placement = tokio::task::spawn_blocking(move || Placement::prepare(&fs, &path, &dir))
+                .await
+                .map_err(|e| ContainerizerError::Other(format!("prepare cgroups task: {e}")))??;
+            placement.save(runtime_dir)?;
+            Some(placement)
+        } else {
+            None
+        };
+        let oci = render(spec, runtime_dir, placement.as_ref())?;
         let bundle = runtime_dir.join(BUNDLE_DIR);
         std::fs::create_dir_all(&bundle).map_err(ContainerizerError::io("create bundle directory", &bundle))?;
         let config = bundle.join("config.json");

@@ -2,6 +2,7 @@
 //! starting from runc's default spec (standard mounts, masked and read-only
 //! paths) and Docker's default capability set.
 
+use super::placement::{view_dir, Placement};
 use super::rootfs_path;
 use super::user::{resolve_user, user_db_roots};
 use crate::{ContainerSpec, ContainerizerError, Namespace};
@@ -202,8 +203,43 @@ fn image_mount(m: &crate::spec::ImageMount) -> Result<Mount, ContainerizerError>
     mount.build().map_err(oci_err("image volume mount"))
 }
 
+/// Where the container sees cgroups.
+const CGROUP_MOUNT_POINT: &str = "/sys/fs/cgroup";
+
+/// The container's `/sys/fs/cgroup` when its supervisor places it: a tmpfs
+/// holding a read-only bind of the container's own cgroup in each hierarchy
+/// (what libcontainer and runc show on v1 without a cgroup namespace).
+fn placed_cgroup_mounts(placement: &Placement, runtime_dir: &Path) -> Result<Vec<Mount>, ContainerizerError> {
+    let flags = ["nosuid", "nodev", "noexec"].map(String::from);
+    let mut mounts = vec![MountBuilder::default()
+        .destination(PathBuf::from(CGROUP_MOUNT_POINT))
+        .typ("tmpfs")
+        .source(PathBuf::from("tmpfs"))
+        .options([&flags[..], &["mode=755".to_string()]].concat())
+        .build()
+        .map_err(oci_err("cgroup tmpfs mount"))?];
+    for h in &placement.hierarchies {
+        mounts.push(
+            MountBuilder::default()
+                .destination(Path::new(CGROUP_MOUNT_POINT).join(&h.name))
+                .typ("bind")
+                .source(view_dir(runtime_dir, &h.name))
+                .options([&["bind".to_string(), "ro".to_string()][..], &flags[..]].concat())
+                .build()
+                .map_err(oci_err("cgroup mount"))?,
+        );
+    }
+    Ok(mounts)
+}
+
 /// The OCI config for `spec`, whose container lives in `runtime_dir`.
-pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, ContainerizerError> {
+///
+/// With a `placement` (cgroup v1) the supervisor puts the container in its
+/// cgroups, which the isolators and the backend prepared: libcontainer gets
+/// no resources to apply, and the container's `/sys/fs/cgroup` is made of
+/// bind mounts instead of libcontainer's cgroup mount. Without one,
+/// libcontainer creates, configures and joins the cgroups itself.
+pub fn render(spec: &ContainerSpec, runtime_dir: &Path, placement: Option<&Placement>) -> Result<Spec, ContainerizerError> {
     if spec.args.is_empty() {
         return Err(ContainerizerError::InvalidSpec("the container has no command".into()));
     }
@@ -237,6 +273,10 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, Containe
     let process = process.build().map_err(oci_err("process"))?;
 
     let mut mounts: Vec<Mount> = libcontainer::oci_spec::runtime::get_default_mounts();
+    if let Some(p) = placement {
+        let at = mounts.iter().position(|m| m.destination() == Path::new(CGROUP_MOUNT_POINT)).unwrap_or(mounts.len());
+        mounts.splice(at..(at + 1).min(mounts.len()), placed_cgroup_mounts(p, runtime_dir)?);
+    }
     for m in &spec.mounts {
         if !m.target.starts_with('/') {
             return Err(ContainerizerError::InvalidSpec(format!("mount target '{}' is not absolute", m.target)));
@@ -300,16 +340,25 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, Containe
     if let Some(p) = l.pids_limit {
         resources = resources.pids(LinuxPidsBuilder::default().limit(p).build().map_err(oci_err("pids"))?);
     }
+    let mut readonly: Vec<String> = READONLY_PATHS.iter().map(|s| s.to_string()).collect();
+    if placement.is_some() {
+        readonly.push(CGROUP_MOUNT_POINT.to_string());
+    }
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(oci_err("resources"))?)
         .cgroups_path(PathBuf::from(&spec.cgroup_path))
         .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        .readonly_paths(readonly);
     if hardening.seccomp {
         linux = linux.seccomp(default_seccomp()?);
     }
-    let linux = linux.build().map_err(oci_err("linux"))?;
+    let mut linux = linux.build().map_err(oci_err("linux"))?;
+    if placement.is_some() {
+        // Limits and the device list are in place already (isolators and
+        // `Placement::prepare`); libcontainer must not touch cgroups.
+        linux.set_resources(None);
+    }
 
     let root = RootBuilder::default()
         .path(rootfs_path(spec, runtime_dir))
@@ -343,6 +392,56 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path) -> Result<Spec, Containe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rust::placement::PlacedHierarchy;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            container_id: "c1".into(),
+            args: vec!["/bin/true".into()],
+            cgroup_path: "/mezzo/c1".into(),
+            limits: crate::spec::Limits { memory_limit_bytes: Some(64 << 20), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn libcontainer_manages_cgroups_without_a_placement() {
+        let oci = render(&spec(), Path::new("/run/c1"), None).unwrap();
+        let linux = oci.linux().as_ref().unwrap();
+        let mem = linux.resources().as_ref().unwrap().memory().as_ref().unwrap();
+        assert_eq!(mem.limit(), Some(64 << 20));
+        let cg: Vec<&Mount> = oci.mounts().as_ref().unwrap().iter().filter(|m| m.destination().starts_with(CGROUP_MOUNT_POINT)).collect();
+        assert_eq!(cg.len(), 1);
+        assert_eq!(cg[0].typ().as_deref(), Some("cgroup"));
+    }
+
+    #[test]
+    fn a_placed_container_gets_no_resources_and_bound_cgroup_views() {
+        let placement = Placement {
+            hierarchies: ["freezer", "memory"]
+                .map(|n| PlacedHierarchy {
+                    name: n.into(),
+                    mount: Path::new("/sys/fs/cgroup").join(n),
+                    dir: Path::new("/sys/fs/cgroup").join(n).join("mezzo/c1"),
+                })
+                .to_vec(),
+        };
+        let oci = render(&spec(), Path::new("/run/c1"), Some(&placement)).unwrap();
+        let linux = oci.linux().as_ref().unwrap();
+        assert!(linux.resources().is_none());
+        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/mezzo/c1")));
+        assert!(linux.readonly_paths().as_ref().unwrap().iter().any(|p| p == CGROUP_MOUNT_POINT));
+        let mounts = oci.mounts().as_ref().unwrap();
+        let sys = mounts.iter().position(|m| m.destination() == Path::new("/sys")).unwrap();
+        let cg: Vec<(usize, &Mount)> =
+            mounts.iter().enumerate().filter(|(_, m)| m.destination().starts_with(CGROUP_MOUNT_POINT)).collect();
+        assert_eq!(cg.len(), 3);
+        assert!(cg[0].0 > sys, "the tmpfs goes over /sys");
+        assert_eq!(cg[0].1.typ().as_deref(), Some("tmpfs"));
+        assert_eq!(cg[2].1.destination(), Path::new("/sys/fs/cgroup/memory"));
+        assert_eq!(cg[2].1.source().as_deref(), Some(Path::new("/run/c1/cgroups/memory.view")));
+        assert!(cg[2].1.options().as_ref().unwrap().iter().any(|o| o == "ro"));
+    }
 
     #[test]
     fn later_env_entries_win_and_path_defaults() {

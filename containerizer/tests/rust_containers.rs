@@ -325,7 +325,8 @@ async fn v1_container_sees_its_own_cgroups_read_only() {
             "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids/cgroup.procs | wc -l; \
              ls /sys/fs/cgroup/freezer/freezer.state; \
              touch /sys/fs/cgroup/x 2>/dev/null && echo writable || echo read-only; \
-             echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null && echo writable || echo read-only",
+             echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null && echo writable || echo read-only; \
+             ls /sys/fs/cgroup | tr '\\n' ' '",
         ),
     );
     let (status, out, err) = h.run(&c).await;
@@ -335,7 +336,9 @@ async fn v1_container_sees_its_own_cgroups_read_only() {
     // sh, cat and wc: the container's own processes, no host's.
     assert!(lines[1].trim().parse::<u32>().unwrap() <= 3, "{out}");
     assert_eq!(lines[2], "/sys/fs/cgroup/freezer/freezer.state");
-    assert_eq!(&lines[3..], ["read-only", "read-only"], "{out}");
+    assert_eq!(&lines[3..5], ["read-only", "read-only"], "{out}");
+    // One entry per hierarchy the container is placed in, by its name.
+    assert_eq!(lines[5].trim(), "cpu cpuacct devices freezer memory pids", "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

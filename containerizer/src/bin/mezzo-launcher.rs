@@ -26,7 +26,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{default::get_executor, Executor, ExecutorError, ExecutorValidationError};
 use mezzo_containerizer::containerizer::write_atomic;
 use mezzo_containerizer::rust::{
-    view_dir, Placement, BUNDLE_DIR, EXIT_STATUS_FILE, LAUNCHER_PID_FILE, LIMITATION_FILE, PID_FILE, STATE_DIR,
+    view_dir, views_root, Placement, BUNDLE_DIR, EXIT_STATUS_FILE, LAUNCHER_PID_FILE, LIMITATION_FILE, PID_FILE, STATE_DIR,
 };
 use mezzo_containerizer::{read_spec, ContainerSpec, Rootfs};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -153,15 +153,25 @@ fn open_output(path: &Path) -> Result<File> {
         .with_context(|| format!("open {}", path.display()))
 }
 
-/// Bind-mounts the container's cgroup in each placed hierarchy onto its
-/// view, for the container's `/sys/fs/cgroup`.
+/// Builds the container's tree of cgroup views (its `/sys/fs/cgroup`): a
+/// tmpfs with the container's cgroup of each placed hierarchy bound at
+/// `.<name>` and the symlink `<name>` to it, then made read-only.
 fn mount_views(placement: &Placement, dir: &Path) -> Result<()> {
+    let root = views_root(dir);
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), &root, Some("tmpfs"), flags, Some("mode=755,size=64k"))
+        .with_context(|| format!("mount a tmpfs on {}", root.display()))?;
     for h in &placement.hierarchies {
         let view = view_dir(dir, &h.name);
-        std::fs::create_dir_all(&view).with_context(|| format!("create {}", view.display()))?;
+        std::fs::create_dir(&view).with_context(|| format!("create {}", view.display()))?;
         mount(Some(&h.dir), &view, None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .with_context(|| format!("bind {} onto {}", h.dir.display(), view.display()))?;
+        let link = root.join(&h.name);
+        let target = view.file_name().map(PathBuf::from).unwrap_or_default();
+        std::os::unix::fs::symlink(&target, &link).with_context(|| format!("symlink {}", link.display()))?;
     }
+    mount(None::<&str>, &root, None::<&str>, flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, Some("mode=755,size=64k"))
+        .with_context(|| format!("make {} read-only", root.display()))?;
     Ok(())
 }
 
@@ -169,6 +179,14 @@ fn mount_views(placement: &Placement, dir: &Path) -> Result<()> {
 /// namespace, except the views under `dir`, and leaves an empty tmpfs at
 /// the cgroupfs root: libcgroups then finds no hierarchy to manage.
 fn hide_cgroups(dir: &Path) -> Result<()> {
+    let root = Path::new(mezzo_containerizer::isolators::DEFAULT_CGROUPFS_ROOT);
+    // Usually one tmpfs holds every hierarchy: one detach takes them all,
+    // for one RCU wait instead of one per hierarchy.
+    match umount2(root, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(anyhow!(e).context(format!("unmount {}", root.display()))),
+    }
+    // Any hierarchy mounted elsewhere goes one by one.
     let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
     let mut hierarchies: Vec<PathBuf> = mezzo_containerizer::rust::parse_mountinfo(&text)
         .into_iter()
@@ -183,7 +201,6 @@ fn hide_cgroups(dir: &Path) -> Result<()> {
             Err(e) => return Err(anyhow!(e).context(format!("unmount {}", m.display()))),
         }
     }
-    let root = Path::new(mezzo_containerizer::isolators::DEFAULT_CGROUPFS_ROOT);
     if root.is_dir() {
         mount(Some("tmpfs"), root, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some("mode=755"))
             .with_context(|| format!("mount a tmpfs on {}", root.display()))?;

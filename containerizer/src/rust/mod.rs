@@ -17,7 +17,7 @@ mod user;
 pub use cgroupfs::{container_dirs, kill_all, kill_in, mounts_under, parse_mountinfo, remove_dirs, remove_in, MountEntry};
 pub use launcher::RustLauncher;
 pub use oci::{render, DEFAULT_PATH};
-pub use placement::{own_cgroup, view_dir, PlacedHierarchy, Placement, DEVICE_ALLOW_RULES, PLACEMENT_FILE, VIEWS_DIR};
+pub use placement::{own_cgroup, view_dir, views_root, PlacedHierarchy, Placement, DEVICE_ALLOW_RULES, PLACEMENT_FILE, VIEWS_DIR};
 pub use user::{chown_sandbox, resolve_user, user_db_roots, ResolvedUser};
 
 use crate::isolators::{

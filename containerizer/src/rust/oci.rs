@@ -2,7 +2,7 @@
 //! starting from runc's default spec (standard mounts, masked and read-only
 //! paths) and Docker's default capability set.
 
-use super::placement::{view_dir, Placement};
+use super::placement::{views_root, Placement};
 use super::rootfs_path;
 use super::user::{resolve_user, user_db_roots};
 use crate::{ContainerSpec, ContainerizerError, Namespace};
@@ -206,30 +206,18 @@ fn image_mount(m: &crate::spec::ImageMount) -> Result<Mount, ContainerizerError>
 /// Where the container sees cgroups.
 const CGROUP_MOUNT_POINT: &str = "/sys/fs/cgroup";
 
-/// The container's `/sys/fs/cgroup` when its supervisor places it: a tmpfs
-/// holding a read-only bind of the container's own cgroup in each hierarchy
-/// (what libcontainer and runc show on v1 without a cgroup namespace).
-fn placed_cgroup_mounts(placement: &Placement, runtime_dir: &Path) -> Result<Vec<Mount>, ContainerizerError> {
-    let flags = ["nosuid", "nodev", "noexec"].map(String::from);
-    let mut mounts = vec![MountBuilder::default()
+/// The container's `/sys/fs/cgroup` when its supervisor places it: the
+/// tree of views the supervisor mounts (its own cgroup in each hierarchy,
+/// what libcontainer and runc show on v1 without a cgroup namespace), bound
+/// recursively and read-only.
+fn placed_cgroup_mount(runtime_dir: &Path) -> Result<Mount, ContainerizerError> {
+    MountBuilder::default()
         .destination(PathBuf::from(CGROUP_MOUNT_POINT))
-        .typ("tmpfs")
-        .source(PathBuf::from("tmpfs"))
-        .options([&flags[..], &["mode=755".to_string()]].concat())
+        .typ("bind")
+        .source(views_root(runtime_dir))
+        .options(["rbind", "ro", "rro", "nosuid", "nodev", "noexec"].map(String::from).to_vec())
         .build()
-        .map_err(oci_err("cgroup tmpfs mount"))?];
-    for h in &placement.hierarchies {
-        mounts.push(
-            MountBuilder::default()
-                .destination(Path::new(CGROUP_MOUNT_POINT).join(&h.name))
-                .typ("bind")
-                .source(view_dir(runtime_dir, &h.name))
-                .options([&["bind".to_string(), "ro".to_string()][..], &flags[..]].concat())
-                .build()
-                .map_err(oci_err("cgroup mount"))?,
-        );
-    }
-    Ok(mounts)
+        .map_err(oci_err("cgroup mount"))
 }
 
 /// The OCI config for `spec`, whose container lives in `runtime_dir`.
@@ -273,9 +261,12 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path, placement: Option<&Place
     let process = process.build().map_err(oci_err("process"))?;
 
     let mut mounts: Vec<Mount> = libcontainer::oci_spec::runtime::get_default_mounts();
-    if let Some(p) = placement {
-        let at = mounts.iter().position(|m| m.destination() == Path::new(CGROUP_MOUNT_POINT)).unwrap_or(mounts.len());
-        mounts.splice(at..(at + 1).min(mounts.len()), placed_cgroup_mounts(p, runtime_dir)?);
+    if placement.is_some() {
+        let mount = placed_cgroup_mount(runtime_dir)?;
+        match mounts.iter_mut().find(|m| m.destination() == Path::new(CGROUP_MOUNT_POINT)) {
+            Some(m) => *m = mount,
+            None => mounts.push(mount),
+        }
     }
     for m in &spec.mounts {
         if !m.target.starts_with('/') {
@@ -340,16 +331,12 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &Path, placement: Option<&Place
     if let Some(p) = l.pids_limit {
         resources = resources.pids(LinuxPidsBuilder::default().limit(p).build().map_err(oci_err("pids"))?);
     }
-    let mut readonly: Vec<String> = READONLY_PATHS.iter().map(|s| s.to_string()).collect();
-    if placement.is_some() {
-        readonly.push(CGROUP_MOUNT_POINT.to_string());
-    }
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(oci_err("resources"))?)
         .cgroups_path(PathBuf::from(&spec.cgroup_path))
         .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .readonly_paths(readonly);
+        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     if hardening.seccomp {
         linux = linux.seccomp(default_seccomp()?);
     }
@@ -416,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn a_placed_container_gets_no_resources_and_bound_cgroup_views() {
+    fn a_placed_container_gets_no_resources_and_its_cgroup_views() {
         let placement = Placement {
             hierarchies: ["freezer", "memory"]
                 .map(|n| PlacedHierarchy {
@@ -430,17 +417,19 @@ mod tests {
         let linux = oci.linux().as_ref().unwrap();
         assert!(linux.resources().is_none());
         assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/mezzo/c1")));
-        assert!(linux.readonly_paths().as_ref().unwrap().iter().any(|p| p == CGROUP_MOUNT_POINT));
         let mounts = oci.mounts().as_ref().unwrap();
         let sys = mounts.iter().position(|m| m.destination() == Path::new("/sys")).unwrap();
         let cg: Vec<(usize, &Mount)> =
             mounts.iter().enumerate().filter(|(_, m)| m.destination().starts_with(CGROUP_MOUNT_POINT)).collect();
-        assert_eq!(cg.len(), 3);
-        assert!(cg[0].0 > sys, "the tmpfs goes over /sys");
-        assert_eq!(cg[0].1.typ().as_deref(), Some("tmpfs"));
-        assert_eq!(cg[2].1.destination(), Path::new("/sys/fs/cgroup/memory"));
-        assert_eq!(cg[2].1.source().as_deref(), Some(Path::new("/run/c1/cgroups/memory.view")));
-        assert!(cg[2].1.options().as_ref().unwrap().iter().any(|o| o == "ro"));
+        assert_eq!(cg.len(), 1);
+        let (at, m) = cg[0];
+        assert!(at > sys, "the views go over /sys");
+        assert_eq!(m.typ().as_deref(), Some("bind"));
+        assert_eq!(m.source().as_deref(), Some(Path::new("/run/c1/cgroups")));
+        let options = m.options().as_ref().unwrap();
+        for o in ["rbind", "ro", "rro"] {
+            assert!(options.iter().any(|x| x == o), "{o} in {options:?}");
+        }
     }
 
     #[test]

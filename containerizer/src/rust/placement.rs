@@ -17,8 +17,11 @@
 //! itself into them, lets libcontainer clone the container's processes (they
 //! inherit the cgroups), and moves itself back out: libcontainer is given no
 //! cgroup to manage (see `mezzo-launcher`). The container still sees its own
-//! cgroups at `/sys/fs/cgroup/<hierarchy>` (read-only), through bind mounts
-//! of the [`view_dir`]s that the supervisor mounts.
+//! cgroups at `/sys/fs/cgroup/<hierarchy>`, read-only: the supervisor builds
+//! a tree of them at [`views_root`] (a tmpfs holding a bind mount of the
+//! container's cgroup per hierarchy, at [`view_dir`], and a symlink named
+//! after the hierarchy to it), which the container gets as one recursive,
+//! read-only bind mount.
 //!
 //! On v2 there is no such per-thread move for a domain cgroup, and
 //! libcontainer places the container as before.
@@ -33,8 +36,8 @@ use std::path::{Path, PathBuf};
 /// In a container's runtime directory: the placement (JSON), present only
 /// when the supervisor places the container itself.
 pub const PLACEMENT_FILE: &str = "cgroups.json";
-/// In a container's runtime directory: mount points of the container's
-/// cgroup views, one per hierarchy.
+/// In a container's runtime directory: the mount point of the container's
+/// tree of cgroup views.
 pub const VIEWS_DIR: &str = "cgroups";
 
 /// Hierarchies every placed container gets besides the cgroups isolator's:
@@ -78,18 +81,25 @@ pub struct Placement {
     pub hierarchies: Vec<PlacedHierarchy>,
 }
 
-/// Where the view of `hierarchy` is mounted for a container in
-/// `runtime_dir`. The name never ends in a controller's name: libcgroups
-/// finds hierarchies by that suffix in the mount table, and must find none.
+/// The tree of cgroup views of a container in `runtime_dir`, its
+/// `/sys/fs/cgroup`.
+pub fn views_root(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join(VIEWS_DIR)
+}
+
+/// Where the view of `hierarchy` is mounted in [`views_root`]: `.<name>`,
+/// behind the symlink `<name>`. The mount point never ends in a
+/// controller's name: libcgroups finds hierarchies by that suffix in the
+/// mount table, and must find none.
 pub fn view_dir(runtime_dir: &Path, hierarchy: &str) -> PathBuf {
-    runtime_dir.join(VIEWS_DIR).join(format!("{hierarchy}.view"))
+    views_root(runtime_dir).join(format!(".{hierarchy}"))
 }
 
 impl Placement {
     /// Completes cgroup `path` for a placed container on the v1 `fs`: the
     /// launcher's hierarchies are created (the isolators made theirs), the
     /// device allow-list written, and every hierarchy holding the cgroup
-    /// listed. Also creates the view mount points under `runtime_dir`.
+    /// listed. Also creates the mount point of the views under `runtime_dir`.
     pub fn prepare(fs: &CgroupFs, path: &str, runtime_dir: &Path) -> Result<Placement, ContainerizerError> {
         if fs.is_v2() {
             return Err(ContainerizerError::Other("cgroup placement by the supervisor needs cgroup v1".into()));
@@ -115,10 +125,10 @@ impl Placement {
                 .and_then(|c| c.as_os_str().to_str())
                 .ok_or_else(|| ContainerizerError::Other(format!("cgroup {} is outside {}", dir.display(), fs.root.display())))?
                 .to_string();
-            let view = view_dir(runtime_dir, &name);
-            std::fs::create_dir_all(&view).map_err(ContainerizerError::io("create cgroup view mount point", &view))?;
             hierarchies.push(PlacedHierarchy { mount: fs.root.join(&name), name, dir });
         }
+        let views = views_root(runtime_dir);
+        std::fs::create_dir_all(&views).map_err(ContainerizerError::io("create cgroup views mount point", &views))?;
         Ok(Placement { hierarchies })
     }
 
@@ -206,7 +216,8 @@ mod tests {
     fn view_names_never_end_in_a_controller() {
         let v = view_dir(Path::new("/run/c1"), "memory");
         assert!(!v.ends_with("memory"));
-        assert_eq!(v, PathBuf::from("/run/c1/cgroups/memory.view"));
+        assert_eq!(v, PathBuf::from("/run/c1/cgroups/.memory"));
+        assert_eq!(views_root(Path::new("/run/c1")), PathBuf::from("/run/c1/cgroups"));
     }
 
     #[test]
@@ -230,7 +241,7 @@ mod tests {
         // Plain files keep the last write: the last allow rule.
         assert_eq!(std::fs::read_to_string(root.path().join("devices/mezzo/c1/devices.deny")).unwrap(), "a");
         assert_eq!(std::fs::read_to_string(root.path().join("devices/mezzo/c1/devices.allow")).unwrap(), "c 10:200 rwm");
-        assert!(view_dir(run.path(), "freezer").is_dir());
+        assert!(views_root(run.path()).is_dir());
         p.save(run.path()).unwrap();
         assert_eq!(Placement::load(run.path()).unwrap(), Some(p));
         assert_eq!(Placement::load(root.path()).unwrap(), None);

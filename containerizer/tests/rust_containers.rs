@@ -364,3 +364,51 @@ async fn v1_devices_outside_the_allow_list_cannot_be_opened() {
     assert!(status.success(), "{status}: {err}");
     assert_eq!(out, "made\ndenied\nnull-ok\n4\n", "stderr: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_while_the_supervisor_builds_the_container_leaves_nothing() {
+    if !is_root() {
+        return;
+    }
+    let h = Harness::new("racing", None);
+    // Destroy lands at different points of the start: before, while and
+    // after the supervisor is in the container's cgroups.
+    for (i, delay_us) in [0u64, 1000, 2500, 5000, 8000, 15000].into_iter().enumerate() {
+        let id = format!("racing{i}");
+        let c = h.config(&id, shell("sleep 30"));
+        let dir = h.containerizer.prepare(&c).await.expect("prepare");
+        let mut launcher = mezzo_containerizer::launcher(&dir, &launcher_dir()).expect("launcher");
+        let pid_file = dir.join(mezzo_containerizer::rust::LAUNCHER_PID_FILE);
+        let started = tokio::spawn(async move {
+            let r = tokio::time::timeout(WAIT, launcher.start()).await.expect("start returns in time");
+            (r, launcher)
+        });
+        let deadline = std::time::Instant::now() + WAIT;
+        while !pid_file.exists() {
+            assert!(std::time::Instant::now() < deadline, "supervisor never started");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let supervisor: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        tokio::time::sleep(Duration::from_micros(delay_us)).await;
+        tokio::time::timeout(WAIT, h.containerizer.destroy(&id)).await.expect("destroy in time").expect("destroy");
+        let (result, mut launcher) = started.await.unwrap();
+        if result.is_ok() {
+            // Started before the kill: its end is the kill.
+            let status = tokio::time::timeout(WAIT, launcher.wait()).await.expect("end in time");
+            assert!(status.is_err() || status.as_ref().unwrap().signal() == Some(libc::SIGKILL), "{status:?}");
+        }
+        drop(launcher);
+        let gone = std::time::Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{supervisor}/cmdline")).exists()
+            && std::fs::read(format!("/proc/{supervisor}/cmdline")).map(|c| !c.is_empty()).unwrap_or(false)
+        {
+            assert!(std::time::Instant::now() < gone, "supervisor {supervisor} outlived destroy ({delay_us} µs)");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for m in cgroup_mounts() {
+            assert!(!m.join(&h.cgroups_root).join(&id).exists(), "cgroup left in {} ({delay_us} µs)", m.display());
+        }
+        assert!(host_mounts_under(&h.runtime_root()).is_empty(), "mounts left ({delay_us} µs)");
+        assert!(!h.runtime_root().join(&id).exists(), "runtime directory left ({delay_us} µs)");
+    }
+}

@@ -3,12 +3,10 @@
 //! same image with the same limits, network and sandbox mount.
 
 use crate::report::{Entry, Samples};
-use crate::util::{create_sandbox, timed_run};
+use crate::util::{create_sandbox, timed_run, true_config};
 use anyhow::{bail, Context, Result};
 use mezzo_containerizer::docker::{DockerBackend, DockerBackendConfig};
-use mezzo_containerizer::{
-    read_spec, Command, ContainerConfig, ContainerType, Containerizer, DockerOptions, Resources, SANDBOX_MOUNT_POINT,
-};
+use mezzo_containerizer::{read_spec, ContainerConfig, ContainerType, Containerizer, DockerOptions, SANDBOX_MOUNT_POINT};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,19 +26,8 @@ struct DockerRig {
 impl DockerRig {
     fn config(&self, id: &str) -> ContainerConfig {
         ContainerConfig {
-            container_id: id.to_string(),
-            container_type: ContainerType::Docker,
-            image: Some(IMAGE.to_string()),
-            command: Command {
-                shell: false,
-                value: Some("/bin/true".into()),
-                arguments: vec!["true".into()],
-                ..Default::default()
-            },
-            resources: Resources { cpus: Some(0.1), mem_mb: Some(32.0), ..Default::default() },
-            sandbox: self.sandboxes.join(id),
             docker: Some(DockerOptions::default()),
-            ..Default::default()
+            ..true_config(id, ContainerType::Docker, IMAGE, &self.sandboxes)
         }
     }
 

@@ -3,10 +3,10 @@
 //! warm image cache, launcher start, wait, destroy).
 
 use crate::report::{Entry, Samples};
-use crate::util::{create_sandbox, have, remove_cgroup_tree, timed_run};
+use crate::util::{create_sandbox, have, remove_cgroup_tree, timed_run, true_config};
 use anyhow::{bail, Context, Result};
 use mezzo_containerizer::rust::{RustBackend, RustBackendConfig};
-use mezzo_containerizer::{Command, ContainerConfig, ContainerType, Containerizer, Resources, SANDBOX_MOUNT_POINT};
+use mezzo_containerizer::{ContainerConfig, ContainerType, Containerizer, SANDBOX_MOUNT_POINT};
 use mezzo_images::ImageStore;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -76,20 +76,7 @@ impl RustRig {
     }
 
     fn config(&self, id: &str) -> ContainerConfig {
-        ContainerConfig {
-            container_id: id.to_string(),
-            container_type: ContainerType::Mesos,
-            image: Some(IMAGE.to_string()),
-            command: Command {
-                shell: false,
-                value: Some("/bin/true".into()),
-                arguments: vec!["true".into()],
-                ..Default::default()
-            },
-            resources: Resources { cpus: Some(0.1), mem_mb: Some(32.0), ..Default::default() },
-            sandbox: self.sandboxes.join(id),
-            ..Default::default()
-        }
+        true_config(id, ContainerType::Mesos, IMAGE, &self.sandboxes)
     }
 
     fn next_id(&self) -> String {

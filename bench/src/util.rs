@@ -2,6 +2,7 @@
 //! mount namespace, cgroup cleanup.
 
 use anyhow::{bail, Context, Result};
+use mezzo_containerizer::{Command, ContainerConfig, ContainerType, Resources};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use std::path::Path;
@@ -95,6 +96,25 @@ pub fn create_sandbox(dir: &Path) -> Result<()> {
         std::fs::File::create(dir.join(f)).with_context(|| format!("create {}/{f}", dir.display()))?;
     }
     Ok(())
+}
+
+/// The launch every latency benchmark times: `image`'s `/bin/true` with
+/// 0.1 cpus and 32 MB, its sandbox `sandboxes/<id>`.
+pub fn true_config(id: &str, container_type: ContainerType, image: &str, sandboxes: &Path) -> ContainerConfig {
+    ContainerConfig {
+        container_id: id.to_string(),
+        container_type,
+        image: Some(image.to_string()),
+        command: Command {
+            shell: false,
+            value: Some("/bin/true".into()),
+            arguments: vec!["true".into()],
+            ..Default::default()
+        },
+        resources: Resources { cpus: Some(0.1), mem_mb: Some(32.0), ..Default::default() },
+        sandbox: sandboxes.join(id),
+        ..Default::default()
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).

@@ -36,7 +36,7 @@ use crate::manifest::{
     MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::reference::ImageReference;
-use crate::store::{Image, ImageStore};
+use crate::store::{blocking, Image, ImageStore};
 
 const LOCK_FILE: &str = "store.lock";
 const LEASES: &str = "leases";
@@ -444,16 +444,6 @@ fn lock_error(root: &Path, e: Errno) -> ImageError {
     }
 }
 
-async fn blocking<T, F>(f: F) -> Result<T, ImageError>
-where
-    F: FnOnce() -> Result<T, ImageError> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ImageError::Task(e.to_string()))?
-}
-
 /// What GC needs from an image record (`images/<hex>.json`).
 struct RecordInfo {
     path: PathBuf,
@@ -550,17 +540,19 @@ fn layer_hex(dir: &Path) -> Option<String> {
     is_hex64(hex).then(|| hex.to_string())
 }
 
+/// The entries of `dir`; `None` when it does not exist.
+fn read_dir_if_present(dir: &Path) -> Result<Option<fs::ReadDir>, ImageError> {
+    match fs::read_dir(dir) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ImageError::Io { context: format!("list {}", dir.display()), source: e }),
+    }
+}
+
 /// `*.json` files of `dir`, without temp files; none when `dir` does not exist.
 fn json_files(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ImageError::Io {
-                context: format!("list {}", dir.display()),
-                source: e,
-            })
-        }
+    let Some(entries) = read_dir_if_present(dir)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in entries {
@@ -588,15 +580,8 @@ fn age(now: SystemTime, then: SystemTime) -> Duration {
 
 /// Names in `dir` that are content names (64 hex), with their metadata.
 fn content_entries(dir: &Path) -> Result<Vec<(String, fs::Metadata)>, ImageError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(ImageError::Io {
-                context: format!("list {}", dir.display()),
-                source: e,
-            })
-        }
+    let Some(entries) = read_dir_if_present(dir)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in entries {

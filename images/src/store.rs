@@ -318,16 +318,7 @@ impl ImageStore {
             inner.parse_config(&key, &bytes)
         })
         .await?;
-        if config.rootfs.diff_ids.len() != remote.layers.len() {
-            return Err(ImageError::InvalidImage {
-                image: r.short_name(),
-                reason: format!(
-                    "manifest has {} layers but config has {} diff ids",
-                    remote.layers.len(),
-                    config.rootfs.diff_ids.len()
-                ),
-            });
-        }
+        check_layer_count(&r, &config, remote.layers.len())?;
         let diff_ids = config
             .rootfs
             .diff_ids
@@ -455,7 +446,19 @@ impl ImageStore {
     }
 }
 
-async fn blocking<T, F>(f: F) -> Result<T, ImageError>
+/// A manifest and its config must name the same number of layers.
+fn check_layer_count(image: &ImageReference, config: &ConfigFile, layers: usize) -> Result<(), ImageError> {
+    let diff_ids = config.rootfs.diff_ids.len();
+    if diff_ids == layers {
+        return Ok(());
+    }
+    Err(ImageError::InvalidImage {
+        image: image.short_name(),
+        reason: format!("manifest has {layers} layers but config has {diff_ids} diff ids"),
+    })
+}
+
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ImageError>
 where
     F: FnOnce() -> Result<T, ImageError> + Send + 'static,
     T: Send + 'static,
@@ -571,16 +574,7 @@ impl Inner {
             self.content
                 .ingest_bytes(&bytes, resolved.config.digest.as_ref(), &what)?;
         let config = self.parse_config(&reference, &bytes)?;
-        if config.rootfs.diff_ids.len() != resolved.layers.len() {
-            return Err(ImageError::InvalidImage {
-                image: reference.short_name(),
-                reason: format!(
-                    "manifest has {} layers but config has {} diff ids",
-                    resolved.layers.len(),
-                    config.rootfs.diff_ids.len()
-                ),
-            });
-        }
+        check_layer_count(&reference, &config, resolved.layers.len())?;
         let layers = config
             .rootfs
             .diff_ids

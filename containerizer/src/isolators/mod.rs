@@ -11,7 +11,8 @@ mod linux;
 mod namespaces;
 mod volumes;
 
-pub use cgroupfs::{write_file, CgroupFs, CgroupVersion, DEFAULT_CGROUPFS_ROOT};
+pub use cgroupfs::{procs_of, write_file, CgroupFs, CgroupVersion, DEFAULT_CGROUPFS_ROOT};
+pub(crate) use cgroupfs::rmdir_tree;
 pub use cgroups::{
     cgroup_path, cpu_quota_us, cpu_shares, cpu_weight, memory_hard_limit, memory_soft_limit, CgroupsIsolator, CgroupsOptions,
     oom_killed, oom_limitation, Controller, CPU_CFS_PERIOD_US, CPU_SHARES_PER_CPU, DEFAULT_MAX_PIDS, MIN_CPU_SHARES,

@@ -2,6 +2,7 @@
 //! cgroupfs so that it works for a container in any state, even one whose
 //! libcontainer state never got written.
 
+use crate::isolators::{procs_of, rmdir_tree};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -64,29 +65,6 @@ pub fn container_dirs(cgroup_path: &str) -> Vec<PathBuf> {
     dirs
 }
 
-/// Every process in the container's cgroups (sub-cgroups included).
-pub fn pids(dirs: &[PathBuf]) -> Vec<i32> {
-    fn collect(dir: &Path, out: &mut Vec<i32>) {
-        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-        }
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    collect(&e.path(), out);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for d in dirs {
-        collect(d, &mut out);
-    }
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
 fn set_frozen(dirs: &[PathBuf], frozen: bool) {
     for d in dirs {
         let v1 = d.join("freezer.state");
@@ -112,7 +90,7 @@ pub fn kill_in(dirs: &[PathBuf], cgroup_path: &str, timeout: Duration) -> Result
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(1);
     loop {
-        let left = pids(dirs);
+        let left = procs_of(dirs);
         if left.is_empty() {
             return Ok(());
         }
@@ -127,7 +105,7 @@ pub fn kill_in(dirs: &[PathBuf], cgroup_path: &str, timeout: Duration) -> Result
             }
         }
         set_frozen(dirs, true);
-        for pid in pids(dirs) {
+        for pid in procs_of(dirs) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         // Killed processes only die once thawed.
@@ -146,30 +124,9 @@ pub fn remove_dirs(cgroup_path: &str, timeout: Duration) -> Result<(), String> {
 
 /// `remove_dirs` on directories already looked up.
 pub fn remove_in(dirs: &[PathBuf], timeout: Duration) -> Result<(), String> {
-    fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<(), String> {
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    rmdir_tree(&e.path(), deadline)?;
-                }
-            }
-        }
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match std::fs::remove_dir(dir) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
-                Err(e) => return Err(format!("remove cgroup {}: {e}", dir.display())),
-            }
-        }
-    }
     let deadline = Instant::now() + timeout;
     for dir in dirs {
-        rmdir_tree(dir, deadline)?;
+        rmdir_tree(dir, deadline).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

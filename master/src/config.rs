@@ -1,7 +1,10 @@
 //! Master configuration, filled from flags by the binary and directly by tests.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::credentials::Credentials;
 
 /// Tunables of a master; `Default` gives Mesos's values.
 #[derive(Debug, Clone)]
@@ -24,6 +27,12 @@ pub struct MasterConfig {
     pub agent_request_timeout: Duration,
     /// Delivery attempts per message to an agent before it is dropped.
     pub agent_send_attempts: u32,
+    /// `--credentials`: principals and secrets agents (and, with the flags
+    /// that ask for it, frameworks and operators) authenticate with.
+    pub credentials: Option<Arc<Credentials>>,
+    /// `--authenticate_agents`: only agents presenting one of `credentials`
+    /// may register (Mesos: false).
+    pub authenticate_agents: bool,
 }
 
 impl Default for MasterConfig {
@@ -37,6 +46,8 @@ impl Default for MasterConfig {
             default_refuse_seconds: 5.0,
             agent_request_timeout: Duration::from_secs(5),
             agent_send_attempts: 5,
+            credentials: None,
+            authenticate_agents: false,
         }
     }
 }

@@ -315,6 +315,7 @@ fn flags_json(master: &Master) -> Value {
         "agent_ping_timeout": format!("{}secs", c.agent_ping_timeout.as_secs_f64()),
         "allocation_interval": format!("{}secs", c.allocation_interval.as_secs_f64()),
         "heartbeat_interval": format!("{}secs", c.heartbeat_interval.as_secs_f64()),
+        "authenticate_agents": c.authenticate_agents.to_string(),
     })
 }
 

@@ -13,6 +13,7 @@ mod agent_link;
 mod agents;
 mod allocator;
 pub mod config;
+pub mod credentials;
 mod endpoints;
 pub mod error;
 mod framework;

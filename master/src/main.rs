@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use mezzo_master::credentials::Credentials;
 use mezzo_master::MasterConfig;
 
 /// A slim master speaking the Mesos v1 scheduler HTTP API.
@@ -35,6 +36,28 @@ struct Flags {
     /// Seconds between allocation cycles.
     #[arg(long = "allocation_interval", default_value_t = 1.0)]
     allocation_interval: f64,
+    /// Path (or `file://` path) of a credentials file in Mesos's JSON
+    /// (`{"credentials":[{"principal":..,"secret":..}]}`) or text form.
+    #[arg(long, env = "MESOS_CREDENTIALS", value_parser = parse_credentials)]
+    credentials: Option<Credentials>,
+    /// Only agents that authenticate with `--credentials` may register.
+    #[arg(long = "authenticate_agents", env = "MESOS_AUTHENTICATE_AGENTS",
+          num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          value_parser = parse_bool)]
+    authenticate_agents: bool,
+}
+
+fn parse_credentials(value: &str) -> Result<Credentials, String> {
+    Credentials::load(value).map_err(|e| e.to_string())
+}
+
+/// Mesos's booleans: true/false, also 1/0 and yes/no.
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("expected true or false, got '{value}'")),
+    }
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -53,6 +76,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let flags = Flags::parse();
+    if flags.authenticate_agents && flags.credentials.is_none() {
+        anyhow::bail!("--authenticate_agents requires --credentials (no agent could register)");
+    }
     let config = MasterConfig {
         hostname: flags.hostname,
         advertise_ip: flags.advertise_ip,
@@ -60,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
         agent_ping_timeout: seconds("agent_ping_timeout", flags.agent_ping_timeout)?,
         allocation_interval: seconds("allocation_interval", flags.allocation_interval)?,
         default_refuse_seconds: flags.offer_refuse_seconds,
+        credentials: flags.credentials.map(std::sync::Arc::new),
+        authenticate_agents: flags.authenticate_agents,
         ..MasterConfig::default()
     };
     let addr = SocketAddr::new(flags.ip, flags.port);

@@ -4,7 +4,7 @@
 
 mod cgroups_support;
 
-use cgroups_support::{is_root, Harness, Options, WAIT};
+use cgroups_support::{Harness, Options, WAIT};
 use mezzo_containerizer::{LimitationReason, ResourceLimits, Resources};
 use std::time::Duration;
 
@@ -14,9 +14,7 @@ fn mib(n: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cpu_shares_from_cpus_and_no_quota_without_cfs() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("shares", Options::default());
     let c = h.config("shares", "sleep 1000", 0.5, 64.0);
     let _l = h.start(&c).await;
@@ -27,9 +25,7 @@ async fn cpu_shares_from_cpus_and_no_quota_without_cfs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cfs_quota_from_request_when_enabled() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("cfs", Options { enable_cfs: true, ..Default::default() });
     let c = h.config("cfs", "sleep 1000", 0.6, 64.0);
     let _l = h.start(&c).await;
@@ -41,9 +37,7 @@ async fn cfs_quota_from_request_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cpu_limit_gives_quota_and_infinite_limit_none() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("cpulim", Options { enable_cfs: true, ..Default::default() });
     let mut c = h.config("lim", "sleep 1000", 0.2, 64.0);
     c.limits = ResourceLimits { cpus: Some(1.5), mem_mb: None };
@@ -60,9 +54,7 @@ async fn cpu_limit_gives_quota_and_infinite_limit_none() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_soft_limit_is_the_request_and_hard_limit_the_limit() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("memlim", Options::default());
     let mut c = h.config("lim", "sleep 1000", 0.1, 64.0);
     c.limits = ResourceLimits { cpus: None, mem_mb: Some(96.0) };
@@ -82,9 +74,7 @@ async fn memory_soft_limit_is_the_request_and_hard_limit_the_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fork_bomb_stops_at_pids_max_and_the_host_is_unharmed() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("forkbomb", Options { max_pids: Some(32), ..Default::default() });
     // Bounded, so that a broken limit fails the test instead of the host.
     // The forking shell dies on its first refused fork; the init, an exec'd
@@ -110,9 +100,7 @@ async fn fork_bomb_stops_at_pids_max_and_the_host_is_unharmed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oom_is_reported_as_a_memory_limitation() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("oom", Options::default());
     // tail buffers an endless line: it grows until the 32 MB limit.
     let c = h.config("oom", "tail /dev/zero", 0.5, 32.0);
@@ -134,9 +122,7 @@ async fn oom_is_reported_as_a_memory_limitation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_stays_quiet_for_a_task_within_its_limit() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("nooom", Options::default());
     let c = h.config("calm", "sleep 1000", 0.5, 64.0);
     let _l = h.start(&c).await;
@@ -147,9 +133,7 @@ async fn watch_stays_quiet_for_a_task_within_its_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn usage_reports_growing_cpu_time_and_memory() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("usage", Options { enable_cfs: true, ..Default::default() });
     let c = h.config("busy", "while :; do :; done", 1.0, 64.0);
     let _l = h.start(&c).await;
@@ -173,9 +157,7 @@ async fn usage_reports_growing_cpu_time_and_memory() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn update_changes_cpu_both_ways_and_only_raises_the_memory_hard_limit() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("update", Options { enable_cfs: true, ..Default::default() });
     let c = h.config("up", "sleep 1000", 0.5, 64.0);
     let _l = h.start(&c).await;
@@ -198,9 +180,7 @@ async fn update_changes_cpu_both_ways_and_only_raises_the_memory_hard_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn container_is_placed_in_every_controller_and_isolate_is_idempotent() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("place", Options::default());
     let c = h.config("place", "sleep 1000", 0.5, 64.0);
     let _l = h.start(&c).await;

@@ -3,7 +3,7 @@
 
 mod isolation_support;
 
-use isolation_support::{is_root, shell, status_field, Harness, IMAGE};
+use isolation_support::{shell, status_field, Harness, IMAGE};
 use mezzo_containerizer::{ContainerConfig, LinuxOptions, RLimit};
 use std::os::unix::fs::MetadataExt;
 
@@ -22,9 +22,7 @@ fn with_linux(mut c: ContainerConfig, linux: LinuxOptions) -> ContainerConfig {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn default_task_gets_docker_capabilities_nnp_and_seccomp() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-default");
     let c = h.config("defaults", Some(IMAGE), shell("cat /proc/self/status"));
     let out = h.run_ok(&c).await;
@@ -38,9 +36,7 @@ async fn default_task_gets_docker_capabilities_nnp_and_seccomp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_rootfs_task_is_hardened_too() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-host");
     let c = h.config("hosthard", None, shell("cat /proc/self/status"));
     let out = h.run_ok(&c).await;
@@ -50,9 +46,7 @@ async fn host_rootfs_task_is_hardened_too() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn effective_capabilities_replace_the_default_set() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-eff");
     let c = h.config("effcaps", Some(IMAGE), shell("cat /proc/self/status"));
     let c = with_linux(c, caps(Some(&["CAP_NET_ADMIN", "CAP_CHOWN"]), None));
@@ -64,9 +58,7 @@ async fn effective_capabilities_replace_the_default_set() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bounding_capabilities_cap_what_root_can_ever_get() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-bnd");
     let c = h.config("bndcaps", Some(IMAGE), shell("cat /proc/self/status; chown nobody /tmp && echo chowned"));
     let c = with_linux(c, caps(None, Some(&["CAP_KILL", "CAP_SETUID"])));
@@ -81,6 +73,7 @@ async fn bounding_capabilities_cap_what_root_can_ever_get() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn effective_outside_bounding_is_refused_at_prepare() {
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-badcaps");
     let c = h.config("badcaps", Some(IMAGE), shell("true"));
     let c = with_linux(c, caps(Some(&["CAP_SYS_ADMIN"]), Some(&["CAP_KILL"])));
@@ -95,9 +88,7 @@ async fn effective_outside_bounding_is_refused_at_prepare() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn task_user_runs_unprivileged_and_owns_its_sandbox() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-user");
     let mut c = h.config("user", Some(IMAGE), shell("id -u; id -g; cat /proc/self/status; echo mine > $MESOS_SANDBOX/f"));
     c.command.user = Some("nobody".into());
@@ -116,9 +107,7 @@ async fn task_user_runs_unprivileged_and_owns_its_sandbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn task_user_on_host_rootfs_resolves_in_host_passwd() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-hostuser");
     let mut c = h.config("hostuser", None, shell("id -u; touch $MESOS_SANDBOX/mine"));
     c.command.user = Some("nobody".into());
@@ -131,9 +120,7 @@ async fn task_user_on_host_rootfs_resolves_in_host_passwd() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn explicit_capabilities_survive_for_a_non_root_user() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-ambient");
     let mut c = h.config("ambient", Some(IMAGE), shell("id -u; cat /proc/self/status"));
     c.command.user = Some("nobody".into());
@@ -147,9 +134,7 @@ async fn explicit_capabilities_survive_for_a_non_root_user() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seccomp_blocks_unshare_and_unconfined_allows_it() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-seccomp");
     // A user namespace needs no capability; only the profile stops it.
     let c = h.config("confined", Some(IMAGE), shell("unshare -U true && echo unshared"));
@@ -165,9 +150,7 @@ async fn seccomp_blocks_unshare_and_unconfined_allows_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn seccomp_blocks_mount_even_with_cap_sys_admin() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-mount");
     let admin = || caps(Some(&["CAP_SYS_ADMIN"]), None);
     let script = "mkdir -p /m && mount -t tmpfs none /m && grep -c ' /m ' /proc/self/mountinfo";
@@ -184,9 +167,7 @@ async fn seccomp_blocks_mount_even_with_cap_sys_admin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_forks_pass_the_clone_rules_of_the_profile() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-clone");
     // The profile refuses clone only with namespace flags and answers
     // clone3 with ENOSYS; ordinary forks (subshells, pipelines, background
@@ -197,9 +178,7 @@ async fn plain_forks_pass_the_clone_rules_of_the_profile() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn masked_paths_are_hidden() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     // What the task must not see is there on the host.
     assert!(!std::fs::read_to_string("/proc/timer_list").unwrap().is_empty());
     assert!(std::fs::read_dir("/sys/firmware").unwrap().next().is_some());
@@ -226,9 +205,7 @@ async fn masked_paths_are_hidden() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn proc_sys_and_friends_are_read_only() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-ro");
     // Harmless if it were writable: drop_caches.
     let script = "cat /proc/sys/kernel/ostype; \
@@ -242,9 +219,7 @@ async fn proc_sys_and_friends_are_read_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rlimits_apply_and_unset_means_unlimited() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-rlimits");
     let mut c = h.config("rlimits", Some(IMAGE), shell("ulimit -n; ulimit -Hn; ulimit -c; ulimit -Hc; ulimit -u"));
     c.linux.rlimits = vec![
@@ -257,9 +232,7 @@ async fn rlimits_apply_and_unset_means_unlimited() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rlimit_cpu_ends_a_busy_task() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("hard-rlimitcpu");
     let mut c = h.config("rlimitcpu", Some(IMAGE), shell("while :; do :; done"));
     c.linux.rlimits = vec![RLimit { kind: "CPU".into(), soft: Some(1), hard: Some(1) }];
@@ -282,9 +255,7 @@ async fn invalid_rlimits_are_refused_at_prepare() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_linux_isolators_no_hardening_is_added() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::with("hard-none", |c| {
         c.isolation = ["filesystem/linux", "cgroups/cpu", "cgroups/mem", "namespaces/pid"].map(String::from).to_vec();
     });

@@ -5,7 +5,7 @@
 mod cgroups_support;
 
 use async_trait::async_trait;
-use cgroups_support::{cgroup_mounts, is_root, Harness, Options, WAIT};
+use cgroups_support::{cgroup_mounts, Harness, Options, WAIT};
 use mezzo_containerizer::isolators::{ProvisionedImage, Provisioner};
 use mezzo_containerizer::ContainerizerError;
 use std::collections::HashSet;
@@ -44,9 +44,7 @@ impl Provisioner for StuckPull {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn destroy_while_provisioning_cancels_prepare_and_removes_its_leftovers() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let entered = Arc::new(Notify::new());
     let provisioner = Arc::new(StuckPull { entered: entered.clone() });
     let h = Harness::new("destroy-prep", Options { provisioner: Some(provisioner), ..Default::default() });
@@ -72,9 +70,7 @@ async fn destroy_while_provisioning_cancels_prepare_and_removes_its_leftovers() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn destroy_while_running_kills_everything_and_twice_is_fine() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("destroy-run", Options::default());
     let c = h.config("run", "sleep 1000 & sleep 1000", 0.5, 64.0);
     let mut launcher = h.start(&c).await;
@@ -95,9 +91,7 @@ async fn destroy_while_running_kills_everything_and_twice_is_fine() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn destroy_of_a_prepared_never_started_container_and_of_an_unknown_one() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("destroy-prepared", Options::default());
     let c = h.config("idle", "true", 0.5, 64.0);
     h.containerizer.prepare(&c).await.expect("prepare");
@@ -111,9 +105,7 @@ async fn destroy_of_a_prepared_never_started_container_and_of_an_unknown_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recover_keeps_named_containers_and_destroys_orphans() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("recover", Options::default());
     let kept = h.config("kept", "sleep 1000", 0.5, 64.0);
     let gone = h.config("gone", "sleep 1000", 0.5, 64.0);

@@ -2,7 +2,7 @@
 
 mod isolation_support;
 
-use isolation_support::{host_mounts_under, is_root, shell, Harness, IMAGE, WAIT};
+use isolation_support::{host_mounts_under, shell, Harness, IMAGE, WAIT};
 use std::time::Duration;
 
 fn host_ns(kind: &str) -> String {
@@ -11,9 +11,7 @@ fn host_ns(kind: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pid_namespace_hides_host_processes() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("ns-pid");
     let c = h.config("pidns", Some(IMAGE), shell("echo $$; readlink /proc/self/ns/pid; ps -o pid= | wc -l; ls /proc | grep -c '^[0-9]*$'"));
     let out = h.run_ok(&c).await;
@@ -27,9 +25,7 @@ async fn pid_namespace_hides_host_processes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn share_pid_namespace_keeps_the_hosts() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("ns-sharepid");
     let mut c = h.config("sharepid", Some(IMAGE), shell("readlink /proc/self/ns/pid; test -d /proc/$PPID && echo parent-visible"));
     c.linux.share_pid_namespace = true;
@@ -43,9 +39,7 @@ async fn share_pid_namespace_keeps_the_hosts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uts_namespace_sets_the_hostname() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let before = nix::unistd::gethostname().unwrap();
     let h = Harness::new("ns-uts");
     let mut c = h.config("uts", Some(IMAGE), shell("hostname; readlink /proc/self/ns/uts"));
@@ -59,9 +53,7 @@ async fn uts_namespace_sets_the_hostname() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_hostname_the_task_keeps_the_hosts_name() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("ns-utsdefault");
     let c = h.config("utsdefault", None, shell("hostname"));
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
@@ -70,9 +62,7 @@ async fn without_a_hostname_the_task_keeps_the_hosts_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipc_namespace_is_private() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("ns-ipc");
     let c = h.config("ipc", Some(IMAGE), shell("readlink /proc/self/ns/ipc; ipcs -m | grep -c '^0x' || true"));
     let out = h.run_ok(&c).await;
@@ -83,9 +73,7 @@ async fn ipc_namespace_is_private() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mounts_stay_in_the_container() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("ns-mnt");
     let c = h.config("mnt", Some(IMAGE), shell("readlink /proc/self/ns/mnt; echo up > $MESOS_SANDBOX/ready; sleep 1000"));
     let mut launcher = h.start(&c).await;
@@ -107,9 +95,7 @@ async fn mounts_stay_in_the_container() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_is_at_mnt_mesos_sandbox_in_an_image() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("ns-sandbox");
     let c = h.config("sandbox", Some(IMAGE), shell("echo $MESOS_SANDBOX; pwd; echo inside > /mnt/mesos/sandbox/from-task; test -d /proc/1"));
     let host_sandbox = c.sandbox.display().to_string();

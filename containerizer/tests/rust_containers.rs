@@ -10,14 +10,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn is_root() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("skipping: needs root");
-    }
-    root
-}
-
 fn launcher_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_mezzo-launcher")).parent().unwrap().to_path_buf()
 }
@@ -125,9 +117,7 @@ fn shell(cmd: &str) -> Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_echo_writes_stdout_and_exits_zero() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("echo", None);
     let c = h.config("echo", shell("echo hi; pwd; echo \"sb=$MESOS_SANDBOX\""));
     let (status, out, err) = h.run(&c).await;
@@ -138,9 +128,7 @@ async fn host_echo_writes_stdout_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_code_comes_back() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("exit", None);
     let (status, _, err) = h.run(&h.config("exit3", shell("exit 3"))).await;
     assert_eq!(status.code(), Some(3), "{status}: {err}");
@@ -148,9 +136,7 @@ async fn exit_code_comes_back() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_limit_applies_and_sigkill_ends_it() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("mem", None);
     let c = h.config("mem", shell("sleep 1000"));
     let mut launcher = h.start(&c).await;
@@ -170,9 +156,7 @@ async fn memory_limit_applies_and_sigkill_ends_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn task_sees_only_its_own_processes() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("pidns", None);
     let c = h.config("pidns", shell("echo $$; ls /proc | grep -c '^[0-9][0-9]*$'"));
     let (status, out, err) = h.run(&c).await;
@@ -185,9 +169,7 @@ async fn task_sees_only_its_own_processes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_is_forwarded_to_the_task() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("term", None);
     let c = h.config("term", shell("trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done"));
     let mut launcher = h.start(&c).await;
@@ -206,9 +188,7 @@ async fn sigterm_is_forwarded_to_the_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_program_fails_start_with_reason() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("noprog", None);
     let c = h.config("noprog", Command { value: Some("/no/such/program".into()), ..Default::default() });
     let dir = h.containerizer.prepare(&c).await.unwrap();
@@ -222,9 +202,7 @@ async fn missing_program_fails_start_with_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn destroy_removes_processes_cgroups_and_mounts() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("destroy", None);
     let c = h.config("destroy", shell("sleep 1000 & sleep 1000"));
     let mut launcher = h.start(&c).await;
@@ -275,7 +253,7 @@ async fn destroy_of_unknown_container_is_ok() {
 fn is_v1_host() -> bool {
     let v1 = !mezzo_containerizer::isolators::CgroupFs::detect().is_v2();
     if !v1 {
-        eprintln!("skipping: needs cgroup v1");
+        mezzo_testkit::skip("needs cgroup v1 (this host is v2)");
     }
     v1
 }
@@ -288,7 +266,8 @@ fn proc_cgroup_of(pid: &str, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn v1_container_is_in_its_cgroups_and_its_supervisor_is_not() {
-    if !is_root() || !is_v1_host() {
+    mezzo_testkit::require_root!();
+    if !is_v1_host() {
         return;
     }
     let h = Harness::new("placed", None);
@@ -315,7 +294,8 @@ async fn v1_container_is_in_its_cgroups_and_its_supervisor_is_not() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn v1_container_sees_its_own_cgroups_read_only() {
-    if !is_root() || !is_v1_host() {
+    mezzo_testkit::require_root!();
+    if !is_v1_host() {
         return;
     }
     let h = Harness::new("view", None);
@@ -343,11 +323,12 @@ async fn v1_container_sees_its_own_cgroups_read_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn v1_devices_outside_the_allow_list_cannot_be_opened() {
-    if !is_root() || !is_v1_host() {
+    mezzo_testkit::require_root!();
+    if !is_v1_host() {
         return;
     }
     if !Path::new("/dev/loop-control").exists() {
-        eprintln!("skipping: no /dev/loop-control on this host");
+        mezzo_testkit::skip("no /dev/loop-control on this host");
         return;
     }
     let h = Harness::new("devices", None);
@@ -367,9 +348,7 @@ async fn v1_devices_outside_the_allow_list_cannot_be_opened() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn destroy_while_the_supervisor_builds_the_container_leaves_nothing() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("racing", None);
     // Destroy lands at different points of the start: before, while and
     // after the supervisor is in the container's cgroups.

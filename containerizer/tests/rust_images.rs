@@ -111,10 +111,7 @@ impl Drop for Harness {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_rootfs_runs_with_image_config_and_sandbox() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new();
 
     // A shell command: image env under the task's, sandbox mounted, cwd
@@ -170,10 +167,7 @@ async fn missing_image_fails_prepare_naming_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_image_layer_fails_start_with_reason() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new();
     let c = h.config("img-broken", IMAGE, Command { shell: true, value: Some("true".into()), ..Default::default() });
     let dir = h.containerizer.prepare(&c).await.expect("prepare");
@@ -191,10 +185,7 @@ async fn broken_image_layer_fails_start_with_reason() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_is_leased_while_its_container_lives_and_released_on_destroy() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new();
     let c = h.config("img-lease", IMAGE, Command { shell: true, value: Some("true".into()), ..Default::default() });
     h.containerizer.prepare(&c).await.expect("prepare");
@@ -210,10 +201,7 @@ async fn image_is_leased_while_its_container_lives_and_released_on_destroy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copy_backend_runs_the_image_from_a_private_copy() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::with_copy(true);
     let script = "cat /etc/marker; echo new > /newfile; cat /newfile";
     let c = h.config("img-copy", IMAGE, Command { shell: true, value: Some(script.into()), ..Default::default() });

@@ -3,7 +3,7 @@
 
 mod isolation_support;
 
-use isolation_support::{host_mounts_under, is_root, shell, Harness, IMAGE, IMAGE2, WAIT};
+use isolation_support::{host_mounts_under, shell, Harness, IMAGE, IMAGE2, WAIT};
 use mezzo_containerizer::{LimitationReason, Volume, VolumeSource};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,9 +18,7 @@ fn sandbox_path(rel: &str, container_path: &str, read_only: bool) -> Volume {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_path_read_write_shows_on_the_host() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-rw");
     let dir = h.tmp.path().join("hostdir");
     std::fs::create_dir_all(&dir).unwrap();
@@ -33,9 +31,7 @@ async fn host_path_read_write_shows_on_the_host() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_path_read_only_refuses_writes() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-ro");
     let dir = h.tmp.path().join("hostdir");
     std::fs::create_dir_all(&dir).unwrap();
@@ -50,9 +46,7 @@ async fn host_path_read_only_refuses_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_file_volume_and_relative_container_path() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-file");
     let confdir = h.tmp.path().join("confdir");
     std::fs::create_dir_all(&confdir).unwrap();
@@ -67,9 +61,7 @@ async fn host_file_volume_and_relative_container_path() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_rootfs_mounts_only_onto_existing_paths_and_leaks_nothing() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-hostroot");
     let src = h.tmp.path().join("src");
     let target = h.tmp.path().join("target");
@@ -92,6 +84,7 @@ async fn host_rootfs_mounts_only_onto_existing_paths_and_leaks_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_or_relative_host_paths_are_refused() {
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-badhost");
     let mut c = h.config("badhost", Some(IMAGE), shell("true"));
     c.volumes.push(host("/no/such/host/path", "/data", false));
@@ -106,9 +99,7 @@ async fn missing_or_relative_host_paths_are_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_path_volume_lands_in_the_sandbox() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-sandbox");
     let mut c = h.config("sbpath", Some(IMAGE), shell("echo abc > /tmp/file"));
     c.volumes.push(sandbox_path("tmp", "/tmp", false));
@@ -118,9 +109,7 @@ async fn sandbox_path_volume_lands_in_the_sandbox() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_path_read_only_refuses_writes() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-sandboxro");
     let mut c = h.config("sbro", Some(IMAGE), shell("cat /shared/seed; echo abc > /shared/file"));
     std::fs::create_dir_all(c.sandbox.join("shared")).unwrap();
@@ -134,6 +123,7 @@ async fn sandbox_path_read_only_refuses_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_path_escapes_are_refused_at_prepare() {
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-escape");
     let outside = h.tmp.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -159,9 +149,7 @@ async fn sandbox_path_escapes_are_refused_at_prepare() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_volumes_are_mounted_read_only() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("vol-image");
     let image_volume = |reference: &str, path: &str| Volume {
         container_path: path.into(),
@@ -193,9 +181,7 @@ async fn image_volumes_are_mounted_read_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disk_quota_exceeded_ends_with_a_disk_limitation() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::with("vol-du", |c| {
         c.isolation.push("disk/du".into());
         c.container_disk_watch_interval = Duration::from_millis(200);
@@ -216,9 +202,7 @@ async fn disk_quota_exceeded_ends_with_a_disk_limitation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn disk_usage_is_reported_without_enforcement() {
-    if !is_root() {
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::with("vol-dunoenf", |c| {
         c.isolation.push("disk/du".into());
         c.container_disk_watch_interval = Duration::from_millis(200);

@@ -334,10 +334,7 @@ mod tests {
 
     #[test]
     fn overlay_is_volatile_where_the_kernel_allows_it() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: mounting needs root");
-            return;
-        }
+        mezzo_testkit::require_root!();
         let tmp = tempfile::tempdir().unwrap();
         let (lower, upper, work, merged) = (
             tmp.path().join("lower"),

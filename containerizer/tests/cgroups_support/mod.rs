@@ -18,14 +18,6 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// `--isolation` of the tests: what the cgroups tests need.
 pub const ISOLATION: &str = "filesystem/linux,cgroups/cpu,cgroups/mem,cgroups/pids,cgroups/blkio,namespaces/pid";
 
-pub fn is_root() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("skipping: needs root");
-    }
-    root
-}
-
 pub fn launcher_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_mezzo-launcher")).parent().unwrap().to_path_buf()
 }

@@ -20,14 +20,6 @@ pub const IMAGE: &str = "mezzo-isolation-test:1";
 /// Two layers: the first plus `/etc/marker2`, for overlay image volumes.
 pub const IMAGE2: &str = "mezzo-isolation-test:2";
 
-pub fn is_root() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("skipping: needs root");
-    }
-    root
-}
-
 pub fn launcher_dir() -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_mezzo-launcher")).parent().unwrap().to_path_buf()
 }

@@ -11,6 +11,10 @@ pub struct Flags {
     /// Master address, `host:port`.
     #[arg(long)]
     pub master: String,
+    /// Path (or `file://` path) of this agent's credential for the master's
+    /// `--authenticate_agents`: `{"principal":..,"secret":..}` or `principal secret`.
+    #[arg(long, value_parser = parse_credential)]
+    pub credential: Option<mezzo_master::credentials::Credential>,
     /// Where sandboxes, the image store and container runtime state live.
     #[arg(long = "work_dir", default_value = "/var/lib/mezzo")]
     pub work_dir: PathBuf,
@@ -175,4 +179,8 @@ mod tests {
         assert_eq!(f.recover, "reconnect", "the last occurrence wins");
         assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--image_provisioner_backend=aufs"]).is_err());
     }
+}
+
+fn parse_credential(value: &str) -> Result<mezzo_master::credentials::Credential, String> {
+    mezzo_master::credentials::load_credential(value).map_err(|e| e.to_string())
 }

@@ -241,6 +241,15 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
 
 /// `POST /mezzo/v1/master`: RUN_TASK, KILL_TASK, ACKNOWLEDGE, SHUTDOWN_FRAMEWORK.
 async fn master_api(State(agent): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    // Only the master of this session may run, kill or shut down anything:
+    // every container shares the host's network and reaches this endpoint.
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !agent.session.is_master(authorization) {
+        tracing::warn!(has_authorization = authorization.is_some(), "refused a master call without this session's token");
+        let mut resp = error(StatusCode::UNAUTHORIZED, "Expecting 'Authorization: Bearer <token>' with the token this agent gave its master");
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer realm=\"mezzo-agent\""));
+        return resp;
+    }
     let ct = match request_type(&headers) {
         Ok(ct) => ct,
         Err(r) => return r,

@@ -1,45 +1,161 @@
 //! The agent's side of our agent<->master protocol: registration, pings and
-//! protobuf POSTs to the master.
+//! protobuf POSTs to the master, authenticated both ways.
+//!
+//! The agent holds a persistent secret (`<work_dir>/meta/agent.secret`, mode
+//! 0600) that proves a re-registration under its id comes from it, and a
+//! token of this process that the master must present on every message to
+//! the agent. The master answers a registration with the token the agent
+//! presents on every later message to the master. Tokens travel as
+//! `Authorization: Bearer <token>` and are compared in constant time.
 
 use crate::slave::Agent;
-use mezzo_proto::mezzo::agent::{AgentRegistered, Ping, RegisterAgent};
-use std::sync::Arc;
+use anyhow::Context;
+use mezzo_master::credentials::{bearer_token, constant_time_eq, random_token};
+use mezzo_proto::mezzo::agent::{AgentRegistered, Ping, RegisterAgent, ReportedTask};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// POSTs a protobuf message to the master; returns the response body.
-pub async fn post<M: prost::Message>(http: &reqwest::Client, master: &str, path: &str, msg: &M) -> Result<(u16, bytes::Bytes), String> {
-    let url = format!("http://{master}{path}");
-    let resp = http
-        .post(&url)
-        .header("Content-Type", "application/x-protobuf")
-        .header("Accept", "application/x-protobuf")
-        .body(msg.encode_to_vec())
-        .send()
-        .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
-    let code = resp.status().as_u16();
-    let body = resp.bytes().await.map_err(|e| format!("POST {url}: {e}"))?;
-    if (200..300).contains(&code) {
-        Ok((code, body))
-    } else {
-        Err(format!("POST {url}: {code} {}", String::from_utf8_lossy(&body)))
+/// The secrets of the agent's link to the master.
+pub struct Session {
+    /// What the master presents to this agent process.
+    agent_token: String,
+    /// The agent's persistent secret.
+    agent_secret: String,
+    /// What this agent presents to the master; none before registration.
+    master_token: RwLock<Option<String>>,
+}
+
+impl Session {
+    /// Loads the agent's secret from `<work_dir>/meta/agent.secret`,
+    /// creating it (0600) when absent, and starts a new session token.
+    pub fn load(work_dir: &Path) -> anyhow::Result<Self> {
+        let meta = work_dir.join("meta");
+        std::fs::create_dir_all(&meta).with_context(|| format!("create {}", meta.display()))?;
+        let path = meta.join("agent.secret");
+        let agent_secret = match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => {
+                let mode = std::fs::metadata(&path)?.permissions().mode();
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), "the agent secret was readable by others; restricting it to 0600");
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                }
+                text.trim().to_string()
+            }
+            Ok(_) => write_secret(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_secret(&path)?,
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        Ok(Session { agent_token: random_token(), agent_secret, master_token: RwLock::new(None) })
+    }
+
+    /// Whether an `Authorization` header value carries this session's token.
+    pub fn is_master(&self, authorization: Option<&str>) -> bool {
+        authorization
+            .and_then(bearer_token)
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), self.agent_token.as_bytes()))
+    }
+
+    fn master_token(&self) -> Option<String> {
+        self.master_token.read().unwrap().clone()
     }
 }
 
+/// Writes a new secret: created 0600 under a temporary name, synced, renamed.
+fn write_secret(path: &Path) -> anyhow::Result<String> {
+    let secret = random_token();
+    let tmp = path.with_extension("secret.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("create {}", tmp.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(secret)
+}
+
+/// A refusal or failure of a POST to the master.
+#[derive(Debug)]
+pub struct PostError {
+    /// The HTTP status, when the master answered.
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// POSTs a protobuf message to the master, with `token` as the bearer
+/// token when given; returns the response body.
+pub async fn post<M: prost::Message>(
+    http: &reqwest::Client,
+    master: &str,
+    path: &str,
+    msg: &M,
+    token: Option<&str>,
+) -> Result<(u16, bytes::Bytes), PostError> {
+    let url = format!("http://{master}{path}");
+    let mut req = http
+        .post(&url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Accept", "application/x-protobuf");
+    if let Some(token) = token {
+        req = req.header("Authorization", format!("Bearer {token}"));
+    }
+    let failed = |e: reqwest::Error| PostError { status: None, message: format!("POST {url}: {e}") };
+    let resp = req.body(msg.encode_to_vec()).send().await.map_err(failed)?;
+    let code = resp.status().as_u16();
+    let body = resp.bytes().await.map_err(failed)?;
+    if (200..300).contains(&code) {
+        Ok((code, body))
+    } else {
+        Err(PostError { status: Some(code), message: format!("POST {url}: {code} {}", String::from_utf8_lossy(&body)) })
+    }
+}
+
+/// POSTs to the master as the registered agent (with the session token).
+pub async fn post_authenticated<M: prost::Message>(agent: &Agent, path: &str, msg: &M) -> Result<(u16, bytes::Bytes), PostError> {
+    let token = agent.session.master_token();
+    let Some(token) = token else {
+        return Err(PostError { status: None, message: "not registered with the master yet".into() });
+    };
+    post(&agent.http, &agent.flags.master, path, msg, Some(&token)).await
+}
+
 /// Registers with the master (retrying with backoff), then pings it and
-/// re-registers whenever the master no longer knows this agent.
+/// re-registers whenever the master no longer knows this agent's session.
 pub async fn register_and_ping(agent: Arc<Agent>) {
+    let mut refusals = 0u32;
     loop {
         let registered = register(&agent).await;
         let interval = match registered {
             Ok(reg) => {
+                refusals = 0;
                 let first = agent.agent_id.read().unwrap().is_none();
                 agent.set_agent_id(&reg.agent_id.value);
+                *agent.session.master_token.write().unwrap() = reg.master_token.clone();
                 if first {
                     agent.registered.notify_waiters();
                 }
                 tracing::info!(agent_id = %reg.agent_id.value, "registered with master");
                 Duration::from_secs_f64(reg.ping_interval_seconds.unwrap_or(5.0).clamp(0.1, 60.0))
+            }
+            Err(e) if matches!(e.status, Some(401 | 403)) => {
+                // Refused: a wrong --credential, or another agent's id. Say
+                // so loudly and keep trying slowly (an operator may fix the master).
+                refusals = refusals.saturating_add(1);
+                tracing::error!(error = %e, "the master refused this agent's registration");
+                tokio::time::sleep(Duration::from_secs(u64::from(refusals.min(10)))).await;
+                continue;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "registration with master failed; retrying");
@@ -51,10 +167,10 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
         loop {
             tokio::time::sleep(interval).await;
             let ping = Ping { agent_id: mezzo_proto::mesos::v1::AgentId { value: agent.id() } };
-            match post(&agent.http, &agent.flags.master, "/mezzo/v1/agent/ping", &ping).await {
+            match post_authenticated(&agent, "/mezzo/v1/agent/ping", &ping).await {
                 Ok(_) => {}
-                Err(e) if e.contains(": 404 ") => {
-                    tracing::warn!("master does not know this agent; re-registering");
+                Err(e) if matches!(e.status, Some(401 | 404)) => {
+                    tracing::warn!(error = %e, "master does not know this agent's session; re-registering");
                     break;
                 }
                 Err(e) => tracing::warn!(error = %e, "ping to master failed"),
@@ -63,8 +179,41 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
     }
 }
 
-async fn register(agent: &Agent) -> Result<AgentRegistered, String> {
-    let msg = RegisterAgent { agent_info: agent.info(), endpoint: agent.endpoint(), total_resources: agent.resources.clone() };
-    let (_, body) = post(&agent.http, &agent.flags.master, "/mezzo/v1/agent/register", &msg).await?;
-    mezzo_proto::from_protobuf::<AgentRegistered>(&body).map_err(|e| e.to_string())
+async fn register(agent: &Agent) -> Result<AgentRegistered, PostError> {
+    let (tasks, frameworks) = report(agent);
+    let credential = agent.flags.credential.as_ref();
+    let msg = RegisterAgent {
+        agent_info: agent.info(),
+        endpoint: agent.endpoint(),
+        total_resources: agent.resources.clone(),
+        agent_secret: Some(agent.session.agent_secret.clone()),
+        agent_token: Some(agent.session.agent_token.clone()),
+        principal: credential.map(|c| c.principal.clone()),
+        secret: credential.map(|c| c.secret.clone()),
+        tasks,
+        frameworks,
+    };
+    let (_, body) = post(&agent.http, &agent.flags.master, "/mezzo/v1/agent/register", &msg, None).await?;
+    mezzo_proto::from_protobuf::<AgentRegistered>(&body).map_err(|e| PostError { status: None, message: e.to_string() })
+}
+
+/// The tasks this agent runs, with their latest state, and their frameworks.
+fn report(agent: &Agent) -> (Vec<ReportedTask>, Vec<mezzo_proto::mesos::v1::FrameworkInfo>) {
+    let state = agent.state.lock().unwrap();
+    let tasks: Vec<ReportedTask> = state
+        .executors
+        .values()
+        .map(|ex| ReportedTask {
+            framework_id: mezzo_proto::mesos::v1::FrameworkId { value: ex.framework_id.clone() },
+            task: ex.task.clone(),
+            state: Some(ex.task_state as i32),
+        })
+        .collect();
+    let frameworks = state
+        .frameworks
+        .iter()
+        .filter(|(id, _)| tasks.iter().any(|t| &t.framework_id.value == *id))
+        .map(|(_, info)| info.clone())
+        .collect();
+    (tasks, frameworks)
 }

@@ -168,6 +168,8 @@ pub struct Agent {
     pub recovery_timeout: Duration,
     /// Root of the containers' runtime directories.
     pub runtime_root: PathBuf,
+    /// The secrets of the link to the master.
+    pub session: crate::master_link::Session,
 }
 
 /// Runs the agent until the process is stopped.
@@ -222,6 +224,7 @@ impl Agent {
         let reregistration_timeout = parse_duration(&flags.executor_reregistration_timeout).map_err(anyhow::Error::msg)?;
         let recovery_timeout = parse_duration(&flags.recovery_timeout).map_err(anyhow::Error::msg)?;
         let meta = Meta::new(&work_dir);
+        let session = crate::master_link::Session::load(&work_dir)?;
         let agent = Arc::new_cyclic(|weak: &std::sync::Weak<Agent>| {
             let weak = weak.clone();
             let forward: Forward = Arc::new(move |fid, status| {
@@ -251,6 +254,7 @@ impl Agent {
                 reregistration_timeout,
                 recovery_timeout,
                 runtime_root,
+                session,
             }
         });
         Ok(agent)
@@ -857,12 +861,21 @@ impl Agent {
         let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(&self.flags.cgroups_root));
     }
 
-    /// POSTs one status update to the master.
+    /// POSTs one status update to the master. A master that does not know
+    /// the framework (410) will never want its updates: they are dropped,
+    /// as a Mesos agent drops those of a completed framework.
     pub async fn send_status_to_master(&self, framework_id: FrameworkId, status: TaskStatus) -> Result<(), String> {
+        let fid = framework_id.value.clone();
         let msg = mezzo_proto::mezzo::agent::StatusUpdate { framework_id, status };
-        crate::master_link::post(&self.http, &self.flags.master, "/mezzo/v1/agent/status", &msg)
-            .await
-            .map(|_| ())
+        match crate::master_link::post_authenticated(self, "/mezzo/v1/agent/status", &msg).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status == Some(410) => {
+                tracing::warn!(framework_id = %fid, error = %e, "the master does not know the framework; dropping its status updates");
+                self.updates.remove_framework(&fid);
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

@@ -41,10 +41,15 @@ fn decode<M: prost_reflect::ReflectMessage + Default>(
     Ok((msg, ct))
 }
 
-/// `POST /mezzo/v1/agent/register` -> 200 `AgentRegistered`.
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+/// `POST /mezzo/v1/agent/register` -> 200 `AgentRegistered`; 401/403 when
+/// the agent does not prove who it is.
 pub(crate) async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let result = decode::<RegisterAgent>(&headers, &body).and_then(|(req, ct)| {
-        let reply = shared.lock().register_agent(req).map_err(CallError::BadRequest)?;
+        let reply = shared.lock().register_agent(req)?;
         Ok((ct, reply))
     });
     match result {
@@ -58,15 +63,16 @@ pub(crate) async fn register(State(shared): State<Arc<Shared>>, headers: HeaderM
     }
 }
 
-/// `POST /mezzo/v1/agent/ping` -> 200, or 404 for an unknown agent.
+/// `POST /mezzo/v1/agent/ping` -> 200; 401 without the token of a live
+/// session of that agent (it then registers again).
 pub(crate) async fn ping(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let result = decode::<Ping>(&headers, &body).and_then(|(ping, _)| {
-        let id = ping.agent_id.value;
-        if shared.lock().ping(&id) {
-            Ok(())
-        } else {
-            Err(CallError::NotFound(format!("agent '{id}' is not registered")))
+        let mut master = shared.lock();
+        let id = master.authenticated_agent(authorization(&headers))?;
+        if id != ping.agent_id.value || !master.ping(&id) {
+            return Err(CallError::Unauthorized(format!("the session is not one of agent '{}'", ping.agent_id.value)));
         }
+        Ok(())
     });
     match result {
         Ok(()) => StatusCode::OK.into_response(),
@@ -74,10 +80,14 @@ pub(crate) async fn ping(State(shared): State<Arc<Shared>>, headers: HeaderMap, 
     }
 }
 
-/// `POST /mezzo/v1/agent/status` -> 202.
+/// `POST /mezzo/v1/agent/status` -> 202; 401 without a session token, 403
+/// for a task of another agent, 410 for a framework the master does not know.
 pub(crate) async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = decode::<StatusUpdate>(&headers, &body)
-        .and_then(|(update, _)| shared.lock().status_update(update).map_err(CallError::BadRequest));
+    let result = decode::<StatusUpdate>(&headers, &body).and_then(|(update, _)| {
+        let mut master = shared.lock();
+        let agent_id = master.authenticated_agent(authorization(&headers))?;
+        master.status_update(&agent_id, update)
+    });
     match result {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(e) => e.into_response(),

@@ -1,33 +1,81 @@
-//! Agent lifecycle: registration, pings and removal of silent agents.
+//! Agent lifecycle: registration (authenticated, with the agent's report of
+//! its tasks), pings and removal of silent agents.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use mezzo_proto::mesos::v1::scheduler::{event, Event};
-use mezzo_proto::mesos::v1::{AgentId, TaskState};
-use mezzo_proto::mezzo::agent::{AgentRegistered, RegisterAgent};
+use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, FrameworkInfo, TaskState};
+use mezzo_proto::mezzo::agent::{master_to_agent, AgentRegistered, MasterToAgent, RegisterAgent, ShutdownFramework};
 
-use crate::agent_link::AgentLink;
+use crate::agent_link::{AgentLink, LinkReport, LinkTarget};
+use crate::credentials::{constant_time_eq, random_token, secret_hash};
+use crate::error::CallError;
 use crate::launch::validate_id;
-use crate::master::{now_secs, Agent, Master};
+use crate::master::{framework_id, master_status, now_secs, Agent, Framework, Master, TaskRecord};
 use crate::resources::Resources;
 
 impl Master {
-    /// Registers (or re-registers) an agent and assigns its id.
-    pub(crate) fn register_agent(&mut self, req: RegisterAgent) -> Result<AgentRegistered, String> {
-        let mut info = req.agent_info;
-        if req.endpoint.is_empty() {
-            return Err("'endpoint' must not be empty".into());
+    /// Checks the agent's `--credential` against `--credentials`.
+    fn authenticate_agent(&self, req: &RegisterAgent) -> Result<(), CallError> {
+        let principal = req.principal.as_deref().filter(|p| !p.is_empty());
+        match (principal, &self.config.credentials) {
+            (Some(principal), Some(credentials)) => {
+                let secret = req.secret.as_deref().unwrap_or("");
+                if credentials.authenticate(principal, secret) {
+                    Ok(())
+                } else {
+                    tracing::warn!(%principal, endpoint = %req.endpoint, "agent authentication failed");
+                    Err(CallError::Forbidden(format!(
+                        "Agent authentication failed: unknown principal '{principal}' or wrong secret"
+                    )))
+                }
+            }
+            (None, _) if self.config.authenticate_agents => Err(CallError::Unauthorized(
+                "Agent is not authenticated: this master runs with --authenticate_agents; start the agent with --credential"
+                    .into(),
+            )),
+            // No credentials configured: an agent's credential proves nothing here.
+            _ => Ok(()),
         }
+    }
+
+    /// Registers (or re-registers) an agent and assigns its id. A
+    /// re-registration under a known id must carry that agent's secret. The
+    /// agent's report of its tasks is reconciled with the master's view.
+    pub(crate) fn register_agent(&mut self, req: RegisterAgent) -> Result<AgentRegistered, CallError> {
+        let bad = CallError::BadRequest;
+        if req.endpoint.is_empty() {
+            return Err(bad("'endpoint' must not be empty".into()));
+        }
+        self.authenticate_agent(&req)?;
+        let agent_secret = req.agent_secret.as_deref().filter(|s| !s.is_empty()).ok_or_else(|| {
+            CallError::Unauthorized("'agent_secret' must be set: an agent proves its identity with it".into())
+        })?;
+        let agent_token = req.agent_token.clone().filter(|s| !s.is_empty()).ok_or_else(|| {
+            CallError::Unauthorized("'agent_token' must be set: the master presents it to the agent".into())
+        })?;
+        let mut info = req.agent_info.clone();
         // The agent reports its resources either way; take the explicit list.
         let list = if req.total_resources.is_empty() {
             info.resources.clone()
         } else {
             req.total_resources.clone()
         };
-        let total = Resources::from_protos(&list).map_err(|e| format!("invalid resources: {e}"))?;
+        let total = Resources::from_protos(&list).map_err(|e| bad(format!("invalid resources: {e}")))?;
         let requested = info.id.as_ref().map(|i| i.value.clone()).filter(|v| !v.is_empty());
         if let Some(id) = &requested {
-            validate_id(id).map_err(|e| format!("invalid agent id '{id}': {e}"))?;
+            validate_id(id).map_err(|e| bad(format!("invalid agent id '{id}': {e}")))?;
+        }
+        let presented = secret_hash(agent_secret);
+        if let Some(known) = requested.as_ref().and_then(|id| self.agent_secrets.get(id)) {
+            if !constant_time_eq(known, &presented) {
+                let id = requested.as_deref().unwrap_or_default();
+                tracing::warn!(agent_id = %id, endpoint = %req.endpoint, "refusing re-registration: wrong agent secret");
+                return Err(CallError::Forbidden(format!(
+                    "Agent {id} is registered with another secret: refusing the re-registration"
+                )));
+            }
         }
         let id = match requested {
             Some(id) => id,
@@ -37,6 +85,7 @@ impl Master {
                 id
             }
         };
+        self.agent_secrets.insert(id.clone(), presented);
         info.id = Some(AgentId { value: id.clone() });
         info.resources = total.to_protos();
 
@@ -44,7 +93,52 @@ impl Master {
             // The resources may have changed: the old offer no longer holds.
             self.rescind_offer(&offer_id);
         }
-        // Non-terminal tasks the master still counts on this agent keep their resources.
+        let master_token = random_token();
+        let token_hash = secret_hash(&master_token);
+        let previous = self.agents.remove(&id);
+        let known = previous.is_some();
+        let link = match previous {
+            Some(old) => {
+                self.agent_tokens.remove(&old.token_hash);
+                self.counters.agent_reregistrations += 1;
+                if old.endpoint == req.endpoint {
+                    tracing::info!(agent_id = %id, endpoint = %req.endpoint, "agent re-registered");
+                    old.link.set_token(agent_token.clone());
+                    Some(old.link)
+                } else {
+                    tracing::info!(agent_id = %id, endpoint = %req.endpoint, old = %old.endpoint, "agent re-registered from a new endpoint");
+                    None
+                }
+            }
+            None => {
+                self.counters.agent_registrations += 1;
+                None
+            }
+        };
+        let link = link.unwrap_or_else(|| {
+            tracing::info!(agent_id = %id, endpoint = %req.endpoint, hostname = %info.hostname, resources = %total, "agent registered");
+            AgentLink::spawn(
+                self.client.clone(),
+                LinkTarget {
+                    agent_id: id.clone(),
+                    endpoint: req.endpoint.clone(),
+                    token: agent_token,
+                    timeout: self.config.agent_request_timeout,
+                    attempts: self.config.agent_send_attempts,
+                },
+                self.link_reports.clone(),
+            )
+        });
+        let shutdown = self.reconcile_reported_tasks(&id, &req, known);
+        for fid in shutdown {
+            tracing::info!(agent_id = %id, framework_id = %fid, "agent runs tasks of a removed framework: shutting it down");
+            link.send(MasterToAgent {
+                r#type: Some(master_to_agent::Type::ShutdownFramework as i32),
+                shutdown_framework: Some(ShutdownFramework { framework_id: framework_id(&fid) }),
+                ..Default::default()
+            });
+        }
+        // Non-terminal tasks the master counts on this agent keep their resources.
         let mut used = Resources::new();
         for fw in self.frameworks.values() {
             for task in fw.tasks.values() {
@@ -53,28 +147,7 @@ impl Master {
                 }
             }
         }
-        let link = match self.agents.remove(&id) {
-            Some(old) if old.endpoint == req.endpoint => {
-                self.counters.agent_reregistrations += 1;
-                tracing::info!(agent_id = %id, endpoint = %req.endpoint, "agent re-registered");
-                old.link
-            }
-            previous => {
-                if previous.is_some() {
-                    self.counters.agent_reregistrations += 1;
-                } else {
-                    self.counters.agent_registrations += 1;
-                }
-                tracing::info!(agent_id = %id, endpoint = %req.endpoint, hostname = %info.hostname, resources = %total, "agent registered");
-                AgentLink::spawn(
-                    self.client.clone(),
-                    id.clone(),
-                    req.endpoint.clone(),
-                    self.config.agent_request_timeout,
-                    self.config.agent_send_attempts,
-                )
-            }
-        };
+        self.agent_tokens.insert(token_hash, id.clone());
         self.agents.insert(
             id.clone(),
             Agent {
@@ -88,6 +161,7 @@ impl Master {
                 last_ping: Instant::now(),
                 registered_time: now_secs(),
                 link,
+                token_hash,
             },
         );
         self.wake_allocator();
@@ -96,7 +170,175 @@ impl Master {
         Ok(AgentRegistered {
             agent_id: AgentId { value: id },
             ping_interval_seconds: Some(interval),
+            master_token: Some(master_token),
         })
+    }
+
+    /// Reconciles an agent's report of its tasks with the master's view, as
+    /// Mesos's master does on re-registration: tasks the agent runs and the
+    /// master does not know are adopted (with their framework, when the
+    /// master forgot it too); tasks the master had launched there that the
+    /// agent does not have end TASK_DROPPED (TASK_LOST when the framework is
+    /// not partition aware) with REASON_RECONCILIATION. Returns the removed
+    /// frameworks the agent still runs tasks of, to be shut down there.
+    fn reconcile_reported_tasks(&mut self, agent_id: &str, req: &RegisterAgent, known: bool) -> Vec<String> {
+        let infos: BTreeMap<&str, &FrameworkInfo> = req
+            .frameworks
+            .iter()
+            .filter_map(|f| f.id.as_ref().map(|id| (id.value.as_str(), f)))
+            .collect();
+        let mut reported: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut shutdown = BTreeSet::new();
+        for rt in &req.tasks {
+            let fid = rt.framework_id.value.clone();
+            let task_id = rt.task.task_id.value.clone();
+            if validate_id(&fid).is_err() || validate_id(&task_id).is_err() {
+                tracing::warn!(%agent_id, framework_id = %fid.escape_debug(), task_id = %task_id.escape_debug(), "ignoring a reported task with an invalid id");
+                continue;
+            }
+            reported.insert((fid.clone(), task_id.clone()));
+            let state = rt.state.and_then(|s| TaskState::try_from(s).ok()).unwrap_or(TaskState::TaskStaging);
+            if self.completed_frameworks.iter().any(|f| f.id == fid) {
+                shutdown.insert(fid);
+                continue;
+            }
+            if state.is_terminal() {
+                // Its terminal update is on its way; nothing runs or holds resources.
+                continue;
+            }
+            let fw = self.frameworks.entry(fid.clone()).or_insert_with(|| {
+                let mut info = infos.get(fid.as_str()).map(|i| (*i).clone()).unwrap_or_default();
+                info.id = Some(framework_id(&fid));
+                tracing::info!(framework_id = %fid, %agent_id, "adopting a framework an agent runs tasks of");
+                Framework {
+                    id: fid.clone(),
+                    info,
+                    subscription: None,
+                    suppressed: false,
+                    filters: Vec::new(),
+                    tasks: Default::default(),
+                    completed_tasks: Default::default(),
+                    registered_time: now_secs(),
+                    unregistered_time: Some(now_secs()),
+                    offers_sent: 0,
+                    epoch: 0,
+                }
+            });
+            match fw.tasks.get_mut(&task_id) {
+                Some(task) if task.agent_id == agent_id => {
+                    task.delivered = true;
+                    if state != TaskState::TaskStaging && !task.state.is_terminal() {
+                        task.state = state;
+                    }
+                }
+                Some(_) => {
+                    tracing::warn!(%agent_id, framework_id = %fid, %task_id, "agent reports a task the master placed on another agent; ignoring it");
+                }
+                None => {
+                    let mut info = rt.task.clone();
+                    info.agent_id = AgentId { value: agent_id.to_string() };
+                    let mut resources = Resources::from_protos(&info.resources).unwrap_or_default();
+                    if let Some(ex) = &info.executor {
+                        resources.add(&Resources::from_protos(&ex.resources).unwrap_or_default());
+                    }
+                    tracing::info!(%agent_id, framework_id = %fid, %task_id, ?state, "adopting a task the agent runs");
+                    fw.tasks.insert(
+                        task_id.clone(),
+                        TaskRecord {
+                            info,
+                            framework_id: fid.clone(),
+                            agent_id: agent_id.to_string(),
+                            state,
+                            statuses: Vec::new(),
+                            resources,
+                            launched_at: now_secs(),
+                            delivered: true,
+                        },
+                    );
+                }
+            }
+        }
+        if known {
+            let missing: Vec<(String, String)> = self
+                .frameworks
+                .values()
+                .flat_map(|fw| {
+                    fw.tasks
+                        .values()
+                        .filter(|t| t.agent_id == agent_id && t.delivered && !t.state.is_terminal())
+                        .map(|t| (fw.id.clone(), t.info.task_id.value.clone()))
+                })
+                .filter(|key| !reported.contains(key))
+                .collect();
+            for (fid, task_id) in missing {
+                tracing::warn!(%agent_id, framework_id = %fid, %task_id, "task unknown to the re-registered agent");
+                self.end_task(&fid, &task_id, Reason::Reconciliation, "Reconciliation: task unknown to the agent");
+            }
+        }
+        shutdown.into_iter().collect()
+    }
+
+    /// Ends a non-terminal task from the master: TASK_DROPPED, or TASK_LOST
+    /// for frameworks that are not partition aware; its resources return.
+    pub(crate) fn end_task(&mut self, fid: &str, task_id: &str, reason: Reason, message: &str) {
+        let Some(fw) = self.frameworks.get_mut(fid) else {
+            return;
+        };
+        let state = if fw.partition_aware() { TaskState::TaskDropped } else { TaskState::TaskLost };
+        let Some(task) = fw.tasks.get_mut(task_id) else {
+            return;
+        };
+        if task.state.is_terminal() {
+            return;
+        }
+        let status = master_status(task_id, Some(&task.agent_id), state, reason, message);
+        task.state = state;
+        task.statuses.push(status.clone());
+        let (agent_id, resources) = (task.agent_id.clone(), task.resources.clone());
+        // No uuid, no acknowledgement: the task is done with now.
+        fw.complete_task(task_id);
+        fw.send(crate::master::update_event(status));
+        if let Some(agent) = self.agents.get_mut(&agent_id) {
+            agent.used.subtract(&resources);
+        }
+        self.wake_allocator();
+    }
+
+    /// Takes a link's report on a RUN_TASK: a delivered task may be
+    /// reconciled later; an undeliverable one ends, as Mesos's master ends a
+    /// task launched on a disconnected agent.
+    pub(crate) fn link_report(&mut self, report: LinkReport) {
+        match report {
+            LinkReport::Delivered { agent_id, framework_id, task_id } => {
+                if let Some(task) = self.frameworks.get_mut(&framework_id).and_then(|f| f.tasks.get_mut(&task_id)) {
+                    if task.agent_id == agent_id {
+                        task.delivered = true;
+                    }
+                }
+            }
+            LinkReport::Undeliverable { agent_id, framework_id, task_id, error } => {
+                let staging = self
+                    .frameworks
+                    .get(&framework_id)
+                    .and_then(|f| f.tasks.get(&task_id))
+                    .is_some_and(|t| t.agent_id == agent_id && !t.delivered && t.state == TaskState::TaskStaging);
+                if staging {
+                    tracing::warn!(%agent_id, %framework_id, %task_id, %error, "RUN_TASK could not be delivered; the task is lost");
+                    self.end_task(&framework_id, &task_id, Reason::AgentDisconnected, "Agent disconnected");
+                }
+            }
+        }
+    }
+
+    /// The agent a request comes from, by the session token it presents.
+    pub(crate) fn authenticated_agent(&self, authorization: Option<&str>) -> Result<String, CallError> {
+        let token = authorization
+            .and_then(crate::credentials::bearer_token)
+            .ok_or_else(|| CallError::Unauthorized("Expecting 'Authorization: Bearer <session token>'".into()))?;
+        self.agent_tokens
+            .get(&secret_hash(token))
+            .cloned()
+            .ok_or_else(|| CallError::Unauthorized("Unknown or expired agent session: register again".into()))
     }
 
     /// Records a ping; false when the agent is unknown (it must register).
@@ -134,6 +376,7 @@ impl Master {
         let Some(agent) = self.agents.remove(id) else {
             return;
         };
+        self.agent_tokens.remove(&agent.token_hash);
         tracing::warn!(agent_id = %id, hostname = %agent.info.hostname, %why, "removing agent");
         self.counters.agent_removals += 1;
         let message = format!("Agent {} is unreachable: {why}", agent.info.hostname);

@@ -279,6 +279,23 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// A fresh random secret or session token: 64 hex digits (two v4 UUIDs,
+/// 244 random bits from the OS's generator).
+pub fn random_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// SHA-256 of a secret, what the master keeps instead of the secret.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub fn bearer_token(header_value: &str) -> Option<&str> {
+    let (scheme, token) = header_value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +360,16 @@ mod tests {
         assert_eq!(c.authenticate_basic(&wrong), Err(BasicAuthError::Refused));
         assert!(matches!(c.authenticate_basic("Bearer x"), Err(BasicAuthError::Malformed(_))));
         assert!(matches!(c.authenticate_basic("Basic !!!"), Err(BasicAuthError::Malformed(_))));
+    }
+
+    #[test]
+    fn tokens_are_random_and_bearer_parses() {
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_eq!(bearer_token(&format!("Bearer {a}")), Some(a.as_str()));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
     }
 
     #[test]

@@ -360,6 +360,7 @@ pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     put("frameworks_inactive", (master.frameworks.len() - connected) as f64);
     put("outstanding_offers", master.offers.len() as f64);
     put("messages_status_update", c.status_updates as f64);
+    put("invalid_status_updates", c.invalid_status_updates as f64);
     put("offers_sent", c.offers_sent as f64);
     put("offers_declined", c.offers_declined as f64);
     put("offers_accepted", c.offers_accepted as f64);

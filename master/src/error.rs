@@ -24,6 +24,9 @@ pub enum CallError {
     /// 400: malformed or invalid request.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: the caller did not authenticate.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403: the framework is not subscribed.
     #[error("{0}")]
     Forbidden(String),
@@ -39,6 +42,9 @@ pub enum CallError {
     /// 415: unsupported request encoding.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 410: the addressed object was removed or never existed.
+    #[error("{0}")]
+    Gone(String),
     /// 501: call type the master does not implement.
     #[error("{0}")]
     NotImplemented(String),
@@ -49,11 +55,13 @@ impl CallError {
     pub fn status(&self) -> StatusCode {
         match self {
             CallError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            CallError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             CallError::Forbidden(_) => StatusCode::FORBIDDEN,
             CallError::NotFound(_) => StatusCode::NOT_FOUND,
             CallError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             CallError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             CallError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            CallError::Gone(_) => StatusCode::GONE,
             CallError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }

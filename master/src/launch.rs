@@ -274,6 +274,7 @@ impl Master {
                 statuses: Vec::new(),
                 resources: needed,
                 launched_at: now_secs(),
+                delivered: false,
             },
         );
         self.counters.tasks_launched += 1;

@@ -140,8 +140,15 @@ pub async fn serve(config: MasterConfig, listener: TcpListener) -> Result<(), Ma
         .build()
         .map_err(MasterError::HttpClient)?;
     tracing::info!(master_id = %id, address = %local, "mezzo-master listening");
-    let shared = Shared::new(Master::new(id, info, config.clone(), client), config);
+    let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let shared = Shared::new(Master::new(id, info, config.clone(), client, reports_tx), config);
     let _allocator = AbortOnDrop(tokio::spawn(allocator::run(shared.clone())));
+    let reports_shared = shared.clone();
+    let _link_reports = AbortOnDrop(tokio::spawn(async move {
+        while let Some(report) = reports.recv().await {
+            reports_shared.lock().link_report(report);
+        }
+    }));
     let app = tower::ServiceExt::map_request(router(shared), normalize);
     axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
         .await

@@ -4,7 +4,7 @@
 //! events go to schedulers through unbounded channels and messages to agents
 //! through their `AgentLink` queues, so the lock is held only for bookkeeping.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +16,7 @@ use mezzo_proto::mesos::v1::{
 };
 use tokio::sync::{mpsc, Notify};
 
-use crate::agent_link::AgentLink;
+use crate::agent_link::{AgentLink, LinkReport};
 use crate::config::MasterConfig;
 use crate::resources::Resources;
 
@@ -83,6 +83,8 @@ pub(crate) struct TaskRecord {
     pub(crate) resources: Resources,
     /// When the master launched it, seconds since the epoch.
     pub(crate) launched_at: f64,
+    /// The agent accepted its RUN_TASK (or reported it at registration).
+    pub(crate) delivered: bool,
 }
 
 impl TaskRecord {
@@ -157,6 +159,8 @@ pub(crate) struct Agent {
     pub(crate) last_ping: Instant,
     pub(crate) registered_time: f64,
     pub(crate) link: AgentLink,
+    /// SHA-256 of the token the agent presents in this session.
+    pub(crate) token_hash: [u8; 32],
 }
 
 impl Agent {
@@ -198,6 +202,7 @@ pub(crate) struct Counters {
     pub(crate) framework_subscriptions: u64,
     pub(crate) framework_teardowns: u64,
     pub(crate) invalid_calls: u64,
+    pub(crate) invalid_status_updates: u64,
 }
 
 /// The whole bookkeeping of the master.
@@ -217,6 +222,13 @@ pub(crate) struct Master {
     pub(crate) next_offer: u64,
     pub(crate) counters: Counters,
     pub(crate) allocation_wanted: Arc<Notify>,
+    /// SHA-256 of each live session token -> the agent it belongs to.
+    pub(crate) agent_tokens: HashMap<[u8; 32], String>,
+    /// SHA-256 of each agent's persistent secret, kept after the agent is
+    /// removed so that nobody else can take its id.
+    pub(crate) agent_secrets: HashMap<String, [u8; 32]>,
+    /// Where agent links report what became of RUN_TASKs.
+    pub(crate) link_reports: mpsc::UnboundedSender<LinkReport>,
 }
 
 /// Seconds since the epoch, as Mesos timestamps are.
@@ -296,6 +308,7 @@ impl Master {
         info: MasterInfo,
         config: MasterConfig,
         client: reqwest::Client,
+        link_reports: mpsc::UnboundedSender<LinkReport>,
     ) -> Self {
         Self {
             id,
@@ -312,6 +325,9 @@ impl Master {
             next_offer: 0,
             counters: Counters::default(),
             allocation_wanted: Arc::new(Notify::new()),
+            agent_tokens: HashMap::new(),
+            agent_secrets: HashMap::new(),
+            link_reports,
         }
     }
 

@@ -6,6 +6,7 @@ use mezzo_proto::mezzo::agent::{
     master_to_agent, AcknowledgeUpdate, KillTask, MasterToAgent, StatusUpdate,
 };
 
+use crate::error::CallError;
 use crate::master::{framework_id, master_status, Master};
 
 /// Mesos keeps the statuses of a task; a bound keeps a chatty health check
@@ -13,26 +14,36 @@ use crate::master::{framework_id, master_status, Master};
 const MAX_STATUSES_PER_TASK: usize = 100;
 
 impl Master {
-    /// Records a status update from an agent and forwards it to the framework.
-    pub(crate) fn status_update(&mut self, update: StatusUpdate) -> Result<(), String> {
+    /// Records a status update from the authenticated agent `agent_id` and
+    /// forwards it to the framework. An agent may only update its own tasks;
+    /// an update for a framework the master does not know is answered with
+    /// 410 Gone so that the agent stops resending it.
+    pub(crate) fn status_update(&mut self, agent_id: &str, update: StatusUpdate) -> Result<(), CallError> {
         let fid = update.framework_id.value;
         let mut status = update.status;
         let task_id = status.task_id.value.clone();
         if TaskState::try_from(status.state).is_err() {
-            return Err(format!("status update has unknown state {}", status.state));
+            return Err(CallError::BadRequest(format!("status update has unknown state {}", status.state)));
         }
         self.counters.status_updates += 1;
         let Some(fw) = self.frameworks.get_mut(&fid) else {
-            tracing::warn!(framework_id = %fid, %task_id, "ignoring status update for unknown framework");
-            return Ok(());
+            self.counters.invalid_status_updates += 1;
+            tracing::warn!(framework_id = %fid, %task_id, %agent_id, "refusing status update for unknown framework");
+            return Err(CallError::Gone(format!(
+                "Framework {fid} is unknown to the master (removed or never registered): its updates are not wanted"
+            )));
         };
+        if let Some(task) = fw.tasks.get(&task_id) {
+            if task.agent_id != agent_id {
+                self.counters.invalid_status_updates += 1;
+                tracing::warn!(framework_id = %fid, %task_id, %agent_id, "refusing status update for a task of another agent");
+                return Err(CallError::Forbidden(format!("Task {task_id} does not run on agent {agent_id}")));
+            }
+        }
+        // The authenticated agent is the source, whatever the update claims.
+        status.agent_id = Some(AgentId { value: agent_id.to_string() });
         let mut freed = None;
         if let Some(task) = fw.tasks.get_mut(&task_id) {
-            if status.agent_id.is_none() {
-                status.agent_id = Some(AgentId {
-                    value: task.agent_id.clone(),
-                });
-            }
             // The agent retries until acknowledged: a retry is forwarded
             // again (the scheduler acknowledges again) but recorded once.
             let duplicate = status.uuid.is_some()

@@ -176,13 +176,14 @@ async fn agent_protocol_errors() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 404);
-    // A status update for a framework the master does not know is accepted and dropped.
+    assert_eq!(resp.status(), 401, "a ping without the session's token is refused");
+    // A status update for a framework the master does not know is refused
+    // with 410 Gone, so that the agent stops resending it.
     let agent = FakeAgent::start(&master).await;
     let status = mezzo_proto::mesos::v1::TaskStatus {
         task_id: TaskId { value: "t".into() },
         state: mezzo_proto::mesos::v1::TaskState::TaskRunning as i32,
         ..Default::default()
     };
-    assert_eq!(agent.send_status("nobody", status).await, 202);
+    assert_eq!(agent.send_status("nobody", status).await, 410);
 }

@@ -510,16 +510,9 @@ async fn silent_agent_is_removed_and_its_tasks_lost() {
     assert_eq!(lost.state(), TaskState::TaskLost);
     assert_eq!(lost.reason(), task_status::Reason::AgentRemoved);
     assert!(lost.uuid.is_none());
-    let ping = mezzo_proto::mezzo::agent::Ping { agent_id: AgentId { value: agent.agent_id.clone() } };
-    let resp = reqwest::Client::new()
-        .post(master.url("/mezzo/v1/agent/ping"))
-        .header("Content-Type", "application/x-protobuf")
-        .body(prost::Message::encode_to_vec(&ping))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
-    // Re-registering with the old id keeps it.
+    // The removed agent's session is over: its pings are refused.
+    assert_eq!(agent.ping().await, 401);
+    // Re-registering with the old id (and its secret) keeps it.
     let reg = agent.register(Some(&agent.agent_id), agent_resources()).await;
     assert_eq!(reg.agent_id.value, agent.agent_id);
     assert!(reg.ping_interval_seconds.unwrap() > 0.0);

@@ -43,7 +43,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<Proc> {
+    /// Starts `program` with `args`, its output appended to `log`.
+    pub fn spawn(name: &'static str, program: &Path, args: &[String], log: &Path) -> Result<Proc> {
         // Appended to: an agent started again after a crash logs after the first.
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let child = std::process::Command::new(program)
@@ -100,6 +101,7 @@ pub struct Cluster {
     pub work_dir: tempfile::TempDir,
     pub cgroups_root: String,
     agent_args: Vec<String>,
+    master_args: Vec<String>,
     /// The agent was crashed and not started again: its executors still run.
     agent_crashed: bool,
     agent_proc: Option<Proc>,
@@ -115,18 +117,20 @@ impl Cluster {
 
     /// Like `start`, with more agent flags (`--name=value`; later flags win).
     pub async fn start_with(containerizers: &str, extra_agent_args: &[&str]) -> Result<Cluster> {
+        Cluster::start_full(containerizers, &[], extra_agent_args).await
+    }
+
+    /// Like `start_with`, with more master flags too.
+    pub async fn start_full(containerizers: &str, extra_master_args: &[&str], extra_agent_args: &[&str]) -> Result<Cluster> {
         let bins = bin_dir();
         let work_dir = tempfile::Builder::new().prefix("mezzo-e2e-").tempdir()?;
         let master_port = free_port();
         let agent_port = free_port();
         let master = format!("127.0.0.1:{master_port}");
         let agent = format!("127.0.0.1:{agent_port}");
-        let master_proc = Proc::spawn(
-            "mezzo-master",
-            &bins.join("mezzo-master"),
-            &["--ip=127.0.0.1".into(), format!("--port={master_port}")],
-            &work_dir.path().join("master.log"),
-        )?;
+        let mut master_args = vec!["--ip=127.0.0.1".to_string(), format!("--port={master_port}")];
+        master_args.extend(extra_master_args.iter().map(|a| a.to_string()));
+        let master_proc = Proc::spawn("mezzo-master", &bins.join("mezzo-master"), &master_args, &work_dir.path().join("master.log"))?;
         let cgroups_root = format!("mezzo-e2e-{}-{agent_port}", std::process::id());
         let mut agent_args = vec![
             format!("--master={master}"),
@@ -149,6 +153,7 @@ impl Cluster {
             work_dir,
             cgroups_root,
             agent_args,
+            master_args,
             agent_crashed: false,
             agent_proc: Some(agent_proc),
             master_proc: Some(master_proc),
@@ -201,6 +206,22 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         bail!("agent did not come back within 30 s; agent log:\n{}", self.agent_log())
+    }
+
+    /// Stops the master and starts a new one (which remembers nothing) on
+    /// the same port; waits until the agent has registered with it again.
+    pub async fn restart_master(&mut self) -> Result<()> {
+        if let Some(mut m) = self.master_proc.take() {
+            m.stop(Duration::from_secs(10));
+        }
+        let log = self.work_dir.path().join("master.log");
+        self.master_proc = Some(Proc::spawn("mezzo-master", &bin_dir().join("mezzo-master"), &self.master_args, &log)?);
+        self.wait_for_agent(Duration::from_secs(30)).await
+    }
+
+    /// The master's log so far.
+    pub fn master_log(&self) -> String {
+        std::fs::read_to_string(self.work_dir.path().join("master.log")).unwrap_or_default()
     }
 
     /// The flags the agent runs with.

@@ -67,6 +67,12 @@ impl TestMaster {
 pub struct FakeAgent {
     pub endpoint: String,
     pub agent_id: String,
+    /// The agent's persistent secret, presented at (re-)registration.
+    pub secret: String,
+    /// What the master must present to this agent.
+    pub token: String,
+    /// What this agent presents to the master (from its last registration).
+    pub master_token: std::sync::Mutex<String>,
     rx: mpsc::UnboundedReceiver<MasterToAgent>,
     handle: JoinHandle<()>,
     master: SocketAddr,
@@ -78,7 +84,16 @@ impl Drop for FakeAgent {
     }
 }
 
-async fn receive(State(tx): State<mpsc::UnboundedSender<MasterToAgent>>, body: Bytes) -> StatusCode {
+async fn receive(
+    State((tx, token)): State<(mpsc::UnboundedSender<MasterToAgent>, String)>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    // As the real agent: only the master of this session is obeyed.
+    let expected = format!("Bearer {token}");
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        return StatusCode::UNAUTHORIZED;
+    }
     match MasterToAgent::decode(body.as_ref()) {
         Ok(msg) => {
             let _ = tx.send(msg);
@@ -125,30 +140,53 @@ impl FakeAgent {
     }
 
     pub async fn start_with(master: &TestMaster, resources: Vec<Resource>) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let app = Router::new()
-            .route("/mezzo/v1/master", post(receive))
-            .with_state(tx);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = listener.local_addr().unwrap().to_string();
-        let handle = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        let mut agent = Self {
-            endpoint,
-            agent_id: String::new(),
-            rx,
-            handle,
-            master: master.addr,
-        };
+        let mut agent = Self::serve(master).await;
         let reg = agent.register(None, resources).await;
         agent.agent_id = reg.agent_id.value;
         agent
     }
 
+    /// Starts the agent server without registering.
+    pub async fn serve(master: &TestMaster) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let token = uuid::Uuid::new_v4().to_string();
+        let app = Router::new()
+            .route("/mezzo/v1/master", post(receive))
+            .with_state((tx, token.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = listener.local_addr().unwrap().to_string();
+        let handle = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            endpoint,
+            agent_id: String::new(),
+            secret: uuid::Uuid::new_v4().to_string(),
+            token,
+            master_token: Default::default(),
+            rx,
+            handle,
+            master: master.addr,
+        }
+    }
+
+    /// Stops serving: the master can no longer reach this agent.
+    pub fn stop_serving(&self) {
+        self.handle.abort();
+    }
+
     pub async fn register(&self, id: Option<&str>, resources: Vec<Resource>) -> AgentRegistered {
+        let (status, reg) = self.try_register(self.request(id, resources)).await;
+        assert_eq!(status, 200);
+        let reg = reg.unwrap();
+        *self.master_token.lock().unwrap() = reg.master_token.clone().unwrap_or_default();
+        reg
+    }
+
+    /// The registration request this agent sends.
+    pub fn request(&self, id: Option<&str>, resources: Vec<Resource>) -> RegisterAgent {
         let port: i32 = self.endpoint.rsplit(':').next().unwrap().parse().unwrap();
-        let req = RegisterAgent {
+        RegisterAgent {
             agent_info: AgentInfo {
                 hostname: "localhost".into(),
                 port: Some(port),
@@ -157,7 +195,14 @@ impl FakeAgent {
             },
             endpoint: self.endpoint.clone(),
             total_resources: resources,
-        };
+            agent_secret: Some(self.secret.clone()),
+            agent_token: Some(self.token.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Sends a registration; the status and, on 200, the reply.
+    pub async fn try_register(&self, req: RegisterAgent) -> (u16, Option<AgentRegistered>) {
         let resp = reqwest::Client::new()
             .post(format!("http://{}/mezzo/v1/agent/register", self.master))
             .header("Content-Type", "application/x-protobuf")
@@ -165,21 +210,48 @@ impl FakeAgent {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 200);
-        AgentRegistered::decode(resp.bytes().await.unwrap()).unwrap()
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.unwrap();
+        (status, (status == 200).then(|| AgentRegistered::decode(body).unwrap()))
+    }
+
+    /// Pings as the agent does; returns the HTTP status.
+    pub async fn ping(&self) -> u16 {
+        let ping = mezzo_proto::mezzo::agent::Ping { agent_id: AgentId { value: self.agent_id.clone() } };
+        let token = self.master_token.lock().unwrap().clone();
+        reqwest::Client::new()
+            .post(format!("http://{}/mezzo/v1/agent/ping", self.master))
+            .header("Content-Type", "application/x-protobuf")
+            .header("Authorization", format!("Bearer {token}"))
+            .body(ping.encode_to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     /// Posts a status update as the agent does; returns the HTTP status.
     pub async fn send_status(&self, framework_id: &str, status: TaskStatus) -> StatusCode {
+        let token = self.master_token.lock().unwrap().clone();
+        self.send_status_with(framework_id, status, Some(&token)).await
+    }
+
+    /// Posts a status update with `token` as bearer (none: no header).
+    pub async fn send_status_with(&self, framework_id: &str, status: TaskStatus, token: Option<&str>) -> StatusCode {
         let update = StatusUpdate {
             framework_id: FrameworkId {
                 value: framework_id.into(),
             },
             status,
         };
-        let resp = reqwest::Client::new()
+        let mut req = reqwest::Client::new()
             .post(format!("http://{}/mezzo/v1/agent/status", self.master))
-            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Type", "application/x-protobuf");
+        if let Some(token) = token {
+            req = req.header("Authorization", format!("Bearer {token}"));
+        }
+        let resp = req
             .body(update.encode_to_vec())
             .send()
             .await

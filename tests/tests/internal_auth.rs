@@ -152,16 +152,16 @@ struct ExtraAgent {
     proc: Option<Proc>,
     log: std::path::PathBuf,
     cgroups_root: String,
+    port: u16,
 }
 
 impl ExtraAgent {
-    fn start(cluster: &Cluster, name: &str, extra: &[String]) -> Result<ExtraAgent> {
-        let dir = cluster.work_dir.path().join(name);
+    fn start(master: &str, dir: std::path::PathBuf, extra: &[String]) -> Result<ExtraAgent> {
         std::fs::create_dir_all(&dir)?;
         let port = free_port();
         let cgroups_root = format!("mezzo-e2e-{}-{port}", std::process::id());
         let mut args = vec![
-            format!("--master={}", cluster.master),
+            format!("--master={master}"),
             "--ip=127.0.0.1".into(),
             format!("--port={port}"),
             format!("--work_dir={}", dir.join("work").display()),
@@ -173,7 +173,7 @@ impl ExtraAgent {
         args.extend(extra.iter().cloned());
         let log = dir.join("agent.log");
         let proc = Proc::spawn("mezzo-agent", &bin_dir().join("mezzo-agent"), &args, &log)?;
-        Ok(ExtraAgent { proc: Some(proc), log, cgroups_root })
+        Ok(ExtraAgent { proc: Some(proc), log, cgroups_root, port })
     }
 
     fn log(&self) -> String {
@@ -193,7 +193,7 @@ impl Drop for ExtraAgent {
 }
 
 async fn slaves(master: &str) -> Result<Vec<serde_json::Value>> {
-    let state: serde_json::Value = reqwest::get(format!("http://{master}/state")).await?.json().await?;
+    let state: serde_json::Value = serde_json::from_slice(&reqwest::get(format!("http://{master}/state")).await?.bytes().await?)?;
     Ok(state["slaves"].as_array().cloned().unwrap_or_default())
 }
 
@@ -211,8 +211,8 @@ async fn credentials() -> Result<()> {
     let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
     // The harness waits until the agent with the right credential registered.
     let mut cluster = Cluster::start_full("rust", &master_args, &agent_args).await?;
-    let without = ExtraAgent::start(&cluster, "without", &[])?;
-    let wrong = ExtraAgent::start(&cluster, "wrong", &[format!("--credential={}", wrong.display())])?;
+    let without = ExtraAgent::start(&cluster.master, cluster.work_dir.path().join("without"), &[])?;
+    let wrong = ExtraAgent::start(&cluster.master, cluster.work_dir.path().join("wrong"), &[format!("--credential={}", wrong.display())])?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(without.log().contains("refused this agent's registration") && wrong.log().contains("refused this agent's registration")) {
         if Instant::now() > deadline {
@@ -250,7 +250,7 @@ async fn restarted_master() -> Result<()> {
     cluster.restart_master().await?;
     let agents = slaves(&cluster.master).await?;
     assert_eq!(agents[0]["id"], agent_id.as_str(), "same agent id after the master restart");
-    let state: serde_json::Value = reqwest::get(format!("http://{}/state", cluster.master)).await?.json().await?;
+    let state: serde_json::Value = serde_json::from_slice(&reqwest::get(format!("http://{}/state", cluster.master)).await?.bytes().await?)?;
     let task = state["frameworks"]
         .as_array()
         .and_then(|fs| fs.iter().find(|f| f["id"] == framework.value.as_str()))
@@ -271,5 +271,108 @@ async fn restarted_master() -> Result<()> {
     sched.teardown().await.ok();
     cluster.stop();
     assert_clean(&cluster);
+    Ok(())
+}
+
+/// What the fake master saw.
+#[derive(Default)]
+struct Seen {
+    agent_token: Option<String>,
+    agent_id: Option<String>,
+    /// (task id, state, uuid) of every status POST.
+    updates: Vec<(String, i32, Vec<u8>)>,
+}
+
+type SeenState = std::sync::Arc<std::sync::Mutex<Seen>>;
+
+async fn fake_register(axum::extract::State(seen): axum::extract::State<SeenState>, body: bytes::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let req: mezzo_proto::mezzo::agent::RegisterAgent = mezzo_proto::from_protobuf(&body).unwrap();
+    let id = req.agent_info.id.map(|i| i.value).unwrap_or_else(|| "fake-master-S0".into());
+    {
+        let mut seen = seen.lock().unwrap();
+        seen.agent_token = req.agent_token;
+        seen.agent_id = Some(id.clone());
+    }
+    let reply = mezzo_proto::mezzo::agent::AgentRegistered {
+        agent_id: mezzo_proto::mesos::v1::AgentId { value: id },
+        ping_interval_seconds: Some(1.0),
+        master_token: Some("fake-master-token".into()),
+    };
+    (axum::http::StatusCode::OK, mezzo_proto::codec::encode(&reply, mezzo_proto::codec::ContentType::Protobuf)).into_response()
+}
+
+/// Every update is refused as a Mesos master refuses those of a framework it
+/// does not know.
+async fn fake_status(axum::extract::State(seen): axum::extract::State<SeenState>, body: bytes::Bytes) -> axum::http::StatusCode {
+    let update: mezzo_proto::mezzo::agent::StatusUpdate = mezzo_proto::from_protobuf(&body).unwrap();
+    let s = update.status;
+    seen.lock().unwrap().updates.push((s.task_id.value.clone(), s.state, s.uuid.clone().unwrap_or_default()));
+    axum::http::StatusCode::GONE
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_the_master_answers_gone_are_not_resent() {
+    mezzo_testkit::require_root!();
+    gone_updates().await.unwrap();
+}
+
+async fn gone_updates() -> Result<()> {
+    use axum::routing::post;
+    let seen: SeenState = Default::default();
+    let app = axum::Router::new()
+        .route("/mezzo/v1/agent/register", post(fake_register))
+        .route("/mezzo/v1/agent/ping", post(|| async { axum::http::StatusCode::OK }))
+        .route("/mezzo/v1/agent/status", post(fake_status))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let master = listener.local_addr()?.to_string();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::Builder::new().prefix("mezzo-e2e-").tempdir()?;
+    let agent = ExtraAgent::start(&master, dir.path().to_path_buf(), &[])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (token, agent_id) = loop {
+        if let (Some(t), Some(a)) = { let s = seen.lock().unwrap(); (s.agent_token.clone(), s.agent_id.clone()) } {
+            break (t, a);
+        }
+        if Instant::now() > deadline {
+            bail!("the agent did not register with the fake master:\n{}", agent.log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The master (which has the token) launches a short task of a framework
+    // it then no longer knows.
+    let run = json!({
+        "type": "RUN_TASK",
+        "run_task": {
+            "framework_info": {"user": "root", "name": "gone", "id": {"value": "gone-framework"}},
+            "task": {
+                "name": "short",
+                "task_id": {"value": "short"},
+                "agent_id": {"value": agent_id},
+                "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                              {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}],
+                "command": {"value": "true", "shell": true}
+            }
+        }
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/mezzo/v1/master", agent.port))
+        .header("Content-Type", "application/json")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(run.to_string())
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 202, "the master of the session is obeyed");
+    // Past the agent's first resend interval (10 s).
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let updates = std::mem::take(&mut seen.lock().unwrap().updates);
+    assert!(!updates.is_empty(), "the agent sent the task's updates:\n{}", agent.log());
+    let mut uuids: Vec<&Vec<u8>> = updates.iter().map(|u| &u.2).collect();
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), updates.len(), "no update answered 410 Gone was sent again: {updates:?}");
+    drop(agent);
+    server.abort();
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod resources;
 mod scheduler_api;
 mod stream;
 mod tasks;
+mod validation;
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -222,6 +222,10 @@ impl Master {
 
     /// Launches one task of an ACCEPT, or rejects it.
     fn launch_task(&mut self, framework_id: &str, agent_id: &str, task: &TaskInfo, pool: &mut Resources) {
+        if let Err(message) = self.authorize_task(framework_id, task) {
+            self.reject_task(framework_id, agent_id, task, Reason::TaskUnauthorized, &message);
+            return;
+        }
         let needed = match self.validate_task(framework_id, agent_id, task, pool) {
             Ok(needed) => needed,
             Err(message) => {

@@ -16,6 +16,7 @@ use mezzo_proto::mesos::v1::offer::operation::Type as OperationType;
 use mezzo_proto::mesos::v1::scheduler::{call, call::Type as CallType, Call};
 
 use crate::error::CallError;
+use crate::http_auth;
 use crate::master::Shared;
 use crate::stream;
 use crate::validation;
@@ -213,7 +214,12 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match process(&shared, &method, &headers, &body) {
+    // Authentication comes before everything else, as Mesos's HTTP layer.
+    let principal = match http_auth::authenticate(&shared.config, http_auth::Realm::Framework, &headers) {
+        Ok(principal) => principal,
+        Err(resp) => return resp,
+    };
+    match process(&shared, principal.as_deref(), &method, &headers, &body) {
         Ok(resp) => resp,
         Err(err) => {
             tracing::debug!(status = %err.status(), error = %err, "rejected scheduler call");
@@ -223,7 +229,24 @@ pub(crate) async fn handle(
     }
 }
 
-fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<Response, CallError> {
+/// Refuses a framework whose principal is not the authenticated one.
+fn check_principal(authenticated: Option<&str>, claimed: Option<&str>, whose: &str) -> Result<(), CallError> {
+    match authenticated {
+        Some(p) if claimed != Some(p) => Err(CallError::BadRequest(format!(
+            "Authenticated principal '{p}' does not match principal '{}' {whose}",
+            claimed.unwrap_or("")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn process(
+    shared: &Arc<Shared>,
+    principal: Option<&str>,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, CallError> {
     if method != Method::POST {
         return Err(CallError::MethodNotAllowed(format!(
             "Expecting one of {{ 'POST' }}, but received '{method}'"
@@ -249,6 +272,7 @@ fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u
             unreachable!("validated")
         };
         let mut info = sub.framework_info;
+        check_principal(principal, info.principal.as_deref(), "set in `FrameworkInfo`")?;
         if info.id.is_none() {
             info.id = call.framework_id.clone();
         }
@@ -262,6 +286,7 @@ fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u
         .frameworks
         .get(&fid)
         .ok_or_else(|| CallError::BadRequest("Framework cannot be found".into()))?;
+    check_principal(principal, fw.info.principal.as_deref(), "used by the framework")?;
     let current = fw
         .subscription
         .as_ref()

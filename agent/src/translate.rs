@@ -11,7 +11,8 @@ use mezzo_containerizer::{
     ResourceLimits, Resources, Volume, VolumeSource,
 };
 use mezzo_proto::mesos::v1::{
-    capability_info, container_info, r_limit_info, volume, CapabilityInfo, ContainerInfo, Resource, TaskInfo,
+    capability_info, container_info, r_limit_info, volume, CapabilityInfo, ContainerInfo, FrameworkInfo, Resource,
+    TaskInfo,
 };
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -79,6 +80,20 @@ fn check_strings(task: &TaskInfo) -> Result<(), TranslateError> {
         }
     }
     Ok(())
+}
+
+/// The user a task runs as, as Mesos's `--switch_user` decides:
+/// `CommandInfo.user`, else `FrameworkInfo.user`; `None` (the agent's own
+/// user) when `switch_user` is off. A framework user of `root` is the
+/// agent's own user already (the agent runs as root), so it stays `None`.
+pub fn task_user(task: &TaskInfo, framework: &FrameworkInfo, switch_user: bool) -> Option<String> {
+    if !switch_user {
+        return None;
+    }
+    if let Some(user) = task.command.as_ref().and_then(|c| c.user.clone()) {
+        return Some(user);
+    }
+    Some(framework.user.clone()).filter(|u| !u.is_empty() && u != "root")
 }
 
 /// Builds the `ContainerConfig` for a command task.
@@ -398,6 +413,19 @@ mod tests {
 
     fn vol(container_path: &str, mode: volume::Mode) -> mezzo_proto::mesos::v1::Volume {
         mezzo_proto::mesos::v1::Volume { container_path: container_path.into(), mode: mode as i32, ..Default::default() }
+    }
+
+    #[test]
+    fn switch_user_picks_the_command_user_then_the_framework_user() {
+        let fw = |user: &str| FrameworkInfo { user: user.into(), name: "f".into(), ..Default::default() };
+        let mut t = task(None);
+        assert_eq!(task_user(&t, &fw("nobody"), true).as_deref(), Some("nobody"));
+        assert_eq!(task_user(&t, &fw("root"), true), None);
+        assert_eq!(task_user(&t, &fw(""), true), None);
+        t.command.as_mut().unwrap().user = Some("daemon".into());
+        assert_eq!(task_user(&t, &fw("nobody"), true).as_deref(), Some("daemon"));
+        // --switch_user=false: the agent's own user, whatever the task asks.
+        assert_eq!(task_user(&t, &fw("nobody"), false), None);
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct Flags {
     /// Containerizers in order of preference: `rust` (alias `mesos`), `docker`.
     #[arg(long, default_value = "rust")]
     pub containerizers: String,
+    /// Run tasks as their user (`CommandInfo.user`, else `FrameworkInfo.user`),
+    /// as Mesos's `--switch_user`; with `false` they run as the agent's user.
+    #[arg(long = "switch_user", default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub switch_user: bool,
     /// Where images come from: a registry URL (`http://host:port`) or a
     /// local directory of image archives (`busybox.tar`, `busybox:latest.tar`, OCI layouts).
     #[arg(long = "docker_registry")]

@@ -709,7 +709,9 @@ impl Agent {
         labels.insert("mezzo.framework_id".to_string(), framework.id.clone().map(|f| f.value).unwrap_or_default());
         labels.insert("mezzo.executor_id".to_string(), executor_id.to_string());
         labels.insert("mezzo.container_id".to_string(), container_id.to_string());
-        crate::translate::container_config(task, container_id, sandbox, labels).map_err(|e| e.to_string())
+        let mut config = crate::translate::container_config(task, container_id, sandbox, labels).map_err(|e| e.to_string())?;
+        config.command.user = crate::translate::task_user(task, framework, self.flags.switch_user);
+        Ok(config)
     }
 
     fn spawn_executor(&self, framework: &FrameworkInfo, executor_id: &str, container_id: &str, sandbox: &std::path::Path, runtime_dir: &std::path::Path) -> anyhow::Result<tokio::process::Child> {

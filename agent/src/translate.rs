@@ -11,7 +11,8 @@ use mezzo_containerizer::{
     ResourceLimits, Resources, Volume, VolumeSource,
 };
 use mezzo_proto::mesos::v1::{
-    capability_info, container_info, r_limit_info, volume, CapabilityInfo, ContainerInfo, Resource, TaskInfo,
+    capability_info, container_info, r_limit_info, volume, CapabilityInfo, ContainerInfo, FrameworkInfo, Resource,
+    TaskInfo,
 };
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -28,6 +29,73 @@ fn bad(msg: impl Into<String>) -> TranslateError {
     TranslateError(msg.into())
 }
 
+/// Refuses a NUL byte in a string that reaches an exec or a runtime: it
+/// cannot cross `execve` and once crashed the container's init. The master
+/// refuses these too; this is the agent's own check, before anything runs.
+fn no_nul(field: &str, value: &str) -> Result<(), TranslateError> {
+    if value.contains('\0') {
+        return Err(bad(format!("'{field}' must not contain NUL")));
+    }
+    Ok(())
+}
+
+/// Checks every string of the task that reaches the container for NUL.
+fn check_strings(task: &TaskInfo) -> Result<(), TranslateError> {
+    if let Some(cmd) = &task.command {
+        if let Some(v) = &cmd.value {
+            no_nul("command.value", v)?;
+        }
+        for (i, a) in cmd.arguments.iter().enumerate() {
+            no_nul(&format!("command.arguments[{i}]"), a)?;
+        }
+        if let Some(u) = &cmd.user {
+            no_nul("command.user", u)?;
+        }
+        for (i, v) in cmd.environment.iter().flat_map(|e| e.variables.iter()).enumerate() {
+            no_nul(&format!("command.environment.variables[{i}].name"), &v.name)?;
+            if let Some(value) = &v.value {
+                no_nul(&format!("command.environment.variables[{i}].value"), value)?;
+            }
+        }
+        for (i, u) in cmd.uris.iter().enumerate() {
+            no_nul(&format!("command.uris[{i}].value"), &u.value)?;
+        }
+    }
+    if let Some(ci) = &task.container {
+        if let Some(h) = &ci.hostname {
+            no_nul("container.hostname", h)?;
+        }
+        if let Some(d) = &ci.docker {
+            no_nul("container.docker.image", &d.image)?;
+            for (i, p) in d.parameters.iter().enumerate() {
+                no_nul(&format!("container.docker.parameters[{i}].key"), &p.key)?;
+                no_nul(&format!("container.docker.parameters[{i}].value"), &p.value)?;
+            }
+        }
+        for (i, v) in ci.volumes.iter().enumerate() {
+            no_nul(&format!("container.volumes[{i}].container_path"), &v.container_path)?;
+            if let Some(h) = &v.host_path {
+                no_nul(&format!("container.volumes[{i}].host_path"), h)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The user a task runs as, as Mesos's `--switch_user` decides:
+/// `CommandInfo.user`, else `FrameworkInfo.user`; `None` (the agent's own
+/// user) when `switch_user` is off. A framework user of `root` is the
+/// agent's own user already (the agent runs as root), so it stays `None`.
+pub fn task_user(task: &TaskInfo, framework: &FrameworkInfo, switch_user: bool) -> Option<String> {
+    if !switch_user {
+        return None;
+    }
+    if let Some(user) = task.command.as_ref().and_then(|c| c.user.clone()) {
+        return Some(user);
+    }
+    Some(framework.user.clone()).filter(|u| !u.is_empty() && u != "root")
+}
+
 /// Builds the `ContainerConfig` for a command task.
 pub fn container_config(
     task: &TaskInfo,
@@ -35,6 +103,7 @@ pub fn container_config(
     sandbox: &Path,
     labels: BTreeMap<String, String>,
 ) -> Result<ContainerConfig, TranslateError> {
+    check_strings(task)?;
     let command = task.command.as_ref().ok_or_else(|| bad("task has no command"))?;
     let env = command
         .environment
@@ -344,6 +413,41 @@ mod tests {
 
     fn vol(container_path: &str, mode: volume::Mode) -> mezzo_proto::mesos::v1::Volume {
         mezzo_proto::mesos::v1::Volume { container_path: container_path.into(), mode: mode as i32, ..Default::default() }
+    }
+
+    #[test]
+    fn switch_user_picks_the_command_user_then_the_framework_user() {
+        let fw = |user: &str| FrameworkInfo { user: user.into(), name: "f".into(), ..Default::default() };
+        let mut t = task(None);
+        assert_eq!(task_user(&t, &fw("nobody"), true).as_deref(), Some("nobody"));
+        assert_eq!(task_user(&t, &fw("root"), true), None);
+        assert_eq!(task_user(&t, &fw(""), true), None);
+        t.command.as_mut().unwrap().user = Some("daemon".into());
+        assert_eq!(task_user(&t, &fw("nobody"), true).as_deref(), Some("daemon"));
+        // --switch_user=false: the agent's own user, whatever the task asks.
+        assert_eq!(task_user(&t, &fw("nobody"), false), None);
+    }
+
+    #[test]
+    fn nul_in_exec_bound_strings_is_refused_naming_the_field() {
+        use mezzo_proto::mesos::v1::{environment, Environment};
+        let mut t = task(None);
+        t.command.as_mut().unwrap().environment = Some(Environment {
+            variables: vec![environment::Variable { name: "X".into(), value: Some("a\0b".into()), ..Default::default() }],
+        });
+        let e = translate(&t).unwrap_err();
+        assert!(e.0.contains("'command.environment.variables[0].value'"), "{e}");
+        let mut t = task(None);
+        t.command.as_mut().unwrap().arguments = vec!["a".into(), "\0".into()];
+        assert!(translate(&t).unwrap_err().0.contains("'command.arguments[1]'"));
+        let mut t = task(None);
+        t.command.as_mut().unwrap().value = Some("true\0".into());
+        assert!(translate(&t).unwrap_err().0.contains("'command.value'"));
+        let mut t = task(None);
+        t.command.as_mut().unwrap().user = Some("root\0".into());
+        assert!(translate(&t).unwrap_err().0.contains("'command.user'"));
+        let t = task(Some(mesos(|ci| ci.hostname = Some("h\0".into()))));
+        assert!(translate(&t).unwrap_err().0.contains("'container.hostname'"));
     }
 
     #[test]

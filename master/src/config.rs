@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::acls::Acls;
 use crate::credentials::Credentials;
 
 /// Tunables of a master; `Default` gives Mesos's values.
@@ -33,6 +34,21 @@ pub struct MasterConfig {
     /// `--authenticate_agents`: only agents presenting one of `credentials`
     /// may register (Mesos: false).
     pub authenticate_agents: bool,
+    /// `--authenticate_frameworks` / `--authenticate_http_frameworks`: the
+    /// scheduler API needs HTTP basic credentials from `credentials`, and
+    /// `FrameworkInfo.principal` must be the authenticated principal
+    /// (Mesos: false).
+    pub authenticate_frameworks: bool,
+    /// `--authenticate_http_readwrite`: endpoints that change state
+    /// (`/teardown`) need credentials (Mesos: false).
+    pub authenticate_http_readwrite: bool,
+    /// `--authenticate_http_readonly`: `/state`, `/frameworks`, `/slaves`,
+    /// `/tasks`, `/flags` and `/metrics/snapshot` need credentials (Mesos:
+    /// false). `/version` and `/health` stay open.
+    pub authenticate_http_readonly: bool,
+    /// `--acls`: the local authorizer's ACLs; `None` allows everything, as
+    /// Mesos without `--acls`.
+    pub acls: Option<Arc<Acls>>,
 }
 
 impl Default for MasterConfig {
@@ -48,6 +64,10 @@ impl Default for MasterConfig {
             agent_send_attempts: 5,
             credentials: None,
             authenticate_agents: false,
+            authenticate_frameworks: false,
+            authenticate_http_readwrite: false,
+            authenticate_http_readonly: false,
+            acls: None,
         }
     }
 }

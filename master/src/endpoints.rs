@@ -1,16 +1,20 @@
-//! Read-only HTTP endpoints: `/version`, `/health`, `/state`, `/frameworks`,
-//! `/slaves`, `/tasks`, `/flags` and `/metrics/snapshot`, in the legacy JSON
-//! shapes Mesos tools read (`src/master/http.cpp`).
+//! Operator HTTP endpoints: the read-only `/version`, `/health`, `/state`,
+//! `/frameworks`, `/slaves`, `/tasks`, `/flags` and `/metrics/snapshot`, in
+//! the legacy JSON shapes Mesos tools read (`src/master/http.cpp`), and
+//! `POST /teardown`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mezzo_proto::json::{to_ascii_json, to_json_value};
 use serde_json::{json, Map, Value};
 
+use crate::error::CallError;
+use crate::http_auth::{self, Realm};
 use crate::master::{now_secs, Agent, Framework, Master, Shared, TaskRecord, MESOS_VERSION};
 use crate::resources::Resources;
 
@@ -316,6 +320,11 @@ fn flags_json(master: &Master) -> Value {
         "allocation_interval": format!("{}secs", c.allocation_interval.as_secs_f64()),
         "heartbeat_interval": format!("{}secs", c.heartbeat_interval.as_secs_f64()),
         "authenticate_agents": c.authenticate_agents.to_string(),
+        "authenticate_frameworks": c.authenticate_frameworks.to_string(),
+        "authenticate_http_frameworks": c.authenticate_frameworks.to_string(),
+        "authenticate_http_readwrite": c.authenticate_http_readwrite.to_string(),
+        "authenticate_http_readonly": c.authenticate_http_readonly.to_string(),
+        "authorizers": "local",
     })
 }
 
@@ -323,6 +332,59 @@ fn flags_json(master: &Master) -> Value {
 pub(crate) async fn flags(State(shared): State<Arc<Shared>>) -> Response {
     let value = json!({ "flags": flags_json(&shared.lock()) });
     json_response(&value)
+}
+
+/// `POST /teardown` with `frameworkId=<id>` in a form-encoded body: removes
+/// the framework and kills its tasks, as Mesos's `/master/teardown`. Needs
+/// credentials with `--authenticate_http_readwrite` and the caller must be
+/// allowed by the `teardown_frameworks` ACLs (403 otherwise).
+pub(crate) async fn teardown(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let principal = match http_auth::authenticate(&shared.config, Realm::ReadWrite, &headers) {
+        Ok(principal) => principal,
+        Err(resp) => return resp,
+    };
+    match teardown_call(&shared, principal.as_deref(), &method, &query, &body) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn teardown_call(
+    shared: &Shared,
+    principal: Option<&str>,
+    method: &Method,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(), CallError> {
+    if method != Method::POST {
+        return Err(CallError::MethodNotAllowed(format!(
+            "Expecting one of {{ 'POST' }}, but received '{method}'"
+        )));
+    }
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(body)
+        .map_err(|e| CallError::BadRequest(format!("Unable to decode the request body: {e}")))?;
+    let id = form
+        .get("frameworkId")
+        .or_else(|| query.get("frameworkId"))
+        .ok_or_else(|| CallError::BadRequest("Missing 'frameworkId' query parameter in the request body".into()))?;
+    crate::validation::id_field("frameworkId", id).map_err(CallError::BadRequest)?;
+    let mut master = shared.lock();
+    if !master.frameworks.contains_key(id) {
+        return Err(CallError::BadRequest("No framework found with specified ID".into()));
+    }
+    if let Err(message) = master.authorize_teardown(principal, id) {
+        tracing::warn!(framework_id = %id, principal = principal.unwrap_or(""), "teardown refused");
+        return Err(CallError::Forbidden(message));
+    }
+    tracing::info!(framework_id = %id, principal = principal.unwrap_or(""), "teardown by an operator");
+    master.teardown(id);
+    Ok(())
 }
 
 /// `GET /metrics/snapshot`: the `master/*` gauges and counters we keep.

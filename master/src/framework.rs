@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mezzo_proto::mesos::v1::scheduler::{event, Event};
-use mezzo_proto::mesos::v1::{FrameworkInfo, TaskState};
+use mezzo_proto::mesos::v1::{FrameworkInfo, TaskInfo, TaskState};
 use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent, ShutdownFramework};
 use tokio::sync::mpsc;
 
+use crate::acls::Acls;
 use crate::master::{
     error_event, framework_id, now_secs, Framework, Master, Shared, Subscription,
     MAX_COMPLETED_FRAMEWORKS,
@@ -50,6 +51,36 @@ fn validate_role(role: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The roles a FrameworkInfo asks for: `roles`, else the legacy `role`,
+/// else `*`.
+fn roles_of(info: &FrameworkInfo) -> Vec<String> {
+    #[allow(deprecated)]
+    let legacy_role = &info.role;
+    if !info.roles.is_empty() {
+        info.roles.clone()
+    } else {
+        vec![legacy_role.clone().unwrap_or_else(|| "*".to_string())]
+    }
+}
+
+/// The `register_frameworks` ACLs: the framework's principal must be
+/// allowed every role it asks for.
+fn authorize_registration(acls: Option<&Acls>, info: &FrameworkInfo) -> Result<(), String> {
+    let Some(acls) = acls else {
+        return Ok(());
+    };
+    let principal = info.principal.as_deref();
+    for role in roles_of(info) {
+        if !acls.can_register(principal, &role) {
+            return Err(format!(
+                "Not authorized to use role '{role}': principal '{}' is not allowed by the 'register_frameworks' ACLs",
+                principal.unwrap_or("")
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn validate_framework_info(info: &FrameworkInfo) -> Result<(), String> {
     #[allow(deprecated)]
     let legacy_role = &info.role;
@@ -71,6 +102,8 @@ impl Master {
 
         // Mesos answers these with a 200 stream holding one ERROR event.
         let rejection = if let Err(e) = validate_framework_info(&info) {
+            Some(e)
+        } else if let Err(e) = authorize_registration(self.config.acls.as_deref(), &info) {
             Some(e)
         } else if requested
             .as_ref()
@@ -264,11 +297,64 @@ impl Master {
             .frameworks
             .get_mut(id)
             .ok_or_else(|| "Framework cannot be found".to_string())?;
+        if info.principal != fw.info.principal {
+            return Err("Changing the framework's principal is not allowed".into());
+        }
+        authorize_registration(self.config.acls.as_deref(), &info)?;
         info.id = Some(framework_id(id));
         fw.info = info;
         fw.suppressed = !suppressed_roles.is_empty();
         self.wake_allocator();
         Ok(())
+    }
+}
+
+impl Master {
+    /// The `run_tasks` ACLs: the framework's principal must be allowed to
+    /// run tasks as the task's user (`CommandInfo.user`, the executor's
+    /// `CommandInfo.user`, else `FrameworkInfo.user`, as Mesos).
+    pub(crate) fn authorize_task(&self, framework_id: &str, task: &TaskInfo) -> Result<(), String> {
+        let Some(acls) = self.config.acls.as_deref() else {
+            return Ok(());
+        };
+        let Some(fw) = self.frameworks.get(framework_id) else {
+            return Ok(());
+        };
+        let user = task
+            .command
+            .as_ref()
+            .and_then(|c| c.user.as_deref())
+            .or_else(|| task.executor.as_ref().and_then(|e| e.command.as_ref()).and_then(|c| c.user.as_deref()))
+            .unwrap_or(&fw.info.user);
+        let principal = fw.info.principal.as_deref();
+        if acls.can_run_as(principal, user) {
+            return Ok(());
+        }
+        Err(format!(
+            "Not authorized to launch task '{}' as user '{user}': principal '{}' is not allowed by the 'run_tasks' ACLs",
+            task.task_id.value,
+            principal.unwrap_or("")
+        ))
+    }
+
+    /// The `teardown_frameworks` ACLs: may `principal` (an operator, `None`
+    /// when unauthenticated) tear the framework down?
+    pub(crate) fn authorize_teardown(&self, principal: Option<&str>, framework_id: &str) -> Result<(), String> {
+        let Some(acls) = self.config.acls.as_deref() else {
+            return Ok(());
+        };
+        let owner = self
+            .frameworks
+            .get(framework_id)
+            .and_then(|fw| fw.info.principal.as_deref());
+        if acls.can_teardown(principal, owner) {
+            return Ok(());
+        }
+        Err(format!(
+            "Principal '{}' is not allowed by the 'teardown_frameworks' ACLs to tear down framework {framework_id} of principal '{}'",
+            principal.unwrap_or(""),
+            owner.unwrap_or("")
+        ))
     }
 }
 

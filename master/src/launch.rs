@@ -15,20 +15,7 @@ use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent, RunTask};
 
 use crate::master::{master_status, now_secs, Master, TaskRecord};
 use crate::resources::Resources;
-
-/// Checks an id the way Mesos's `common::validation::validateID` does.
-pub(crate) fn validate_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("ID must not be empty".into());
-    }
-    if id == "." || id == ".." {
-        return Err("'.' and '..' are not allowed".into());
-    }
-    if id.contains('/') || id.contains('\0') || id.chars().any(char::is_whitespace) {
-        return Err("ID must not contain '/', whitespace or NUL".into());
-    }
-    Ok(())
-}
+pub(crate) use crate::validation::validate_id;
 
 impl Master {
     /// Validates the offer ids of an ACCEPT; returns the agent they are on.
@@ -183,7 +170,7 @@ impl Master {
         pool: &Resources,
     ) -> Result<Resources, String> {
         let task_id = task.task_id.value.as_str();
-        validate_id(task_id).map_err(|e| format!("Task ID '{task_id}' is invalid: {e}"))?;
+        crate::validation::task(task)?;
         let fw = self
             .frameworks
             .get(framework_id)
@@ -235,6 +222,10 @@ impl Master {
 
     /// Launches one task of an ACCEPT, or rejects it.
     fn launch_task(&mut self, framework_id: &str, agent_id: &str, task: &TaskInfo, pool: &mut Resources) {
+        if let Err(message) = self.authorize_task(framework_id, task) {
+            self.reject_task(framework_id, agent_id, task, Reason::TaskUnauthorized, &message);
+            return;
+        }
         let needed = match self.validate_task(framework_id, agent_id, task, pool) {
             Ok(needed) => needed,
             Err(message) => {
@@ -278,19 +269,5 @@ impl Master {
             },
         );
         self.counters.tasks_launched += 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::validate_id;
-
-    #[test]
-    fn ids_follow_mesos_rules() {
-        assert!(validate_id("task-1").is_ok());
-        assert!(validate_id("").is_err());
-        assert!(validate_id("..").is_err());
-        assert!(validate_id("a/b").is_err());
-        assert!(validate_id("a b").is_err());
     }
 }

@@ -5,9 +5,10 @@
 //! - `POST /api/v1/scheduler`: the Mesos v1 scheduler API (JSON or protobuf).
 //! - `POST /mezzo/v1/agent/{register,ping,status}`: the agent protocol.
 //! - `GET /version`, `/health`, `/state`, `/frameworks`, `/slaves`, `/tasks`,
-//!   `/flags`, `/metrics/snapshot`; `/master/<x>`, `<x>.json` and trailing
-//!   slashes are aliases, as in Mesos.
+//!   `/flags`, `/metrics/snapshot`; `POST /teardown`; `/master/<x>`,
+//!   `<x>.json` and trailing slashes are aliases, as in Mesos.
 
+pub mod acls;
 mod agent_api;
 mod agent_link;
 mod agents;
@@ -17,12 +18,14 @@ pub mod credentials;
 mod endpoints;
 pub mod error;
 mod framework;
+mod http_auth;
 mod launch;
 mod master;
 pub mod resources;
 mod scheduler_api;
 mod stream;
 mod tasks;
+mod validation;
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -80,6 +83,15 @@ fn normalize(mut req: Request) -> Request {
 }
 
 fn router(shared: std::sync::Arc<Shared>) -> Router {
+    // `--authenticate_http_readonly` guards these; /version and /health stay open.
+    let readonly = Router::new()
+        .route("/state", get(endpoints::state))
+        .route("/frameworks", get(endpoints::frameworks))
+        .route("/slaves", get(endpoints::slaves))
+        .route("/tasks", get(endpoints::tasks))
+        .route("/flags", get(endpoints::flags))
+        .route("/metrics/snapshot", get(endpoints::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), http_auth::readonly));
     Router::new()
         .route("/api/v1/scheduler", any(scheduler_api::handle))
         .route("/mezzo/v1/agent/register", post(agent_api::register))
@@ -87,12 +99,8 @@ fn router(shared: std::sync::Arc<Shared>) -> Router {
         .route("/mezzo/v1/agent/status", post(agent_api::status))
         .route("/version", get(endpoints::version))
         .route("/health", get(endpoints::health))
-        .route("/state", get(endpoints::state))
-        .route("/frameworks", get(endpoints::frameworks))
-        .route("/slaves", get(endpoints::slaves))
-        .route("/tasks", get(endpoints::tasks))
-        .route("/flags", get(endpoints::flags))
-        .route("/metrics/snapshot", get(endpoints::metrics))
+        .route("/teardown", any(endpoints::teardown))
+        .merge(readonly)
         .with_state(shared)
 }
 

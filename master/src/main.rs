@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use mezzo_master::acls::Acls;
 use mezzo_master::credentials::Credentials;
 use mezzo_master::MasterConfig;
 
@@ -45,6 +46,39 @@ struct Flags {
           num_args = 0..=1, default_missing_value = "true", default_value = "false",
           value_parser = parse_bool)]
     authenticate_agents: bool,
+    /// Only frameworks that authenticate with `--credentials` (HTTP basic)
+    /// may use the scheduler API; their FrameworkInfo.principal must be the
+    /// authenticated principal. mezzo's frameworks are all HTTP frameworks,
+    /// so this is the same as `--authenticate_http_frameworks`.
+    #[arg(long = "authenticate_frameworks", env = "MESOS_AUTHENTICATE_FRAMEWORKS",
+          num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          value_parser = parse_bool)]
+    authenticate_frameworks: bool,
+    /// Mesos's flag for HTTP frameworks; either flag turns authentication on.
+    #[arg(long = "authenticate_http_frameworks", env = "MESOS_AUTHENTICATE_HTTP_FRAMEWORKS",
+          num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          value_parser = parse_bool)]
+    authenticate_http_frameworks: bool,
+    /// Endpoints that change state (`/teardown`) need HTTP basic credentials.
+    #[arg(long = "authenticate_http_readwrite", env = "MESOS_AUTHENTICATE_HTTP_READWRITE",
+          num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          value_parser = parse_bool)]
+    authenticate_http_readwrite: bool,
+    /// Read-only endpoints (`/state`, `/tasks`, ...) need HTTP basic
+    /// credentials; `/version` and `/health` stay open.
+    #[arg(long = "authenticate_http_readonly", env = "MESOS_AUTHENTICATE_HTTP_READONLY",
+          num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          value_parser = parse_bool)]
+    authenticate_http_readonly: bool,
+    /// Mesos's local ACLs (`register_frameworks`, `run_tasks`,
+    /// `teardown_frameworks`, `permissive`) as JSON, or a path / `file://`
+    /// path of a JSON file.
+    #[arg(long, env = "MESOS_ACLS", value_parser = parse_acls)]
+    acls: Option<Acls>,
+}
+
+fn parse_acls(value: &str) -> Result<Acls, String> {
+    Acls::load(value).map_err(|e| e.to_string())
 }
 
 fn parse_credentials(value: &str) -> Result<Credentials, String> {
@@ -79,6 +113,16 @@ async fn main() -> anyhow::Result<()> {
     if flags.authenticate_agents && flags.credentials.is_none() {
         anyhow::bail!("--authenticate_agents requires --credentials (no agent could register)");
     }
+    let authenticate_frameworks = flags.authenticate_frameworks || flags.authenticate_http_frameworks;
+    for (on, flag) in [
+        (authenticate_frameworks, "--authenticate_frameworks"),
+        (flags.authenticate_http_readwrite, "--authenticate_http_readwrite"),
+        (flags.authenticate_http_readonly, "--authenticate_http_readonly"),
+    ] {
+        if on && flags.credentials.is_none() {
+            anyhow::bail!("{flag} requires --credentials (every request would be refused)");
+        }
+    }
     let config = MasterConfig {
         hostname: flags.hostname,
         advertise_ip: flags.advertise_ip,
@@ -88,6 +132,10 @@ async fn main() -> anyhow::Result<()> {
         default_refuse_seconds: flags.offer_refuse_seconds,
         credentials: flags.credentials.map(std::sync::Arc::new),
         authenticate_agents: flags.authenticate_agents,
+        authenticate_frameworks,
+        authenticate_http_readwrite: flags.authenticate_http_readwrite,
+        authenticate_http_readonly: flags.authenticate_http_readonly,
+        acls: flags.acls.map(std::sync::Arc::new),
         ..MasterConfig::default()
     };
     let addr = SocketAddr::new(flags.ip, flags.port);

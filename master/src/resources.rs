@@ -45,6 +45,12 @@ pub enum ResourceError {
         /// Resource name.
         name: String,
     },
+    /// The scalars of one name add up past what the master can count.
+    #[error("the amounts of resource '{name}' add up to more than {max}", max = MAX_SCALAR)]
+    ScalarOverflow {
+        /// Resource name.
+        name: String,
+    },
     /// The same name is used with two different types.
     #[error("resource '{name}' is used with conflicting types")]
     ConflictingTypes {
@@ -63,7 +69,14 @@ pub struct Resources {
     sets: BTreeMap<String, BTreeSet<String>>,
 }
 
+/// The largest scalar amount accepted, in units (`1e15` thousandths fit an
+/// i64 a thousand times over, so sums of accepted bags cannot overflow it
+/// before `checked_add` says so).
+pub const MAX_SCALAR: f64 = 1e15;
+
+/// Thousandths of a finite amount within `0..=MAX_SCALAR`.
 fn to_milli(v: f64) -> i64 {
+    debug_assert!(v.is_finite() && (0.0..=MAX_SCALAR).contains(&v));
     (v * 1000.0).round() as i64
 }
 
@@ -137,13 +150,19 @@ impl Resources {
                         .as_ref()
                         .ok_or_else(|| ResourceError::MissingValue { name: name.clone() })?
                         .value;
-                    if !v.is_finite() || v < 0.0 {
+                    if !v.is_finite() || v < 0.0 || v > MAX_SCALAR {
                         return Err(ResourceError::InvalidScalar { name, value: v });
                     }
                     if out.ranges.contains_key(&name) || out.sets.contains_key(&name) {
                         return Err(ResourceError::ConflictingTypes { name });
                     }
-                    *out.scalars.entry(name).or_default() += to_milli(v);
+                    let sum = out.scalars.get(&name).copied().unwrap_or(0).checked_add(to_milli(v));
+                    match sum {
+                        Some(sum) if sum <= to_milli(MAX_SCALAR) => {
+                            out.scalars.insert(name, sum);
+                        }
+                        _ => return Err(ResourceError::ScalarOverflow { name }),
+                    }
                 }
                 Some(value::Type::Ranges) => {
                     let rs = r
@@ -217,10 +236,12 @@ impl Resources {
                 .all(|(n, s)| self.sets.get(n).is_some_and(|mine| s.is_subset(mine)))
     }
 
-    /// Adds `other` into `self`.
+    /// Adds `other` into `self`; a sum past `i64` saturates (bags come from
+    /// `from_protos`, so it would take a million agents' worth of maxima).
     pub fn add(&mut self, other: &Resources) {
         for (n, v) in &other.scalars {
-            *self.scalars.entry(n.clone()).or_default() += v;
+            let mine = self.scalars.entry(n.clone()).or_default();
+            *mine = mine.saturating_add(*v);
         }
         for (n, r) in &other.ranges {
             let entry = self.ranges.entry(n.clone()).or_default();
@@ -237,7 +258,7 @@ impl Resources {
     pub fn subtract(&mut self, other: &Resources) {
         for (n, v) in &other.scalars {
             if let Some(mine) = self.scalars.get_mut(n) {
-                *mine = (*mine - v).max(0);
+                *mine = mine.saturating_sub(*v).max(0);
             }
         }
         for (n, r) in &other.ranges {
@@ -425,6 +446,26 @@ mod tests {
             Resources::from_protos(&[scalar("", 1.0)]),
             Err(ResourceError::EmptyName)
         );
+    }
+
+    #[test]
+    fn huge_scalars_are_refused_and_sums_are_checked() {
+        // Two entries of 1e300 used to overflow the sum and panic the handler.
+        let err = Resources::from_protos(&[scalar("cpus", 1e300), scalar("cpus", 1e300)]).unwrap_err();
+        assert!(err.to_string().contains("'cpus'"), "{err}");
+        let at_max = [scalar("mem", MAX_SCALAR), scalar("mem", MAX_SCALAR)];
+        assert_eq!(
+            Resources::from_protos(&at_max),
+            Err(ResourceError::ScalarOverflow { name: "mem".into() })
+        );
+        assert!(Resources::from_protos(&[scalar("mem", MAX_SCALAR)]).is_ok());
+        assert!(Resources::from_protos(&[scalar("cpus", f64::NAN)]).is_err());
+        assert!(Resources::from_protos(&[scalar("cpus", f64::INFINITY)]).is_err());
+        let mut big = bag(&[scalar("mem", MAX_SCALAR)]);
+        for _ in 0..10 {
+            big.add(&big.clone());
+        }
+        assert!(big.scalar("mem") > 0.0);
     }
 
     #[test]

@@ -12,11 +12,14 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mezzo_proto::codec::{self, ContentType};
-use mezzo_proto::mesos::v1::scheduler::{call::Type as CallType, Call};
+use mezzo_proto::mesos::v1::offer::operation::Type as OperationType;
+use mezzo_proto::mesos::v1::scheduler::{call, call::Type as CallType, Call};
 
 use crate::error::CallError;
+use crate::http_auth;
 use crate::master::Shared;
 use crate::stream;
+use crate::validation;
 
 /// Header carrying a subscription's stream id.
 pub const STREAM_ID_HEADER: &str = "Mesos-Stream-Id";
@@ -73,7 +76,9 @@ pub(crate) fn request_content_type(headers: &HeaderMap) -> Result<ContentType, C
     })
 }
 
-/// Validates a call like `validation::scheduler::call::validate`.
+/// Validates a call like `validation::scheduler::call::validate`, plus the
+/// IDs it carries (Mesos's ID rules) and the offer operations of an ACCEPT:
+/// a call that fails is answered 400 before anything is consumed.
 fn validate(call: &Call) -> Result<CallType, CallError> {
     let invalid = |m: &str| CallError::BadRequest(format!("Failed to validate scheduler::Call: {m}"));
     let Some(raw) = call.r#type else {
@@ -83,11 +88,15 @@ fn validate(call: &Call) -> Result<CallType, CallError> {
     if kind == CallType::Unknown {
         return Err(CallError::NotImplemented(format!("Unsupported call type {raw}")));
     }
+    if let Some(id) = &call.framework_id {
+        validation::id_field("framework_id", &id.value).map_err(|e| invalid(&e))?;
+    }
     if kind == CallType::Subscribe {
         let sub = call
             .subscribe
             .as_ref()
             .ok_or_else(|| invalid("Expecting 'subscribe' to be present"))?;
+        validation::framework_info("subscribe.framework_info", &sub.framework_info).map_err(|e| invalid(&e))?;
         let info_id = sub
             .framework_info
             .id
@@ -129,7 +138,73 @@ fn validate(call: &Call) -> Result<CallType, CallError> {
             return Err(invalid("Not a valid UUID"));
         }
     }
+    validate_ids(call).map_err(|e| invalid(&e))?;
+    if let Some(accept) = &call.accept {
+        validate_operations(accept).map_err(|e| invalid(&e))?;
+    }
     Ok(kind)
+}
+
+/// The IDs a non-SUBSCRIBE call names (tasks, agents, offers, executors).
+fn validate_ids(call: &Call) -> Result<(), String> {
+    use validation::id_field;
+    if let Some(accept) = &call.accept {
+        for (i, id) in accept.offer_ids.iter().enumerate() {
+            id_field(&format!("accept.offer_ids[{i}]"), &id.value)?;
+        }
+    }
+    if let Some(decline) = &call.decline {
+        for (i, id) in decline.offer_ids.iter().enumerate() {
+            id_field(&format!("decline.offer_ids[{i}]"), &id.value)?;
+        }
+    }
+    if let Some(kill) = &call.kill {
+        id_field("kill.task_id", &kill.task_id.value)?;
+        if let Some(agent) = &kill.agent_id {
+            id_field("kill.agent_id", &agent.value)?;
+        }
+    }
+    if let Some(ack) = &call.acknowledge {
+        id_field("acknowledge.task_id", &ack.task_id.value)?;
+        id_field("acknowledge.agent_id", &ack.agent_id.value)?;
+    }
+    if let Some(reconcile) = &call.reconcile {
+        for (i, t) in reconcile.tasks.iter().enumerate() {
+            id_field(&format!("reconcile.tasks[{i}].task_id"), &t.task_id.value)?;
+            if let Some(agent) = &t.agent_id {
+                id_field(&format!("reconcile.tasks[{i}].agent_id"), &agent.value)?;
+            }
+        }
+    }
+    if let Some(shutdown) = &call.shutdown {
+        id_field("shutdown.executor_id", &shutdown.executor_id.value)?;
+        id_field("shutdown.agent_id", &shutdown.agent_id.value)?;
+    }
+    if let Some(update) = &call.update_framework {
+        validation::framework_info("update_framework.framework_info", &update.framework_info)?;
+    }
+    Ok(())
+}
+
+/// Refuses the offer operations this master does not perform (reservations,
+/// volumes, disks): the whole ACCEPT is answered 400 naming the operation,
+/// before any offer is consumed, so the scheduler sees the refusal at once
+/// and its offer stays valid to be used or declined.
+fn validate_operations(accept: &call::Accept) -> Result<(), String> {
+    for (i, op) in accept.operations.iter().enumerate() {
+        let raw = op.r#type.unwrap_or(0);
+        match OperationType::try_from(raw) {
+            Ok(OperationType::Launch | OperationType::LaunchGroup) => {}
+            Ok(other) => {
+                return Err(format!(
+                    "'accept.operations[{i}]': offer operation {} is not supported by this master (only LAUNCH and LAUNCH_GROUP are)",
+                    other.as_str_name()
+                ));
+            }
+            Err(_) => return Err(format!("'accept.operations[{i}]': unknown offer operation type {raw}")),
+        }
+    }
+    Ok(())
 }
 
 /// The axum handler of `/api/v1/scheduler`.
@@ -139,7 +214,12 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match process(&shared, &method, &headers, &body) {
+    // Authentication comes before everything else, as Mesos's HTTP layer.
+    let principal = match http_auth::authenticate(&shared.config, http_auth::Realm::Framework, &headers) {
+        Ok(principal) => principal,
+        Err(resp) => return resp,
+    };
+    match process(&shared, principal.as_deref(), &method, &headers, &body) {
         Ok(resp) => resp,
         Err(err) => {
             tracing::debug!(status = %err.status(), error = %err, "rejected scheduler call");
@@ -149,7 +229,24 @@ pub(crate) async fn handle(
     }
 }
 
-fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<Response, CallError> {
+/// Refuses a framework whose principal is not the authenticated one.
+fn check_principal(authenticated: Option<&str>, claimed: Option<&str>, whose: &str) -> Result<(), CallError> {
+    match authenticated {
+        Some(p) if claimed != Some(p) => Err(CallError::BadRequest(format!(
+            "Authenticated principal '{p}' does not match principal '{}' {whose}",
+            claimed.unwrap_or("")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn process(
+    shared: &Arc<Shared>,
+    principal: Option<&str>,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, CallError> {
     if method != Method::POST {
         return Err(CallError::MethodNotAllowed(format!(
             "Expecting one of {{ 'POST' }}, but received '{method}'"
@@ -175,6 +272,7 @@ fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u
             unreachable!("validated")
         };
         let mut info = sub.framework_info;
+        check_principal(principal, info.principal.as_deref(), "set in `FrameworkInfo`")?;
         if info.id.is_none() {
             info.id = call.framework_id.clone();
         }
@@ -188,6 +286,7 @@ fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u
         .frameworks
         .get(&fid)
         .ok_or_else(|| CallError::BadRequest("Framework cannot be found".into()))?;
+    check_principal(principal, fw.info.principal.as_deref(), "used by the framework")?;
     let current = fw
         .subscription
         .as_ref()

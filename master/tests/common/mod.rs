@@ -319,7 +319,12 @@ impl Received {
 impl Scheduler {
     /// Subscribes and reads the SUBSCRIBED event.
     pub async fn subscribe(master: &TestMaster, info: FrameworkInfo, ct: ContentType) -> Self {
-        let client = reqwest::Client::new();
+        Self::subscribe_with(master, info, ct, reqwest::Client::new()).await
+    }
+
+    /// Subscribes with `client` (e.g. one sending credentials), used for
+    /// every later call too.
+    pub async fn subscribe_with(master: &TestMaster, info: FrameworkInfo, ct: ContentType, client: reqwest::Client) -> Self {
         let resp = client
             .post(master.url("/api/v1/scheduler"))
             .header("Content-Type", ct.mime())

@@ -168,6 +168,10 @@ pub struct Agent {
     pub recovery_timeout: Duration,
     /// Root of the containers' runtime directories.
     pub runtime_root: PathBuf,
+    /// Signs and checks the executors' tokens.
+    pub executor_auth: crate::executor_auth::ExecutorAuth,
+    /// Basic authentication of the operator endpoints.
+    pub http_auth: crate::http_auth::HttpAuth,
 }
 
 /// Runs the agent until the process is stopped.
@@ -222,6 +226,17 @@ impl Agent {
         let reregistration_timeout = parse_duration(&flags.executor_reregistration_timeout).map_err(anyhow::Error::msg)?;
         let recovery_timeout = parse_duration(&flags.recovery_timeout).map_err(anyhow::Error::msg)?;
         let meta = Meta::new(&work_dir);
+        let executor_auth = crate::executor_auth::ExecutorAuth::load(
+            flags.jwt_secret_key.as_deref(),
+            &work_dir.join("meta"),
+            flags.authenticate_http_executors,
+        )
+        .context("invalid --jwt_secret_key")?;
+        let http_auth = crate::http_auth::HttpAuth::new(
+            flags.authenticate_http_readonly,
+            flags.authenticate_http_readwrite,
+            flags.http_credentials.as_deref(),
+        )?;
         let agent = Arc::new_cyclic(|weak: &std::sync::Weak<Agent>| {
             let weak = weak.clone();
             let forward: Forward = Arc::new(move |fid, status| {
@@ -251,6 +266,8 @@ impl Agent {
                 reregistration_timeout,
                 recovery_timeout,
                 runtime_root,
+                executor_auth,
+                http_auth,
             }
         });
         Ok(agent)
@@ -715,11 +732,17 @@ impl Agent {
             .append(true)
             .open(sandbox.join("executor.log"))
             .context("open executor.log")?;
+        let framework_id = framework.id.clone().map(|f| f.value).unwrap_or_default();
+        let token = self.executor_auth.issue(&crate::executor_auth::Claims {
+            fid: framework_id.clone(),
+            eid: executor_id.to_string(),
+            cid: container_id.to_string(),
+        });
         let mut cmd = tokio::process::Command::new(&program);
         cmd.current_dir(sandbox)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()))
-            .env("MESOS_FRAMEWORK_ID", framework.id.clone().map(|f| f.value).unwrap_or_default())
+            .env("MESOS_FRAMEWORK_ID", &framework_id)
             .env("MESOS_EXECUTOR_ID", executor_id)
             .env("MESOS_DIRECTORY", sandbox)
             .env("MESOS_SANDBOX", sandbox)
@@ -732,6 +755,7 @@ impl Agent {
             .env("MESOS_RECOVERY_TIMEOUT", format_duration(self.recovery_timeout))
             // Retry at least twice within the agent's re-registration window.
             .env("MESOS_SUBSCRIPTION_BACKOFF_MAX", format_duration((self.reregistration_timeout / 2).max(Duration::from_millis(100))))
+            .env("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", token)
             .env("MEZZO_CONTAINER_ID", container_id)
             .env("MEZZO_RUNTIME_DIR", runtime_dir)
             .env("MEZZO_LAUNCHER_DIR", &self.launcher_dir)

@@ -193,7 +193,14 @@ async fn token_of_an_ended_container_is_expired() -> Result<()> {
     sched.kill("again", None).await?;
     let updates = sched.updates_until_terminal("again", TIMEOUT).await?;
     assert_eq!(updates.last().unwrap().state(), TaskState::TaskKilled);
-    // The same task id runs again, in a new container.
+    // Once its executor is gone, the same task id runs again, in a new container.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while agent_task_state(&cluster, "again").await.is_ok() {
+        if std::time::Instant::now() > deadline {
+            bail!("the killed task's executor did not end; log:\n{}", cluster.agent_log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let new_cid = launch_sleeper(&mut sched, &cluster, "again").await?;
     assert_ne!(old_cid, new_cid);
     let fid = sched.framework_id.clone();

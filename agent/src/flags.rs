@@ -130,6 +130,28 @@ pub struct Flags {
     /// Given to checkpointing executors: how long they wait for a restarted agent.
     #[arg(long = "recovery_timeout", default_value = "15mins")]
     pub recovery_timeout: String,
+    /// Executors must send the token the agent gave them
+    /// (`MESOS_EXECUTOR_AUTHENTICATION_TOKEN`) as `Authorization: Bearer`;
+    /// with `false`, executors that send no token are accepted too (a token
+    /// that is sent is still checked).
+    #[arg(long = "authenticate_http_executors", default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub authenticate_http_executors: bool,
+    /// File whose contents sign the executors' tokens (HS256); default: a
+    /// random key the agent keeps (mode 0600) in `<work_dir>/meta/jwt_secret_key`.
+    #[arg(long = "jwt_secret_key")]
+    pub jwt_secret_key: Option<PathBuf>,
+    /// Read-only operator endpoints (`/state`, `/files/*`, `/containers`,
+    /// `/monitor/statistics`, `GET_*` calls of `/api/v1`) need HTTP basic credentials.
+    #[arg(long = "authenticate_http_readonly", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub authenticate_http_readonly: bool,
+    /// Operator calls that change state need HTTP basic credentials.
+    #[arg(long = "authenticate_http_readwrite", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub authenticate_http_readwrite: bool,
+    /// Principals and secrets for HTTP basic authentication, Mesos's JSON
+    /// format: `{"credentials":[{"principal":"..","secret":".."}]}`, a path
+    /// (`file://` prefix accepted).
+    #[arg(long = "http_credentials")]
+    pub http_credentials: Option<String>,
 }
 
 /// Parses a Mesos boolean flag value.
@@ -175,9 +197,12 @@ mod tests {
     fn boolean_flags_parse_like_mesos() {
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1"]).unwrap();
         assert!(!f.cgroups_enable_cfs && f.strict && f.docker_kill_orphans);
+        assert!(f.authenticate_http_executors && !f.authenticate_http_readonly && !f.authenticate_http_readwrite);
         assert_eq!(f.recover, "reconnect");
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--cgroups_enable_cfs", "--strict=false", "--docker_kill_orphans=false"]).unwrap();
         assert!(f.cgroups_enable_cfs && !f.strict && !f.docker_kill_orphans);
+        let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--authenticate_http_executors=false", "--authenticate_http_readonly"]).unwrap();
+        assert!(!f.authenticate_http_executors && f.authenticate_http_readonly && !f.authenticate_http_readwrite);
         assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--recover=maybe"]).is_err());
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--recover=cleanup", "--recover=reconnect"]).unwrap();
         assert_eq!(f.recover, "reconnect", "the last occurrence wins");

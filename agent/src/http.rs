@@ -35,6 +35,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/monitor/statistics.json", get(crate::operator::monitor_statistics))
         .route("/containers", get(crate::operator::containers_json))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"version": "1.11.0", "mezzo_version": env!("CARGO_PKG_VERSION")})) }))
+        .layer(axum::middleware::from_fn_with_state(agent.clone(), crate::http_auth::readonly_endpoints))
         .with_state(agent)
 }
 
@@ -90,6 +91,9 @@ async fn executor_api(State(agent): State<AppState>, method: Method, headers: He
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("Failed to parse body into Call: {e}")),
     };
     let key = (call.framework_id.value.clone(), call.executor_id.value.clone());
+    if let Err(r) = authenticate_executor(&agent, &headers, &key) {
+        return r;
+    }
     match call.r#type() {
         call::Type::Subscribe => subscribe(agent, key, call, accept),
         call::Type::Update => {
@@ -109,6 +113,75 @@ async fn executor_api(State(agent): State<AppState>, method: Method, headers: He
         }
         call::Type::Unknown => error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
     }
+}
+
+/// The realm of the executors' `WWW-Authenticate: Bearer` challenge.
+pub const EXECUTOR_REALM: &str = "mezzo-executor";
+
+fn executor_unauthorized(error: Option<&str>, message: String) -> Response {
+    let challenge = match error {
+        Some(e) => format!("Bearer realm=\"{EXECUTOR_REALM}\", error=\"{e}\""),
+        None => format!("Bearer realm=\"{EXECUTOR_REALM}\""),
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge), (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string())],
+        message,
+    )
+        .into_response()
+}
+
+/// Checks the executor's token (Mesos's `--authenticate_http_executors`):
+/// signed with this agent's key, issued to the call's framework and
+/// executor, for that executor's current container. A call without a
+/// token passes only when the flag is off.
+fn authenticate_executor(agent: &Agent, headers: &HeaderMap, key: &(String, String)) -> Result<(), Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        if !agent.executor_auth.required {
+            return Ok(());
+        }
+        tracing::warn!(
+            framework = %key.0,
+            executor = %key.1,
+            "refused an executor call without a token; start the agent with --authenticate_http_executors=false to accept executors that send none"
+        );
+        return Err(executor_unauthorized(
+            None,
+            "Executor call without 'Authorization: Bearer <token>' (the token is in MESOS_EXECUTOR_AUTHENTICATION_TOKEN); \
+             the agent accepts executors that send no token only with --authenticate_http_executors=false"
+                .to_string(),
+        ));
+    };
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let Some(token) = token else {
+        return Err(executor_unauthorized(Some("invalid_request"), "Expecting 'Authorization: Bearer <token>'".to_string()));
+    };
+    let claims = match agent.executor_auth.verify(token) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(framework = %key.0, executor = %key.1, error = %e, "refused an executor call with an invalid token");
+            return Err(executor_unauthorized(Some("invalid_token"), format!("Invalid executor token: {e}")));
+        }
+    };
+    if claims.fid != key.0 || claims.eid != key.1 {
+        tracing::warn!(framework = %key.0, executor = %key.1, token_executor = %claims.eid, token_framework = %claims.fid, "refused an executor call with another executor's token");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "The token is for executor '{}' of framework '{}'; the call is for executor '{}' of framework '{}'",
+                claims.eid, claims.fid, key.1, key.0
+            ),
+        ));
+    }
+    let current = agent.state.lock().unwrap().executors.get(key).map(|e| e.container_id.clone());
+    if current.as_deref() != Some(claims.cid.as_str()) {
+        tracing::warn!(framework = %key.0, executor = %key.1, container = %claims.cid, "refused an executor call with the token of an ended container");
+        return Err(executor_unauthorized(
+            Some("invalid_token"),
+            format!("Expired executor token: container '{}' of executor '{}' has ended", claims.cid, key.1),
+        ));
+    }
+    Ok(())
 }
 
 fn subscribe(agent: AppState, key: (String, String), call: executor::Call, accept: ContentType) -> Response {
@@ -193,7 +266,8 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
             return Err(error(StatusCode::BAD_REQUEST, "Executor is not known to this agent"));
         };
         if status.task_id.value != ex.task.task_id.value {
-            return Err(error(StatusCode::BAD_REQUEST, format!("Task '{}' is not known to this executor", status.task_id.value)));
+            // An executor acts on its own tasks only.
+            return Err(error(StatusCode::FORBIDDEN, format!("Task '{}' is not a task of executor '{}'", status.task_id.value, key.1)));
         }
         if ex.task_state.is_terminal() && !status.state().is_terminal() {
             // A late non-terminal update after a terminal one is dropped, as in Mesos.

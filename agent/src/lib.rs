@@ -3,8 +3,10 @@
 //! forwards every status update to the master until it is acknowledged.
 
 pub mod checkpoint;
+pub mod executor_auth;
 pub mod flags;
 pub mod http;
+pub mod http_auth;
 pub mod master_link;
 pub mod operator;
 pub mod paths;

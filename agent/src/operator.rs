@@ -160,6 +160,15 @@ pub async fn operator_api(State(agent): State<Arc<Agent>>, method: Method, heade
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("Failed to parse body into Call: {e}")),
     };
+    // GET_* calls read; every other call may change state.
+    let access = if call.r#type().as_str_name().starts_with("GET_") {
+        crate::http_auth::Access::ReadOnly
+    } else {
+        crate::http_auth::Access::ReadWrite
+    };
+    if let Err(r) = agent.http_auth.check(&headers, access) {
+        return r;
+    }
     let reply = match call.r#type() {
         call::Type::Unknown => return error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
         call::Type::GetHealth => ApiResponse {

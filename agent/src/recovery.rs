@@ -114,7 +114,8 @@ impl Agent {
         if ex.completed {
             // The run ended before the restart; only its updates may still be owed.
             if !ex.unacknowledged.is_empty() {
-                self.updates.recover(fid_msg, ex.unacknowledged, ex.updates_path);
+                let acked = acknowledged_uuids(&ex.updates, &ex.unacknowledged);
+                self.updates.recover(fid_msg, &task.task_id.value, ex.unacknowledged, acked, ex.updates_path);
             } else {
                 let _ = std::fs::remove_dir_all(&ex.run_dir);
             }
@@ -138,9 +139,10 @@ impl Agent {
         let alive = pid.is_some();
         tracing::info!(executor = %eid, container = %cid, alive, state = executor.task_state.as_str_name(), framework = %framework.name, "recovered executor");
         self.state.lock().unwrap().executors.insert(key.clone(), executor);
-        if !ex.unacknowledged.is_empty() {
-            self.updates.recover(fid_msg, ex.unacknowledged, ex.updates_path);
-        }
+        // Also a task with nothing pending: its executor may send an
+        // acknowledged update again, which must not reach the scheduler twice.
+        let acked = acknowledged_uuids(&ex.updates, &ex.unacknowledged);
+        self.updates.recover(fid_msg, &task.task_id.value, ex.unacknowledged, acked, ex.updates_path);
         match pid {
             Some(pid) => Some(Fate::Adopt(key, pid)),
             None => Some(Fate::Reap(key)),
@@ -192,6 +194,15 @@ impl Agent {
         }
         self.finish_executor(key);
     }
+}
+
+/// The uuids of the checkpointed updates the scheduler acknowledged.
+fn acknowledged_uuids(updates: &[mezzo_proto::mesos::v1::TaskStatus], unacknowledged: &[mezzo_proto::mesos::v1::TaskStatus]) -> Vec<Vec<u8>> {
+    updates
+        .iter()
+        .filter_map(|u| u.uuid.clone())
+        .filter(|id| !unacknowledged.iter().any(|p| p.uuid.as_ref() == Some(id)))
+        .collect()
 }
 
 /// The exit status a container's supervisor recorded in its runtime

@@ -170,6 +170,10 @@ pub struct Agent {
     pub runtime_root: PathBuf,
     /// The secrets of the link to the master.
     pub session: crate::master_link::Session,
+    /// Signs and checks the executors' tokens.
+    pub executor_auth: crate::executor_auth::ExecutorAuth,
+    /// Basic authentication of the operator endpoints.
+    pub http_auth: crate::http_auth::HttpAuth,
 }
 
 /// Runs the agent until the process is stopped.
@@ -225,6 +229,17 @@ impl Agent {
         let recovery_timeout = parse_duration(&flags.recovery_timeout).map_err(anyhow::Error::msg)?;
         let meta = Meta::new(&work_dir);
         let session = crate::master_link::Session::load(&work_dir)?;
+        let executor_auth = crate::executor_auth::ExecutorAuth::load(
+            flags.jwt_secret_key.as_deref(),
+            &work_dir.join("meta"),
+            flags.authenticate_http_executors,
+        )
+        .context("invalid --jwt_secret_key")?;
+        let http_auth = crate::http_auth::HttpAuth::new(
+            flags.authenticate_http_readonly,
+            flags.authenticate_http_readwrite,
+            flags.http_credentials.as_deref(),
+        )?;
         let agent = Arc::new_cyclic(|weak: &std::sync::Weak<Agent>| {
             let weak = weak.clone();
             let forward: Forward = Arc::new(move |fid, status| {
@@ -255,6 +270,8 @@ impl Agent {
                 recovery_timeout,
                 runtime_root,
                 session,
+                executor_auth,
+                http_auth,
             }
         });
         Ok(agent)
@@ -721,11 +738,17 @@ impl Agent {
             .append(true)
             .open(sandbox.join("executor.log"))
             .context("open executor.log")?;
+        let framework_id = framework.id.clone().map(|f| f.value).unwrap_or_default();
+        let token = self.executor_auth.issue(&crate::executor_auth::Claims {
+            fid: framework_id.clone(),
+            eid: executor_id.to_string(),
+            cid: container_id.to_string(),
+        });
         let mut cmd = tokio::process::Command::new(&program);
         cmd.current_dir(sandbox)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()))
-            .env("MESOS_FRAMEWORK_ID", framework.id.clone().map(|f| f.value).unwrap_or_default())
+            .env("MESOS_FRAMEWORK_ID", &framework_id)
             .env("MESOS_EXECUTOR_ID", executor_id)
             .env("MESOS_DIRECTORY", sandbox)
             .env("MESOS_SANDBOX", sandbox)
@@ -738,6 +761,7 @@ impl Agent {
             .env("MESOS_RECOVERY_TIMEOUT", format_duration(self.recovery_timeout))
             // Retry at least twice within the agent's re-registration window.
             .env("MESOS_SUBSCRIPTION_BACKOFF_MAX", format_duration((self.reregistration_timeout / 2).max(Duration::from_millis(100))))
+            .env("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", token)
             .env("MEZZO_CONTAINER_ID", container_id)
             .env("MEZZO_RUNTIME_DIR", runtime_dir)
             .env("MEZZO_LAUNCHER_DIR", &self.launcher_dir)

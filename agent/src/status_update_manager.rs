@@ -34,6 +34,11 @@ struct Stream {
 /// Queues updates per task and forwards them in order, one unacknowledged at a time.
 pub struct StatusUpdateManager {
     streams: Mutex<HashMap<Key, Stream>>,
+    /// uuids the scheduler acknowledged, per task, until its terminal update
+    /// is acknowledged: an executor that sends one of them again (it missed
+    /// the agent's acknowledgement, e.g. across an agent restart) is not
+    /// forwarded again (Mesos: "duplicate status update").
+    acknowledged: Mutex<HashMap<Key, Vec<Vec<u8>>>>,
     forward: Forward,
     min_retry: Duration,
 }
@@ -41,7 +46,7 @@ pub struct StatusUpdateManager {
 impl StatusUpdateManager {
     /// A manager that forwards with `forward`, resending after `min_retry` at first.
     pub fn new(forward: Forward, min_retry: Duration) -> Arc<Self> {
-        Arc::new(StatusUpdateManager { streams: Mutex::new(HashMap::new()), forward, min_retry })
+        Arc::new(StatusUpdateManager { streams: Mutex::new(HashMap::new()), acknowledged: Mutex::default(), forward, min_retry })
     }
 
     /// Queues `status` (which must carry a uuid) for its task.
@@ -56,14 +61,41 @@ impl StatusUpdateManager {
     }
 
     /// After an agent restart: queues a task's unacknowledged updates again
-    /// (they are already in `checkpoint`).
-    pub fn recover(self: &Arc<Self>, framework_id: FrameworkId, unacknowledged: Vec<TaskStatus>, checkpoint: Option<PathBuf>) {
+    /// (they are already in `checkpoint`) and remembers the uuids of its
+    /// `acknowledged` ones (from the same checkpoint).
+    pub fn recover(
+        self: &Arc<Self>,
+        framework_id: FrameworkId,
+        task_id: &str,
+        unacknowledged: Vec<TaskStatus>,
+        acknowledged: Vec<Vec<u8>>,
+        checkpoint: Option<PathBuf>,
+    ) {
+        if !acknowledged.is_empty() {
+            self.acknowledged.lock().unwrap().insert((framework_id.value.clone(), task_id.to_string()), acknowledged);
+        }
         self.enqueue(framework_id, unacknowledged, checkpoint, false);
     }
 
     fn enqueue(self: &Arc<Self>, framework_id: FrameworkId, statuses: Vec<TaskStatus>, checkpoint: Option<PathBuf>, write: bool) {
         let Some(first) = statuses.first() else { return };
         let key = (framework_id.value.clone(), first.task_id.value.clone());
+        let statuses: Vec<TaskStatus> = match self.acknowledged.lock().unwrap().get(&key) {
+            Some(acked) => statuses
+                .into_iter()
+                .filter(|s| {
+                    let duplicate = s.uuid.as_ref().is_some_and(|u| acked.contains(u));
+                    if duplicate {
+                        tracing::info!(task = %key.1, state = s.state().as_str_name(), "ignoring a duplicate of an acknowledged status update");
+                    }
+                    !duplicate
+                })
+                .collect(),
+            None => statuses,
+        };
+        if statuses.is_empty() {
+            return;
+        }
         let mut streams = self.streams.lock().unwrap();
         let stream = streams.entry(key.clone()).or_insert_with(|| Stream {
             framework_id: framework_id.clone(),
@@ -102,7 +134,17 @@ impl StatusUpdateManager {
         if stream.pending.front().and_then(|s| s.uuid.as_deref()) != Some(uuid) {
             return false;
         }
-        stream.pending.pop_front();
+        let acked = stream.pending.pop_front();
+        {
+            let mut acknowledged = self.acknowledged.lock().unwrap();
+            let key = (framework_id.to_string(), task_id.to_string());
+            if acked.as_ref().is_some_and(|s| s.state().is_terminal()) {
+                // The task's stream is over: nothing more will come.
+                acknowledged.remove(&key);
+            } else {
+                acknowledged.entry(key).or_default().push(uuid.to_vec());
+            }
+        }
         if let Some(path) = &stream.checkpoint {
             if let Err(e) = crate::checkpoint::append_record(path, &crate::checkpoint::ack_record(uuid)) {
                 tracing::error!(task = %task_id, error = %e, "failed to checkpoint an acknowledgement");
@@ -128,6 +170,7 @@ impl StatusUpdateManager {
 
     /// Drops the queued updates of a framework (it was torn down).
     pub fn remove_framework(&self, framework_id: &str) {
+        self.acknowledged.lock().unwrap().retain(|key, _| key.0 != framework_id);
         let mut streams = self.streams.lock().unwrap();
         for (key, stream) in streams.iter_mut() {
             if key.0 == framework_id {
@@ -219,6 +262,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_acknowledged_update_sent_again_is_not_forwarded_again_even_after_a_restart() {
+        let sent: Arc<Mutex<Vec<TaskStatus>>> = Arc::default();
+        let s2 = sent.clone();
+        let forward: Forward = Arc::new(move |_fid, st| {
+            s2.lock().unwrap().push(st);
+            Box::pin(async { Ok(()) })
+        });
+        let sum = StatusUpdateManager::new(forward.clone(), Duration::from_secs(10));
+        let fid = FrameworkId { value: "f".into() };
+        let starting = status("t", TaskState::TaskStarting);
+        sum.update(fid.clone(), starting.clone());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(sum.acknowledge("f", "t", starting.uuid.as_ref().unwrap()));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The executor missed the agent's acknowledgement and sends it again.
+        sum.update(fid.clone(), starting.clone());
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(sent.lock().unwrap().len(), 1, "STARTING reached the scheduler once");
+        // A restarted agent knows the acknowledged uuids from the checkpoint.
+        let sum2 = StatusUpdateManager::new(forward, Duration::from_secs(10));
+        let running = status("t", TaskState::TaskRunning);
+        sum2.recover(fid.clone(), "t", vec![running.clone()], vec![starting.uuid.clone().unwrap()], None);
+        sum2.update(fid.clone(), starting.clone());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(sum2.acknowledge("f", "t", running.uuid.as_ref().unwrap()));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let uuids: Vec<_> = sent.lock().unwrap().iter().map(|s| s.state()).collect();
+        assert_eq!(uuids, vec![TaskState::TaskStarting, TaskState::TaskRunning]);
+        assert_eq!(sum2.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn checkpointed_updates_and_acks_survive_and_are_recovered() {
         let dir = std::env::temp_dir().join(format!("mezzo-sum-test-{}", uuid::Uuid::new_v4()));
         let meta = crate::checkpoint::Meta::new(&dir);
@@ -254,7 +329,7 @@ mod tests {
             Box::pin(async { Ok(()) })
         });
         let sum2 = StatusUpdateManager::new(forward2, Duration::from_secs(10));
-        sum2.recover(fid, vec![finished.clone()], Some(path.clone()));
+        sum2.recover(fid, "t", vec![finished.clone()], vec![running.uuid.clone().unwrap()], Some(path.clone()));
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(resent.lock().unwrap().iter().map(|s| s.uuid.clone()).collect::<Vec<_>>(), vec![finished.uuid.clone()]);
         assert!(sum2.acknowledge("f", "t", finished.uuid.as_ref().unwrap()));

@@ -47,11 +47,14 @@ pub enum Connection {
 pub struct AgentApi {
     http: reqwest::Client,
     url: String,
+    /// `Authorization` header value (`Bearer <token>`), sent on every call.
+    authorization: Option<reqwest::header::HeaderValue>,
 }
 
 impl AgentApi {
-    /// A client for `url` (`http://ip:port/api/v1/executor`).
-    pub fn new(url: String) -> Self {
+    /// A client for `url` (`http://ip:port/api/v1/executor`) that sends
+    /// `token` as `Authorization: Bearer` on every call.
+    pub fn new(url: String, token: Option<&str>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             // The agent closes a superseded subscription; never reuse a
@@ -59,7 +62,20 @@ impl AgentApi {
             .pool_max_idle_per_host(0)
             .build()
             .expect("a reqwest client without TLS builds");
-        AgentApi { http, url }
+        let authorization = token.and_then(|t| {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
+        AgentApi { http, url, authorization }
+    }
+
+    fn post(&self) -> reqwest::RequestBuilder {
+        let request = self.http.post(&self.url).header("Content-Type", crate::wire::CONTENT_TYPE.mime());
+        match &self.authorization {
+            Some(value) => request.header(reqwest::header::AUTHORIZATION, value.clone()),
+            None => request,
+        }
     }
 
     /// Sends a non-SUBSCRIBE call; the agent must answer `202 Accepted`.
@@ -67,9 +83,7 @@ impl AgentApi {
         let name = call_name(call);
         let body = crate::wire::encode_call(call);
         let response = self
-            .http
-            .post(&self.url)
-            .header("Content-Type", crate::wire::CONTENT_TYPE.mime())
+            .post()
             .timeout(CALL_TIMEOUT)
             .body(body)
             .send()
@@ -102,9 +116,7 @@ impl AgentApi {
     ) -> Result<(), AgentApiError> {
         let body = crate::wire::encode_call(call);
         let response = self
-            .http
-            .post(&self.url)
-            .header("Content-Type", crate::wire::CONTENT_TYPE.mime())
+            .post()
             .header("Accept", crate::wire::CONTENT_TYPE.mime())
             .body(body)
             .send()

@@ -48,7 +48,23 @@ pub struct Config {
     pub launcher_dir: PathBuf,
     /// How often unacknowledged updates are sent again (`MEZZO_UPDATE_RESEND_INTERVAL`).
     pub resend_interval: Duration,
+    /// The token the agent issued to this executor
+    /// (`MESOS_EXECUTOR_AUTHENTICATION_TOKEN`), sent on every call.
+    pub authentication_token: Option<AuthToken>,
 }
+
+/// The executor's secret token; never shown in logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthToken(pub String);
+
+impl std::fmt::Debug for AuthToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthToken(<redacted>)")
+    }
+}
+
+/// The variable that carries the executor's token.
+pub const AUTHENTICATION_TOKEN_VAR: &str = "MESOS_EXECUTOR_AUTHENTICATION_TOKEN";
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -96,6 +112,7 @@ impl Config {
             runtime_dir: PathBuf::from(required("MEZZO_RUNTIME_DIR")?),
             launcher_dir,
             resend_interval: duration("MEZZO_UPDATE_RESEND_INTERVAL", Duration::from_secs(5))?,
+            authentication_token: vars.get(AUTHENTICATION_TOKEN_VAR).filter(|t| !t.is_empty()).map(|t| AuthToken(t.clone())),
         })
     }
 
@@ -149,6 +166,11 @@ mod tests {
         assert_eq!(config.shutdown_grace_period, Duration::from_secs(7));
         assert_eq!(config.recovery_timeout, DEFAULT_RECOVERY_TIMEOUT);
         assert_eq!(config.runtime_dir, PathBuf::from("/run/mezzo/c1"));
+        assert_eq!(config.authentication_token, None);
+        vars.insert(AUTHENTICATION_TOKEN_VAR.into(), "a.b.c".into());
+        let config = Config::from_map(&vars).unwrap();
+        assert_eq!(config.authentication_token, Some(AuthToken("a.b.c".into())));
+        assert!(!format!("{config:?}").contains("a.b.c"), "the token never shows in logs");
     }
 
     #[test]

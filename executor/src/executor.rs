@@ -94,7 +94,7 @@ impl CommandExecutor {
     /// An executor for `config`; nothing happens until `run`. Must be
     /// called inside a tokio runtime (it starts the update sender).
     pub fn new(config: Config) -> Self {
-        let api = AgentApi::new(config.executor_api_url());
+        let api = AgentApi::new(config.executor_api_url(), config.authentication_token.as_ref().map(|t| t.0.as_str()));
         let (connections_tx, connections) = mpsc::unbounded_channel();
         let outgoing = spawn_sender(api.clone());
         CommandExecutor {

@@ -14,6 +14,8 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::from_env().context("reading the executor's environment")?;
+    // The token is for this process only: nothing it starts inherits it.
+    std::env::remove_var(mezzo_executor::config::AUTHENTICATION_TOKEN_VAR);
     tracing::info!(
         executor = %config.executor_id,
         framework = %config.framework_id,

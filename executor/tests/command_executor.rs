@@ -237,3 +237,54 @@ async fn unprepared_container_is_failed_launch() {
     // Without the spec, destroy still finds the backend and cleans up by id.
     container.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_its_token_as_bearer_on_every_call_and_resubscription() {
+    const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJlaWQiOiJ0LXRva2VuIn0.c2lnbmF0dXJl";
+    let container = TestContainer::prepare("sleep 1000").await;
+    let agent = FakeAgent::start(task("t-token", "sleep 1000")).await;
+    // The fake agent refuses any call without the token, as the agent does.
+    agent.require_token(TOKEN);
+    agent.state.lock().unwrap().disconnect_after = Some(TaskState::TaskRunning);
+    let mut executor = ExecutorProcess::start(
+        &agent,
+        &container,
+        "t-token",
+        &[
+            ("MESOS_CHECKPOINT", "1"),
+            ("MESOS_SUBSCRIPTION_BACKOFF_MAX", "200ms"),
+            ("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", TOKEN),
+        ],
+    );
+    agent.wait_for("a second SUBSCRIBE after the stream broke", EXIT, |s| s.subscribes.len() >= 2).await;
+    agent.send(kill_event("t-token", Some(Duration::from_millis(500))));
+    assert_eq!(executor.wait(EXIT).await, 0, "log:\n{}", executor.log_text());
+    assert_eq!(
+        agent.distinct_states(),
+        vec![TaskState::TaskStarting, TaskState::TaskRunning, TaskState::TaskKilled],
+        "log:\n{}",
+        executor.log_text()
+    );
+    let calls = agent.state.lock().unwrap().authorizations.clone();
+    let kinds: Vec<_> = calls.iter().map(|(kind, _)| *kind).collect();
+    assert!(kinds.contains(&mezzo_proto::mesos::v1::executor::call::Type::Subscribe));
+    assert!(kinds.contains(&mezzo_proto::mesos::v1::executor::call::Type::Update));
+    for (kind, authorization) in &calls {
+        assert_eq!(authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()), "{kind:?} call without the token");
+    }
+    // The token stays the executor's: neither its log nor the task sees it.
+    assert!(!executor.log_text().contains(TOKEN), "the executor's log (in the sandbox) shows the token");
+    container.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_no_authorization_header_is_sent() {
+    let container = TestContainer::prepare("exit 0").await;
+    let agent = FakeAgent::start(task("t-notoken", "exit 0")).await;
+    let mut executor = ExecutorProcess::start(&agent, &container, "t-notoken", &[]);
+    assert_eq!(executor.wait(EXIT).await, 0, "log:\n{}", executor.log_text());
+    let calls = agent.state.lock().unwrap().authorizations.clone();
+    assert!(!calls.is_empty());
+    assert!(calls.iter().all(|(_, a)| a.is_none()), "{calls:?}");
+    container.destroy().await;
+}

@@ -663,3 +663,24 @@ pub fn assert_clean(cluster: &Cluster) {
         }
     }
 }
+
+/// The token the agent gave the executor of container `cid`
+/// (`MESOS_EXECUTOR_AUTHENTICATION_TOKEN` in its environment), read from
+/// /proc as a local root process could: what a stolen token looks like.
+pub fn executor_token(cid: &str) -> Result<String> {
+    let wanted = format!("MEZZO_CONTAINER_ID={cid}");
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        if !entry.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let vars: Vec<String> = environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        if !vars.iter().any(|v| *v == wanted) {
+            continue;
+        }
+        if let Some(token) = vars.iter().find_map(|v| v.strip_prefix("MESOS_EXECUTOR_AUTHENTICATION_TOKEN=")) {
+            return Ok(token.to_string());
+        }
+    }
+    bail!("no executor of container {cid} with a token in its environment")
+}

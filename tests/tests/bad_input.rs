@@ -9,7 +9,14 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn post(url: &str, content_type: &str, body: Vec<u8>, stream_id: Option<&str>) -> Result<(u16, String)> {
+    post_as(url, content_type, body, stream_id, None).await
+}
+
+async fn post_as(url: &str, content_type: &str, body: Vec<u8>, stream_id: Option<&str>, token: Option<&str>) -> Result<(u16, String)> {
     let mut req = reqwest::Client::new().post(url).header("Content-Type", content_type).body(body);
+    if let Some(token) = token {
+        req = req.header("Authorization", format!("Bearer {token}"));
+    }
     if let Some(id) = stream_id {
         req = req.header("Mesos-Stream-Id", id);
     }
@@ -39,13 +46,15 @@ async fn malformed_requests_get_4xx_and_change_nothing() -> Result<()> {
     // The cluster still works: a task runs, and bad executor updates for it are refused.
     let offer = sched.next_offer(TIMEOUT).await?;
     sched.launch(&offer, command_task(&offer, "victim", "sleep 1000", Kind::MesosNoImage, "", 32.0)).await?;
-    loop {
+    let running = loop {
         let st = sched.next_update(TIMEOUT).await?;
         if st.state() == TaskState::TaskRunning {
-            break;
+            break st;
         }
         assert!(!st.state().is_terminal(), "{st:?}\n{}", cluster.agent_log());
-    }
+    };
+    // The victim's own executor token: validation comes after authentication.
+    let token = mezzo_tests::executor_token(&mezzo_tests::container_id_of(&running).expect("container id"))?;
     let update = |state: TaskState, source: task_status::Source| {
         let mut status = TaskStatus {
             task_id: TaskId { value: "victim".into() },
@@ -63,10 +72,10 @@ async fn malformed_requests_get_4xx_and_change_nothing() -> Result<()> {
         }
     };
     let staging = mezzo_proto::json::to_json(&update(TaskState::TaskStaging, task_status::Source::Executor));
-    let (code, msg) = post(&executor_url, "application/json", staging.into_bytes(), None).await?;
+    let (code, msg) = post_as(&executor_url, "application/json", staging.into_bytes(), None, Some(&token)).await?;
     assert_eq!(code, 400, "TASK_STAGING from an executor: {msg}");
     let not_executor = mezzo_proto::json::to_json(&update(TaskState::TaskFinished, task_status::Source::Agent));
-    let (code, msg) = post(&executor_url, "application/json", not_executor.into_bytes(), None).await?;
+    let (code, msg) = post_as(&executor_url, "application/json", not_executor.into_bytes(), None, Some(&token)).await?;
     assert_eq!(code, 400, "update whose source is not the executor: {msg}");
 
     // Nothing changed: the task is still running and ends only when killed.

@@ -251,3 +251,94 @@ async fn recover_cleanup_kills_the_old_executors_and_exits() -> Result<()> {
     r.cluster.restart_agent().await?;
     r.finish().await
 }
+
+/// Types of the records in a task's `task.updates` checkpoint (UPDATE, ACK).
+fn checkpointed_records(path: &Path) -> Vec<mezzo_proto::mezzo::agent::status_update_record::Type> {
+    let data = std::fs::read(path).unwrap_or_default();
+    let mut rest = &data[..];
+    let mut out = Vec::new();
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if rest.len() - 4 < len {
+            break;
+        }
+        if let Ok(record) = mezzo_proto::from_protobuf::<mezzo_proto::mezzo::agent::StatusUpdateRecord>(&rest[4..4 + len]) {
+            out.push(record.r#type());
+        }
+        rest = &rest[4 + len..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_updates_are_never_delivered_again_after_an_agent_restart() -> Result<()> {
+    use mezzo_proto::mezzo::agent::status_update_record::Type as Record;
+    if !mezzo_testkit::is_root() {
+        mezzo_testkit::skip("needs root (real agent, containers and cgroups)");
+        return Ok(());
+    }
+    let cluster = Cluster::start_with("rust", &[REREGISTRATION]).await?;
+    let mut sched = Scheduler::subscribe_checkpointing(&cluster.master, "recovery").await?;
+    let offer = sched.next_offer(TIMEOUT).await?;
+    sched.launch(&offer, command_task(&offer, "delivered-once", "sleep 1000", Kind::MesosNoImage, "busybox", 32.0)).await?;
+    let mut delivered = Vec::new();
+    while delivered.last().map(TaskStatus::state) != Some(TaskState::TaskRunning) {
+        delivered.push(sched.next_update(TIMEOUT).await.map_err(|e| e.context(cluster.agent_log()))?);
+    }
+    assert_eq!(states(&delivered), vec!["TASK_STARTING", "TASK_RUNNING"]);
+    let status = delivered[1].clone();
+    let cid = container_id_of(&status).context("TASK_RUNNING carries the container id")?;
+    let mut r = Running { cluster, sched, status, cid };
+    // STARTING and RUNNING were acknowledged by the scheduler, and the agent
+    // checkpointed both acknowledgements.
+    let updates_file = r.meta_run_dir().join("tasks/delivered-once/task.updates");
+    wait_until("both acknowledgements are checkpointed", Duration::from_secs(10), || {
+        checkpointed_records(&updates_file).iter().filter(|t| **t == Record::Ack).count() == 2
+    })
+    .await
+    .map_err(|e| e.context(format!("{:?}", checkpointed_records(&updates_file))))?;
+    let key_file = r.cluster.agent_work_dir().join("meta/jwt_secret_key");
+    let key = std::fs::read(&key_file)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file)?.permissions().mode() & 0o777, 0o600, "the executors' key is private");
+    }
+    r.cluster.restart_agent().await?;
+    wait_recovered(&r.cluster, &r.cid).await?;
+    // Past the executor's resend interval (5 s) and the agent's first retry (10 s).
+    let quiet_until = Instant::now() + Duration::from_secs(12);
+    while let Ok(st) = r.sched.next_update(quiet_until.saturating_duration_since(Instant::now())).await {
+        bail!("an acknowledged update came again after the restart: {:?} {st:?}\n{}", st.state(), r.cluster.agent_log());
+    }
+    assert_eq!(std::fs::read(&key_file)?, key, "the key survives the restart");
+    // The executor sends its acknowledged updates again, as one that missed
+    // the agent's acknowledgements before the restart does: with its token
+    // (the same key signs it), and the scheduler does not see them twice.
+    let token = mezzo_tests::executor_token(&r.cid)?;
+    for st in &delivered {
+        let call = mezzo_proto::mesos::v1::executor::Call {
+            framework_id: r.sched.framework_id.clone(),
+            executor_id: mezzo_proto::mesos::v1::ExecutorId { value: "delivered-once".into() },
+            r#type: Some(mezzo_proto::mesos::v1::executor::call::Type::Update as i32),
+            update: Some(mezzo_proto::mesos::v1::executor::call::Update { status: st.clone() }),
+            ..Default::default()
+        };
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/api/v1/executor", r.cluster.agent))
+            .header("Content-Type", "application/json")
+            .header("Authorization", format!("Bearer {token}"))
+            .body(mezzo_proto::json::to_json(&call))
+            .send()
+            .await?;
+        assert_eq!(resp.status().as_u16(), 202, "the executor's resend of {:?}", st.state());
+    }
+    if let Ok(st) = r.sched.next_update(Duration::from_secs(3)).await {
+        bail!("an acknowledged update was delivered again: {:?} {st:?}\n{}", st.state(), r.cluster.agent_log());
+    }
+    // The recovered executor re-subscribed with its token: it kills its task.
+    r.sched.kill("delivered-once", None).await?;
+    let updates = r.sched.updates_until_terminal("delivered-once", TIMEOUT).await.map_err(|e| e.context(r.cluster.agent_log()))?;
+    assert_eq!(states(&updates), vec!["TASK_KILLED"], "{}", r.cluster.agent_log());
+    assert_eq!(updates[0].source(), Source::Executor, "the re-subscribed executor killed it");
+    r.finish().await
+}

@@ -40,6 +40,11 @@ pub struct AgentState {
     /// Whether to drop the subscription stream right after the next update
     /// in this state (to test re-subscription).
     pub disconnect_after: Option<TaskState>,
+    /// When set, a call without `Authorization: Bearer <this>` gets 401, as
+    /// the agent answers with `--authenticate_http_executors`.
+    pub required_token: Option<String>,
+    /// Every call's type and `Authorization` header, in order (refused ones included).
+    pub authorizations: Vec<(call::Type, Option<String>)>,
     /// Task sent as LAUNCH after the first SUBSCRIBED.
     launch: Option<TaskInfo>,
     framework_capabilities: Vec<framework_info::capability::Type>,
@@ -63,6 +68,11 @@ impl FakeAgent {
             axum::serve(listener, app).await.unwrap();
         });
         FakeAgent { state, endpoint }
+    }
+
+    /// Makes the fake agent refuse calls that do not carry `token`.
+    pub fn require_token(&self, token: &str) {
+        self.state.lock().unwrap().required_token = Some(token.to_string());
     }
 
     /// Makes the framework declare a capability in SUBSCRIBED.
@@ -120,12 +130,19 @@ fn frame(event: &Event) -> Bytes {
     Bytes::from(mezzo_proto::recordio::encode(&to_json_bytes(event)))
 }
 
-async fn executor_api(State(state): State<Arc<Mutex<AgentState>>>, body: Bytes) -> Response {
+async fn executor_api(State(state): State<Arc<Mutex<AgentState>>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     let call: Call = match from_json(&body) {
         Ok(call) => call,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let mut agent = state.lock().unwrap();
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    agent.authorizations.push((call.r#type(), authorization.clone()));
+    if let Some(token) = &agent.required_token {
+        if authorization.as_deref() != Some(format!("Bearer {token}").as_str()) {
+            return (StatusCode::UNAUTHORIZED, [("WWW-Authenticate", "Bearer realm=\"mezzo-executor\"")], "token required").into_response();
+        }
+    }
     match call.r#type() {
         call::Type::Subscribe => {
             let (tx, rx) = mpsc::unbounded_channel::<Bytes>();

@@ -3,6 +3,7 @@
 //! forwards every status update to the master until it is acknowledged.
 
 pub mod checkpoint;
+pub mod files;
 pub mod flags;
 pub mod http;
 pub mod master_link;

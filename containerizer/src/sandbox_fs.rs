@@ -51,6 +51,24 @@ impl SandboxFsError {
     }
 }
 
+impl SandboxFsError {
+    /// The path the error is about.
+    pub fn path(&self) -> &str {
+        match self {
+            SandboxFsError::NotFound { path }
+            | SandboxFsError::Escapes { path }
+            | SandboxFsError::NotRegular { path, .. }
+            | SandboxFsError::Io { path, .. } => path,
+        }
+    }
+}
+
+impl From<SandboxFsError> for crate::ContainerizerError {
+    fn from(e: SandboxFsError) -> Self {
+        crate::ContainerizerError::Io { context: "open in the sandbox", path: PathBuf::from(e.path()), source: e.into() }
+    }
+}
+
 impl From<SandboxFsError> for std::io::Error {
     fn from(e: SandboxFsError) -> Self {
         let kind = match &e {

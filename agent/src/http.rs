@@ -5,7 +5,7 @@
 
 use crate::slave::{now, Agent};
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -15,7 +15,6 @@ use mezzo_proto::codec::ContentType;
 use mezzo_proto::mesos::v1::executor::{self, call, event};
 use mezzo_proto::mesos::v1::{task_status, ContainerId, ContainerStatus, ExecutorId, TaskState};
 use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 type AppState = Arc<Agent>;
@@ -25,8 +24,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/api/v1/executor", any(executor_api))
         .route("/mezzo/v1/master", post(master_api))
-        .route("/files/download", get(files_download))
-        .route("/files/read", get(files_read))
+        .route("/files/download", get(crate::files::files_download))
+        .route("/files/read", get(crate::files::files_read))
         .route("/state", get(state_json))
         .route("/slave(1)/state", get(state_json))
         .route("/health", get(|| async { StatusCode::OK }))
@@ -354,69 +353,6 @@ async fn master_api(State(agent): State<AppState>, headers: HeaderMap, body: Byt
         master_to_agent::Type::Unknown => return error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
     }
     StatusCode::ACCEPTED.into_response()
-}
-
-/// Resolves a `/files` path: Mesos's virtual `/frameworks/<f>/executors/<e>/runs/<latest|cid>/...`
-/// or a real path inside this agent's sandboxes. Never leaves the sandboxes.
-fn resolve_path(agent: &Agent, path: &str) -> Result<std::path::PathBuf, Response> {
-    let clean: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    if clean.iter().any(|c| *c == ".." || *c == ".") {
-        return Err(error(StatusCode::BAD_REQUEST, "path must not contain '.' or '..' components"));
-    }
-    let root = agent.work_dir.join("slaves").join(agent.id());
-    let candidate = if clean.first() == Some(&"frameworks") {
-        root.join(clean.join("/"))
-    } else {
-        std::path::PathBuf::from(format!("/{}", clean.join("/")))
-    };
-    let real = candidate.canonicalize().map_err(|_| error(StatusCode::NOT_FOUND, format!("'{path}' not found")))?;
-    let root_real = root.canonicalize().map_err(|_| error(StatusCode::NOT_FOUND, format!("'{path}' not found")))?;
-    if !real.starts_with(&root_real) {
-        return Err(error(StatusCode::FORBIDDEN, format!("'{path}' is outside the sandboxes")));
-    }
-    Ok(real)
-}
-
-async fn files_download(State(agent): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(path) = q.get("path") else { return error(StatusCode::BAD_REQUEST, "Expecting 'path' to be present") };
-    let real = match resolve_path(&agent, path) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    match tokio::fs::read(&real).await {
-        Ok(data) => ([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, format!("cannot read '{path}': {e}")),
-    }
-}
-
-/// Mesos's `/files/read`: `{"data": ..., "offset": ...}`; offset -1 gives the size.
-async fn files_read(State(agent): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(path) = q.get("path") else { return error(StatusCode::BAD_REQUEST, "Expecting 'path' to be present") };
-    let real = match resolve_path(&agent, path) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let offset: i64 = match q.get("offset").map(|o| o.parse()) {
-        None => 0,
-        Some(Ok(o)) => o,
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "Failed to parse offset"),
-    };
-    let length: Option<usize> = match q.get("length").map(|l| l.parse()) {
-        None => None,
-        Some(Ok(l)) => Some(l),
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "Failed to parse length"),
-    };
-    let data = match tokio::fs::read(&real).await {
-        Ok(d) => d,
-        Err(e) => return error(StatusCode::NOT_FOUND, format!("cannot read '{path}': {e}")),
-    };
-    if offset < 0 {
-        return axum::Json(serde_json::json!({"data": "", "offset": data.len()})).into_response();
-    }
-    let start = (offset as usize).min(data.len());
-    let end = length.map(|l| (start + l).min(data.len())).unwrap_or(data.len());
-    let text = String::from_utf8_lossy(&data[start..end]).to_string();
-    axum::Json(serde_json::json!({"data": text, "offset": start})).into_response()
 }
 
 /// Agent `/state`, in the shape of Mesos's (the parts we keep).

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod executor_auth;
+pub mod files;
 pub mod flags;
 pub mod http;
 pub mod http_auth;

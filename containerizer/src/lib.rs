@@ -17,6 +17,7 @@ pub mod isolator;
 pub mod isolators;
 pub mod launcher;
 pub mod rust;
+pub mod sandbox_fs;
 pub mod spec;
 
 pub use backend::Backend;

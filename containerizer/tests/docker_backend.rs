@@ -312,3 +312,52 @@ async fn docker_destroy_removes_a_running_container_and_unknown_is_ok() {
     let backend = DockerBackend::new(DockerBackendConfig::default()).await.unwrap();
     backend.destroy(&unique("never"), h.tmp.path()).await.unwrap();
 }
+
+/// A sandbox whose `stdout` is a symlink to a host file when the task
+/// starts (planted by whoever could write the sandbox): the log stream is
+/// refused, and the host file is never written.
+#[tokio::test]
+async fn docker_log_streaming_never_writes_through_a_planted_stdout_symlink() {
+    mezzo_testkit::require_docker!();
+    let h = Harness::new(None).await;
+    let id = unique("planted");
+    let _guard = ContainerGuard(id.clone());
+    let victim = h.tmp.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, h.sandbox.join("stdout")).unwrap();
+    let dir = tokio::time::timeout(BOUND, h.containerizer.prepare(&h.config(&id, BUSYBOX_IMAGE, shell("echo OVERWRITTEN"))))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut launcher = mezzo_containerizer::launcher(&dir, h.tmp.path()).unwrap();
+    match tokio::time::timeout(BOUND, launcher.start()).await.unwrap() {
+        Err(e) => assert!(e.to_string().contains("stdout") && e.to_string().contains("symlink"), "{e}"),
+        Ok(()) => {
+            let _ = tokio::time::timeout(BOUND, launcher.wait()).await;
+        }
+    }
+    tokio::time::timeout(BOUND, h.containerizer.destroy(&id)).await.unwrap().unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched", "the log stream wrote through the symlink");
+}
+
+/// A task that replaces its `stdout` with a symlink to a host file while
+/// it runs: its later output never reaches that file.
+#[tokio::test]
+async fn docker_task_replacing_its_stdout_with_a_symlink_never_writes_the_target() {
+    mezzo_testkit::require_docker!();
+    let h = Harness::new(None).await;
+    let id = unique("swapout");
+    let _guard = ContainerGuard(id.clone());
+    let victim = h.tmp.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let cmd = format!(
+        "rm -f $MESOS_SANDBOX/stdout $MESOS_SANDBOX/stderr; ln -s {v} $MESOS_SANDBOX/stdout; ln -s {v} $MESOS_SANDBOX/stderr; \
+         for i in 1 2 3 4 5; do echo OVERWRITTEN; echo OVERWRITTEN >&2; sleep 0.1; done",
+        v = victim.display()
+    );
+    let status = h.run(&h.config(&id, BUSYBOX_IMAGE, shell(&cmd))).await;
+    assert_eq!(status.code(), Some(0), "{status}");
+    tokio::time::timeout(BOUND, h.containerizer.destroy(&id)).await.unwrap().unwrap();
+    assert!(std::fs::symlink_metadata(h.sandbox.join("stdout")).unwrap().file_type().is_symlink(), "the task made its symlink");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+}

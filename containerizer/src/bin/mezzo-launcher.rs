@@ -32,9 +32,8 @@ use mezzo_containerizer::{read_spec, ContainerSpec, Rootfs};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -144,13 +143,10 @@ fn mount_rootfs(spec: &ContainerSpec, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens a sandbox output file beneath the sandbox, never through a
+/// symlink, a regular file only (`sandbox_fs`).
 fn open_output(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .open(path)
-        .with_context(|| format!("open {}", path.display()))
+    mezzo_containerizer::sandbox_fs::open_output(path, 0o644).with_context(|| format!("open {}", path.display()))
 }
 
 /// Builds the container's tree of cgroup views (its `/sys/fs/cgroup`): a

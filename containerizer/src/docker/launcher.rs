@@ -95,6 +95,11 @@ impl Launcher for DockerLauncher {
         if self.started {
             return Err(ContainerizerError::Launcher(format!("container {} was already started", self.name)));
         }
+        // The output files are opened before the task runs, beneath the
+        // sandbox and never through a symlink: a task that later replaces
+        // them with symlinks only unlinks what the agent keeps writing.
+        let stdout = open_output(&self.spec.stdout)?;
+        let stderr = open_output(&self.spec.stderr)?;
         let options = CreateContainerOptionsBuilder::new().name(&self.name).build();
         let request = self.request.clone();
         let created = self
@@ -118,8 +123,8 @@ impl Launcher for DockerLauncher {
         self.logs = Some(tokio::spawn(copy_logs(
             docker,
             self.name.clone(),
-            self.spec.stdout.clone(),
-            self.spec.stderr.clone(),
+            (stdout, self.spec.stdout.clone()),
+            (stderr, self.spec.stderr.clone()),
         )));
         Ok(())
     }
@@ -263,11 +268,14 @@ fn signal_bit(signal: u32) -> u64 {
     1u64 << (signal - 1)
 }
 
-/// Follows the container's log into the stdout and stderr files (appending)
-/// until the container stops.
-async fn copy_logs(docker: Docker, name: String, stdout: PathBuf, stderr: PathBuf) -> Result<(), ContainerizerError> {
-    let mut out = open_append(&stdout).await?;
-    let mut err = open_append(&stderr).await?;
+/// Follows the container's log into the opened stdout and stderr files
+/// (appending) until the container stops.
+async fn copy_logs(
+    docker: Docker,
+    name: String,
+    (mut out, stdout): (tokio::fs::File, PathBuf),
+    (mut err, stderr): (tokio::fs::File, PathBuf),
+) -> Result<(), ContainerizerError> {
     let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
     let mut stream = docker.logs(&name, Some(options));
     while let Some(item) = stream.next().await {
@@ -285,13 +293,12 @@ async fn copy_logs(docker: Docker, name: String, stdout: PathBuf, stderr: PathBu
     Ok(())
 }
 
-async fn open_append(path: &Path) -> Result<tokio::fs::File, ContainerizerError> {
-    tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .await
-        .map_err(ContainerizerError::io("open container output file", path))
+/// Opens a sandbox output file for appending (created when missing) with
+/// `sandbox_fs`'s rules: no symlink, a regular file only.
+fn open_output(path: &Path) -> Result<tokio::fs::File, ContainerizerError> {
+    crate::sandbox_fs::open_output(path, 0o644)
+        .map(tokio::fs::File::from_std)
+        .map_err(|e| ContainerizerError::io("open container output file", path)(e.into()))
 }
 
 #[cfg(test)]

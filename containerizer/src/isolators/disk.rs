@@ -3,11 +3,11 @@
 //! `disk_used_bytes`, and with enforcement on ends a container that uses
 //! more than its `disk` resource.
 
+use crate::sandbox_fs::{self, SandboxFsError, WalkEnd};
 use crate::spec::{DiskQuota, Rootfs};
 use crate::{ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Limitation, LimitationReason, Usage};
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,43 +19,38 @@ pub const DEFAULT_DISK_WATCH_INTERVAL: Duration = Duration::from_secs(15);
 /// this is reported as at least what was counted so far.
 pub const MAX_DU_ENTRIES: usize = 2_000_000;
 
-/// Bytes allocated on disk under `paths` (st_blocks × 512), as `du`
-/// counts: symlinks are not followed, hard links are counted once, other
-/// filesystems mounted below are not entered, missing paths count zero.
-/// Stops after `max_entries` entries.
+/// Bytes allocated on disk under `paths` (st_blocks × 512), as `du -x`
+/// counts: symlinks are never followed (not even a directory swapped for
+/// one while walking), hard links are counted once, other filesystems and
+/// mount points below are not entered, missing paths count zero. Stops
+/// after `max_entries` entries (see [`sandbox_fs::walk`]).
 pub fn disk_usage(paths: &[PathBuf], max_entries: usize) -> u64 {
     let mut total = 0u64;
     let mut seen_links: HashSet<(u64, u64)> = HashSet::new();
-    let mut entries = 0usize;
+    let mut left = max_entries;
     for root in paths {
-        let Ok(meta) = std::fs::symlink_metadata(root) else { continue };
-        let dev = meta.dev();
-        let mut stack: Vec<(PathBuf, std::fs::Metadata)> = vec![(root.clone(), meta)];
-        while let Some((path, meta)) = stack.pop() {
-            entries += 1;
-            if entries > max_entries {
+        let mut visited = 0usize;
+        let walked = sandbox_fs::walk::<SandboxFsError>(root, left, |entry| {
+            visited += 1;
+            let st = entry.stat;
+            let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            if st.st_nlink > 1 && !is_dir && !seen_links.insert((st.st_dev, st.st_ino)) {
+                return Ok(());
+            }
+            total = total.saturating_add(u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512));
+            Ok(())
+        });
+        match walked {
+            Ok(WalkEnd::Complete) => {}
+            Ok(WalkEnd::Truncated) => {
                 tracing::warn!(path = %root.display(), max_entries, "disk usage walk stopped early");
                 return total;
             }
-            if meta.nlink() > 1 && !meta.is_dir() && !seen_links.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            total = total.saturating_add(meta.blocks().saturating_mul(512));
-            if !meta.is_dir() {
-                continue;
-            }
-            // A directory that vanishes or cannot be read while walking
-            // (the task is running) just counts what could be seen.
-            let Ok(dir) = std::fs::read_dir(&path) else { continue };
-            for entry in dir.flatten() {
-                let child = entry.path();
-                if let Ok(m) = std::fs::symlink_metadata(&child) {
-                    if m.dev() == dev {
-                        stack.push((child, m));
-                    }
-                }
-            }
+            // Missing (not prepared yet, or already cleaned up) or not a
+            // directory: nothing of the container's to count there.
+            Err(e) => tracing::debug!(path = %root.display(), error = %e, "disk usage: not measured"),
         }
+        left = left.saturating_sub(visited);
     }
     total
 }
@@ -209,6 +204,44 @@ mod tests {
         let used = disk_usage(&[d.clone(), tmp.path().join("missing")], MAX_DU_ENTRIES) - empty;
         assert!((1 << 20..(1 << 20) + 64 * 1024).contains(&used), "{used}");
         assert!(disk_usage(&[d], 1) < 1 << 20, "the walk is bounded");
+    }
+
+    /// A task swapping a directory of its sandbox for a symlink to a host
+    /// directory, in a loop, while `disk/du` measures: the host's files are
+    /// never counted (the walk entered the symlink when the swap fell
+    /// between its stat and its read_dir).
+    #[test]
+    fn du_never_follows_a_directory_swapped_for_a_symlink() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let tmp = tempfile::tempdir().unwrap();
+        let (sandbox, host) = (tmp.path().join("sandbox"), tmp.path().join("host"));
+        std::fs::create_dir_all(sandbox.join("dir")).unwrap();
+        std::fs::create_dir_all(&host).unwrap();
+        // Siblings listed before `dir` is entered widen the window.
+        for i in 0..200 {
+            std::fs::write(sandbox.join(format!("f{i}")), b"").unwrap();
+        }
+        std::fs::write(host.join("big"), vec![1u8; 16 << 20]).unwrap();
+        std::os::unix::fs::symlink(&host, sandbox.join("swap")).unwrap();
+        let honest = disk_usage(std::slice::from_ref(&sandbox), MAX_DU_ENTRIES);
+        let stop = Arc::new(AtomicBool::new(false));
+        let racer = {
+            let (stop, sandbox) = (stop.clone(), sandbox.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    nix::fcntl::renameat2(None, &sandbox.join("dir"), None, &sandbox.join("swap"), nix::fcntl::RenameFlags::RENAME_EXCHANGE)
+                        .unwrap();
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut most = 0;
+        while Instant::now() < deadline {
+            most = most.max(disk_usage(std::slice::from_ref(&sandbox), MAX_DU_ENTRIES));
+        }
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap();
+        assert!(most < honest + (8 << 20), "counted the host's files: {most} bytes, {honest} in the sandbox");
     }
 
     #[test]

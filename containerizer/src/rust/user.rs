@@ -62,43 +62,24 @@ pub fn user_db_roots(rootfs: &Rootfs) -> Vec<PathBuf> {
 }
 
 /// Gives the sandbox to the task's user, as Mesos does: the directory and
-/// everything in it (never following symlinks), and the `stdout` and
-/// `stderr` files, created empty when missing, so that the task can write
-/// its sandbox and its output files belong to it.
+/// everything in it, and the `stdout` and `stderr` files, created empty when
+/// missing, so that the task can write its sandbox and its output files
+/// belong to it. Never through a symlink: each entry is chowned itself
+/// (`fchownat` with `AT_SYMLINK_NOFOLLOW` on its directory's descriptor), and
+/// directories are walked with `sandbox_fs::walk`, which never enters a
+/// symlink or another mount, even one swapped in while walking.
 pub fn chown_sandbox(sandbox: &Path, outputs: &[&Path], uid: u32, gid: u32) -> Result<(), ContainerizerError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    for out in outputs {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(out)
-            .map_err(ContainerizerError::io("create output file", *out))?;
-    }
+    use nix::fcntl::AtFlags;
     let (uid, gid) = (Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid)));
-    let chown = |p: &Path| {
-        nix::unistd::fchownat(None, p, uid, gid, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
-            .map_err(|e| ContainerizerError::io("chown to the task user", p)(std::io::Error::from(e)))
-    };
-    // Depth-first without recursion; directories are only entered, never
-    // followed through symlinks (symlink_metadata).
-    let mut stack = vec![sandbox.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        chown(&dir)?;
-        for entry in std::fs::read_dir(&dir).map_err(ContainerizerError::io("read sandbox", &dir))? {
-            let entry = entry.map_err(ContainerizerError::io("read sandbox", &dir))?;
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).map_err(ContainerizerError::io("stat", &path))?;
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                chown(&path)?;
-            }
-        }
-    }
+    crate::sandbox_fs::walk::<ContainerizerError>(sandbox, usize::MAX, |entry| {
+        nix::unistd::fchownat(Some(entry.dir), entry.name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW | AtFlags::AT_EMPTY_PATH).map_err(|e| {
+            ContainerizerError::io("chown to the task user", sandbox.join(entry.name.to_string_lossy().as_ref()))(e.into())
+        })
+    })?;
     for out in outputs {
-        chown(out)?;
+        use std::os::fd::AsRawFd;
+        let file = crate::sandbox_fs::open_output(out, 0o644)?;
+        nix::unistd::fchown(file.as_raw_fd(), uid, gid).map_err(|e| ContainerizerError::io("chown to the task user", *out)(e.into()))?;
     }
     Ok(())
 }
@@ -126,6 +107,53 @@ fn field_u32(fields: &[String], i: usize, what: &str) -> Result<u32, Containeriz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A directory of the sandbox swapped for a symlink to a host directory,
+    /// in a loop, while the sandbox is given to the task's user: no host
+    /// file ever changes owner.
+    #[test]
+    fn chown_sandbox_never_chowns_through_a_symlink() {
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        if !nix::unistd::geteuid().is_root() {
+            mezzo_testkit::skip("needs root (chown)");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (sandbox, host) = (tmp.path().join("sandbox"), tmp.path().join("host"));
+        std::fs::create_dir_all(sandbox.join("dir")).unwrap();
+        std::fs::write(sandbox.join("dir/mine"), b"").unwrap();
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("victim"), b"").unwrap();
+        std::os::unix::fs::symlink(&host, sandbox.join("swap")).unwrap();
+        std::os::unix::fs::symlink(host.join("victim"), sandbox.join("link")).unwrap();
+        let stdout = sandbox.join("stdout");
+        chown_sandbox(&sandbox, &[&stdout], 4321, 4321).unwrap();
+        assert_eq!(std::fs::metadata(sandbox.join("stdout")).unwrap().uid(), 4321);
+        assert_eq!(std::fs::metadata(sandbox.join("dir/mine")).unwrap().uid(), 4321);
+        assert_eq!(std::fs::symlink_metadata(sandbox.join("link")).unwrap().uid(), 4321, "the link itself");
+        let stop = Arc::new(AtomicBool::new(false));
+        let racer = {
+            let (stop, sandbox) = (stop.clone(), sandbox.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    nix::fcntl::renameat2(None, &sandbox.join("dir"), None, &sandbox.join("swap"), nix::fcntl::RenameFlags::RENAME_EXCHANGE)
+                        .unwrap();
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let mut runs = 0;
+        while std::time::Instant::now() < deadline && std::fs::metadata(host.join("victim")).unwrap().uid() == 0 {
+            let _ = chown_sandbox(&sandbox, &[&stdout], 4321, 4321);
+            runs += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        racer.join().unwrap();
+        let (file, dir) = (std::fs::metadata(host.join("victim")).unwrap(), std::fs::metadata(&host).unwrap());
+        assert_eq!((file.uid(), dir.uid()), (0, 0), "a host file was given to the task's user after {runs} runs");
+    }
 
     #[test]
     fn resolves_names_numbers_and_groups() {

@@ -92,7 +92,15 @@ async fn kill_of_sleep_ends_well_under_the_grace(kind: Kind) -> Result<()> {
     // `sleep` run directly, then under a shell: neither traps SIGTERM.
     let direct = launch_and_kill(
         kind,
-        |offer| with_grace(argv_task(command_task(offer, "sleep-direct", "", kind, "busybox", 32.0), &["sleep", "1000"]), Duration::from_secs(10)),
+        |offer| {
+            let task = match kind {
+                // The docker containerizer runs a non-shell command as the
+                // image's entrypoint's arguments: exec from the shell instead.
+                Kind::Docker => command_task(offer, "sleep-direct", "exec sleep 1000", kind, "busybox", 32.0),
+                _ => argv_task(command_task(offer, "sleep-direct", "", kind, "busybox", 32.0), &["sleep", "1000"]),
+            };
+            with_grace(task, Duration::from_secs(10))
+        },
         Duration::ZERO,
     )
     .await?;

@@ -7,6 +7,7 @@ pub mod flags;
 pub mod http;
 pub mod master_link;
 pub mod operator;
+pub mod ownership;
 pub mod paths;
 pub mod process;
 pub mod recovery;

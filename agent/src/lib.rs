@@ -10,6 +10,7 @@ pub mod http;
 pub mod http_auth;
 pub mod master_link;
 pub mod operator;
+pub mod ownership;
 pub mod paths;
 pub mod process;
 pub mod recovery;

@@ -13,5 +13,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(mezzo_agent::run(flags))
+    let result = runtime.block_on(mezzo_agent::run(flags));
+    // Exit now: a blocking task still in flight (a slow disk, an engine
+    // call) must not hold the process up once the agent decided to stop.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }

@@ -13,6 +13,7 @@ use mezzo_proto::mesos::v1::{
     FrameworkInfo, KillPolicy, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
 };
 use std::collections::HashMap;
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -169,8 +170,40 @@ pub struct Agent {
     pub http_auth: crate::http_auth::HttpAuth,
 }
 
+/// On exit (SIGTERM): the bound on destroying the containers of
+/// non-checkpointing frameworks, and on reporting one of their tasks lost.
+const EXIT_DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
+const EXIT_UPDATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How the agent was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM or SIGINT: exit at once and leave recoverable executors
+    /// running for the next agent (Mesos's agent exiting on SIGTERM).
+    Leave(&'static str),
+    /// SIGUSR1: kill every executor and destroy every container, then exit
+    /// (Mesos's agent shutting down on SIGUSR1).
+    Shutdown,
+}
+
+/// Waits for SIGTERM, SIGINT or SIGUSR1.
+async fn stop_signal() -> anyhow::Result<Stop> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("install a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install a SIGINT handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("install a SIGUSR1 handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => Stop::Leave("SIGTERM"),
+        _ = int.recv() => Stop::Leave("SIGINT"),
+        _ = usr1.recv() => Stop::Shutdown,
+    })
+}
+
 /// Runs the agent until the process is stopped.
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    // Before anything touches the work dir or the cgroups: this agent must
+    // be their only owner (held until the process exits).
+    let _ownership = crate::ownership::acquire(&flags)?;
     let listener = tokio::net::TcpListener::bind((flags.ip.as_str(), flags.port))
         .await
         .with_context(|| format!("failed to listen on {}:{}", flags.ip, flags.port))?;
@@ -183,15 +216,22 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     tokio::spawn(crate::master_link::register_and_ping(agent.clone()));
     let app = crate::http::router(agent.clone());
     tracing::info!(address = %listener.local_addr()?, "agent listening");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    // Not a graceful shutdown of the server: executors' SUBSCRIBE streams
+    // never end by themselves, and waiting for them hung the agent.
+    let stop = tokio::select! {
+        served = axum::serve(listener, app).into_future() => {
+            served?;
+            return Ok(());
         }
+        stop = stop_signal() => stop?,
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    agent.shutdown_all().await;
+    match stop {
+        Stop::Leave(signal) => agent.leave(signal).await,
+        Stop::Shutdown => {
+            tracing::info!("SIGUSR1: killing every executor and destroying every container");
+            agent.shutdown_all().await;
+        }
+    }
     Ok(())
 }
 
@@ -845,8 +885,53 @@ impl Agent {
         });
     }
 
+    /// SIGTERM or SIGINT: the agent exits at once, as Mesos's does. The
+    /// executors of checkpointing frameworks keep running (with their
+    /// containers) for the next agent to recover. Those of frameworks that
+    /// do not checkpoint cannot be recovered (Mesos's exit when they lose
+    /// the agent, and its master reports their tasks TASK_LOST with
+    /// REASON_AGENT_DISCONNECTED): they are killed and their containers
+    /// destroyed now, so nothing of theirs outlives the agent, and their
+    /// tasks are reported TASK_LOST (TASK_GONE when partition-aware) with
+    /// that reason, in one bounded attempt.
+    pub async fn leave(self: &Arc<Self>, signal: &str) {
+        let doomed: Vec<((String, String), String, Option<i32>, TaskStatus)> = {
+            let state = self.state.lock().unwrap();
+            state
+                .executors
+                .values()
+                .filter(|e| !e.checkpoint)
+                .map(|e| {
+                    let aware = state.frameworks.get(&e.framework_id).map(partition_aware).unwrap_or(false);
+                    let lost = if aware { TaskState::TaskGone } else { TaskState::TaskLost };
+                    let message = format!("Agent shut down ({signal}); the framework does not checkpoint, so its executor cannot be recovered");
+                    let status = self.agent_status(&e.task.task_id.value, &e.container_id, lost, task_status::Reason::AgentDisconnected, message);
+                    (e.key(), e.container_id.clone(), e.pid, status)
+                })
+                .collect()
+        };
+        let kept = self.state.lock().unwrap().executors.len() - doomed.len();
+        tracing::info!(signal, kept, destroyed = doomed.len(), "agent exiting; executors of checkpointing frameworks keep running");
+        let ends = doomed.into_iter().map(|(key, container_id, pid, status)| async move {
+            kill_group(pid);
+            if let Err(e) = self.containerizer.destroy(&container_id).await {
+                tracing::warn!(container = %container_id, error = %e, "destroy on exit");
+            }
+            let terminal = self.state.lock().unwrap().executors.get(&key).is_none_or(|e| e.task_state.is_terminal());
+            if !terminal {
+                let sent = self.send_status_to_master(FrameworkId { value: key.0.clone() }, status);
+                if let Err(e) = tokio::time::timeout(EXIT_UPDATE_TIMEOUT, sent).await.map_err(|_| "timed out".to_string()).and_then(|r| r) {
+                    tracing::warn!(executor = %key.1, error = %e, "could not report the task lost on exit");
+                }
+            }
+        });
+        if tokio::time::timeout(EXIT_DESTROY_TIMEOUT, futures::future::join_all(ends)).await.is_err() {
+            tracing::warn!("destroying the containers of non-checkpointing frameworks took too long; exiting anyway");
+        }
+    }
+
     /// Stops every executor and destroys every container (agent shutdown on
-    /// SIGTERM; a crash or SIGKILL leaves them to the next run's recovery).
+    /// SIGUSR1; SIGTERM leaves recoverable ones running, see `leave`).
     pub async fn shutdown_all(self: &Arc<Self>) {
         let keys: Vec<(String, String, String, Option<i32>)> = self
             .state

@@ -69,16 +69,32 @@ impl Proc {
         self.child.id()
     }
 
-    /// Stops the process with SIGTERM, then SIGKILL after `grace`.
-    pub fn stop(&mut self, grace: Duration) {
+    /// Sends `signal` and waits up to `within` for the process to exit;
+    /// its exit status, or `None` while it still runs.
+    pub fn signal_and_wait(&mut self, signal: nix::sys::signal::Signal, within: Duration) -> Option<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        let _ = nix::sys::signal::kill(pid, signal);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the process with SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        self.stop_with(nix::sys::signal::Signal::SIGTERM, grace)
+    }
+
+    /// Stops the process with `signal`, then SIGKILL after `grace`.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal, grace: Duration) {
+        if self.signal_and_wait(signal, grace).is_some() {
+            return;
         }
         eprintln!("{} did not stop in {:?}; killing it", self.name, grace);
         let _ = self.child.kill();
@@ -224,6 +240,22 @@ impl Cluster {
         std::fs::read_to_string(self.work_dir.path().join("master.log")).unwrap_or_default()
     }
 
+    /// Stops the agent with `signal` and waits up to `within` for it to
+    /// exit: its exit status and how long it took. What it leaves running
+    /// is for a restarted agent to recover (or for `stop` to clean up).
+    pub fn stop_agent_with(&mut self, signal: nix::sys::signal::Signal, within: Duration) -> Result<(std::process::ExitStatus, Duration)> {
+        let mut agent = self.agent_proc.take().context("the agent is not running")?;
+        self.agent_crashed = true;
+        let started = Instant::now();
+        match agent.signal_and_wait(signal, within) {
+            Some(status) => Ok((status, started.elapsed())),
+            None => {
+                agent.crash();
+                bail!("the agent was still running {within:?} after {signal}; log:\n{}", self.agent_log())
+            }
+        }
+    }
+
     /// The flags the agent runs with.
     pub fn agent_args(&self) -> &[String] {
         &self.agent_args
@@ -258,10 +290,18 @@ impl Cluster {
         self.work_dir.path().join("agent")
     }
 
-    /// Stops the agent and the master (SIGTERM: the agent destroys its containers).
+    /// Stops the agent and the master (SIGUSR1: the agent destroys its
+    /// containers; SIGTERM would leave those of checkpointing frameworks).
     pub fn stop(&mut self) {
         if let Some(mut a) = self.agent_proc.take() {
-            a.stop(Duration::from_secs(30));
+            match a.signal_and_wait(nix::sys::signal::Signal::SIGUSR1, Duration::from_secs(30)) {
+                Some(status) if status.success() => {}
+                // Killed, failed or hung: what it left is cleaned up below.
+                _ => {
+                    a.crash();
+                    self.agent_crashed = true;
+                }
+            }
         }
         if std::mem::take(&mut self.agent_crashed) {
             // What the crashed agent left running is removed by an agent

@@ -172,10 +172,7 @@ async fn task_sees_only_its_own_processes() {
 /// own status comes back, a signal death as such.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_ends_a_task_that_does_not_trap_it() {
-    if !is_root() {
-        mezzo_testkit::skip("needs root");
-        return;
-    }
+    mezzo_testkit::require_root!();
     let h = Harness::new("untrapped", None);
     for (name, command) in [("direct", Command { value: Some("sleep".into()), arguments: vec!["sleep".into(), "1000".into()], shell: false, ..Default::default() }), ("shell", shell("sleep 1000"))] {
         let c = h.config(name, command);

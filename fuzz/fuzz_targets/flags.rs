@@ -3,8 +3,9 @@
 //! Mesos's text and JSON forms, and whole agent command lines.
 #![no_main]
 
+use clap::Parser;
 use libfuzzer_sys::fuzz_target;
-use mezzo_fuzz::agent::flags::{format_duration, parse_bool, parse_duration, Flags};
+use mezzo_fuzz::agent_flags::{format_duration, parse_bool, parse_duration, Flags};
 use mezzo_proto::mesos::v1::value;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = mezzo_proto::duration::parse(text);
     let _ = parse_bool(text);
 
-    if let Ok(resources) = mezzo_fuzz::agent::resources::parse(Some(text)) {
+    if let Ok(resources) = mezzo_fuzz::agent_resources::parse(Some(text)) {
         for r in &resources {
             assert!(!r.name.is_empty(), "'{text}' gave a resource without a name");
             if let Some(s) = &r.scalar {

@@ -1,18 +1,17 @@
 //! Properties shared by the fuzz targets in `fuzz_targets/`, and the agent's
 //! flag parsers.
 
-/// The agent's flag and `--resources` parsers, compiled from the agent's own
-/// source files: depending on the whole agent would build the containerizer
-/// (libcontainer, bollard) with fuzzing instrumentation for two pure modules.
-pub mod agent {
-    #[path = "../../../agent/src/flags.rs"]
-    pub mod flags;
-    #[path = "../../../agent/src/resources.rs"]
-    pub mod resources;
-}
+/// The agent's flag parsers and `--resources` parser, compiled from the
+/// agent's own source files: depending on the whole agent would build the
+/// containerizer (libcontainer, bollard) with fuzzing instrumentation for two
+/// pure modules.
+#[path = "../../agent/src/flags.rs"]
+pub mod agent_flags;
+/// See [`agent_flags`].
+#[path = "../../agent/src/resources.rs"]
+pub mod agent_resources;
 
 use mezzo_proto::codec::{decode, encode, ContentType};
-use prost::Message;
 use prost_reflect::ReflectMessage;
 
 /// Decodes `data` as `M` in both content types, as the HTTP handlers do, and

@@ -209,7 +209,7 @@ mod tests {
         assert!(parse(Some("[{\"name\": 3")).is_err());
     }
 
-    /// Found by the fuzz target `flags`: the JSON form took negative, NaN and
+    /// Found writing the fuzz target `flags` (its validity check): the JSON form took negative, NaN and
     /// infinite scalars, inverted ranges and values missing for their type
     /// (the text form refuses them all); the master then refused the agent.
     #[test]

@@ -53,7 +53,7 @@ mod tests {
         assert!(parse("5parsecs").is_err());
     }
 
-    /// Found by fuzzing (fuzz target `flags`): a duration too long for a u64 of
+    /// Found writing the fuzz target `flags`: a duration too long for a u64 of
     /// nanoseconds silently became 584 years instead of an error.
     #[test]
     fn too_long_is_an_error_not_584_years() {

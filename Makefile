@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test bench build images setup clean-host
+.PHONY: demo test bench fuzz build images setup clean-host
 
 ## Runs a master and an agent on loopback and one task in each containerizer.
 demo:
@@ -15,6 +15,10 @@ test:
 ## Benchmarks; prints a table and writes target/bench/results.json.
 bench:
 	bash scripts/with-host.sh bash scripts/bench.sh
+
+## Fuzzes every decoder of outside input, FUZZ_SECONDS (default 60) per target.
+fuzz:
+	bash scripts/fuzz.sh
 
 build:
 	$(CARGO) build --workspace --bins

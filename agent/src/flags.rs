@@ -167,8 +167,8 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
 /// bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     match s.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(std::time::Duration::from_secs_f64(secs)),
-        Ok(_) => Err(format!("invalid duration '{s}'")),
+        // try_: a number of seconds too large for a Duration is an error, not a panic.
+        Ok(secs) => std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration '{s}': {e}")),
         Err(_) => mezzo_proto::duration::parse(s),
     }
 }
@@ -191,6 +191,17 @@ mod tests {
         assert!(parse_duration("5parsecs").is_err());
         assert_eq!(format_duration(Duration::from_secs(5)), "5secs");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    /// Found writing the fuzz target `flags` (its no-panic check on `1e20`): a bare number of seconds too large
+    /// for a Duration panicked the agent while it parsed its flags.
+    #[test]
+    fn out_of_range_durations_are_errors_not_panics() {
+        for bad in ["1e20", "18446744073709551616", "-1", "NaN", "inf", "-0.5"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.contains(bad), "the error names the value: {err}");
+        }
+        assert_eq!(parse_duration("1e3").unwrap(), Duration::from_secs(1000));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn parse(input: Option<&str>) -> Result<Vec<Resource>, ResourcesError> {
             for item in items {
                 let r: Resource = mezzo_proto::json::from_json(item.to_string().as_bytes())
                     .map_err(|e| err(input, e.to_string()))?;
+                validate(&r).map_err(|reason| err(input, reason))?;
                 out.push(r);
             }
         } else {
@@ -106,6 +107,36 @@ pub fn parse(input: Option<&str>) -> Result<Vec<Resource>, ResourcesError> {
         }
     }
     Ok(out)
+}
+
+/// The rules the text form applies as it parses, for a `Resource` given as
+/// JSON: a name, the value of its declared type, finite non-negative scalars
+/// and ranges whose begin is not after their end (what the master accepts).
+fn validate(r: &Resource) -> Result<(), String> {
+    if r.name.is_empty() {
+        return Err("empty resource name".to_string());
+    }
+    let missing = || format!("resource '{}' lacks a value of its type", r.name);
+    match value::Type::try_from(r.r#type) {
+        Ok(value::Type::Scalar) => {
+            let v = r.scalar.as_ref().ok_or_else(missing)?.value;
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("resource '{}' has the invalid value {v}", r.name));
+            }
+        }
+        Ok(value::Type::Ranges) => {
+            for range in &r.ranges.as_ref().ok_or_else(missing)?.range {
+                if range.begin > range.end {
+                    return Err(format!("resource '{}' has the bad range [{}-{}]", r.name, range.begin, range.end));
+                }
+            }
+        }
+        Ok(value::Type::Set) => {
+            r.set.as_ref().ok_or_else(missing)?;
+        }
+        _ => return Err(format!("resource '{}' has an unsupported type", r.name)),
+    }
+    Ok(())
 }
 
 /// Detects cpus, mem and disk as Mesos does: memory and disk leave 1 GiB (or
@@ -176,6 +207,25 @@ mod tests {
         assert!(parse(Some("cpus")).is_err());
         assert!(parse(Some("ports:[5-1]")).is_err());
         assert!(parse(Some("[{\"name\": 3")).is_err());
+    }
+
+    /// Found writing the fuzz target `flags` (its validity check): the JSON form took negative, NaN and
+    /// infinite scalars, inverted ranges and values missing for their type
+    /// (the text form refuses them all); the master then refused the agent.
+    #[test]
+    fn json_form_is_validated_like_the_text_form() {
+        for bad in [
+            r#"[{"name":"cpus","type":"SCALAR","scalar":{"value":-1}}]"#,
+            r#"[{"name":"cpus","type":"SCALAR","scalar":{"value":"NaN"}}]"#,
+            r#"[{"name":"mem","type":"SCALAR","scalar":{"value":"Infinity"}}]"#,
+            r#"[{"name":"ports","type":"RANGES","ranges":{"range":[{"begin":5,"end":1}]}}]"#,
+            r#"[{"name":"ports","type":"RANGES"}]"#,
+            r#"[{"name":"cpus","type":"TEXT","text":{"value":"x"}}]"#,
+            r#"[{"name":"","type":"SCALAR","scalar":{"value":1}}]"#,
+        ] {
+            let e = parse(Some(bad)).expect_err(bad).to_string();
+            assert!(e.contains("invalid --resources"), "{e}");
+        }
     }
 
     #[test]

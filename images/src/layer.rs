@@ -32,7 +32,7 @@ pub(crate) fn open_layer_stream(blob: &Path) -> Result<Box<dyn Read + Send>, Ima
 
 /// Undoes gzip or zstd on a layer stream when its first bytes say so; plain tar passes
 /// through. Reads straight from `reader`'s buffer (no extra copy of the compressed bytes).
-pub(crate) fn decompressed<'a, R: BufRead + Send + 'a>(
+pub fn decompressed<'a, R: BufRead + Send + 'a>(
     mut reader: R,
 ) -> io::Result<Box<dyn Read + Send + 'a>> {
     let head = reader.fill_buf()?;
@@ -64,7 +64,7 @@ pub(crate) fn unpack_layer(blob: &Path, dest: &Path, diff_id: &Digest) -> Result
 
 /// Unpacks an uncompressed layer tar read from `stream` into the (new, empty) directory
 /// `dest`, as [`unpack_layer`] does; the stream is read to its end.
-pub(crate) fn unpack_layer_stream(
+pub fn unpack_layer_stream(
     stream: impl Read,
     dest: &Path,
     diff_id: &Digest,

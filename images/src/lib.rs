@@ -14,7 +14,7 @@ mod digest;
 pub mod error;
 mod fsutil;
 pub mod gc;
-mod layer;
+pub mod layer;
 mod locks;
 pub mod manifest;
 pub mod reference;

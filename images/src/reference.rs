@@ -99,11 +99,12 @@ impl ImageReference {
     pub fn familiar_name(&self) -> String {
         match &self.registry {
             Some(registry) => format!("{registry}/{}", self.repository),
-            None => self
-                .repository
-                .strip_prefix("library/")
-                .unwrap_or(&self.repository)
-                .to_string(),
+            // Docker's rule: only an official image (`library/<one component>`)
+            // loses the prefix; `library/a/b` stays as it is.
+            None => match self.repository.strip_prefix("library/") {
+                Some(official) if !official.contains('/') => official.to_string(),
+                _ => self.repository.clone(),
+            },
         }
     }
 
@@ -273,6 +274,20 @@ pub(crate) fn validate_digest(digest: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (fuzz target `image_reference`): `library/a/b` was
+    /// shortened to `a/b`, another repository, in messages and archive names.
+    #[test]
+    fn short_form_names_the_same_repository() {
+        for input in ["library/a/b", "library/c/c/c:v1", "busybox", "library/busybox", "a/b"] {
+            let r = ImageReference::parse(input).unwrap();
+            let short = r.short_name();
+            assert_eq!(ImageReference::parse(&short).unwrap(), r, "{input} -> {short}");
+            assert_eq!(ImageReference::parse(&r.to_string()).unwrap(), r, "{input} -> {r}");
+        }
+        assert_eq!(ImageReference::parse("library/a/b").unwrap().familiar_name(), "library/a/b");
+        assert_eq!(ImageReference::parse("busybox").unwrap().familiar_name(), "busybox");
+    }
 
     #[test]
     fn component_grammar() {

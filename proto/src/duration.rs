@@ -22,7 +22,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "weeks" => 7.0 * 86400.0 * 1e9,
         other => return Err(format!("unknown unit '{other}' in duration '{text}'")),
     };
-    Ok(Duration::from_nanos((value * nanos_per_unit).round() as u64))
+    let nanos = (value * nanos_per_unit).round();
+    // `as u64` would saturate: refuse what a Duration of nanoseconds cannot hold.
+    if !(nanos < u64::MAX as f64) {
+        return Err(format!("duration '{text}' is too long"));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
 }
 
 /// Formats a duration as stout does (`5secs`, `1500ms`).
@@ -46,5 +51,15 @@ mod tests {
         }
         assert!(parse("5").is_err());
         assert!(parse("5parsecs").is_err());
+    }
+
+    /// Found writing the fuzz target `flags`: a duration too long for a u64 of
+    /// nanoseconds silently became 584 years instead of an error.
+    #[test]
+    fn too_long_is_an_error_not_584_years() {
+        let err = parse("20000000000secs").unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+        assert!(parse("99999999999999999999999weeks").is_err());
+        assert_eq!(parse("10000000000secs").unwrap(), Duration::from_secs(10_000_000_000));
     }
 }

@@ -144,7 +144,7 @@ fn normalize_host(key: &str) -> String {
 
 /// What a registry's `WWW-Authenticate` header asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
     /// Get a token from `realm` and send it as `Authorization: Bearer`.
     Bearer {
         /// The token endpoint.
@@ -159,7 +159,7 @@ pub(crate) enum Challenge {
 }
 
 /// Parses `Bearer realm="...",service="...",scope="..."` or `Basic realm="..."`.
-pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, params) = match header.split_once(char::is_whitespace) {
         Some((s, p)) => (s, p),

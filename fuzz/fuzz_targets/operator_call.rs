@@ -1,0 +1,10 @@
+//! The agent's operator API, `POST /api/v1`: `mesos.v1.agent.Call` in JSON or
+//! protobuf, decoded as the handler does, then round-tripped.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mezzo_proto::mesos::v1::agent::Call;
+
+fuzz_target!(|data: &[u8]| {
+    mezzo_fuzz::proto_round_trip::<Call>(data);
+});

@@ -2,7 +2,8 @@
 # Installs and starts what mezzo's demo, tests and benchmarks need on a fresh
 # Debian machine: docker.io with a running dockerd, busybox-static,
 # libseccomp-dev, pkg-config, docker-registry (tests' loopback registry),
-# skopeo, crun and runc (benchmark peers). Idempotent. A dockerd it starts is recorded in
+# skopeo, crun and runc (benchmark peers), qemu-system-x86 (the cgroups v2
+# guest of scripts/v2-guest.sh). Idempotent. A dockerd it starts is recorded in
 # target/host/dockerd.pid so that scripts/teardown-host.sh stops only that.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +20,9 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v crun >/dev/null 2>&1 || need+=(crun)
 command -v runc >/dev/null 2>&1 || need+=(runc)
+# The cgroups v2 guest of scripts/v2-guest.sh (its kernel is fetched there).
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

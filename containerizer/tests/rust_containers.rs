@@ -1,7 +1,7 @@
 //! Real containers through the rust backend: run as root, each test with
 //! its own runtime root and cgroups root, cleaned up at the end.
 
-use mezzo_containerizer::isolators::Provisioner;
+use mezzo_containerizer::isolators::{CgroupFs, Provisioner};
 use mezzo_containerizer::rust::{RustBackend, RustBackendConfig};
 use mezzo_containerizer::{Backend, Command, ContainerConfig, ContainerType, Containerizer, ExitStatus, Launcher, Resources};
 use std::path::{Path, PathBuf};
@@ -80,8 +80,13 @@ impl Harness {
         }
     }
 
+    /// The container's cgroup in v1 hierarchy `controller`, or its one v2 cgroup.
+    fn cgroup(&self, controller: &str, id: &str) -> PathBuf {
+        CgroupFs::detect().dir(controller, &format!("/{}/{id}", self.cgroups_root))
+    }
+
     fn memory_cgroup(&self, id: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup/memory").join(&self.cgroups_root).join(id)
+        self.cgroup("memory", id)
     }
 
     async fn start(&self, config: &ContainerConfig) -> Box<dyn Launcher> {
@@ -141,13 +146,17 @@ async fn memory_limit_applies_and_sigkill_ends_it() {
     let c = h.config("mem", shell("sleep 1000"));
     let mut launcher = h.start(&c).await;
     let cg = h.memory_cgroup("mem");
-    let limit = std::fs::read_to_string(cg.join("memory.limit_in_bytes")).unwrap();
-    assert_eq!(limit.trim(), (64u64 << 20).to_string());
-    let soft = std::fs::read_to_string(cg.join("memory.soft_limit_in_bytes")).unwrap();
-    assert_eq!(soft.trim(), (64u64 << 20).to_string());
-    let shares = std::fs::read_to_string(Path::new("/sys/fs/cgroup/cpu").join(&h.cgroups_root).join("mem/cpu.shares")).unwrap();
-    assert_eq!(shares.trim(), "512");
-    assert!(!std::fs::read_to_string(cg.join("cgroup.procs")).unwrap().trim().is_empty());
+    let read = |dir: &Path, file: &str| std::fs::read_to_string(dir.join(file)).unwrap().trim().to_string();
+    // The request is both limits; the cpu share is 0.5 cpus' (v1's shares, v2's weight).
+    let (hard, soft, cpu_file, cpu_value) = if CgroupFs::detect().is_v2() {
+        ("memory.max", "memory.low", "cpu.weight", "50")
+    } else {
+        ("memory.limit_in_bytes", "memory.soft_limit_in_bytes", "cpu.shares", "512")
+    };
+    assert_eq!(read(&cg, hard), (64u64 << 20).to_string());
+    assert_eq!(read(&cg, soft), (64u64 << 20).to_string());
+    assert_eq!(read(&h.cgroup("cpu", "mem"), cpu_file), cpu_value);
+    assert!(!read(&cg, "cgroup.procs").is_empty());
     launcher.signal(libc::SIGKILL).await.expect("signal");
     let status = tokio::time::timeout(WAIT, launcher.wait()).await.expect("end in time").expect("wait");
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");

@@ -31,6 +31,23 @@ pub fn test_images_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("target").join("test-images")
 }
 
+/// Whether the kernel's cgroups are the unified (v2) hierarchy, as in
+/// scripts/v2-guest.sh's guest.
+pub fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Directory of cgroup `path` (relative to the root) in v1 hierarchy
+/// `controller`, or in the unified hierarchy on v2.
+pub fn cgroup_dir(controller: &str, path: &str) -> PathBuf {
+    let root = Path::new("/sys/fs/cgroup");
+    if cgroup_v2() {
+        root.join(path)
+    } else {
+        root.join(controller).join(path)
+    }
+}
+
 /// A TCP port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -331,7 +348,7 @@ impl Drop for Cluster {
         self.stop();
         // The agent removes its containers' cgroups; the per-run root is ours to remove.
         for controller in ["cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "systemd", "unified"] {
-            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(controller).join(&self.cgroups_root));
+            let _ = std::fs::remove_dir(cgroup_dir(controller, &self.cgroups_root));
         }
     }
 }
@@ -673,7 +690,7 @@ pub fn container_id_of(status: &TaskStatus) -> Option<String> {
 /// containers, processes running in its work dir.
 pub fn assert_clean(cluster: &Cluster) {
     for controller in ["memory", "cpu", "pids", "freezer"] {
-        let root = Path::new("/sys/fs/cgroup").join(controller).join(&cluster.cgroups_root);
+        let root = cgroup_dir(controller, &cluster.cgroups_root);
         if let Ok(entries) = std::fs::read_dir(&root) {
             let left: Vec<_> = entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect();
             assert!(left.is_empty(), "cgroups left under {}: {left:?}", root.display());

@@ -3,8 +3,7 @@
 
 use anyhow::Result;
 use mezzo_proto::mesos::v1::TaskState;
-use mezzo_tests::{assert_clean, command_task, states, Cluster, Kind, Scheduler};
-use std::path::Path;
+use mezzo_tests::{assert_clean, cgroup_dir, cgroup_v2, command_task, states, Cluster, Kind, Scheduler};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -115,7 +114,8 @@ async fn kill_and_memory_limit(kind: Kind) -> Result<()> {
             String::from_utf8_lossy(&out.stdout).trim().parse::<u64>()?
         }
         _ => {
-            let path = Path::new("/sys/fs/cgroup/memory").join(&cluster.cgroups_root).join(&cid).join("memory.limit_in_bytes");
+            let file = if cgroup_v2() { "memory.max" } else { "memory.limit_in_bytes" };
+            let path = cgroup_dir("memory", &format!("{}/{cid}", cluster.cgroups_root)).join(file);
             std::fs::read_to_string(&path)?.trim().parse::<u64>()?
         }
     };

@@ -6,8 +6,8 @@
 use anyhow::{bail, Context, Result};
 use mezzo_proto::mesos::v1::task_status::{Reason, Source};
 use mezzo_proto::mesos::v1::{TaskState, TaskStatus};
-use mezzo_tests::{assert_clean, command_task, container_id_of, states, Cluster, Kind, Scheduler};
-use std::path::{Path, PathBuf};
+use mezzo_tests::{assert_clean, cgroup_dir, command_task, container_id_of, states, Cluster, Kind, Scheduler};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -189,7 +189,7 @@ async fn container_that_no_checkpoint_names_is_destroyed_at_start() -> Result<()
     // The agent answers only once recovery is done.
     assert!(!r.runtime_dir().exists(), "the orphan's runtime directory is removed");
     wait_until("the orphan's processes are gone", Duration::from_secs(10), || !alive(task_pid) && !alive(executor_pid)).await?;
-    let cgroup = Path::new("/sys/fs/cgroup/memory").join(&r.cluster.cgroups_root).join(&r.cid);
+    let cgroup = cgroup_dir("memory", &format!("{}/{}", r.cluster.cgroups_root, r.cid));
     assert!(!cgroup.exists(), "the orphan's cgroup is removed");
     let (_, body) = r.cluster.agent_call_json(&serde_json::json!({"type": "GET_CONTAINERS"})).await?;
     assert!(!body.contains(&r.cid), "{body}");

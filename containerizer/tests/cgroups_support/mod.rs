@@ -1,11 +1,12 @@
-//! Shared by the tests that run real rust-backend containers on this
-//! host's cgroups v1: a per-test runtime root and cgroups root, cleaned up
-//! (processes killed, cgroups removed) when the harness is dropped, also on
-//! a failed assertion.
+//! Shared by the tests that run real rust-backend containers on the
+//! kernel's cgroups (v1 on a v1 or hybrid host, v2 in scripts/v2-guest.sh's
+//! guest): a per-test runtime root and cgroups root, cleaned up (processes
+//! killed, cgroups removed) when the harness is dropped, also on a failed
+//! assertion.
 
 #![allow(dead_code)]
 
-use mezzo_containerizer::isolators::{parse_isolation, Provisioner};
+use mezzo_containerizer::isolators::{parse_isolation, CgroupFs, Provisioner};
 use mezzo_containerizer::rust::{RustBackend, RustBackendConfig};
 use mezzo_containerizer::{Backend, Command, ContainerConfig, Containerizer, Launcher, Resources};
 use std::path::{Path, PathBuf};
@@ -100,9 +101,15 @@ impl Harness {
         }
     }
 
-    /// The container's cgroup in v1 hierarchy `controller`.
+    /// Whether the kernel's cgroups are the unified (v2) hierarchy.
+    pub fn v2(&self) -> bool {
+        CgroupFs::detect().is_v2()
+    }
+
+    /// The container's cgroup in v1 hierarchy `controller` (on v2, its one
+    /// cgroup whatever `controller` names).
     pub fn cgroup(&self, controller: &str, id: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup").join(controller).join(&self.cgroups_root).join(id)
+        CgroupFs::detect().dir(controller, &format!("/{}/{id}", self.cgroups_root))
     }
 
     pub fn read(&self, controller: &str, id: &str, file: &str) -> String {

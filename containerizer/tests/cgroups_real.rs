@@ -1,6 +1,9 @@
-//! The cgroups isolator on this host's real cgroups v1, with real
+//! The cgroups isolator on the kernel's real cgroups, with real
 //! rust-backend containers: the values in the cgroup files, a fork bomb,
-//! an OOM, usage and update. Run as root; each test has its own roots.
+//! an OOM, usage and update. Each test asserts on the files of the version
+//! it runs on: v1's here, v2's (memory.max, cpu.max, cpu.weight, pids.max,
+//! cgroup.procs) in the guest of scripts/v2-guest.sh, where `make test` runs
+//! this binary again. Run as root; each test has its own roots.
 
 mod cgroups_support;
 
@@ -12,14 +15,28 @@ fn mib(n: u64) -> String {
     (n << 20).to_string()
 }
 
+/// The soft and hard memory limit files of the kernel's cgroup version.
+fn memory_files(h: &Harness) -> (&'static str, &'static str) {
+    if h.v2() {
+        ("memory.low", "memory.max")
+    } else {
+        ("memory.soft_limit_in_bytes", "memory.limit_in_bytes")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cpu_shares_from_cpus_and_no_quota_without_cfs() {
     mezzo_testkit::require_root!();
     let h = Harness::new("shares", Options::default());
     let c = h.config("shares", "sleep 1000", 0.5, 64.0);
     let _l = h.start(&c).await;
-    assert_eq!(h.read("cpu", "shares", "cpu.shares"), "512");
-    assert_eq!(h.read("cpu", "shares", "cpu.cfs_quota_us"), "-1");
+    if h.v2() {
+        assert_eq!(h.read("cpu", "shares", "cpu.weight"), "50");
+        assert_eq!(h.read("cpu", "shares", "cpu.max"), "max 100000");
+    } else {
+        assert_eq!(h.read("cpu", "shares", "cpu.shares"), "512");
+        assert_eq!(h.read("cpu", "shares", "cpu.cfs_quota_us"), "-1");
+    }
     h.containerizer.destroy("shares").await.unwrap();
 }
 
@@ -29,9 +46,14 @@ async fn cfs_quota_from_request_when_enabled() {
     let h = Harness::new("cfs", Options { enable_cfs: true, ..Default::default() });
     let c = h.config("cfs", "sleep 1000", 0.6, 64.0);
     let _l = h.start(&c).await;
-    assert_eq!(h.read("cpu", "cfs", "cpu.shares"), "614");
-    assert_eq!(h.read("cpu", "cfs", "cpu.cfs_period_us"), "100000");
-    assert_eq!(h.read("cpu", "cfs", "cpu.cfs_quota_us"), "60000");
+    if h.v2() {
+        assert_eq!(h.read("cpu", "cfs", "cpu.weight"), "60");
+        assert_eq!(h.read("cpu", "cfs", "cpu.max"), "60000 100000");
+    } else {
+        assert_eq!(h.read("cpu", "cfs", "cpu.shares"), "614");
+        assert_eq!(h.read("cpu", "cfs", "cpu.cfs_period_us"), "100000");
+        assert_eq!(h.read("cpu", "cfs", "cpu.cfs_quota_us"), "60000");
+    }
     h.containerizer.destroy("cfs").await.unwrap();
 }
 
@@ -42,12 +64,18 @@ async fn cpu_limit_gives_quota_and_infinite_limit_none() {
     let mut c = h.config("lim", "sleep 1000", 0.2, 64.0);
     c.limits = ResourceLimits { cpus: Some(1.5), mem_mb: None };
     let _a = h.start(&c).await;
-    assert_eq!(h.read("cpu", "lim", "cpu.shares"), "204");
-    assert_eq!(h.read("cpu", "lim", "cpu.cfs_quota_us"), "150000");
+    if h.v2() {
+        assert_eq!(h.read("cpu", "lim", "cpu.weight"), "20");
+        assert_eq!(h.read("cpu", "lim", "cpu.max"), "150000 100000");
+    } else {
+        assert_eq!(h.read("cpu", "lim", "cpu.shares"), "204");
+        assert_eq!(h.read("cpu", "lim", "cpu.cfs_quota_us"), "150000");
+    }
     let mut c = h.config("inf", "sleep 1000", 0.2, 64.0);
     c.limits = ResourceLimits { cpus: Some(f64::INFINITY), mem_mb: None };
     let _b = h.start(&c).await;
-    assert_eq!(h.read("cpu", "inf", "cpu.cfs_quota_us"), "-1", "an infinite limit is no quota even with CFS on");
+    let (file, none) = if h.v2() { ("cpu.max", "max 100000") } else { ("cpu.cfs_quota_us", "-1") };
+    assert_eq!(h.read("cpu", "inf", file), none, "an infinite limit is no quota even with CFS on");
     h.containerizer.destroy("lim").await.unwrap();
     h.containerizer.destroy("inf").await.unwrap();
 }
@@ -59,15 +87,16 @@ async fn memory_soft_limit_is_the_request_and_hard_limit_the_limit() {
     let mut c = h.config("lim", "sleep 1000", 0.1, 64.0);
     c.limits = ResourceLimits { cpus: None, mem_mb: Some(96.0) };
     let _a = h.start(&c).await;
-    assert_eq!(h.read("memory", "lim", "memory.soft_limit_in_bytes"), mib(64));
-    assert_eq!(h.read("memory", "lim", "memory.limit_in_bytes"), mib(96));
+    let (soft, hard) = memory_files(&h);
+    assert_eq!(h.read("memory", "lim", soft), mib(64));
+    assert_eq!(h.read("memory", "lim", hard), mib(96));
     let mut c = h.config("inf", "sleep 1000", 0.1, 16.0);
     c.limits = ResourceLimits { cpus: None, mem_mb: Some(f64::INFINITY) };
     let _b = h.start(&c).await;
     // Mesos's 32 MB floor for the soft limit; no hard limit at all.
-    assert_eq!(h.read("memory", "inf", "memory.soft_limit_in_bytes"), mib(32));
-    let hard: u64 = h.read("memory", "inf", "memory.limit_in_bytes").parse().unwrap();
-    assert!(hard >= 1 << 62, "hard limit {hard} should be unlimited");
+    assert_eq!(h.read("memory", "inf", soft), mib(32));
+    let unlimited = h.read("memory", "inf", hard);
+    assert!(unlimited == "max" || unlimited.parse::<u64>().unwrap() >= 1 << 62, "hard limit {unlimited} should be unlimited");
     h.containerizer.destroy("lim").await.unwrap();
     h.containerizer.destroy("inf").await.unwrap();
 }
@@ -163,16 +192,25 @@ async fn update_changes_cpu_both_ways_and_only_raises_the_memory_hard_limit() {
     let _l = h.start(&c).await;
     let res = |cpus: f64, mem: f64| Resources { cpus: Some(cpus), mem_mb: Some(mem), ..Default::default() };
     let none = ResourceLimits::default();
+    // (weight or shares, quota) as the kernel's version spells them.
+    let cpu = |h: &Harness| {
+        if h.v2() {
+            (h.read("cpu", "up", "cpu.weight"), h.read("cpu", "up", "cpu.max"))
+        } else {
+            (h.read("cpu", "up", "cpu.shares"), h.read("cpu", "up", "cpu.cfs_quota_us"))
+        }
+    };
+    let (soft, hard) = memory_files(&h);
     h.containerizer.update("up", &res(2.0, 128.0), &none).await.unwrap();
-    assert_eq!(h.read("cpu", "up", "cpu.shares"), "2048");
-    assert_eq!(h.read("cpu", "up", "cpu.cfs_quota_us"), "200000");
-    assert_eq!(h.read("memory", "up", "memory.limit_in_bytes"), mib(128));
-    assert_eq!(h.read("memory", "up", "memory.soft_limit_in_bytes"), mib(128));
+    let want = if h.v2() { ("200", "200000 100000") } else { ("2048", "200000") };
+    assert_eq!(cpu(&h), (want.0.to_string(), want.1.to_string()));
+    assert_eq!(h.read("memory", "up", hard), mib(128));
+    assert_eq!(h.read("memory", "up", soft), mib(128));
     h.containerizer.update("up", &res(0.25, 48.0), &none).await.unwrap();
-    assert_eq!(h.read("cpu", "up", "cpu.shares"), "256");
-    assert_eq!(h.read("cpu", "up", "cpu.cfs_quota_us"), "25000");
-    assert_eq!(h.read("memory", "up", "memory.soft_limit_in_bytes"), mib(48));
-    assert_eq!(h.read("memory", "up", "memory.limit_in_bytes"), mib(128), "hard limit must not be lowered");
+    let want = if h.v2() { ("25", "25000 100000") } else { ("256", "25000") };
+    assert_eq!(cpu(&h), (want.0.to_string(), want.1.to_string()));
+    assert_eq!(h.read("memory", "up", soft), mib(48));
+    assert_eq!(h.read("memory", "up", hard), mib(128), "hard limit must not be lowered");
     // An unknown container is ignored, as in Mesos.
     h.containerizer.update("nobody", &res(1.0, 64.0), &none).await.expect("unknown is ignored");
     h.containerizer.destroy("up").await.unwrap();
@@ -186,9 +224,18 @@ async fn container_is_placed_in_every_controller_and_isolate_is_idempotent() {
     let _l = h.start(&c).await;
     let init = h.init_pid("place");
     h.containerizer.isolate("place", init).await.expect("isolate");
+    // On v2 every name is the one unified cgroup, whose controllers must
+    // all be enabled.
     for controller in ["cpu", "cpuacct", "memory", "pids", "blkio"] {
         let procs = h.read(controller, "place", "cgroup.procs");
         assert!(procs.lines().any(|l| l == init.to_string()), "{controller}: {procs}");
+    }
+    if h.v2() {
+        let parent = h.cgroup("", "place").parent().unwrap().join("cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&parent).unwrap();
+        for c in ["cpu", "memory", "pids", "io"] {
+            assert!(enabled.split_whitespace().any(|e| e == c), "{c} not enabled for the container: {enabled}");
+        }
     }
     h.containerizer.destroy("place").await.unwrap();
     for controller in ["cpu", "memory", "pids", "blkio", "freezer"] {

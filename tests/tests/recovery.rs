@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use mezzo_proto::mesos::v1::task_status::{Reason, Source};
 use mezzo_proto::mesos::v1::{TaskState, TaskStatus};
 use mezzo_tests::{assert_clean, cgroup_dir, command_task, container_id_of, states, Cluster, Kind, Scheduler};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);

@@ -6,14 +6,21 @@
 # accept_to_running_{rust,docker}: median over N runs of the time from the
 # scheduler's ACCEPT to its TASK_RUNNING update, as `mezzo execute` sees it,
 # through a real master and agent.
+# kill_to_killed_rust: median time from the scheduler's KILL of `sleep 1000`
+# (busybox, rust containerizer, default 3 s grace) to its TASK_KILLED update.
+# exit_to_failed_rust: median time from a task's exit (the task prints the
+# clock with busybox's adjtimex just before `exit 3`) to its TASK_FAILED update
+# at the scheduler. Both time the lines of `mezzo execute` as they arrive.
 # Then mezzo-bench (bench/), side by side with its peers in the same run:
 # rust_launch_true (crun; runc as rust_launch_true_vs_runc), rust_launch_1000,
 # docker_launch_true (docker run), image_warm_provision_{1,5,20},
 # image_cold_pull (skopeo; docker pull as image_cold_pull_vs_docker).
 #
-# Knobs: MEZZO_BENCH_RUNS (cluster runs, 20), MEZZO_BENCH_LAUNCH_RUNS (30),
-# MEZZO_BENCH_PULL_RUNS (9), MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY
-# (mezzo-bench groups: provision,rust,many,docker,pull; empty = all).
+# Knobs: MEZZO_BENCH_RUNS (cluster runs, 20), MEZZO_BENCH_KILL_RUNS (kill and
+# exit runs, 10), MEZZO_BENCH_LAUNCH_RUNS (30), MEZZO_BENCH_PULL_RUNS (9),
+# MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY (comma separated: cluster =
+# accept_to_running_*, kill = kill_to_killed_rust and exit_to_failed_rust, and
+# the mezzo-bench groups provision,rust,many,docker,pull; empty = all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${MEZZO_BENCH_RUNS:-20}
@@ -23,13 +30,19 @@ bin="$PWD/target/release"
 out="$PWD/target/bench"
 mkdir -p "$out"
 rm -f "$out/cluster-samples.txt" "$out/mezzo-bench.json"
+# MEZZO_BENCH_ONLY: which parts run (empty = all).
+wants() { [ -z "${MEZZO_BENCH_ONLY:-}" ] || [[ ",$MEZZO_BENCH_ONLY," == *",$1,"* ]]; }
+bench_groups=()
+for g in provision rust many docker pull; do wants "$g" && bench_groups+=("$g"); done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# 1. Through a cluster: ACCEPT to TASK_RUNNING.
+# 1. Through a cluster: ACCEPT to TASK_RUNNING; KILL to TASK_KILLED; exit to TASK_FAILED.
 source scripts/cluster.sh
-start_cluster "$bin" "$(free_port)" "$(free_port)"
 : >"$out/cluster-samples.txt"
-for kind in mesos docker; do
+if wants cluster || wants kill; then
+start_cluster "$bin" "$(free_port)" "$(free_port)"
+fi
+wants cluster && for kind in mesos docker; do
   for i in $(seq 1 "$runs"); do
     line=$(timeout 120 "$bin/mezzo" execute --master="$master" --name="bench-$kind-$i" --command=true \
       --image=busybox --containerizer="$kind" --cpus=0.1 --mem=32 2>&1 | grep 'ACCEPT to TASK_RUNNING' || true)
@@ -37,6 +50,44 @@ for kind in mesos docker; do
     [ -n "$ms" ] && echo "$kind $ms" >>"$out/cluster-samples.txt"
   done
 done
+if wants kill; then
+  python3 - "$bin/mezzo" "$master" "${MEZZO_BENCH_KILL_RUNS:-10}" >>"$out/cluster-samples.txt" <<'PY'
+import re, subprocess, sys, time
+mezzo, master, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def execute(name, command, extra=()):
+    """Runs `mezzo execute`; yields (arrival time, line) as lines arrive."""
+    args = [mezzo, "execute", f"--master={master}", f"--name={name}", f"--command={command}",
+            "--image=busybox", "--containerizer=mesos", "--cpus=0.1", "--mem=32", "--timeout=120", *extra]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    try:
+        for line in p.stdout:
+            yield time.time(), line
+    finally:
+        p.kill()
+        p.wait()
+
+for i in range(runs):
+    killing = killed = None
+    for t, line in execute(f"bench-kill-{i}", "sleep 1000", ["--kill_after=0.2"]):
+        if line.startswith("Killing task"):
+            killing = t
+        elif "status update TASK_KILLED" in line:
+            killed = t
+    if killing and killed:
+        print(f"kill {(killed - killing) * 1000:.2f}")
+    failed = sec = usec = None
+    for t, line in execute(f"bench-exit-{i}", "sleep 0.2; adjtimex; exit 3"):
+        if "status update TASK_FAILED" in line:
+            failed = t
+        elif m := re.search(r"time\.tv_sec:\s*(\d+)", line):
+            sec = int(m.group(1))
+        elif m := re.search(r"time\.tv_usec:\s*(\d+)", line):
+            usec = int(m.group(1))
+    if failed and sec is not None and usec is not None:
+        print(f"exit {(failed - (sec + usec / 1e6)) * 1000:.2f}")
+PY
+fi
 # The side-by-side benchmarks want a quiet machine: no idle agent polling.
 stop_cluster
 trap - EXIT
@@ -44,11 +95,13 @@ trap - EXIT
 # 2. Side by side with the peers (its own private mount namespace; cleans up after itself).
 bench_rc=0
 only=()
-[ -n "${MEZZO_BENCH_ONLY:-}" ] && only=(--only "$MEZZO_BENCH_ONLY")
+[ -n "${MEZZO_BENCH_ONLY:-}" ] && only=(--only "$(IFS=,; echo "${bench_groups[*]}")")
+if [ "${#bench_groups[@]}" -gt 0 ]; then
 timeout 3600 "$bin/mezzo-bench" \
   --runs "${MEZZO_BENCH_LAUNCH_RUNS:-30}" --pull-runs "${MEZZO_BENCH_PULL_RUNS:-9}" \
   --many "${MEZZO_BENCH_MANY:-1000}" --test-images "$PWD/target/test-images" \
   --launcher-dir "$bin" --out "$out/mezzo-bench.json" "${only[@]}" || bench_rc=$?
+fi
 
 # 3. One results file, one table.
 python3 - "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/results.json" <<'PY'
@@ -59,10 +112,16 @@ for line in open(samples_path):
     kind, ms = line.split()
     samples.setdefault(kind, []).append(float(ms))
 results = []
-for kind, name in {"mesos": "accept_to_running_rust", "docker": "accept_to_running_docker"}.items():
+names = {"mesos": "accept_to_running_rust", "docker": "accept_to_running_docker",
+         "kill": "kill_to_killed_rust", "exit": "exit_to_failed_rust"}
+targets = {"kill": "<= 100 ms", "exit": "<= 20 ms"}
+for kind, name in names.items():
     vals = samples.get(kind, [])
     if vals:
-        results.append({"name": name, "value": round(statistics.median(vals), 2), "unit": "ms", "runs": len(vals)})
+        entry = {"name": name, "value": round(statistics.median(vals), 2), "unit": "ms", "runs": len(vals)}
+        if kind in targets:
+            entry["target"] = targets[kind]
+        results.append(entry)
 if os.path.exists(bench_path):
     results.extend(json.load(open(bench_path)))
 json.dump(results, open(out_path, "w"), indent=2)

@@ -20,10 +20,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-/// How long a TASK_FAILED from an executor waits for a limitation that
-/// explains it (the OOM event and the container's exit race).
-const LIMITATION_GRACE: Duration = Duration::from_millis(500);
-
 /// An event for a subscribed executor's stream.
 pub type ExecutorEventSender = mpsc::UnboundedSender<executor::Event>;
 
@@ -63,8 +59,6 @@ pub struct Executor {
     /// An isolator ended the container; the executor's own terminal update
     /// is replaced by the agent's TASK_FAILED with this limitation.
     pub limitation: Option<Limitation>,
-    /// Notified (one permit) when a limitation is recorded.
-    pub limited: Arc<Notify>,
     /// Cancelled when the executor is finished: stops its limitation watch.
     pub done: CancellationToken,
     /// Taken back from an earlier run of the agent.
@@ -91,7 +85,6 @@ impl Executor {
             terminal: Arc::new(Notify::new()),
             checkpoint,
             limitation: None,
-            limited: Arc::new(Notify::new()),
             done: CancellationToken::new(),
             recovered: false,
             reregistration_timed_out: false,
@@ -511,7 +504,6 @@ impl Agent {
             let Some(ex) = state.executors.get_mut(key) else { return };
             tracing::warn!(task = %ex.task.task_id.value, reason = ?limitation.reason, message = %limitation.message, "container limitation; killing the executor");
             ex.limitation = Some(limitation);
-            ex.limited.notify_one();
             ex.pid
         };
         kill_group(pid);
@@ -716,23 +708,19 @@ impl Agent {
         self.updates.update_checkpointed(FrameworkId { value: key.0.clone() }, status, checkpoint);
     }
 
-    /// A terminal TASK_FAILED from an executor may be the consequence of a
-    /// limitation whose event is still on its way: it waits a moment for it.
-    /// Returns false when the update must be dropped (a limitation explains it).
+    /// Whether an executor's TASK_FAILED goes to the framework: not when a
+    /// limitation the agent saw already ended the container (its own
+    /// TASK_FAILED with the limitation goes instead).
+    ///
+    /// Nothing is waited for: a memory limitation never races the exit.
+    /// Both backends record an OOM kill before the task's end is known (the
+    /// rust supervisor reads the memory cgroup's `oom_kill` counter after
+    /// reaping the container's init and before it writes the exit status;
+    /// docker's `OOMKilled` comes with the engine's exit code), so the
+    /// executor's update already carries the limitation when there was one.
     pub async fn await_limitation(&self, key: &(String, String), status: &TaskStatus) -> bool {
         if status.state() != TaskState::TaskFailed {
             return true;
-        }
-        let limited = match self.state.lock().unwrap().executors.get(key) {
-            Some(ex) if ex.limitation.is_some() => return false,
-            // The executor already knows the limitation: nothing to wait for.
-            Some(_) if is_limitation_reason(status.reason()) => return true,
-            Some(ex) => ex.limited.clone(),
-            None => return true,
-        };
-        if tokio::time::timeout(LIMITATION_GRACE, limited.notified()).await.is_ok() {
-            // Give the permit back for anyone else waiting on this executor.
-            limited.notify_one();
         }
         self.state.lock().unwrap().executors.get(key).is_none_or(|ex| ex.limitation.is_none())
     }

@@ -29,4 +29,4 @@ pub use containerizer::{launcher, read_spec, Containerizer};
 pub use error::ContainerizerError;
 pub use isolator::{Isolator, Limitation, LimitationReason, Usage};
 pub use launcher::Launcher;
-pub use spec::{ContainerSpec, ExitStatus, Limits, Mount, Namespace, Rootfs};
+pub use spec::{signal_description, ContainerSpec, ExitStatus, Limits, Mount, Namespace, Rootfs};

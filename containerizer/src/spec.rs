@@ -165,18 +165,73 @@ impl ExitStatus {
     }
 }
 
+/// What glibc's `strsignal` says of `sig` (in the C locale), as Mesos's
+/// `WSTRINGIFY` reports a signal death: `Killed`, `Terminated`, ...
+pub fn signal_description(sig: i32) -> String {
+    const NAMES: [&str; 31] = [
+        "Hangup",
+        "Interrupt",
+        "Quit",
+        "Illegal instruction",
+        "Trace/breakpoint trap",
+        "Aborted",
+        "Bus error",
+        "Floating point exception",
+        "Killed",
+        "User defined signal 1",
+        "Segmentation fault",
+        "User defined signal 2",
+        "Broken pipe",
+        "Alarm clock",
+        "Terminated",
+        "Stack fault",
+        "Child exited",
+        "Continued",
+        "Stopped (signal)",
+        "Stopped",
+        "Stopped (tty input)",
+        "Stopped (tty output)",
+        "Urgent I/O condition",
+        "CPU time limit exceeded",
+        "File size limit exceeded",
+        "Virtual timer expired",
+        "Profiling timer expired",
+        "Window changed",
+        "I/O possible",
+        "Power failure",
+        "Bad system call",
+    ];
+    match usize::try_from(sig) {
+        Ok(n @ 1..=31) => NAMES[n - 1].to_string(),
+        _ if (libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&sig) => format!("Real-time signal {}", sig - libc::SIGRTMIN()),
+        _ => format!("Unknown signal {sig}"),
+    }
+}
+
 impl std::fmt::Display for ExitStatus {
     /// Mesos's `WSTRINGIFY`: "exited with status N" or "terminated with signal NAME".
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(code) = self.code() {
             write!(f, "exited with status {code}")
         } else if let Some(sig) = self.signal() {
-            let name = nix::sys::signal::Signal::try_from(sig)
-                .map(|s| s.as_str().trim_start_matches("SIG").to_string())
-                .unwrap_or_else(|_| sig.to_string());
-            write!(f, "terminated with signal {name}")
+            write!(f, "terminated with signal {}", signal_description(sig))
         } else {
             write!(f, "ended with wait status {}", self.0)
         }
+    }
+}
+
+#[cfg(test)]
+mod exit_status_tests {
+    use super::*;
+
+    #[test]
+    fn signal_deaths_are_named_as_strsignal_names_them() {
+        assert_eq!(ExitStatus::from_signal(libc::SIGKILL).to_string(), "terminated with signal Killed");
+        assert_eq!(ExitStatus::from_signal(libc::SIGTERM).to_string(), "terminated with signal Terminated");
+        assert_eq!(ExitStatus::from_signal(libc::SIGSEGV).to_string(), "terminated with signal Segmentation fault");
+        assert_eq!(ExitStatus::from_code(3).to_string(), "exited with status 3");
+        assert_eq!(signal_description(libc::SIGRTMIN() + 2), "Real-time signal 2");
+        assert_eq!(signal_description(99), "Unknown signal 99");
     }
 }

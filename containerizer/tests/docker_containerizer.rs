@@ -469,8 +469,8 @@ async fn docker_stop_kills_after_the_grace_period() {
     let h = Harness::new().await;
     let id = unique("stopkill");
     let _g = ContainerGuard(id.clone());
-    // sh as pid 1 without a TERM handler ignores SIGTERM: only SIGKILL ends it.
-    let mut launcher = h.start(&h.config(&id, shell("sleep 1000"))).await;
+    // A task that ignores SIGTERM: only SIGKILL ends it.
+    let mut launcher = h.start(&h.config(&id, shell("trap '' TERM; sleep 1000"))).await;
     let begun = Instant::now();
     launcher.stop(Duration::from_secs(1)).await.unwrap();
     let status = tokio::time::timeout(BOUND, launcher.wait()).await.unwrap().unwrap();

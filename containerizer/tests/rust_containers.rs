@@ -171,9 +171,29 @@ async fn task_sees_only_its_own_processes() {
     let (status, out, err) = h.run(&c).await;
     assert!(status.success(), "{status}: {err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "1", "the task is its namespace's init: {out}");
-    // sh, ls and grep at most.
-    assert!(lines[1].parse::<u32>().unwrap() <= 3, "{out}");
+    assert_eq!(lines[0], "2", "the task runs under the container's init: {out}");
+    // init, sh, ls and grep at most.
+    assert!(lines[1].parse::<u32>().unwrap() <= 4, "{out}");
+}
+
+/// A task that does not trap SIGTERM still ends on it: the container's init
+/// is PID 1 (whose SIGTERM the kernel would drop), not the task. The task's
+/// own status comes back, a signal death as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_a_task_that_does_not_trap_it() {
+    mezzo_testkit::require_root!();
+    let h = Harness::new("untrapped", None);
+    for (name, command) in [("direct", Command { value: Some("sleep".into()), arguments: vec!["sleep".into(), "1000".into()], shell: false, ..Default::default() }), ("shell", shell("sleep 1000"))] {
+        let c = h.config(name, command);
+        let mut launcher = h.start(&c).await;
+        let begun = std::time::Instant::now();
+        launcher.signal(libc::SIGTERM).await.expect("signal");
+        let status = tokio::time::timeout(WAIT, launcher.wait()).await.expect("end in time").expect("wait");
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{name}: {status}");
+        assert_eq!(status.to_string(), "terminated with signal Terminated");
+        assert!(begun.elapsed() < Duration::from_secs(1), "{name}: SIGTERM took {:?}", begun.elapsed());
+        h.containerizer.destroy(name).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -473,7 +473,7 @@ async fn output_reaches_the_sandbox_while_running_and_kill_honours_the_grace() -
     assert_eq!(stdout, "start\n", "stdout while running");
     assert!(stderr.contains("to-stderr"), "stderr while running: {stderr:?}");
     assert!(!d.has_update("talker", Duration::from_millis(200)).await, "the task is still TASK_RUNNING: {:?}", d.updates);
-    // sh as the container's init ignores SIGTERM: the kill needs the SIGKILL after the grace.
+    // The engine's init forwards SIGTERM to sh: the kill ends within the grace.
     let (updates, elapsed) = kill(&mut d, &cluster, "talker").await?;
     assert_eq!(updates.last().unwrap().state(), TaskState::TaskKilled, "{:?}", states(&updates));
     assert!(elapsed <= grace + Duration::from_secs(3), "kill took {elapsed:?} with a {grace:?} grace");

@@ -7,11 +7,20 @@
 //! * `mezzo-launcher run --runtime-dir DIR`: mounts the rootfs in a private
 //!   mount namespace, creates and starts the container, prints
 //!   `started <pid>` (or `error <reason>`) on stdout, forwards SIGTERM,
-//!   SIGINT and SIGHUP to every process of the container, reaps the init,
-//!   writes its raw wait status atomically to `DIR/exit_status` (and prints
-//!   `exited <status>`), deletes the container and exits.
-//! * `mezzo-launcher kill --runtime-dir DIR --signal N`: sends signal N to
+//!   SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to the
+//!   container's init, reaps it, writes the task's raw wait status
+//!   atomically to `DIR/exit_status` (and prints `exited <status>`), deletes
+//!   the container and exits.
+//! * `mezzo-launcher kill --runtime-dir DIR --signal N`: a forwarded signal
+//!   goes to the supervisor (which passes it on); any other (SIGKILL) to
 //!   every process of the container.
+//!
+//! The container's init is this program's own code (see `container_init`):
+//! libcontainer's init process forks the task into a process group of its
+//! own and stays as PID 1, forwarding signals to that group and reaping
+//! orphans; when the task ends it hands the task's wait status to the
+//! supervisor over a pipe and exits. The task is never PID 1, so the kernel
+//! never drops its SIGTERM.
 //!
 //! On cgroup v1 the backend records a placement (`cgroups.json`): the
 //! supervisor then puts the container in its cgroups itself, cheaply, and
@@ -34,11 +43,21 @@ use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Signals forwarded to the container; SIGCHLD wakes the reaper.
-const FORWARDED: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+/// Signals forwarded to the container's init (and by it to the task's
+/// process group); SIGCHLD wakes the reaper.
+fn forwarded() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in mezzo_containerizer::rust::FORWARDED_SIGNALS {
+        if let Ok(s) = Signal::try_from(s) {
+            set.add(s);
+        }
+    }
+    set
+}
 
 fn usage() -> ExitCode {
     eprintln!("usage: mezzo-launcher run --runtime-dir DIR | kill --runtime-dir DIR --signal N");
@@ -75,25 +94,131 @@ fn main() -> ExitCode {
     }
 }
 
-/// The default executor, plus undoing what the supervisor changed in the
-/// process state that the container's init inherits: the blocked signals
-/// and Rust's ignored SIGPIPE.
+/// Runs in libcontainer's init process, once the container is set up:
+/// forks the task (the default executor, after undoing what the supervisor
+/// changed in the process state it inherits: the blocked signals and Rust's
+/// ignored SIGPIPE) and becomes the container's init.
 #[derive(Clone)]
-struct SupervisedExecutor;
+struct SupervisedExecutor {
+    /// Write end of the pipe on which the init reports the task's status.
+    status: RawFd,
+}
 
 impl Executor for SupervisedExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-            .map_err(|e| ExecutorError::Other(format!("unblock signals: {e}")))?;
-        // SAFETY: setting a signal to its default disposition installs no
-        // handler; this process is single-threaded and about to exec.
-        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
-            .map_err(|e| ExecutorError::Other(format!("reset SIGPIPE: {e}")))?;
-        get_executor().exec(spec)
+        let mut set = forwarded();
+        set.add(Signal::SIGCHLD);
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+            .map_err(|e| ExecutorError::Other(format!("block signals: {e}")))?;
+        // SAFETY: libcontainer's init process is single-threaded (a clone of
+        // the single-threaded supervisor), so the child is a full copy and
+        // may run any code before it execs.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(ExecutorError::Other(format!("fork the task: {e}"))),
+            Ok(nix::unistd::ForkResult::Child) => {
+                let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+                let _ = nix::unistd::close(self.status);
+                let failed = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                    .map_err(|e| ExecutorError::Other(format!("unblock signals: {e}")))
+                    .and_then(|_| {
+                        // SAFETY: setting a signal to its default disposition
+                        // installs no handler; this process is single-threaded
+                        // and about to exec.
+                        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }
+                            .map_err(|e| ExecutorError::Other(format!("reset SIGPIPE: {e}")))
+                    })
+                    .and_then(|_| get_executor().exec(spec));
+                if let Err(e) = failed {
+                    eprintln!("mezzo-launcher: cannot run the task: {e}");
+                }
+                // SAFETY: _exit ends this process at once; it never returns.
+                unsafe { libc::_exit(127) }
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => container_init(child, self.status, &set),
+        }
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         get_executor().validate(spec)
+    }
+}
+
+/// The container's init (PID 1 of its PID namespace): forwards the
+/// forwarded signals to the task's process group, reaps every child
+/// (orphans of the task included), and when the task ends writes its raw
+/// wait status to `status_fd` and exits with the shell's code for it (N,
+/// or 128 + signal). It never returns.
+///
+/// It is a fork of the supervisor that did not exec: it makes itself
+/// non-dumpable (so that no task can read its memory, environment or file
+/// descriptors through /proc or ptrace without CAP_SYS_PTRACE) and closes
+/// every descriptor but the task's stdio and the status pipe.
+fn container_init(task: nix::unistd::Pid, status_fd: RawFd, set: &SigSet) -> ! {
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument; no memory is passed.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // Also done by the child; whichever runs first makes the group exist
+    // before any signal is forwarded to it.
+    let _ = nix::unistd::setpgid(task, task);
+    close_descriptors_except(status_fd);
+    let set_ptr: *const libc::sigset_t = set.as_ref();
+    loop {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid writes only into `status`.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid == task.as_raw() {
+                let bytes = status.to_ne_bytes();
+                // SAFETY: writes 4 bytes from a live buffer; a pipe write of
+                // at most PIPE_BUF bytes is atomic.
+                unsafe { libc::write(status_fd, bytes.as_ptr().cast(), bytes.len()) };
+                let code = if libc::WIFEXITED(status) {
+                    libc::WEXITSTATUS(status)
+                } else if libc::WIFSIGNALED(status) {
+                    128 + libc::WTERMSIG(status)
+                } else {
+                    255
+                };
+                // SAFETY: _exit ends this process at once; the kernel then
+                // kills what is left in the PID namespace.
+                unsafe { libc::_exit(code) }
+            }
+            if pid <= 0 {
+                break;
+            }
+        }
+        // SAFETY: `set_ptr` points at a valid sigset for the call; a null
+        // siginfo pointer is allowed.
+        let sig = unsafe { libc::sigwaitinfo(set_ptr, std::ptr::null_mut()) };
+        if sig <= 0 || sig == libc::SIGCHLD {
+            continue;
+        }
+        // The task's group, or the task alone if it left its group.
+        // SAFETY: kill takes plain integers.
+        if unsafe { libc::kill(-task.as_raw(), sig) } != 0 {
+            // SAFETY: as above.
+            unsafe { libc::kill(task.as_raw(), sig) };
+        }
+    }
+}
+
+/// Closes every file descriptor above 2 except `keep`.
+fn close_descriptors_except(keep: RawFd) {
+    let ranges = [(3, keep - 1), (keep + 1, i32::MAX)];
+    // SAFETY: close_range only closes descriptors of this process, none of
+    // which is used after this point except `keep` and stdio.
+    let closed = ranges.iter().filter(|(lo, hi)| lo <= hi).all(|&(lo, hi)| unsafe {
+        libc::syscall(libc::SYS_close_range, lo as libc::c_uint, hi as libc::c_uint, 0 as libc::c_uint) == 0
+    });
+    if closed {
+        return;
+    }
+    // Older kernels or a filter refusing close_range: the open ones, by name.
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).collect(),
+        Err(_) => (3..1024).collect(),
+    };
+    for fd in open.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
+        let _ = nix::unistd::close(fd);
     }
 }
 
@@ -251,10 +376,7 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
 
     // Blocked from now on, so a signal that arrives while the container is
     // being built waits (pending) and is forwarded once it runs.
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(s);
-    }
+    let mut set = forwarded();
     set.add(Signal::SIGCHLD);
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("block signals")?;
 
@@ -281,12 +403,16 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     let stderr = open_output(&spec.stderr)?;
     let state_root = dir.join(STATE_DIR);
     std::fs::create_dir_all(&state_root).with_context(|| format!("create {}", state_root.display()))?;
+    // The container's init reports the task's wait status on this pipe.
+    let (status_read, status_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK).context("create the status pipe")?;
+    let executor = SupervisedExecutor { status: status_write.as_raw_fd() };
     let build = || {
         ContainerBuilder::new(spec.container_id.clone(), SyscallType::default())
             .validate_id()
             .and_then(|b| b.with_root_path(&state_root))
             .map(|b| {
-                b.with_executor(SupervisedExecutor)
+                b.with_executor(executor)
                     .with_stdin(devnull)
                     .with_stdout(stdout)
                     .with_stderr(stderr)
@@ -306,6 +432,8 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
         },
         None => build(),
     };
+    // Only the container's init keeps the write end.
+    drop(status_write);
     let mut container = match built {
         Ok(c) => c,
         Err(e) => {
@@ -326,7 +454,10 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     }
     *ready = true;
 
-    let status = wait_forwarding(&mut container, init.as_raw(), &set)?;
+    let init_status = wait_forwarding(init.as_raw(), &set)?;
+    // The task's own status, as its init reported it; the init's when it
+    // died before it could (SIGKILL to the whole container).
+    let status = read_task_status(&status_read).unwrap_or(init_status);
     // The kernel's OOM counter for the container's memory cgroup, read
     // before delete removes the cgroup: an OOM kill of the init is then a
     // recorded limitation, never a guess from the exit status.
@@ -391,9 +522,18 @@ fn start_attach_warmup(procs: &Path) {
     }
 }
 
-/// Waits for the init to end while forwarding signals; returns its raw
-/// wait status.
-fn wait_forwarding(container: &mut Container, init: i32, set: &SigSet) -> Result<i32> {
+/// The task's raw wait status its init wrote on the status pipe, if any.
+fn read_task_status(pipe: &OwnedFd) -> Option<i32> {
+    let mut bytes = [0u8; 4];
+    match nix::unistd::read(pipe.as_raw_fd(), &mut bytes) {
+        Ok(4) => Some(i32::from_ne_bytes(bytes)),
+        _ => None,
+    }
+}
+
+/// Waits for the init to end while forwarding signals to it (it passes
+/// them on to the task); returns its raw wait status.
+fn wait_forwarding(init: i32, set: &SigSet) -> Result<i32> {
     let timeout = libc::timespec { tv_sec: 1, tv_nsec: 0 };
     loop {
         // Reap first: SIGCHLD may have been consumed before this loop ran.
@@ -404,10 +544,13 @@ fn wait_forwarding(container: &mut Container, init: i32, set: &SigSet) -> Result
         // SAFETY: `set_ptr` points at a valid sigset for the duration of the
         // call; a null siginfo pointer is allowed.
         let sig = unsafe { libc::sigtimedwait(set_ptr, std::ptr::null_mut(), &timeout) };
-        if let Some(s) = FORWARDED.iter().find(|s| **s as i32 == sig) {
-            tracing::info!(signal = %s, "forwarding to the container");
-            if let Err(e) = container.kill(*s, true) {
-                tracing::warn!(signal = %s, error = %e, "forward signal");
+        if sig > 0 && sig != libc::SIGCHLD {
+            tracing::info!(signal = sig, "forwarding to the container's init");
+            // The init is this process's child and not reaped yet: its pid
+            // cannot have been reused.
+            // SAFETY: kill takes plain integers.
+            if unsafe { libc::kill(init, sig) } != 0 {
+                tracing::warn!(signal = sig, error = %std::io::Error::last_os_error(), "forward signal");
             }
         }
     }
@@ -445,8 +588,25 @@ fn remove_failed(root: &Path) {
     let _ = reap(-1);
 }
 
-/// `kill`: signals every process of the container, if it still runs.
+/// `kill`: a forwarded signal goes to the container's supervisor, which
+/// passes it to the init and so to the task; any other signal to every
+/// process of the container, if it still runs.
 fn kill(dir: &Path, sig: i32) -> Result<()> {
+    if mezzo_containerizer::rust::FORWARDED_SIGNALS.contains(&sig) {
+        return match mezzo_containerizer::rust::live_supervisor(dir) {
+            // SAFETY: kill takes plain integers.
+            Some(pid) if unsafe { libc::kill(pid, sig) } != 0 => {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ESRCH) {
+                    Ok(())
+                } else {
+                    Err(anyhow!(e).context(format!("signal {sig} to the supervisor {pid}")))
+                }
+            }
+            // No supervisor: the container ended (or never started).
+            _ => Ok(()),
+        };
+    }
     let spec = read_spec(dir)?;
     let signal = libcontainer::signal::Signal::try_from(sig).map_err(|e| anyhow!("invalid signal {sig}: {e}"))?;
     let root = dir.join(STATE_DIR).join(&spec.container_id);

@@ -123,6 +123,10 @@ pub fn render(spec: &ContainerSpec, run: &DockerRun) -> Result<ContainerCreateBo
         // The executor reads the exit code after the container ended, and
         // destroy removes the container (after --docker_remove_delay).
         auto_remove: Some(false),
+        // The engine's init (docker-init, Debian's tini) as PID 1: it
+        // forwards `docker stop`'s signal to the task, which is then never
+        // PID 1 (whose SIGTERM the kernel drops), and reaps orphans.
+        init: Some(true),
         ..Default::default()
     };
     let mut body = ContainerCreateBody {

@@ -33,7 +33,7 @@ fn log_tail(runtime_dir: &Path) -> String {
 /// Pid of the supervisor of the container in `runtime_dir`, while it runs.
 /// The pid is checked against its command line so that a reused pid is not
 /// mistaken for it.
-pub(crate) fn live_supervisor(runtime_dir: &Path) -> Option<i32> {
+pub fn live_supervisor(runtime_dir: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(runtime_dir.join(LAUNCHER_PID_FILE)).ok()?.trim().parse().ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The state follows the parenthesised command name, which may hold spaces.
@@ -122,6 +122,9 @@ impl Launcher for RustLauncher {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
+            // The container's init is a copy of the supervisor: nothing of
+            // the executor's credentials goes with it.
+            .env_remove("MESOS_EXECUTOR_AUTHENTICATION_TOKEN")
             // Its own process group: a terminal's ^C must reach the task
             // through `signal`, not kill the supervisor behind its back.
             .process_group(0)
@@ -168,6 +171,23 @@ impl Launcher for RustLauncher {
     }
 
     async fn signal(&self, signal: i32) -> Result<(), ContainerizerError> {
+        // A forwarded signal goes straight to the supervisor when it is our
+        // child (not reaped, so its pid is its own): it passes the signal to
+        // the container's init, which passes it to the task.
+        if super::FORWARDED_SIGNALS.contains(&signal) {
+            if let Some(pid) = self.child.as_ref().and_then(|c| c.id()) {
+                // SAFETY: kill takes plain integers.
+                return match unsafe { libc::kill(pid as i32, signal) } {
+                    0 => Ok(()),
+                    _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                    _ => Err(launcher_err(format!(
+                        "signal {signal} to the supervisor of container {}: {}",
+                        self.spec.container_id,
+                        std::io::Error::last_os_error()
+                    ))),
+                };
+            }
+        }
         let run = tokio::process::Command::new(&self.helper)
             .arg("kill")
             .arg("--runtime-dir")

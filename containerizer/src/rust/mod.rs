@@ -7,6 +7,13 @@
 //! `state/` (libcontainer's root), `rootfs/` (host rootfs bind target),
 //! `overlay/{upper,work,merged}` (image rootfs), `launcher.pid`, `pid`
 //! (the container's init), `exit_status` (raw wait status), `launcher.log`.
+//!
+//! The container's init (its PID 1) is the supervisor's own code: the
+//! libcontainer init process forks the task (in a process group of its
+//! own) and stays, forwarding signals to the task's group, reaping
+//! orphans, and reporting the task's wait status to the supervisor when the
+//! task ends. A command task is then never PID 1, so its SIGTERM is not
+//! dropped by the kernel.
 
 mod cgroupfs;
 mod launcher;
@@ -15,7 +22,7 @@ mod placement;
 mod user;
 
 pub use cgroupfs::{container_dirs, kill_all, kill_in, mounts_under, parse_mountinfo, remove_dirs, remove_in, MountEntry};
-pub use launcher::RustLauncher;
+pub use launcher::{live_supervisor, RustLauncher};
 pub use oci::{render, DEFAULT_PATH};
 pub use placement::{own_cgroup, view_dir, views_root, PlacedHierarchy, Placement, DEVICE_ALLOW_RULES, PLACEMENT_FILE, VIEWS_DIR};
 pub use user::{chown_sandbox, resolve_user, user_db_roots, ResolvedUser};
@@ -48,6 +55,11 @@ pub const EXIT_STATUS_FILE: &str = "exit_status";
 /// The limitation (JSON) that ended the container, written by the
 /// supervisor before `exit_status` when the kernel OOM-killed in its cgroup.
 pub const LIMITATION_FILE: &str = "limitation";
+/// Signals the supervisor forwards to the container's init, which forwards
+/// them to the task's process group (SIGKILL goes to every process of the
+/// container instead).
+pub const FORWARDED_SIGNALS: [i32; 7] =
+    [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
 /// The helper's own log (stderr).
 pub const LAUNCHER_LOG: &str = "launcher.log";
 /// Default `--cgroups_root`, as Mesos's `mesos`.

@@ -315,5 +315,11 @@ per_containerizer!(
     task_trapping_term_exits_on_its_own_and_is_killed,
     task_ignoring_term_is_killed_after_the_grace,
     kill_of_a_task_in_wait_names_the_signal,
-    exit_to_failed_is_prompt,
 );
+
+/// The rust containerizer's exit to TASK_FAILED (the docker engine's own
+/// wait and log flush come on top for docker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_to_failed_is_prompt_rust() -> Result<()> {
+    exit_to_failed_is_prompt(Kind::Mesos).await
+}

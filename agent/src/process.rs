@@ -80,6 +80,16 @@ fn session_leader(pid: i32) -> bool {
         == Some(pid)
 }
 
+/// Whether `pid` lives in the agent's own pid namespace, as executors do
+/// (a container's init, a session leader in a namespace of its own, is not
+/// an executor whatever its environment says).
+fn same_pid_namespace(pid: i32) -> bool {
+    match (std::fs::read_link("/proc/self/ns/pid"), std::fs::read_link(format!("/proc/{pid}/ns/pid"))) {
+        (Ok(ours), Ok(theirs)) => ours == theirs,
+        _ => false,
+    }
+}
+
 /// The environment of a process, as `KEY=VALUE` strings.
 fn environ(pid: i32) -> Vec<String> {
     std::fs::read(format!("/proc/{pid}/environ"))
@@ -90,7 +100,7 @@ fn environ(pid: i32) -> Vec<String> {
 /// The container id of a live `mezzo-executor` started for a container
 /// under `runtime_root`, read from its environment; `None` for any other process.
 pub fn executor_container(pid: i32, runtime_root: &Path) -> Option<String> {
-    if !alive(pid) || !session_leader(pid) {
+    if !alive(pid) || !session_leader(pid) || !same_pid_namespace(pid) {
         return None;
     }
     let env = environ(pid);

@@ -119,7 +119,6 @@ fn stop_agent_quickly(cluster: &mut Cluster, signal: Signal) -> Result<()> {
     Ok(())
 }
 
-#[ignore = "fails since the integration with executor authentication and the authenticated agent protocol: after SIGTERM/SIGINT the restarted agent does not get the executor back (issue 10, defect 8 left open)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_at_once_and_the_next_agent_takes_the_running_task_back() -> Result<()> {
     if !root_or_skip() {
@@ -143,7 +142,6 @@ async fn sigterm_exits_at_once_and_the_next_agent_takes_the_running_task_back() 
     r.finish().await
 }
 
-#[ignore = "fails since the integration with executor authentication and the authenticated agent protocol: after SIGTERM/SIGINT the restarted agent does not get the executor back (issue 10, defect 8 left open)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_exits_at_once_and_the_task_finishes_under_the_next_agent() -> Result<()> {
     if !root_or_skip() {

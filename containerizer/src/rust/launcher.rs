@@ -123,8 +123,11 @@ impl Launcher for RustLauncher {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             // The container's init is a copy of the supervisor: nothing of
-            // the executor's credentials goes with it.
-            .env_remove("MESOS_EXECUTOR_AUTHENTICATION_TOKEN")
+            // the executor's environment goes with it (its token, nor the
+            // variables that mark the executor's process for the agent's
+            // recovery). The task's environment comes from the spec.
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| k == "PATH" || k == "RUST_LOG"))
             // Its own process group: a terminal's ^C must reach the task
             // through `signal`, not kill the supervisor behind its back.
             .process_group(0)

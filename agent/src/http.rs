@@ -268,10 +268,12 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
             // An executor acts on its own tasks only.
             return Err(error(StatusCode::FORBIDDEN, format!("Task '{}' is not a task of executor '{}'", status.task_id.value, key.1)));
         }
-        if ex.task_state.is_terminal() && !status.state().is_terminal() {
-            // A late non-terminal update after a terminal one is dropped, as in Mesos.
-            return Ok(());
-        }
+        // The first terminal state wins: an update after it (a late
+        // non-terminal one, as Mesos drops it; a resend of the terminal one,
+        // already queued; the executor's own view of a task the agent has
+        // already ended, e.g. lost on the agent's exit) is acknowledged and
+        // dropped.
+        let superseded = ex.task_state.is_terminal();
         status.agent_id = Some(mezzo_proto::mesos::v1::AgentId { value: agent.id() });
         status.executor_id = Some(ExecutorId { value: ex.executor_id.clone() });
         let container_status = status.container_status.get_or_insert_with(ContainerStatus::default);
@@ -279,8 +281,9 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
         if status.timestamp.is_none() {
             status.timestamp = Some(now());
         }
-        ex.stream.clone()
+        (superseded, ex.stream.clone())
     };
+    let (superseded, stream) = stream;
     let task_id = status.task_id.clone();
     let ack = move || {
         if let Some(stream) = stream {
@@ -291,6 +294,11 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
             });
         }
     };
+    if superseded {
+        tracing::info!(task = %status.task_id.value, state = ?status.state(), "update after the task's terminal state; acknowledged and dropped");
+        ack();
+        return Ok(());
+    }
     if status.state() == TaskState::TaskFailed {
         // The failure may be an isolator's limitation whose event is on its way.
         let agent = agent.clone();

@@ -895,17 +895,25 @@ impl Agent {
     /// tasks are reported TASK_LOST (TASK_GONE when partition-aware) with
     /// that reason, in one bounded attempt.
     pub async fn leave(self: &Arc<Self>, signal: &str) {
-        let doomed: Vec<((String, String), String, Option<i32>, TaskStatus)> = {
-            let state = self.state.lock().unwrap();
+        let doomed: Vec<((String, String), String, Option<i32>, Option<TaskStatus>)> = {
+            let mut guard = self.state.lock().unwrap();
+            let state = &mut *guard;
+            let frameworks = &state.frameworks;
             state
                 .executors
-                .values()
+                .values_mut()
                 .filter(|e| !e.checkpoint)
                 .map(|e| {
-                    let aware = state.frameworks.get(&e.framework_id).map(partition_aware).unwrap_or(false);
+                    let aware = frameworks.get(&e.framework_id).map(partition_aware).unwrap_or(false);
                     let lost = if aware { TaskState::TaskGone } else { TaskState::TaskLost };
                     let message = format!("Agent shut down ({signal}); the framework does not checkpoint, so its executor cannot be recovered");
-                    let status = self.agent_status(&e.task.task_id.value, &e.container_id, lost, task_status::Reason::AgentDisconnected, message);
+                    let status = (!e.task_state.is_terminal()).then(|| {
+                        self.agent_status(&e.task.task_id.value, &e.container_id, lost, task_status::Reason::AgentDisconnected, message)
+                    });
+                    // Recorded before the kill: the executor's exit must not
+                    // be reported as the task's failure.
+                    e.task_state = lost;
+                    e.kill_requested = true;
                     (e.key(), e.container_id.clone(), e.pid, status)
                 })
                 .collect()
@@ -917,8 +925,7 @@ impl Agent {
             if let Err(e) = self.containerizer.destroy(&container_id).await {
                 tracing::warn!(container = %container_id, error = %e, "destroy on exit");
             }
-            let terminal = self.state.lock().unwrap().executors.get(&key).is_none_or(|e| e.task_state.is_terminal());
-            if !terminal {
+            if let Some(status) = status {
                 let sent = self.send_status_to_master(FrameworkId { value: key.0.clone() }, status);
                 if let Err(e) = tokio::time::timeout(EXIT_UPDATE_TIMEOUT, sent).await.map_err(|_| "timed out".to_string()).and_then(|r| r) {
                     tracing::warn!(executor = %key.1, error = %e, "could not report the task lost on exit");

@@ -17,6 +17,10 @@ pub enum ContainerizerError {
     UnknownContainer(String),
     #[error("docker: {0}")]
     Docker(String),
+    /// The Docker engine went away while a container ran and did not come
+    /// back in time: the container's end is not known.
+    #[error("docker: {0}")]
+    EngineGone(String),
     #[error("launcher: {0}")]
     Launcher(String),
     #[error("{context} ({path}): {source}")]

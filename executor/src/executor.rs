@@ -468,7 +468,7 @@ impl CommandExecutor {
             return self.finished_if_acknowledged();
         }
         let killed = self.killing.is_some();
-        let (state, message) = match status {
+        let (state, message, reason) = match status {
             Ok(status) => {
                 let state = if killed {
                     TaskState::TaskKilled
@@ -477,15 +477,18 @@ impl CommandExecutor {
                 } else {
                     TaskState::TaskFailed
                 };
-                (state, format!("Command {status}"))
+                (state, format!("Command {status}"), None)
             }
+            // The executor lost its container (the Docker engine went away
+            // for good): its end is unknown, so not a plain failure of the
+            // command; the agent destroys what is left of it.
             Err(e) => {
                 let state = if killed { TaskState::TaskKilled } else { TaskState::TaskFailed };
-                (state, format!("Failed to wait for the container: {e}"))
+                (state, format!("Failed to wait for the container: {e}"), Some(task_status::Reason::ExecutorTerminated))
             }
         };
         tracing::info!(task = %task_id.value, state = ?state, message = %message, "task ended");
-        self.update(&task_id, state, Some(message), None);
+        self.update(&task_id, state, Some(message), reason);
         self.finished_if_acknowledged()
     }
 

@@ -162,7 +162,6 @@ async fn sigint_exits_at_once_and_the_task_finishes_under_the_next_agent() -> Re
     r.finish().await
 }
 
-#[ignore = "racy: the executor's own exit can reach the scheduler as TASK_FAILED before the agent marks the task lost (issue 10, defect 8, non-checkpointing part left open)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_the_tasks_of_a_framework_that_does_not_checkpoint() -> Result<()> {
     if !root_or_skip() {

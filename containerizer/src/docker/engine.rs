@@ -172,7 +172,7 @@ impl EngineError {
 
 /// Whether bollard failed to talk to the engine at all (as opposed to the
 /// engine answering with an error).
-fn is_connection_error(e: &bollard::errors::Error) -> bool {
+pub(crate) fn is_connection_error(e: &bollard::errors::Error) -> bool {
     use bollard::errors::Error::*;
     matches!(e, RequestTimeoutError | HyperResponseError { .. } | IOError { .. } | SocketNotFoundError(_) | HyperLegacyError { .. })
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
@@ -87,7 +88,43 @@ impl DockerLauncher {
     async fn inspect(&self) -> Result<bollard::models::ContainerInspectResponse, EngineError> {
         self.engine.call("inspect container", |d| d.inspect_container(&self.name, None::<InspectContainerOptions>)).await
     }
+
+    /// One wait for the container to stop, then its inspect.
+    async fn wait_once(&self) -> Result<bollard::models::ContainerInspectResponse, Waited> {
+        // Waiting lasts as long as the task: only reaching the engine is bounded.
+        let docker = self.engine.client().await.map_err(|e| Waited::EngineGone(e.to_string()))?.clone();
+        let options = WaitContainerOptionsBuilder::new().condition("not-running").build();
+        let mut waiting = docker.wait_container(&self.name, Some(options));
+        match waiting.next().await {
+            // bollard turns a non-zero exit code into this error; the code is
+            // read from inspect below either way.
+            Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {}
+            Some(Err(e)) if super::image::is_not_found(&e) => {
+                return Err(Waited::Failed(ContainerizerError::UnknownContainer(self.name.clone())))
+            }
+            Some(Err(e)) if super::engine::is_connection_error(&e) => return Err(Waited::EngineGone(e.to_string())),
+            Some(Err(e)) => return Err(Waited::Failed(self.engine_error("wait for", EngineError::Api(e)))),
+            None => return Err(Waited::EngineGone("the engine ended the wait without an answer".into())),
+        }
+        match self.inspect().await {
+            Ok(inspect) => Ok(inspect),
+            Err(EngineError::Unavailable(e)) => Err(Waited::EngineGone(e.to_string())),
+            Err(e) => Err(Waited::Failed(self.engine_error("inspect", e))),
+        }
+    }
 }
+
+/// How one wait for a container failed.
+enum Waited {
+    /// The engine could not be reached, or went away during the wait.
+    EngineGone(String),
+    /// The engine answered with an error.
+    Failed(ContainerizerError),
+}
+
+/// Backoff between attempts to reach an engine that went away.
+const ENGINE_RETRY_MIN: Duration = Duration::from_millis(100);
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 #[async_trait]
 impl Launcher for DockerLauncher {
@@ -147,22 +184,43 @@ impl Launcher for DockerLauncher {
         }
     }
 
+    /// Waits for the container's end. An engine that goes away (killed,
+    /// restarting) is not the container's end: the wait is attached again,
+    /// with a bounded backoff, once the engine answers, and the real exit is
+    /// read then. An engine away for longer than the engine timeout
+    /// (`--docker_engine_timeout`) fails the wait with
+    /// `ContainerizerError::EngineGone`.
     async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError> {
-        // Waiting lasts as long as the task: only reaching the engine is bounded.
-        let docker = self.engine.client().await?.clone();
-        let options = WaitContainerOptionsBuilder::new().condition("not-running").build();
-        let mut waiting = docker.wait_container(&self.name, Some(options));
-        match waiting.next().await {
-            // bollard turns a non-zero exit code into this error; the code is
-            // read from inspect below either way.
-            Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {}
-            Some(Err(e)) if super::image::is_not_found(&e) => {
-                return Err(ContainerizerError::UnknownContainer(self.name.clone()))
+        let bound = self.engine.timeout();
+        let mut lost_since: Option<Instant> = None;
+        let mut backoff = ENGINE_RETRY_MIN;
+        let inspect = loop {
+            match self.wait_once().await {
+                Ok(inspect) => break inspect,
+                Err(Waited::Failed(e)) => return Err(e),
+                Err(Waited::EngineGone(reason)) => {
+                    let since = *lost_since.get_or_insert_with(|| {
+                        tracing::warn!(container = %self.name, error = %reason, "lost the docker engine while waiting for the container; waiting for the engine to come back");
+                        Instant::now()
+                    });
+                    let away = since.elapsed();
+                    if away >= bound {
+                        return Err(ContainerizerError::EngineGone(format!(
+                            "the Docker engine at {} was unreachable for more than {} while waiting for container {} ({reason}); \
+                             the container is stopped and removed once the engine is back",
+                            self.engine.settings().address(),
+                            super::engine::human(bound),
+                            self.name
+                        )));
+                    }
+                    tokio::time::sleep(backoff.min(bound - away)).await;
+                    backoff = (backoff * 2).min(ENGINE_RETRY_MAX);
+                }
             }
-            Some(Err(e)) => return Err(self.engine_error("wait for", EngineError::Api(e))),
-            None => return Err(ContainerizerError::Docker(format!("wait for container {}: no answer", self.name))),
+        };
+        if let Some(since) = lost_since {
+            tracing::info!(container = %self.name, away = ?since.elapsed(), "the docker engine is back");
         }
-        let inspect = self.inspect().await.map_err(|e| self.engine_error("inspect", e))?;
         let state = inspect.state.unwrap_or_default();
         let code = state
             .exit_code

@@ -241,7 +241,10 @@ impl Backend for DockerBackend {
 
     /// Stops the container (SIGTERM, SIGKILL after `--docker_stop_timeout`)
     /// and removes it, at once or, with a remove delay, from a timer: the
-    /// ended container stays for operators to inspect until then.
+    /// ended container stays for operators to inspect until then. An engine
+    /// that is down (or fails the call) does not fail the destroy: the stop
+    /// and the removal are retried, with a bounded backoff, until the engine
+    /// does them.
     async fn destroy(&self, container_id: &str, runtime_dir: &Path) -> Result<(), ContainerizerError> {
         self.pending.take(container_id);
         // Without a create request `prepare` never finished, so no executor
@@ -250,60 +253,144 @@ impl Backend for DockerBackend {
         if !runtime_dir.join(CREATE_REQUEST_FILE).exists() {
             return Ok(());
         }
-        if self.config.remove_delay.is_zero() {
-            return self.remove_now(container_id).await;
-        }
-        stop_container(&self.engine, container_id, self.config.stop_timeout).await?;
-        let engine = self.engine.clone();
-        let (id, delay) = (container_id.to_string(), self.config.remove_delay);
-        tracing::info!(container = %container_name(&id), ?delay, "docker container will be removed after the remove delay");
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Err(e) = remove_container(&engine, &id).await {
-                tracing::warn!(container = %container_name(&id), error = %e, "removing the docker container after the remove delay");
+        let delay = self.config.remove_delay;
+        if delay.is_zero() {
+            if let Err(e) = self.remove_now(container_id).await {
+                tracing::warn!(container = %container_name(container_id), error = %e, "cannot remove the docker container now; retrying until the engine removes it");
+                retire(self.engine.clone(), container_id.to_string(), None, Duration::ZERO);
             }
-        });
+            return Ok(());
+        }
+        let stop = match stop_container(&self.engine, container_id, self.config.stop_timeout).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(container = %container_name(container_id), error = %e, "cannot stop the docker container now; retrying until the engine stops it");
+                Some(self.config.stop_timeout)
+            }
+        };
+        tracing::info!(container = %container_name(container_id), ?delay, "docker container will be removed after the remove delay");
+        retire(self.engine.clone(), container_id.to_string(), stop, delay);
         Ok(())
     }
 
     /// Removes our `mesos-*` containers that no known spec names, when
-    /// `kill_orphans`; the known ones are left to their executors.
+    /// `kill_orphans`; the known ones are left to their executors. An engine
+    /// that is down must not keep the agent (and its other containerizers)
+    /// from starting: the sweep is then done in the background once the
+    /// engine is back, of the containers created before this recovery.
     async fn recover(&self, known: &[ContainerSpec]) -> Result<(), ContainerizerError> {
-        let known: HashSet<&str> = known.iter().map(|s| s.container_id.as_str()).collect();
-        let mut labels = vec![CONTAINER_ID_LABEL.to_string()];
-        if let Some(owner) = &self.config.owner {
-            labels.push(format!("{OWNER_LABEL}={owner}"));
-        }
-        let filters: HashMap<&str, Vec<String>> = [("label", labels)].into();
-        let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
-        let containers = match self.engine.call("list containers", |d| d.list_containers(Some(options))).await {
-            Ok(c) => c,
-            // An engine that is down or hung must not keep the agent (and its
-            // other containerizers) from starting: the sweep is skipped, and
-            // docker launches fail with the engine's error until it is back.
+        let known: HashSet<String> = known.iter().map(|s| s.container_id.clone()).collect();
+        match sweep_orphans(&self.engine, &self.config, &known, None).await {
+            Ok(()) => Ok(()),
             Err(EngineError::Unavailable(e)) => {
-                tracing::warn!(error = %e, "docker engine unavailable; orphan docker containers not swept");
-                return Ok(());
+                tracing::warn!(error = %e, "docker engine unavailable; orphan docker containers will be swept once it is back");
+                let before = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(i64::MAX);
+                let (engine, config) = (self.engine.clone(), self.config.clone());
+                tokio::spawn(async move {
+                    let mut backoff = RETRY_MIN;
+                    loop {
+                        tokio::time::sleep(backoff).await;
+                        match sweep_orphans(&engine, &config, &known, Some(before)).await {
+                            Ok(()) => return,
+                            Err(EngineError::Unavailable(_)) => backoff = (backoff * 2).min(RETRY_MAX),
+                            Err(e) => {
+                                tracing::warn!(error = %e.message(), "sweeping orphan docker containers");
+                                return;
+                            }
+                        }
+                    }
+                });
+                Ok(())
             }
-            Err(e) => return Err(e.into_error("list docker containers")),
-        };
-        for c in containers {
-            let Some(id) = c.labels.as_ref().and_then(|l| l.get(CONTAINER_ID_LABEL)).cloned() else { continue };
-            let ours = c.names.iter().flatten().any(|n| n.trim_start_matches('/') == container_name(&id));
-            if !ours || known.contains(id.as_str()) {
-                continue;
-            }
-            if !self.config.kill_orphans {
-                tracing::info!(container = %container_name(&id), "orphan docker container left running (--docker_kill_orphans=false)");
-                continue;
-            }
-            tracing::info!(container = %container_name(&id), "removing orphan docker container");
-            if let Err(e) = stop_container(&self.engine, &id, self.config.stop_timeout).await {
-                tracing::warn!(container = %container_name(&id), error = %e, "stopping orphan docker container");
-            }
-            remove_container(&self.engine, &id).await?;
+            Err(e) => Err(e.into_error("list docker containers")),
         }
-        Ok(())
+    }
+}
+
+/// Backoff between attempts of an engine call that must eventually succeed.
+const RETRY_MIN: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Removes the `mesos-*` containers of ours (`config.owner`) that `known`
+/// does not name (only those created before `created_before`, in seconds
+/// since the epoch, when given), with `--docker_kill_orphans`.
+async fn sweep_orphans(
+    engine: &Arc<Engine>,
+    config: &DockerBackendConfig,
+    known: &HashSet<String>,
+    created_before: Option<i64>,
+) -> Result<(), EngineError> {
+    let mut labels = vec![CONTAINER_ID_LABEL.to_string()];
+    if let Some(owner) = &config.owner {
+        labels.push(format!("{OWNER_LABEL}={owner}"));
+    }
+    let filters: HashMap<&str, Vec<String>> = [("label", labels)].into();
+    let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
+    let containers = engine.call("list containers", |d| d.list_containers(Some(options))).await?;
+    for c in containers {
+        let Some(id) = c.labels.as_ref().and_then(|l| l.get(CONTAINER_ID_LABEL)).cloned() else { continue };
+        let ours = c.names.iter().flatten().any(|n| n.trim_start_matches('/') == container_name(&id));
+        let old_enough = created_before.is_none_or(|t| c.created.is_some_and(|created| created < t));
+        if !ours || known.contains(&id) || !old_enough {
+            continue;
+        }
+        if !config.kill_orphans {
+            tracing::info!(container = %container_name(&id), "orphan docker container left running (--docker_kill_orphans=false)");
+            continue;
+        }
+        tracing::info!(container = %container_name(&id), "removing orphan docker container");
+        if let Err(e) = stop_container(engine, &id, config.stop_timeout).await {
+            tracing::warn!(container = %container_name(&id), error = %e, "stopping orphan docker container");
+        }
+        if let Err(e) = remove_container(engine, &id).await {
+            tracing::warn!(container = %container_name(&id), error = %e, "cannot remove the orphan docker container now; retrying");
+            retire(engine.clone(), id, None, Duration::ZERO);
+        }
+    }
+    Ok(())
+}
+
+/// In the background: stops `mesos-<container_id>` (when `stop` gives the
+/// grace), waits `delay`, then removes it; each step is retried, with a
+/// bounded backoff, until the engine does it.
+fn retire(engine: Arc<Engine>, container_id: String, stop: Option<Duration>, delay: Duration) {
+    tokio::spawn(async move {
+        if let Some(grace) = stop {
+            retry_until_done("stop", &container_id, || stop_container(&engine, &container_id, grace)).await;
+        }
+        tokio::time::sleep(delay).await;
+        retry_until_done("remove", &container_id, || remove_container(&engine, &container_id)).await;
+    });
+}
+
+/// Runs `step` until it succeeds, logging the first failure and every tenth.
+async fn retry_until_done<F, Fut>(what: &str, container_id: &str, step: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ContainerizerError>>,
+{
+    let mut backoff = RETRY_MIN;
+    let mut failures = 0u64;
+    loop {
+        match step().await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(container = %container_name(container_id), failures, "docker {what} done after retries");
+                }
+                return;
+            }
+            Err(e) => {
+                if failures % 10 == 0 {
+                    tracing::warn!(container = %container_name(container_id), error = %e, failures, "docker {what} failed; retrying");
+                }
+                failures += 1;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
     }
 }
 

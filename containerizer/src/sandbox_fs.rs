@@ -319,6 +319,45 @@ pub fn walk<E: From<SandboxFsError>>(
     Ok(WalkEnd::Complete)
 }
 
+/// Test support: a hostile task's race against code that walks its sandbox.
+#[cfg(test)]
+pub(crate) mod racing {
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// A thread that swaps `<sandbox>/dir` with `<sandbox>/swap` (a symlink
+    /// out of the sandbox) in a loop, as a task would to send a walk of its
+    /// sandbox onto the host; stopped and joined on drop.
+    pub(crate) struct SymlinkSwapper {
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl SymlinkSwapper {
+        pub(crate) fn start(sandbox: &Path) -> SymlinkSwapper {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (dir, swap) = (sandbox.join("dir"), sandbox.join("swap"));
+            let flag = stop.clone();
+            let thread = std::thread::spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    nix::fcntl::renameat2(None, &dir, None, &swap, nix::fcntl::RenameFlags::RENAME_EXCHANGE).unwrap();
+                }
+            });
+            SymlinkSwapper { stop, thread: Some(thread) }
+        }
+    }
+
+    impl Drop for SymlinkSwapper {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

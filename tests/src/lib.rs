@@ -741,3 +741,35 @@ pub fn executor_token(cid: &str) -> Result<String> {
     }
     bail!("no executor of container {cid} with a token in its environment")
 }
+
+/// Whether a process with this pid exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Polls `f` every 50 ms until it holds; an error naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("timed out waiting until {what}")
+}
+
+/// Waits until the (restarted) agent lists container `cid` again: it recovered it.
+pub async fn wait_recovered(cluster: &Cluster, cid: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let (code, body) = cluster.agent_call_json(&serde_json::json!({"type": "GET_CONTAINERS"})).await?;
+        if code == 200 && body.contains(cid) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the restarted agent does not list container {cid}; log:\n{}", cluster.agent_log())
+}

@@ -10,7 +10,7 @@ use mezzo_proto::mesos::v1::task_status::Reason;
 use mezzo_proto::mesos::v1::{
     value, DurationInfo, KillPolicy, Offer, Parameter, Resource, TaskInfo, TaskState, TaskStatus,
 };
-use mezzo_tests::{assert_clean, command_task, container_id_of, states, Cluster, Kind, Scheduler};
+use mezzo_tests::{assert_clean, command_task, container_id_of, states, wait_until, Cluster, Kind, Scheduler};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -178,16 +178,6 @@ fn container_exists(name: &str) -> bool {
     docker(&["inspect", "-f", "{{.Id}}", name]).is_ok()
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("timed out waiting until {what}")
-}
 
 /// A sandbox file of `task` through the agent's `/files/read`.
 async fn read_sandbox(cluster: &Cluster, driver: &Driver, task: &str, file: &str) -> Result<String> {

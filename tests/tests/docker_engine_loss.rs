@@ -1,7 +1,8 @@
 //! The Docker engine dies under a running docker task. Each test runs its
-//! own dockerd (own data root, exec root, pid file and socket, no bridge, no
-//! iptables), never the shared engine, kills it with SIGKILL and starts it
-//! again; the agent reaches it through `--docker_socket`.
+//! own dockerd (own data root, exec root, pid file and socket, own network
+//! namespace, no bridge, no iptables), never the shared engine, kills it
+//! with SIGKILL and starts it again; the agent reaches it through
+//! `--docker_socket`.
 
 use anyhow::{bail, Context, Result};
 use mezzo_proto::mesos::v1::task_status::{Reason, Source};
@@ -18,13 +19,16 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 struct PrivateEngine {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Whether the host had the shared engine's `docker0` bridge at the start.
+    had_docker0: bool,
 }
 
 impl PrivateEngine {
     fn start() -> Result<PrivateEngine> {
         // Short: the sockets under it must fit in sun_path.
         let dir = tempfile::Builder::new().prefix("mzd-").tempdir_in("/tmp")?;
-        let mut engine = PrivateEngine { dir, child: None };
+        let had_docker0 = std::path::Path::new("/sys/class/net/docker0").exists();
+        let mut engine = PrivateEngine { dir, child: None, had_docker0 };
         engine.spawn()?;
         let archive = test_images_dir().join("busybox.tar");
         let out = engine.docker(&["load", "-i", &archive.display().to_string()])?;
@@ -45,7 +49,11 @@ impl PrivateEngine {
 
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path("dockerd.log"))?;
-        let child = Command::new("dockerd")
+        // In a network namespace of its own: a dockerd started with
+        // `--bridge=none` deletes the host's `docker0` (the shared engine's
+        // bridge) otherwise. Its socket is a file, reachable from here.
+        let child = Command::new("unshare")
+            .args(["--net", "dockerd"])
             .arg(format!("--data-root={}", self.path("data").display()))
             .arg(format!("--exec-root={}", self.path("exec").display()))
             .arg(format!("--pidfile={}", self.path("dockerd.pid").display()))
@@ -224,6 +232,10 @@ fn finish(engine: &PrivateEngine, mut r: Running) -> Result<()> {
     assert_clean(&r.cluster);
     let left = engine.containers();
     assert!(left.is_empty(), "containers left in the private engine: {left:?}");
+    assert!(
+        !engine.had_docker0 || std::path::Path::new("/sys/class/net/docker0").exists(),
+        "the private engine removed the host's docker0 bridge"
+    );
     Ok(())
 }
 

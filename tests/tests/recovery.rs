@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use mezzo_proto::mesos::v1::task_status::{Reason, Source};
 use mezzo_proto::mesos::v1::{TaskState, TaskStatus};
-use mezzo_tests::{assert_clean, cgroup_dir, command_task, container_id_of, states, Cluster, Kind, Scheduler};
+use mezzo_tests::{alive, assert_clean, cgroup_dir, command_task, container_id_of, states, wait_recovered, wait_until, Cluster, Kind, Scheduler};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -75,35 +75,8 @@ impl Running {
     }
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
-        .unwrap_or(false)
-}
 
-async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("timed out waiting until {what}")
-}
 
-/// The agent lists the container again (it recovered it).
-async fn wait_recovered(cluster: &Cluster, cid: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let (code, body) = cluster.agent_call_json(&serde_json::json!({"type": "GET_CONTAINERS"})).await?;
-        if code == 200 && body.contains(cid) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the restarted agent does not list container {cid}; log:\n{}", cluster.agent_log())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_keeps_running_across_an_agent_restart_and_stays_killable() -> Result<()> {

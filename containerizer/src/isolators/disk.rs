@@ -212,7 +212,6 @@ mod tests {
     /// between its stat and its read_dir).
     #[test]
     fn du_never_follows_a_directory_swapped_for_a_symlink() {
-        use std::sync::atomic::{AtomicBool, Ordering};
         let tmp = tempfile::tempdir().unwrap();
         let (sandbox, host) = (tmp.path().join("sandbox"), tmp.path().join("host"));
         std::fs::create_dir_all(sandbox.join("dir")).unwrap();
@@ -224,23 +223,13 @@ mod tests {
         std::fs::write(host.join("big"), vec![1u8; 16 << 20]).unwrap();
         std::os::unix::fs::symlink(&host, sandbox.join("swap")).unwrap();
         let honest = disk_usage(std::slice::from_ref(&sandbox), MAX_DU_ENTRIES);
-        let stop = Arc::new(AtomicBool::new(false));
-        let racer = {
-            let (stop, sandbox) = (stop.clone(), sandbox.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    nix::fcntl::renameat2(None, &sandbox.join("dir"), None, &sandbox.join("swap"), nix::fcntl::RenameFlags::RENAME_EXCHANGE)
-                        .unwrap();
-                }
-            })
-        };
+        let racer = crate::sandbox_fs::racing::SymlinkSwapper::start(&sandbox);
         let deadline = Instant::now() + Duration::from_secs(4);
         let mut most = 0;
         while Instant::now() < deadline {
             most = most.max(disk_usage(std::slice::from_ref(&sandbox), MAX_DU_ENTRIES));
         }
-        stop.store(true, Ordering::Relaxed);
-        racer.join().unwrap();
+        drop(racer);
         assert!(most < honest + (8 << 20), "counted the host's files: {most} bytes, {honest} in the sandbox");
     }
 

@@ -114,8 +114,6 @@ mod tests {
     #[test]
     fn chown_sandbox_never_chowns_through_a_symlink() {
         use std::os::unix::fs::MetadataExt;
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::Arc;
         if !nix::unistd::geteuid().is_root() {
             mezzo_testkit::skip("needs root (chown)");
             return;
@@ -133,24 +131,14 @@ mod tests {
         assert_eq!(std::fs::metadata(sandbox.join("stdout")).unwrap().uid(), 4321);
         assert_eq!(std::fs::metadata(sandbox.join("dir/mine")).unwrap().uid(), 4321);
         assert_eq!(std::fs::symlink_metadata(sandbox.join("link")).unwrap().uid(), 4321, "the link itself");
-        let stop = Arc::new(AtomicBool::new(false));
-        let racer = {
-            let (stop, sandbox) = (stop.clone(), sandbox.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    nix::fcntl::renameat2(None, &sandbox.join("dir"), None, &sandbox.join("swap"), nix::fcntl::RenameFlags::RENAME_EXCHANGE)
-                        .unwrap();
-                }
-            })
-        };
+        let racer = crate::sandbox_fs::racing::SymlinkSwapper::start(&sandbox);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
         let mut runs = 0;
         while std::time::Instant::now() < deadline && std::fs::metadata(host.join("victim")).unwrap().uid() == 0 {
             let _ = chown_sandbox(&sandbox, &[&stdout], 4321, 4321);
             runs += 1;
         }
-        stop.store(true, Ordering::Relaxed);
-        racer.join().unwrap();
+        drop(racer);
         let (file, dir) = (std::fs::metadata(host.join("victim")).unwrap(), std::fs::metadata(&host).unwrap());
         assert_eq!((file.uid(), dir.uid()), (0, 0), "a host file was given to the task's user after {runs} runs");
     }

@@ -8,9 +8,10 @@
 # through a real master and agent.
 # kill_to_killed_rust: median time from the scheduler's KILL of `sleep 1000`
 # (busybox, rust containerizer, default 3 s grace) to its TASK_KILLED update.
-# exit_to_failed_rust: median time from a task's exit (the task prints the
-# clock with busybox's adjtimex just before `exit 3`) to its TASK_FAILED update
-# at the scheduler. Both time the lines of `mezzo execute` as they arrive.
+# exit_to_failed_rust: median time from the moment a task is told to exit (it
+# blocks reading a FIFO in its sandbox, then does `exit 3`; the bench writes
+# the FIFO) to its TASK_FAILED update at the scheduler. Both time the lines of
+# `mezzo execute` as they arrive.
 # Then mezzo-bench (bench/), side by side with its peers in the same run:
 # rust_launch_true (crun; runc as rust_launch_true_vs_runc), rust_launch_1000,
 # docker_launch_true (docker run), image_warm_provision_{1,5,20},
@@ -51,9 +52,9 @@ wants cluster && for kind in mesos docker; do
   done
 done
 if wants kill; then
-  python3 - "$bin/mezzo" "$master" "${MEZZO_BENCH_KILL_RUNS:-10}" >>"$out/cluster-samples.txt" <<'PY'
-import re, subprocess, sys, time
-mezzo, master, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+  python3 - "$bin/mezzo" "$master" "${MEZZO_BENCH_KILL_RUNS:-10}" "$work/agent" >>"$out/cluster-samples.txt" <<'PY'
+import glob, os, subprocess, sys, threading, time
+mezzo, master, runs, agent_work = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
 def execute(name, command, extra=()):
     """Runs `mezzo execute`; yields (arrival time, line) as lines arrive."""
@@ -76,16 +77,31 @@ for i in range(runs):
             killed = t
     if killing and killed:
         print(f"kill {(killed - killing) * 1000:.2f}")
-    failed = sec = usec = None
-    for t, line in execute(f"bench-exit-{i}", "sleep 0.2; adjtimex; exit 3"):
-        if "status update TASK_FAILED" in line:
+    # The task makes a FIFO in its sandbox and blocks reading it; once it
+    # runs, the bench writes the FIFO (the task's cue to `exit 3`).
+    name = f"bench-exit-{i}"
+    told = {}
+
+    def tell():
+        pattern = f"{agent_work}/slaves/*/frameworks/*/executors/{name}/runs/latest/go"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            for fifo in glob.glob(pattern):
+                fd = os.open(fifo, os.O_WRONLY)
+                told["at"] = time.time()
+                os.write(fd, b"go\n")
+                os.close(fd)
+                return
+            time.sleep(0.01)
+
+    failed = None
+    for t, line in execute(name, 'mkfifo "$MESOS_SANDBOX/go"; read x < "$MESOS_SANDBOX/go"; exit 3'):
+        if "status update TASK_RUNNING" in line:
+            threading.Thread(target=tell, daemon=True).start()
+        elif "status update TASK_FAILED" in line:
             failed = t
-        elif m := re.search(r"time\.tv_sec:\s*(\d+)", line):
-            sec = int(m.group(1))
-        elif m := re.search(r"time\.tv_usec:\s*(\d+)", line):
-            usec = int(m.group(1))
-    if failed and sec is not None and usec is not None:
-        print(f"exit {(failed - (sec + usec / 1e6)) * 1000:.2f}")
+    if failed and "at" in told:
+        print(f"exit {(failed - told['at']) * 1000:.2f}")
 PY
 fi
 # The side-by-side benchmarks want a quiet machine: no idle agent polling.

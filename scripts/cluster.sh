@@ -4,7 +4,13 @@
 # Leaves the master's address in $master and the work directory in $work.
 pids=()
 work=$(mktemp -d /tmp/mezzo-cluster.XXXXXX)
+agent_pid=
 stop_cluster() {
+  # SIGUSR1: the agent kills every task and removes every container before it
+  # exits (SIGTERM would leave checkpointing frameworks' executors running).
+  if [ -n "$agent_pid" ] && kill -USR1 "$agent_pid" 2>/dev/null; then
+    for _ in $(seq 1 200); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 0.1; done
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -20,7 +26,8 @@ start_cluster() {
   pids+=($!)
   "$bin/mezzo-agent" --master="$master" --ip=127.0.0.1 --port="$aport" --work_dir="$work/agent" \
     --containerizers=rust,docker --docker_registry="$PWD/target/test-images" >"$work/agent.log" 2>&1 &
-  pids+=($!)
+  agent_pid=$!
+  pids+=($agent_pid)
   for _ in $(seq 1 100); do
     curl -fsS "http://$master/state" 2>/dev/null | grep -q '"hostname"' && return 0
     sleep 0.1

@@ -11,8 +11,8 @@
 
 use crate::spec::Rootfs;
 use crate::{
-    Backend, ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Launcher, Limitation, ResourceLimits, Resources,
-    Usage,
+    validate_id, Backend, BackendKind, ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Launcher, Limitation,
+    ResourceLimits, Resources, RuntimeDir, Usage,
 };
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -20,11 +20,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
-
-/// File in a container's runtime directory naming its backend.
-pub const BACKEND_FILE: &str = "backend";
-/// File in a container's runtime directory holding its `ContainerSpec` as JSON.
-pub const SPEC_FILE: &str = "spec.json";
 
 /// What the containerizer keeps for one container.
 #[derive(Default)]
@@ -57,8 +52,8 @@ impl Containerizer {
     }
 
     /// Runtime directory of a container.
-    pub fn runtime_dir(&self, container_id: &str) -> PathBuf {
-        self.runtime_root.join(container_id)
+    pub fn runtime_dir(&self, container_id: &str) -> RuntimeDir {
+        RuntimeDir::of(&self.runtime_root, container_id)
     }
 
     /// Ids of the containers this containerizer knows (being prepared,
@@ -74,19 +69,19 @@ impl Containerizer {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn backend_named(&self, name: &str) -> Result<Arc<dyn Backend>, ContainerizerError> {
+    fn backend_of(&self, kind: BackendKind, container_id: &str) -> Result<Arc<dyn Backend>, ContainerizerError> {
         self.backends
             .iter()
-            .find(|b| b.name() == name.trim())
+            .find(|b| b.kind() == kind)
             .cloned()
-            .ok_or_else(|| ContainerizerError::UnknownContainerizer(name.trim().to_string()))
+            .ok_or_else(|| ContainerizerError::DisabledContainerizer { id: container_id.to_string(), kind })
     }
 
     /// Runs the isolators and the backend for `config`; on success the
-    /// container can be started by `launcher(runtime_dir)`. On failure
+    /// container can be started by its `RuntimeDir::launcher`. On failure
     /// everything prepared so far is destroyed again; a `destroy` that
     /// comes meanwhile makes it fail with `DestroyedWhilePreparing`.
-    pub async fn prepare(&self, config: &ContainerConfig) -> Result<PathBuf, ContainerizerError> {
+    pub async fn prepare(&self, config: &ContainerConfig) -> Result<RuntimeDir, ContainerizerError> {
         let backend = self
             .backends
             .iter()
@@ -114,17 +109,16 @@ impl Containerizer {
             return Err(ContainerizerError::DestroyedWhilePreparing(id.clone()));
         }
         let work = async {
-            std::fs::create_dir_all(&dir).map_err(ContainerizerError::io("create runtime directory", &dir))?;
+            dir.create()?;
             // Written first, so that a destroy at any later point knows
             // whose leftovers to remove.
-            write_atomic(&dir.join(BACKEND_FILE), backend.name().as_bytes())?;
+            dir.write_backend(backend.kind())?;
             let mut spec = ContainerSpec::new(config);
             for isolator in backend.isolators() {
                 tracing::debug!(container = %id, isolator = isolator.name(), "prepare");
                 isolator.prepare(config, &mut spec).await?;
             }
-            let json = serde_json::to_vec_pretty(&spec).map_err(|e| ContainerizerError::Other(e.to_string()))?;
-            write_atomic(&dir.join(SPEC_FILE), &json)?;
+            dir.write_spec(&spec)?;
             backend.prepare(&spec, &dir).await?;
             Ok::<_, ContainerizerError>(spec)
         };
@@ -175,18 +169,8 @@ impl Containerizer {
     /// Destroys what is on disk for `container_id`; the caller holds its lock.
     async fn destroy_unlocked(&self, container_id: &str) -> Result<(), ContainerizerError> {
         let dir = self.runtime_dir(container_id);
-        let name = match std::fs::read_to_string(dir.join(BACKEND_FILE)) {
-            Ok(name) => name,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(ContainerizerError::io("remove runtime directory", &dir)(e)),
-                };
-            }
-            Err(e) => return Err(ContainerizerError::io("read backend file", &dir)(e)),
-        };
-        let backend = self.backend_named(&name)?;
+        let Some(kind) = dir.backend()? else { return dir.remove() };
+        let backend = self.backend_of(kind, container_id)?;
         backend.destroy(container_id, &dir).await?;
         let mut failures = Vec::new();
         for isolator in backend.isolators().iter().rev() {
@@ -201,11 +185,7 @@ impl Containerizer {
                 failures.join("; ")
             )));
         }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ContainerizerError::io("remove runtime directory", &dir)(e)),
-        }
+        dir.remove()
     }
 
     /// The backend and spec of a prepared container, from memory or from
@@ -214,12 +194,12 @@ impl Containerizer {
         validate_id(container_id)?;
         let unknown = || ContainerizerError::UnknownContainer(container_id.to_string());
         let dir = self.runtime_dir(container_id);
-        let name = std::fs::read_to_string(dir.join(BACKEND_FILE)).map_err(|_| unknown())?;
-        let backend = self.backend_named(&name)?;
+        let kind = dir.backend().ok().flatten().ok_or_else(unknown)?;
+        let backend = self.backend_of(kind, container_id)?;
         let cached = self.table().get(container_id).and_then(|e| e.spec.lock().unwrap_or_else(|p| p.into_inner()).clone());
         let spec = match cached {
             Some(spec) => spec,
-            None => read_spec(&dir).map_err(|_| unknown())?,
+            None => dir.read_spec().map_err(|_| unknown())?,
         };
         Ok((backend, spec))
     }
@@ -321,7 +301,7 @@ impl Containerizer {
         }
         for backend in &self.backends {
             let specs: Vec<ContainerSpec> =
-                recovered.values().filter(|(b, _)| b.name() == backend.name()).map(|(_, s)| s.clone()).collect();
+                recovered.values().filter(|(b, _)| b.kind() == backend.kind()).map(|(_, s)| s.clone()).collect();
             for isolator in backend.isolators() {
                 isolator.recover(&specs).await?;
             }
@@ -368,51 +348,9 @@ impl ContainerSpec {
     }
 }
 
-/// Reads a prepared container's spec back from its runtime directory.
-pub fn read_spec(runtime_dir: &Path) -> Result<ContainerSpec, ContainerizerError> {
-    let path = runtime_dir.join(SPEC_FILE);
-    let bytes = std::fs::read(&path).map_err(ContainerizerError::io("read container spec", &path))?;
-    serde_json::from_slice(&bytes).map_err(|e| ContainerizerError::InvalidSpec(format!("{}: {e}", path.display())))
-}
-
-/// Makes the launcher for a prepared container, by the backend named in
-/// its runtime directory. `launcher_dir` is where mezzo's helper binaries live.
-pub fn launcher(runtime_dir: &Path, launcher_dir: &Path) -> Result<Box<dyn Launcher>, ContainerizerError> {
-    let name = std::fs::read_to_string(runtime_dir.join(BACKEND_FILE))
-        .map_err(ContainerizerError::io("read backend file", runtime_dir))?;
-    let spec = read_spec(runtime_dir)?;
-    match name.trim() {
-        "rust" => Ok(Box::new(crate::rust::RustLauncher::new(spec, runtime_dir, launcher_dir)?)),
-        "docker" => Ok(Box::new(crate::docker::DockerLauncher::new(spec, runtime_dir)?)),
-        other => Err(ContainerizerError::UnknownContainerizer(other.to_string())),
-    }
-}
-
-/// Container ids become directory and cgroup names: keep them tame.
-pub fn validate_id(id: &str) -> Result<(), ContainerizerError> {
-    let ok = !id.is_empty()
-        && id != "."
-        && id != ".."
-        && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+.-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ContainerizerError::InvalidSpec(format!("invalid container id '{id}'")))
-    }
-}
-
-/// Writes `data` to `path` through a temp file and a rename, without fsync.
-///
-/// For the files of a container's runtime directory (`backend`,
-/// `spec.json`, the supervisor's `pid` and `exit_status`): the rename keeps
-/// readers from ever seeing a partly written file, also when the writer
-/// crashes. They need no fsync: they only matter while the node stays up,
-/// since a reboot ends every container, and recovery destroys a runtime
-/// directory whose files are missing or unreadable. Two fsyncs per launch
-/// cost milliseconds on a busy disk.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerizerError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(ContainerizerError::io("write", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(ContainerizerError::io("rename", path))
+/// Makes the launcher for the container prepared in `runtime_dir`, by the
+/// backend kind recorded there. `launcher_dir` is where mezzo's helper
+/// binaries live.
+pub fn launcher(runtime_dir: impl AsRef<Path>, launcher_dir: &Path) -> Result<Box<dyn Launcher>, ContainerizerError> {
+    RuntimeDir::new(runtime_dir.as_ref()).launcher(launcher_dir)
 }

@@ -310,7 +310,7 @@ async fn docker_destroy_removes_a_running_container_and_unknown_is_ok() {
     h.containerizer.destroy(&id).await.unwrap();
     h.containerizer.destroy(&unique("never")).await.unwrap();
     let backend = DockerBackend::new(DockerBackendConfig::default()).await.unwrap();
-    backend.destroy(&unique("never"), h.tmp.path()).await.unwrap();
+    backend.destroy(&unique("never"), &mezzo_containerizer::RuntimeDir::new(h.tmp.path())).await.unwrap();
 }
 
 /// A sandbox whose `stdout` is a symlink to a host file when the task

@@ -157,7 +157,7 @@ impl Harness {
     }
 
     fn spec(&self, id: &str) -> ContainerSpec {
-        mezzo_containerizer::read_spec(&self.containerizer.runtime_dir(id)).unwrap()
+        self.containerizer.runtime_dir(id).read_spec().unwrap()
     }
 
     async fn destroy(&self, id: &str) {

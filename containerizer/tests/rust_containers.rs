@@ -273,8 +273,8 @@ async fn destroy_of_unknown_container_is_ok() {
     })
     .expect("backend");
     // A half-prepared container: a runtime directory and nothing else.
-    let dir = h.runtime_root().join("half");
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = mezzo_containerizer::RuntimeDir::of(&h.runtime_root(), "half");
+    dir.create().unwrap();
     backend.destroy("half", &dir).await.expect("destroy half-prepared");
 }
 
@@ -302,9 +302,9 @@ async fn v1_container_is_in_its_cgroups_and_its_supervisor_is_not() {
     let h = Harness::new("placed", None);
     let c = h.config("placed", shell("sleep 30"));
     let mut launcher = h.start(&c).await;
-    let dir = h.runtime_root().join("placed");
-    let init = std::fs::read_to_string(dir.join(mezzo_containerizer::rust::PID_FILE)).unwrap();
-    let supervisor = std::fs::read_to_string(dir.join(mezzo_containerizer::rust::LAUNCHER_PID_FILE)).unwrap();
+    let dir = mezzo_containerizer::RuntimeDir::of(&h.runtime_root(), "placed");
+    let init = dir.pid().unwrap().expect("init pid recorded").to_string();
+    let supervisor = dir.launcher_pid().unwrap().expect("supervisor pid recorded").to_string();
     let own = format!("/{}/placed", h.cgroups_root);
     for hierarchy in ["cpu", "cpuacct", "memory", "pids", "freezer", "devices"] {
         assert_eq!(proc_cgroup_of(init.trim(), hierarchy), own, "init in {hierarchy}");
@@ -386,17 +386,18 @@ async fn destroy_while_the_supervisor_builds_the_container_leaves_nothing() {
         let c = h.config(&id, shell("sleep 30"));
         let dir = h.containerizer.prepare(&c).await.expect("prepare");
         let mut launcher = mezzo_containerizer::launcher(&dir, &launcher_dir()).expect("launcher");
-        let pid_file = dir.join(mezzo_containerizer::rust::LAUNCHER_PID_FILE);
         let started = tokio::spawn(async move {
             let r = tokio::time::timeout(WAIT, launcher.start()).await.expect("start returns in time");
             (r, launcher)
         });
         let deadline = std::time::Instant::now() + WAIT;
-        while !pid_file.exists() {
+        let supervisor = loop {
+            if let Some(pid) = dir.launcher_pid().unwrap() {
+                break pid;
+            }
             assert!(std::time::Instant::now() < deadline, "supervisor never started");
             tokio::time::sleep(Duration::from_micros(200)).await;
-        }
-        let supervisor: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        };
         tokio::time::sleep(Duration::from_micros(delay_us)).await;
         tokio::time::timeout(WAIT, h.containerizer.destroy(&id)).await.expect("destroy in time").expect("destroy");
         let (result, mut launcher) = started.await.unwrap();

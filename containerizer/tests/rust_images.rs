@@ -206,7 +206,7 @@ async fn copy_backend_runs_the_image_from_a_private_copy() {
     let script = "cat /etc/marker; echo new > /newfile; cat /newfile";
     let c = h.config("img-copy", IMAGE, Command { shell: true, value: Some(script.into()), ..Default::default() });
     let dir = h.containerizer.prepare(&c).await.expect("prepare");
-    let spec = mezzo_containerizer::read_spec(&dir).unwrap();
+    let spec = dir.read_spec().unwrap();
     let mezzo_containerizer::Rootfs::Directory(copy) = &spec.rootfs else {
         panic!("copy backend gave {:?}", spec.rootfs)
     };

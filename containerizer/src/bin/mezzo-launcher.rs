@@ -8,9 +8,10 @@
 //!   mount namespace, creates and starts the container, prints
 //!   `started <pid>` (or `error <reason>`) on stdout, forwards SIGTERM,
 //!   SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH to the
-//!   container's init, reaps it, writes the task's raw wait status
-//!   atomically to `DIR/exit_status` (and prints `exited <status>`), deletes
-//!   the container and exits.
+//!   container's init, reaps it, records the task's raw wait status in the
+//!   runtime directory (and prints `exited <status>`), deletes the
+//!   container and exits. Every file of `DIR` is read and written through
+//!   `mezzo_containerizer::RuntimeDir`.
 //! * `mezzo-launcher kill --runtime-dir DIR --signal N`: a forwarded signal
 //!   goes to the supervisor (which passes it on); any other (SIGKILL) to
 //!   every process of the container.
@@ -22,7 +23,7 @@
 //! supervisor over a pipe and exits. The task is never PID 1, so the kernel
 //! never drops its SIGTERM.
 //!
-//! On cgroup v1 the backend records a placement (`cgroups.json`): the
+//! On cgroup v1 the backend records a placement: the
 //! supervisor then puts the container in its cgroups itself, cheaply, and
 //! libcontainer sees no cgroup hierarchy at all (see
 //! `mezzo_containerizer::rust::Placement`).
@@ -33,11 +34,8 @@ use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{default::get_executor, Executor, ExecutorError, ExecutorValidationError};
-use mezzo_containerizer::containerizer::write_atomic;
-use mezzo_containerizer::rust::{
-    view_dir, views_root, Placement, BUNDLE_DIR, EXIT_STATUS_FILE, LAUNCHER_PID_FILE, LIMITATION_FILE, PID_FILE, STATE_DIR,
-};
-use mezzo_containerizer::{read_spec, ContainerSpec, Rootfs};
+use mezzo_containerizer::rust::{view_dir, Placement};
+use mezzo_containerizer::{ContainerSpec, ExitStatus, Rootfs, RuntimeDir};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -80,7 +78,7 @@ fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    let Some(dir) = runtime_dir else { return usage() };
+    let Some(dir) = runtime_dir.map(RuntimeDir::new) else { return usage() };
     match (args.first().map(String::as_str), signal) {
         (Some("run"), None) => run(&dir),
         (Some("kill"), Some(sig)) => match kill(&dir, sig) {
@@ -223,7 +221,7 @@ fn close_descriptors_except(keep: RawFd) {
 }
 
 /// `run`: reports start success or failure on stdout, as one line.
-fn run(dir: &Path) -> ExitCode {
+fn run(dir: &RuntimeDir) -> ExitCode {
     let mut ready = false;
     match supervise(dir, &mut ready) {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,7 +237,7 @@ fn run(dir: &Path) -> ExitCode {
 }
 
 /// Mounts the container's rootfs in this process's (private) mount namespace.
-fn mount_rootfs(spec: &ContainerSpec, dir: &Path) -> Result<()> {
+fn mount_rootfs(spec: &ContainerSpec, dir: &RuntimeDir) -> Result<()> {
     match &spec.rootfs {
         Rootfs::Host => {
             let target = mezzo_containerizer::rust::rootfs_path(spec, dir);
@@ -277,8 +275,8 @@ fn open_output(path: &Path) -> Result<File> {
 /// Builds the container's tree of cgroup views (its `/sys/fs/cgroup`): a
 /// tmpfs with the container's cgroup of each placed hierarchy bound at
 /// `.<name>` and the symlink `<name>` to it, then made read-only.
-fn mount_views(placement: &Placement, dir: &Path) -> Result<()> {
-    let root = views_root(dir);
+fn mount_views(placement: &Placement, dir: &RuntimeDir) -> Result<()> {
+    let root = dir.views_dir();
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("tmpfs"), &root, Some("tmpfs"), flags, Some("mode=755,size=64k"))
         .with_context(|| format!("mount a tmpfs on {}", root.display()))?;
@@ -299,7 +297,7 @@ fn mount_views(placement: &Placement, dir: &Path) -> Result<()> {
 /// Removes every cgroup hierarchy from this (private, just unshared) mount
 /// namespace, except the views under `dir`, and leaves an empty tmpfs at
 /// the cgroupfs root: libcgroups then finds no hierarchy to manage.
-fn hide_cgroups(dir: &Path) -> Result<()> {
+fn hide_cgroups(dir: &RuntimeDir) -> Result<()> {
     let root = Path::new(mezzo_containerizer::isolators::DEFAULT_CGROUPFS_ROOT);
     // Usually one tmpfs holds every hierarchy: one detach takes them all,
     // for one RCU wait instead of one per hierarchy.
@@ -311,7 +309,7 @@ fn hide_cgroups(dir: &Path) -> Result<()> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
     let mut hierarchies: Vec<PathBuf> = mezzo_containerizer::rust::parse_mountinfo(&text)
         .into_iter()
-        .filter(|m| (m.fs_type == "cgroup" || m.fs_type == "cgroup2") && !m.mount_point.starts_with(dir))
+        .filter(|m| (m.fs_type == "cgroup" || m.fs_type == "cgroup2") && !m.mount_point.starts_with(dir.path()))
         .map(|m| m.mount_point)
         .collect();
     hierarchies.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -335,7 +333,7 @@ fn hide_cgroups(dir: &Path) -> Result<()> {
 /// container's processes inherit the cgroups.
 fn build_placed(
     placement: &Placement,
-    dir: &Path,
+    dir: &RuntimeDir,
     build: impl FnOnce() -> Result<Container, libcontainer::error::LibcontainerError>,
 ) -> Result<Result<Container, libcontainer::error::LibcontainerError>> {
     let outer = File::open("/proc/self/ns/mnt").context("open this mount namespace")?;
@@ -369,9 +367,9 @@ fn build_placed(
     }
 }
 
-fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
-    write_atomic(&dir.join(LAUNCHER_PID_FILE), std::process::id().to_string().as_bytes())?;
-    let spec = read_spec(dir)?;
+fn supervise(dir: &RuntimeDir, ready: &mut bool) -> Result<()> {
+    dir.write_launcher_pid(std::process::id() as i32)?;
+    let spec = dir.read_spec()?;
     let placement = Placement::load(dir)?;
 
     // Blocked from now on, so a signal that arrives while the container is
@@ -401,7 +399,7 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     let devnull = File::open("/dev/null").context("open /dev/null")?;
     let stdout = open_output(&spec.stdout)?;
     let stderr = open_output(&spec.stderr)?;
-    let state_root = dir.join(STATE_DIR);
+    let state_root = dir.state_dir();
     std::fs::create_dir_all(&state_root).with_context(|| format!("create {}", state_root.display()))?;
     // The container's init reports the task's wait status on this pipe.
     let (status_read, status_write) =
@@ -416,7 +414,7 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
                     .with_stdin(devnull)
                     .with_stdout(stdout)
                     .with_stderr(stderr)
-                    .as_init(dir.join(BUNDLE_DIR))
+                    .as_init(dir.bundle_dir())
                     .with_systemd(false)
                     .with_detach(true)
             })
@@ -447,7 +445,7 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
         reap(init.as_raw());
         return Err(anyhow!(e).context("start container"));
     }
-    write_atomic(&dir.join(PID_FILE), init.as_raw().to_string().as_bytes())?;
+    dir.write_pid(init.as_raw())?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "started {init}").and_then(|_| out.flush()).context("report readiness")?;
@@ -464,11 +462,10 @@ fn supervise(dir: &Path, ready: &mut bool) -> Result<()> {
     if !spec.cgroup_path.is_empty() {
         let fs = mezzo_containerizer::isolators::CgroupFs::detect();
         if let Some(limitation) = mezzo_containerizer::isolators::oom_killed(&fs, &spec.cgroup_path) {
-            let json = serde_json::to_vec(&limitation).context("serialize limitation")?;
-            write_atomic(&dir.join(LIMITATION_FILE), &json)?;
+            dir.write_limitation(&limitation)?;
         }
     }
-    write_atomic(&dir.join(EXIT_STATUS_FILE), status.to_string().as_bytes())?;
+    dir.write_exit_status(ExitStatus(status))?;
     // Also tell a launcher still listening, in case the runtime directory
     // goes (destroy) before it reads the file. A reader that has gone away
     // only gives EPIPE: Rust ignores SIGPIPE here.
@@ -591,7 +588,7 @@ fn remove_failed(root: &Path) {
 /// `kill`: a forwarded signal goes to the container's supervisor, which
 /// passes it to the init and so to the task; any other signal to every
 /// process of the container, if it still runs.
-fn kill(dir: &Path, sig: i32) -> Result<()> {
+fn kill(dir: &RuntimeDir, sig: i32) -> Result<()> {
     if mezzo_containerizer::rust::FORWARDED_SIGNALS.contains(&sig) {
         return match mezzo_containerizer::rust::live_supervisor(dir) {
             // SAFETY: kill takes plain integers.
@@ -607,9 +604,9 @@ fn kill(dir: &Path, sig: i32) -> Result<()> {
             _ => Ok(()),
         };
     }
-    let spec = read_spec(dir)?;
+    let spec = dir.read_spec()?;
     let signal = libcontainer::signal::Signal::try_from(sig).map_err(|e| anyhow!("invalid signal {sig}: {e}"))?;
-    let root = dir.join(STATE_DIR).join(&spec.container_id);
+    let root = dir.state_dir().join(&spec.container_id);
     if !root.join("state.json").exists() {
         // Not created yet, or already ended and deleted by its supervisor.
         return Ok(());
@@ -621,7 +618,7 @@ fn kill(dir: &Path, sig: i32) -> Result<()> {
     };
     match container.kill(signal, true) {
         Ok(()) => Ok(()),
-        Err(_) if !root.exists() || dir.join(EXIT_STATUS_FILE).exists() => Ok(()),
+        Err(_) if !root.exists() || dir.has_exit_status() => Ok(()),
         Err(e) => Err(anyhow!(e).context(format!("signal {sig}"))),
     }
 }

@@ -2,7 +2,7 @@
 //! request `prepare` rendered, stream its output into the sandbox files while
 //! it runs, stop or signal it, wait for its exit code and report an OOM kill.
 
-use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher, Limitation, LimitationReason};
+use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher, Limitation, LimitationReason, RuntimeDir};
 use async_trait::async_trait;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use super::engine::{Engine, EngineError};
-use super::{container_name, LaunchSettings, CREATE_REQUEST_FILE, LAUNCH_SETTINGS_FILE};
+use super::{container_name, LaunchSettings};
 
 /// How long `wait` lets the log copy catch up after the container ended.
 const LOG_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,18 +50,11 @@ pub struct DockerLauncher {
 
 impl DockerLauncher {
     /// A launcher for the container prepared in `runtime_dir`.
-    pub fn new(spec: ContainerSpec, runtime_dir: &Path) -> Result<Self, ContainerizerError> {
-        let path = runtime_dir.join(CREATE_REQUEST_FILE);
-        let bytes = std::fs::read(&path).map_err(ContainerizerError::io("read docker create request", &path))?;
-        let request: ContainerCreateBody = serde_json::from_slice(&bytes)
-            .map_err(|e| ContainerizerError::InvalidSpec(format!("{}: {e}", path.display())))?;
-        let path = runtime_dir.join(LAUNCH_SETTINGS_FILE);
-        let settings: LaunchSettings = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ContainerizerError::InvalidSpec(format!("{}: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LaunchSettings::default(),
-            Err(e) => return Err(ContainerizerError::io("read docker launch settings", &path)(e)),
-        };
+    pub fn new(spec: ContainerSpec, runtime_dir: &RuntimeDir) -> Result<Self, ContainerizerError> {
+        let request: ContainerCreateBody = runtime_dir.docker_request()?.ok_or_else(|| {
+            ContainerizerError::InvalidSpec(format!("container {} has no docker create request", spec.container_id))
+        })?;
+        let settings: LaunchSettings = runtime_dir.docker_settings()?.unwrap_or_default();
         let name = container_name(&spec.container_id);
         Ok(DockerLauncher {
             spec,

@@ -5,8 +5,8 @@
 //!   (pulled with the `--docker_config` credentials, or loaded from mezzo's
 //!   image store) and works out the command and `DockerInfo` options;
 //!   `DockerBackend::prepare` renders everything into the create request,
-//!   saved as `<runtime_dir>/docker-create.json`, next to the engine
-//!   settings the executor needs (`docker-launch.json`).
+//!   saved in the container's `RuntimeDir`, next to the engine settings the
+//!   executor needs (`LaunchSettings`).
 //! * `DockerLauncher` (in the executor) creates and starts the container
 //!   `mesos-<container id>`, streams its output into the sandbox files,
 //!   stops it, waits for its exit code and reports an OOM kill.
@@ -35,14 +35,13 @@ pub use isolators::{
 pub use launcher::DockerLauncher;
 pub use render::{parse_size, render, validate_parameters, DockerRun, SUPPORTED_PARAMETERS};
 
-use crate::containerizer::write_atomic;
-use crate::{Backend, ContainerSpec, ContainerType, ContainerizerError, Isolator};
+use crate::{Backend, BackendKind, ContainerSpec, ContainerType, ContainerizerError, Isolator, RuntimeDir};
 use async_trait::async_trait;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder};
 use isolators::PendingRuns;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,11 +51,6 @@ pub const CONTAINER_NAME_PREFIX: &str = "mesos-";
 pub const CONTAINER_ID_LABEL: &str = "mezzo.container_id";
 /// Label naming the agent that owns a container (`DockerBackendConfig::owner`).
 pub const OWNER_LABEL: &str = "mezzo.owner";
-/// File in the runtime directory holding the rendered create request.
-pub const CREATE_REQUEST_FILE: &str = "docker-create.json";
-/// File in the runtime directory holding what the launcher needs besides
-/// the request (`LaunchSettings`).
-pub const LAUNCH_SETTINGS_FILE: &str = "docker-launch.json";
 /// Mesos's `--docker_remove_delay` default.
 pub const DEFAULT_REMOVE_DELAY: Duration = Duration::from_secs(6 * 60 * 60);
 
@@ -204,8 +198,8 @@ impl DockerBackend {
 
 #[async_trait]
 impl Backend for DockerBackend {
-    fn name(&self) -> &'static str {
-        "docker"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Docker
     }
 
     fn accepts(&self, kind: ContainerType) -> bool {
@@ -216,7 +210,7 @@ impl Backend for DockerBackend {
         self.isolators.clone()
     }
 
-    async fn prepare(&self, spec: &ContainerSpec, runtime_dir: &Path) -> Result<(), ContainerizerError> {
+    async fn prepare(&self, spec: &ContainerSpec, runtime_dir: &RuntimeDir) -> Result<(), ContainerizerError> {
         let run = self.pending.take(&spec.container_id).ok_or_else(|| {
             ContainerizerError::InvalidSpec(format!(
                 "docker: container {} was not prepared by the docker/runtime isolator",
@@ -227,16 +221,12 @@ impl Backend for DockerBackend {
         if let Some(owner) = &self.config.owner {
             request.labels.get_or_insert_with(HashMap::new).insert(OWNER_LABEL.to_string(), owner.clone());
         }
-        let json = serde_json::to_vec_pretty(&request)
-            .map_err(|e| ContainerizerError::Other(format!("serialize docker create request: {e}")))?;
-        write_atomic(&runtime_dir.join(CREATE_REQUEST_FILE), &json)?;
+        runtime_dir.write_docker_request(&request)?;
         let settings = LaunchSettings {
             engine: self.engine.settings().clone(),
             stop_timeout_ms: self.config.stop_timeout.as_millis() as u64,
         };
-        let json = serde_json::to_vec_pretty(&settings)
-            .map_err(|e| ContainerizerError::Other(format!("serialize docker launch settings: {e}")))?;
-        write_atomic(&runtime_dir.join(LAUNCH_SETTINGS_FILE), &json)
+        runtime_dir.write_docker_settings(&settings)
     }
 
     /// Stops the container (SIGTERM, SIGKILL after `--docker_stop_timeout`)
@@ -245,12 +235,12 @@ impl Backend for DockerBackend {
     /// that is down (or fails the call) does not fail the destroy: the stop
     /// and the removal are retried, with a bounded backoff, until the engine
     /// does them.
-    async fn destroy(&self, container_id: &str, runtime_dir: &Path) -> Result<(), ContainerizerError> {
+    async fn destroy(&self, container_id: &str, runtime_dir: &RuntimeDir) -> Result<(), ContainerizerError> {
         self.pending.take(container_id);
         // Without a create request `prepare` never finished, so no executor
         // can have created the container: the engine is not asked, and a
         // hung or down engine does not hold up the failed launch's status.
-        if !runtime_dir.join(CREATE_REQUEST_FILE).exists() {
+        if !runtime_dir.has_docker_request() {
             return Ok(());
         }
         let delay = self.config.remove_delay;

@@ -548,7 +548,7 @@ impl Isolator for CgroupsIsolator {
     }
 
     async fn cleanup(&self, container_id: &str) -> Result<(), ContainerizerError> {
-        if crate::containerizer::validate_id(container_id).is_err() {
+        if crate::validate_id(container_id).is_err() {
             return Ok(());
         }
         self.destroy_cgroup(self.path_of(container_id)).await

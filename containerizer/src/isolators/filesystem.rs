@@ -3,14 +3,11 @@
 //! environment and working directory from the task and its image.
 
 use crate::config::SANDBOX_MOUNT_POINT;
-use crate::{Command, ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Mount, Rootfs};
+use crate::user::{chown_sandbox, resolve_user, user_db_roots};
+use crate::{Command, ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Mount, Rootfs, RuntimeDir};
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Directory in a container's runtime directory holding its overlay's
-/// `upper`, `work` and `merged` directories.
-pub const OVERLAY_DIR: &str = "overlay";
 
 /// The runtime part of an image's config (Docker `config`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -102,7 +99,7 @@ impl FilesystemLinux {
     }
 
     fn overlay_dir(&self, container_id: &str) -> PathBuf {
-        self.runtime_root.join(container_id).join(OVERLAY_DIR)
+        RuntimeDir::of(&self.runtime_root, container_id).overlay_dir()
     }
 }
 
@@ -113,10 +110,10 @@ impl FilesystemLinux {
         if let Some(user) = &config.command.user {
             // As Mesos: the sandbox and the task's output files belong to
             // the task's user (resolved in the container's own user database).
-            let resolved = crate::rust::resolve_user(user, &crate::rust::user_db_roots(&spec.rootfs))?;
+            let resolved = resolve_user(user, &user_db_roots(&spec.rootfs))?;
             let (sandbox, stdout, stderr) = (config.sandbox.clone(), spec.stdout.clone(), spec.stderr.clone());
             tokio::task::spawn_blocking(move || {
-                crate::rust::chown_sandbox(&sandbox, &[&stdout, &stderr], resolved.uid, resolved.gid)
+                chown_sandbox(&sandbox, &[&stdout, &stderr], resolved.uid, resolved.gid)
             })
             .await
             .map_err(|e| ContainerizerError::Other(format!("chown sandbox task: {e}")))??;

@@ -18,7 +18,7 @@ pub use cgroups::{
     oom_killed, oom_limitation, Controller, CPU_CFS_PERIOD_US, CPU_SHARES_PER_CPU, DEFAULT_MAX_PIDS, MIN_CPU_SHARES,
     MIN_MEMORY_BYTES,
 };
-pub use filesystem::{resolve_command, FilesystemLinux, ImageRuntime, ProvisionedImage, Provisioner, OVERLAY_DIR};
+pub use filesystem::{resolve_command, FilesystemLinux, ImageRuntime, ProvisionedImage, Provisioner};
 pub use linux::{
     capability_name, LinuxCapabilities, LinuxNnp, LinuxSeccomp, PosixRlimits, CLONE_NAMESPACE_FLAGS, DEFAULT_CAPABILITIES,
     MASKED_PATHS, READONLY_PATHS, RLIMIT_KINDS, SECCOMP_BLOCKED, SECCOMP_ENOSYS,

@@ -2,9 +2,9 @@
 //! supervisor (fork+exec, so libcontainer never runs in this process),
 //! signals the container through it, and reads the exit status it records.
 
-use super::{EXIT_STATUS_FILE, LAUNCHER_BIN, LAUNCHER_LOG, LAUNCHER_PID_FILE, LIMITATION_FILE};
+use super::LAUNCHER_BIN;
 use crate::Limitation;
-use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher};
+use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher, RuntimeDir};
 use async_trait::async_trait;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -24,17 +24,15 @@ fn launcher_err(msg: impl Into<String>) -> ContainerizerError {
 }
 
 /// The last few lines of the supervisor's log, for error messages.
-fn log_tail(runtime_dir: &Path) -> String {
-    let text = std::fs::read_to_string(runtime_dir.join(LAUNCHER_LOG)).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(5)..].join("; ")
+fn log_tail(runtime_dir: &RuntimeDir) -> String {
+    runtime_dir.launcher_log_tail(5)
 }
 
 /// Pid of the supervisor of the container in `runtime_dir`, while it runs.
 /// The pid is checked against its command line so that a reused pid is not
 /// mistaken for it.
-pub fn live_supervisor(runtime_dir: &Path) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(runtime_dir.join(LAUNCHER_PID_FILE)).ok()?.trim().parse().ok()?;
+pub fn live_supervisor(runtime_dir: &RuntimeDir) -> Option<i32> {
+    let pid = runtime_dir.launcher_pid().ok()??;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The state follows the parenthesised command name, which may hold spaces.
     let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
@@ -46,27 +44,20 @@ pub fn live_supervisor(runtime_dir: &Path) -> Option<i32> {
     let dir_arg = args.windows(2).find(|w| w[0] == b"--runtime-dir").map(|w| w[1])?;
     let dir_arg = Path::new(std::ffi::OsStr::from_bytes(dir_arg));
     // The executor and the agent may spell the same directory differently.
-    let same = dir_arg == runtime_dir
-        || matches!((dir_arg.canonicalize(), runtime_dir.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    let same = dir_arg == runtime_dir.path()
+        || matches!((dir_arg.canonicalize(), runtime_dir.path().canonicalize()), (Ok(a), Ok(b)) if a == b);
     same.then_some(pid)
 }
 
-/// Reads the exit status the supervisor recorded.
-fn read_exit_status(runtime_dir: &Path) -> Option<ExitStatus> {
-    let text = std::fs::read_to_string(runtime_dir.join(EXIT_STATUS_FILE)).ok()?;
-    text.trim().parse().ok().map(ExitStatus)
-}
-
-/// Reads the limitation the supervisor recorded, if any.
-fn read_limitation(runtime_dir: &Path) -> Option<Limitation> {
-    let bytes = std::fs::read(runtime_dir.join(LIMITATION_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// The exit status the supervisor recorded, if readable.
+fn read_exit_status(runtime_dir: &RuntimeDir) -> Option<ExitStatus> {
+    runtime_dir.exit_status().ok().flatten()
 }
 
 /// Starts, signals and waits for one rust-backend container.
 pub struct RustLauncher {
     spec: ContainerSpec,
-    runtime_dir: PathBuf,
+    runtime_dir: RuntimeDir,
     helper: PathBuf,
     child: Option<tokio::process::Child>,
     /// The supervisor's stdout, which says `exited <status>` at the end.
@@ -76,12 +67,12 @@ pub struct RustLauncher {
 impl RustLauncher {
     /// A launcher for the container prepared in `runtime_dir`, using the
     /// `mezzo-launcher` binary found in `launcher_dir`.
-    pub fn new(spec: ContainerSpec, runtime_dir: &Path, launcher_dir: &Path) -> Result<Self, ContainerizerError> {
+    pub fn new(spec: ContainerSpec, runtime_dir: RuntimeDir, launcher_dir: &Path) -> Result<Self, ContainerizerError> {
         let helper = launcher_dir.join(LAUNCHER_BIN);
         if !helper.is_file() {
             return Err(launcher_err(format!("{} not found", helper.display())));
         }
-        Ok(RustLauncher { spec, runtime_dir: runtime_dir.to_path_buf(), helper, child: None, reports: None })
+        Ok(RustLauncher { spec, runtime_dir, helper, child: None, reports: None })
     }
 
     /// The container's spec.
@@ -109,7 +100,7 @@ impl Launcher for RustLauncher {
         if self.child.is_some() || read_exit_status(&self.runtime_dir).is_some() {
             return Err(launcher_err(format!("container {} was already started", self.spec.container_id)));
         }
-        let log_path = self.runtime_dir.join(LAUNCHER_LOG);
+        let log_path = self.runtime_dir.launcher_log();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -118,7 +109,7 @@ impl Launcher for RustLauncher {
         let mut child = tokio::process::Command::new(&self.helper)
             .arg("run")
             .arg("--runtime-dir")
-            .arg(&self.runtime_dir)
+            .arg(self.runtime_dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -194,7 +185,7 @@ impl Launcher for RustLauncher {
         let run = tokio::process::Command::new(&self.helper)
             .arg("kill")
             .arg("--runtime-dir")
-            .arg(&self.runtime_dir)
+            .arg(self.runtime_dir.path())
             .arg("--signal")
             .arg(signal.to_string())
             .stdin(Stdio::null())
@@ -216,7 +207,7 @@ impl Launcher for RustLauncher {
     }
 
     fn limitation(&self) -> Option<Limitation> {
-        read_limitation(&self.runtime_dir)
+        self.runtime_dir.limitation().ok().flatten()
     }
 
     async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError> {

@@ -2,11 +2,10 @@
 //! it with youki's libcontainer, always from the single-threaded
 //! `mezzo-launcher` helper (never in the multi-threaded agent or executor).
 //!
-//! Layout of a container's runtime directory `<runtime_root>/<id>`:
-//! `spec.json`, `backend` (the containerizer's), `bundle/config.json`,
-//! `state/` (libcontainer's root), `rootfs/` (host rootfs bind target),
-//! `overlay/{upper,work,merged}` (image rootfs), `launcher.pid`, `pid`
-//! (the container's init), `exit_status` (raw wait status), `launcher.log`.
+//! Its files in a container's runtime directory (see `RuntimeDir`): the
+//! OCI bundle, libcontainer's state, the host rootfs mount point, the v1
+//! placement and cgroup views, and the supervisor's pids, limitation, exit
+//! status and log.
 //!
 //! The container's init (its PID 1) is the supervisor's own code: the
 //! libcontainer init process forks the task (in a process group of its
@@ -19,56 +18,37 @@ mod cgroupfs;
 mod launcher;
 mod oci;
 mod placement;
-mod user;
 
 pub use cgroupfs::{container_dirs, kill_all, kill_in, mounts_under, parse_mountinfo, remove_dirs, remove_in, MountEntry};
 pub use launcher::{live_supervisor, RustLauncher};
 pub use oci::{render, DEFAULT_PATH};
-pub use placement::{own_cgroup, view_dir, views_root, PlacedHierarchy, Placement, DEVICE_ALLOW_RULES, PLACEMENT_FILE, VIEWS_DIR};
-pub use user::{chown_sandbox, resolve_user, user_db_roots, ResolvedUser};
+pub use placement::{own_cgroup, view_dir, PlacedHierarchy, Placement, DEVICE_ALLOW_RULES};
 
 use crate::isolators::{
     isolators_from_names, parse_isolation, CgroupFs, CgroupsOptions, IsolatorContext, Namespaces, Provisioner, DEFAULT_ISOLATION,
     DEFAULT_MAX_PIDS,
 };
 use crate::spec::Rootfs;
-use crate::{Backend, ContainerSpec, ContainerType, ContainerizerError, Isolator};
+use crate::{Backend, BackendKind, ContainerSpec, ContainerType, ContainerizerError, Isolator, RuntimeDir};
 use async_trait::async_trait;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Name of the helper binary in the launcher directory.
 pub const LAUNCHER_BIN: &str = "mezzo-launcher";
-/// OCI bundle directory (holds `config.json`).
-pub const BUNDLE_DIR: &str = "bundle";
-/// libcontainer's state root; the container's state is `state/<id>`.
-pub const STATE_DIR: &str = "state";
-/// Mount point of the host's `/` for containers without an image.
-pub const HOST_ROOTFS_DIR: &str = "rootfs";
-/// Pid of the supervising `mezzo-launcher run`.
-pub const LAUNCHER_PID_FILE: &str = "launcher.pid";
-/// Host pid of the container's init.
-pub const PID_FILE: &str = "pid";
-/// Raw wait status of the container's init, written once it ended.
-pub const EXIT_STATUS_FILE: &str = "exit_status";
-/// The limitation (JSON) that ended the container, written by the
-/// supervisor before `exit_status` when the kernel OOM-killed in its cgroup.
-pub const LIMITATION_FILE: &str = "limitation";
 /// Signals the supervisor forwards to the container's init, which forwards
 /// them to the task's process group (SIGKILL goes to every process of the
 /// container instead).
 pub const FORWARDED_SIGNALS: [i32; 7] =
     [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2, libc::SIGWINCH];
-/// The helper's own log (stderr).
-pub const LAUNCHER_LOG: &str = "launcher.log";
 /// Default `--cgroups_root`, as Mesos's `mesos`.
 pub const DEFAULT_CGROUPS_ROOT: &str = "mezzo";
 
 /// Where the OCI root of `spec` is, for a container in `runtime_dir`.
-pub fn rootfs_path(spec: &ContainerSpec, runtime_dir: &Path) -> PathBuf {
+pub fn rootfs_path(spec: &ContainerSpec, runtime_dir: &RuntimeDir) -> PathBuf {
     match &spec.rootfs {
-        Rootfs::Host => runtime_dir.join(HOST_ROOTFS_DIR),
+        Rootfs::Host => runtime_dir.host_rootfs_dir(),
         Rootfs::Overlay { target, .. } => target.clone(),
         Rootfs::Directory(dir) => dir.clone(),
     }
@@ -163,8 +143,8 @@ const DESTROY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[async_trait]
 impl Backend for RustBackend {
-    fn name(&self) -> &'static str {
-        "rust"
+    fn kind(&self) -> BackendKind {
+        BackendKind::Rust
     }
 
     fn accepts(&self, kind: ContainerType) -> bool {
@@ -175,11 +155,11 @@ impl Backend for RustBackend {
         self.isolators.clone()
     }
 
-    async fn prepare(&self, spec: &ContainerSpec, runtime_dir: &Path) -> Result<(), ContainerizerError> {
+    async fn prepare(&self, spec: &ContainerSpec, runtime_dir: &RuntimeDir) -> Result<(), ContainerizerError> {
         // On v1 the supervisor places the container in its cgroups itself
         // (see `placement`); on v2 libcontainer does.
         let placement = if !self.cgroupfs.is_v2() && !spec.cgroup_path.is_empty() {
-            let (fs, path, dir) = (self.cgroupfs.clone(), spec.cgroup_path.clone(), runtime_dir.to_path_buf());
+            let (fs, path, dir) = (self.cgroupfs.clone(), spec.cgroup_path.clone(), runtime_dir.clone());
             let placement = tokio::task::spawn_blocking(move || Placement::prepare(&fs, &path, &dir))
                 .await
                 .map_err(|e| ContainerizerError::Other(format!("prepare cgroups task: {e}")))??;
@@ -189,11 +169,11 @@ impl Backend for RustBackend {
             None
         };
         let oci = render(spec, runtime_dir, placement.as_ref())?;
-        let bundle = runtime_dir.join(BUNDLE_DIR);
+        let bundle = runtime_dir.bundle_dir();
         std::fs::create_dir_all(&bundle).map_err(ContainerizerError::io("create bundle directory", &bundle))?;
         let config = bundle.join("config.json");
         oci.save(&config).map_err(|e| ContainerizerError::InvalidSpec(format!("write {}: {e}", config.display())))?;
-        let state = runtime_dir.join(STATE_DIR);
+        let state = runtime_dir.state_dir();
         std::fs::create_dir_all(&state).map_err(ContainerizerError::io("create state directory", &state))?;
         {
             use std::os::unix::fs::PermissionsExt;
@@ -201,19 +181,19 @@ impl Backend for RustBackend {
                 .map_err(ContainerizerError::io("chmod state directory", &state))?;
         }
         if spec.rootfs == Rootfs::Host {
-            let dir = runtime_dir.join(HOST_ROOTFS_DIR);
+            let dir = runtime_dir.host_rootfs_dir();
             std::fs::create_dir_all(&dir).map_err(ContainerizerError::io("create rootfs directory", &dir))?;
         }
         Ok(())
     }
 
-    async fn destroy(&self, container_id: &str, runtime_dir: &Path) -> Result<(), ContainerizerError> {
-        crate::containerizer::validate_id(container_id)?;
-        let cgroup = match crate::read_spec(runtime_dir) {
+    async fn destroy(&self, container_id: &str, runtime_dir: &RuntimeDir) -> Result<(), ContainerizerError> {
+        crate::validate_id(container_id)?;
+        let cgroup = match runtime_dir.read_spec() {
             Ok(spec) if !spec.cgroup_path.is_empty() => spec.cgroup_path,
             _ => crate::isolators::cgroup_path(&self.config.cgroups_root, container_id),
         };
-        let runtime_dir = runtime_dir.to_path_buf();
+        let runtime_dir = runtime_dir.clone();
         let id = container_id.to_string();
         tokio::task::spawn_blocking(move || destroy_blocking(&id, &runtime_dir, &cgroup))
             .await
@@ -223,16 +203,13 @@ impl Backend for RustBackend {
     /// The supervisor records an OOM kill of the init (read from the
     /// kernel's counter before the cgroup goes) in `limitation`; the cgroups
     /// isolator's own watch cannot see an OOM whose cgroup is already gone.
-    async fn watch(&self, _spec: &ContainerSpec, runtime_dir: &Path) -> Result<crate::Limitation, ContainerizerError> {
-        let (limitation, exit) = (runtime_dir.join(LIMITATION_FILE), runtime_dir.join(EXIT_STATUS_FILE));
+    async fn watch(&self, _spec: &ContainerSpec, runtime_dir: &RuntimeDir) -> Result<crate::Limitation, ContainerizerError> {
         loop {
             // exit_status is written after limitation: once it exists, the
             // limitation file is final either way.
-            let ended = exit.exists();
-            if let Ok(bytes) = std::fs::read(&limitation) {
-                if let Ok(l) = serde_json::from_slice(&bytes) {
-                    return Ok(l);
-                }
+            let ended = runtime_dir.has_exit_status();
+            if let Ok(Some(l)) = runtime_dir.limitation() {
+                return Ok(l);
             }
             if ended || !runtime_dir.exists() {
                 return std::future::pending().await;
@@ -276,7 +253,7 @@ impl Backend for RustBackend {
 }
 
 /// Kills, waits for the supervisor, and removes cgroups, mounts and state.
-fn destroy_blocking(id: &str, runtime_dir: &Path, cgroup: &str) -> Result<(), ContainerizerError> {
+fn destroy_blocking(id: &str, runtime_dir: &RuntimeDir, cgroup: &str) -> Result<(), ContainerizerError> {
     let fail = |what: &str, e: String| ContainerizerError::Other(format!("destroy {id}: {what}: {e}"));
     let dirs = container_dirs(cgroup);
     kill_in(&dirs, cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
@@ -305,26 +282,26 @@ fn destroy_blocking(id: &str, runtime_dir: &Path, cgroup: &str) -> Result<(), Co
     remove_in(&dirs, DESTROY_TIMEOUT).map_err(|e| fail("remove cgroups", e))?;
     // Mounts live in the supervisor's private namespace; anything found on
     // the host under the runtime directory is a leak to undo.
-    let leftover = mounts_under(runtime_dir);
+    let leftover = mounts_under(runtime_dir.path());
     for m in &leftover {
         if let Err(e) = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH) {
             tracing::warn!(container = id, mount = %m.display(), error = %e, "unmount leftover");
         }
     }
-    let left = if leftover.is_empty() { leftover } else { mounts_under(runtime_dir) };
+    let left = if leftover.is_empty() { leftover } else { mounts_under(runtime_dir.path()) };
     if !left.is_empty() {
         // Never remove a tree that still has something mounted in it: the
         // host rootfs bind would take the host's files with it.
         return Err(fail("unmount", format!("still mounted: {left:?}")));
     }
-    let state = runtime_dir.join(STATE_DIR);
+    let state = runtime_dir.state_dir();
     match std::fs::remove_dir_all(&state) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(ContainerizerError::io("remove", &state)(e)),
     }
     // Only ever an empty mount point on the host: rmdir, never a recursive remove.
-    let rootfs = runtime_dir.join(HOST_ROOTFS_DIR);
+    let rootfs = runtime_dir.host_rootfs_dir();
     match std::fs::remove_dir(&rootfs) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -2,10 +2,10 @@
 //! starting from runc's default spec (standard mounts, masked and read-only
 //! paths) and Docker's default capability set.
 
-use super::placement::{views_root, Placement};
+use super::placement::Placement;
 use super::rootfs_path;
-use super::user::{resolve_user, user_db_roots};
-use crate::{ContainerSpec, ContainerizerError, Namespace};
+use crate::user::{resolve_user, user_db_roots};
+use crate::{ContainerSpec, ContainerizerError, Namespace, RuntimeDir};
 use crate::isolators::{CLONE_NAMESPACE_FLAGS, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS, SECCOMP_BLOCKED, SECCOMP_ENOSYS};
 use crate::spec::{CapabilitySets, Hardening};
 use libcontainer::oci_spec::runtime::{
@@ -210,11 +210,11 @@ const CGROUP_MOUNT_POINT: &str = "/sys/fs/cgroup";
 /// tree of views the supervisor mounts (its own cgroup in each hierarchy,
 /// what libcontainer and runc show on v1 without a cgroup namespace), bound
 /// recursively and read-only.
-fn placed_cgroup_mount(runtime_dir: &Path) -> Result<Mount, ContainerizerError> {
+fn placed_cgroup_mount(runtime_dir: &RuntimeDir) -> Result<Mount, ContainerizerError> {
     MountBuilder::default()
         .destination(PathBuf::from(CGROUP_MOUNT_POINT))
         .typ("bind")
-        .source(views_root(runtime_dir))
+        .source(runtime_dir.views_dir())
         .options(["rbind", "ro", "rro", "nosuid", "nodev", "noexec"].map(String::from).to_vec())
         .build()
         .map_err(oci_err("cgroup mount"))
@@ -227,7 +227,7 @@ fn placed_cgroup_mount(runtime_dir: &Path) -> Result<Mount, ContainerizerError> 
 /// no resources to apply, and the container's `/sys/fs/cgroup` is made of
 /// bind mounts instead of libcontainer's cgroup mount. Without one,
 /// libcontainer creates, configures and joins the cgroups itself.
-pub fn render(spec: &ContainerSpec, runtime_dir: &Path, placement: Option<&Placement>) -> Result<Spec, ContainerizerError> {
+pub fn render(spec: &ContainerSpec, runtime_dir: &RuntimeDir, placement: Option<&Placement>) -> Result<Spec, ContainerizerError> {
     if spec.args.is_empty() {
         return Err(ContainerizerError::InvalidSpec("the container has no command".into()));
     }
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn libcontainer_manages_cgroups_without_a_placement() {
-        let oci = render(&spec(), Path::new("/run/c1"), None).unwrap();
+        let oci = render(&spec(), &RuntimeDir::new("/run/c1"), None).unwrap();
         let linux = oci.linux().as_ref().unwrap();
         let mem = linux.resources().as_ref().unwrap().memory().as_ref().unwrap();
         assert_eq!(mem.limit(), Some(64 << 20));
@@ -413,7 +413,7 @@ mod tests {
                 })
                 .to_vec(),
         };
-        let oci = render(&spec(), Path::new("/run/c1"), Some(&placement)).unwrap();
+        let oci = render(&spec(), &RuntimeDir::new("/run/c1"), Some(&placement)).unwrap();
         let linux = oci.linux().as_ref().unwrap();
         assert!(linux.resources().is_none());
         assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/mezzo/c1")));

@@ -13,12 +13,12 @@
 //! So on v1 the backend prepares the container's cgroups completely (the
 //! cgroups isolator's controllers with their limits, plus `freezer` and a
 //! `devices` allow-list, as Mesos's launcher and Docker do), and records them
-//! in the runtime directory's [`PLACEMENT_FILE`]. The supervisor then moves
+//! in the runtime directory (`RuntimeDir::write_placement`). The supervisor then moves
 //! itself into them, lets libcontainer clone the container's processes (they
 //! inherit the cgroups), and moves itself back out: libcontainer is given no
 //! cgroup to manage (see `mezzo-launcher`). The container still sees its own
 //! cgroups at `/sys/fs/cgroup/<hierarchy>`, read-only: the supervisor builds
-//! a tree of them at [`views_root`] (a tmpfs holding a bind mount of the
+//! a tree of them at `RuntimeDir::views_dir` (a tmpfs holding a bind mount of the
 //! container's cgroup per hierarchy, at [`view_dir`], and a symlink named
 //! after the hierarchy to it), which the container gets as one recursive,
 //! read-only bind mount.
@@ -27,18 +27,11 @@
 //! libcontainer places the container as before.
 
 use crate::isolators::CgroupFs;
-use crate::ContainerizerError;
+use crate::{ContainerizerError, RuntimeDir};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// In a container's runtime directory: the placement (JSON), present only
-/// when the supervisor places the container itself.
-pub const PLACEMENT_FILE: &str = "cgroups.json";
-/// In a container's runtime directory: the mount point of the container's
-/// tree of cgroup views.
-pub const VIEWS_DIR: &str = "cgroups";
 
 /// Hierarchies every placed container gets besides the cgroups isolator's:
 /// `freezer` (kill without a fork race) and `devices` (the allow-list).
@@ -81,18 +74,12 @@ pub struct Placement {
     pub hierarchies: Vec<PlacedHierarchy>,
 }
 
-/// The tree of cgroup views of a container in `runtime_dir`, its
-/// `/sys/fs/cgroup`.
-pub fn views_root(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join(VIEWS_DIR)
-}
-
-/// Where the view of `hierarchy` is mounted in [`views_root`]: `.<name>`,
+/// Where the view of `hierarchy` is mounted in `RuntimeDir::views_dir`: `.<name>`,
 /// behind the symlink `<name>`. The mount point never ends in a
 /// controller's name: libcgroups finds hierarchies by that suffix in the
 /// mount table, and must find none.
-pub fn view_dir(runtime_dir: &Path, hierarchy: &str) -> PathBuf {
-    views_root(runtime_dir).join(format!(".{hierarchy}"))
+pub fn view_dir(runtime_dir: &RuntimeDir, hierarchy: &str) -> PathBuf {
+    runtime_dir.views_dir().join(format!(".{hierarchy}"))
 }
 
 impl Placement {
@@ -100,7 +87,7 @@ impl Placement {
     /// launcher's hierarchies are created (the isolators made theirs), the
     /// device allow-list written, and every hierarchy holding the cgroup
     /// listed. Also creates the mount point of the views under `runtime_dir`.
-    pub fn prepare(fs: &CgroupFs, path: &str, runtime_dir: &Path) -> Result<Placement, ContainerizerError> {
+    pub fn prepare(fs: &CgroupFs, path: &str, runtime_dir: &RuntimeDir) -> Result<Placement, ContainerizerError> {
         if fs.is_v2() {
             return Err(ContainerizerError::Other("cgroup placement by the supervisor needs cgroup v1".into()));
         }
@@ -127,28 +114,20 @@ impl Placement {
                 .to_string();
             hierarchies.push(PlacedHierarchy { mount: fs.root.join(&name), name, dir });
         }
-        let views = views_root(runtime_dir);
+        let views = runtime_dir.views_dir();
         std::fs::create_dir_all(&views).map_err(ContainerizerError::io("create cgroup views mount point", &views))?;
         Ok(Placement { hierarchies })
     }
 
     /// Writes the placement into `runtime_dir`.
-    pub fn save(&self, runtime_dir: &Path) -> Result<(), ContainerizerError> {
-        let json = serde_json::to_vec(self).map_err(|e| ContainerizerError::Other(format!("serialize placement: {e}")))?;
-        crate::containerizer::write_atomic(&runtime_dir.join(PLACEMENT_FILE), &json)
+    pub fn save(&self, runtime_dir: &RuntimeDir) -> Result<(), ContainerizerError> {
+        runtime_dir.write_placement(self)
     }
 
     /// The placement recorded in `runtime_dir`, if the supervisor places
     /// the container itself.
-    pub fn load(runtime_dir: &Path) -> Result<Option<Placement>, ContainerizerError> {
-        let path = runtime_dir.join(PLACEMENT_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| ContainerizerError::Other(format!("read {}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ContainerizerError::io("read placement", &path)(e)),
-        }
+    pub fn load(runtime_dir: &RuntimeDir) -> Result<Option<Placement>, ContainerizerError> {
+        runtime_dir.placement()
     }
 
     /// Moves the calling thread (the whole process, when single-threaded)
@@ -214,10 +193,10 @@ mod tests {
 
     #[test]
     fn view_names_never_end_in_a_controller() {
-        let v = view_dir(Path::new("/run/c1"), "memory");
+        let v = view_dir(&RuntimeDir::new("/run/c1"), "memory");
         assert!(!v.ends_with("memory"));
         assert_eq!(v, PathBuf::from("/run/c1/cgroups/.memory"));
-        assert_eq!(views_root(Path::new("/run/c1")), PathBuf::from("/run/c1/cgroups"));
+        assert_eq!(RuntimeDir::new("/run/c1").views_dir(), PathBuf::from("/run/c1/cgroups"));
     }
 
     #[test]
@@ -233,7 +212,8 @@ mod tests {
         std::fs::create_dir_all(root.path().join("devices/mezzo/c1")).unwrap();
         std::fs::write(root.path().join("devices/mezzo/c1/devices.deny"), "").unwrap();
         let fs = CgroupFs::v1(root.path());
-        let p = Placement::prepare(&fs, "/mezzo/c1", run.path()).unwrap();
+        let run = RuntimeDir::new(run.path());
+        let p = Placement::prepare(&fs, "/mezzo/c1", &run).unwrap();
         let names: Vec<&str> = p.hierarchies.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["devices", "freezer", "memory"]);
         assert_eq!(p.hierarchies[2].dir, root.path().join("memory/mezzo/c1"));
@@ -241,15 +221,15 @@ mod tests {
         // Plain files keep the last write: the last allow rule.
         assert_eq!(std::fs::read_to_string(root.path().join("devices/mezzo/c1/devices.deny")).unwrap(), "a");
         assert_eq!(std::fs::read_to_string(root.path().join("devices/mezzo/c1/devices.allow")).unwrap(), "c 10:200 rwm");
-        assert!(views_root(run.path()).is_dir());
-        p.save(run.path()).unwrap();
-        assert_eq!(Placement::load(run.path()).unwrap(), Some(p));
-        assert_eq!(Placement::load(root.path()).unwrap(), None);
+        assert!(run.views_dir().is_dir());
+        p.save(&run).unwrap();
+        assert_eq!(Placement::load(&run).unwrap(), Some(p));
+        assert_eq!(Placement::load(&RuntimeDir::new(root.path())).unwrap(), None);
     }
 
     #[test]
     fn prepare_refuses_v2() {
         let root = tempfile::tempdir().unwrap();
-        assert!(Placement::prepare(&CgroupFs::v2(root.path()), "/mezzo/c1", root.path()).is_err());
+        assert!(Placement::prepare(&CgroupFs::v2(root.path()), "/mezzo/c1", &RuntimeDir::new(root.path())).is_err());
     }
 }

@@ -126,7 +126,7 @@ impl Harness {
 
     /// Pid of the container's init, as the supervisor recorded it.
     pub fn init_pid(&self, id: &str) -> i32 {
-        std::fs::read_to_string(self.runtime_root().join(id).join("pid")).unwrap().trim().parse().unwrap()
+        mezzo_containerizer::RuntimeDir::of(&self.runtime_root(), id).pid().unwrap().expect("init pid recorded")
     }
 
     /// Waits (bounded) until `cond` holds.

@@ -1,5 +1,6 @@
-//! Resolves a task's user (`name`, `uid`, `name:group`, `uid:gid`) against
-//! the container's own `/etc/passwd` and `/etc/group`.
+//! The task's user, for every backend: resolves it (`name`, `uid`,
+//! `name:group`, `uid:gid`) against the container's own `/etc/passwd` and
+//! `/etc/group`, and gives it the sandbox.
 
 use crate::{ContainerizerError, Rootfs};
 use std::path::{Path, PathBuf};

@@ -4,8 +4,9 @@
 //! orphans and destroy them; two on one `--work_dir` recover (and fight
 //! over) the same checkpoints. An agent therefore holds, for its lifetime,
 //! an exclusive flock(2) on `<work_dir>/agent.lock` (and on
-//! `<runtime_dir>/agent.lock` when `--runtime_dir` is elsewhere) and, when
-//! the rust containerizer is enabled, on `/run/mezzo/cgroups/<root>.lock`.
+//! `<runtime_dir>/agent.lock` when `--runtime_dir` is elsewhere) and, when a
+//! containerizer with cgroups under `--cgroups_root` (rust) is enabled, on
+//! `/run/mezzo/cgroups/<root>.lock`.
 //! A nested root (`a/b`) also holds the lock of each ancestor (`a`) shared,
 //! so `a` and `a/b` exclude each other while `a/b` and `a/c` coexist. The
 //! kernel drops the locks of an agent that crashes; the descriptors are
@@ -48,8 +49,8 @@ pub fn acquire_in(flags: &Flags, cgroups_lock_dir: &Path) -> anyhow::Result<Owne
             locks.push(lock_exclusive(&runtime_dir.join(LOCK_FILE), "--runtime_dir", &runtime_dir.display().to_string(), &owner)?);
         }
     }
-    let rust = flags.containerizers.split(',').map(str::trim).any(|c| c == "rust" || c == "mesos");
-    if rust {
+    let kinds = mezzo_containerizer::BackendKind::parse_list(&flags.containerizers)?;
+    if kinds.iter().any(|k| k.uses_cgroups_root()) {
         let parts = cgroups_root_components(&flags.cgroups_root)?;
         let root = parts.join("/");
         std::fs::create_dir_all(cgroups_lock_dir)

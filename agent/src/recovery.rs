@@ -8,7 +8,6 @@ use crate::checkpoint::RecoveredExecutor;
 use crate::process::{self, ExecutorProcess};
 use crate::slave::{kill_group, partition_aware, Agent, Executor, Phase};
 use anyhow::Context;
-use mezzo_containerizer::ExitStatus;
 use mezzo_proto::mesos::v1::{task_status, FrameworkId, FrameworkInfo, TaskState};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -169,7 +168,8 @@ impl Agent {
         }) else {
             return;
         };
-        let recorded = read_exit_status(&self.containerizer.runtime_dir(&cid));
+        // The status its supervisor recorded (the rust backend's; none for docker).
+        let recorded = self.containerizer.runtime_dir(&cid).exit_status().ok().flatten();
         if let Err(e) = self.containerizer.destroy(&cid).await {
             tracing::error!(container = %cid, error = %e, "failed to destroy the container of a dead executor");
         }
@@ -203,11 +203,4 @@ fn acknowledged_uuids(updates: &[mezzo_proto::mesos::v1::TaskStatus], unacknowle
         .filter_map(|u| u.uuid.clone())
         .filter(|id| !unacknowledged.iter().any(|p| p.uuid.as_ref() == Some(id)))
         .collect()
-}
-
-/// The exit status a container's supervisor recorded in its runtime
-/// directory (the rust backend's `exit_status`: the raw wait status).
-fn read_exit_status(runtime_dir: &std::path::Path) -> Option<ExitStatus> {
-    let text = std::fs::read_to_string(runtime_dir.join(mezzo_containerizer::rust::EXIT_STATUS_FILE)).ok()?;
-    text.trim().parse::<i32>().ok().map(ExitStatus)
 }

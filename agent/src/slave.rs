@@ -445,7 +445,7 @@ impl Agent {
             self.terminate_without_executor(&key, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before it started".to_string()).await;
             return;
         }
-        let child = match self.spawn_executor(&framework_info, &executor_id, &container_id, &sandbox, &runtime_dir) {
+        let child = match self.spawn_executor(&framework_info, &executor_id, &container_id, &sandbox, runtime_dir.path()) {
             Ok(child) => child,
             Err(e) => {
                 self.terminate_without_executor(&key, TaskState::TaskFailed, task_status::Reason::ContainerLaunchFailed, format!("failed to start executor: {e:#}")).await;
@@ -986,8 +986,10 @@ impl Agent {
 }
 
 async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root: &std::path::Path, store_dir: &std::path::Path, launcher_dir: &std::path::Path) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
-    use mezzo_containerizer::docker::{DockerBackend, DockerBackendConfig, ImageSource};
-    use mezzo_containerizer::rust::{RustBackend, RustBackendConfig};
+    use mezzo_containerizer::docker::{DockerBackendConfig, ImageSource};
+    use mezzo_containerizer::rust::RustBackendConfig;
+    use mezzo_containerizer::{BackendKind, BackendOptions};
+    let kinds = BackendKind::parse_list(&flags.containerizers)?;
     let registry = flags
         .docker_registry
         .as_deref()
@@ -1006,12 +1008,12 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
             }
         }
     }
-    let mut backends: Vec<Arc<dyn Backend>> = Vec::new();
-    let mut store: Option<mezzo_images::ImageStore> = None;
-    let mut open_store = || -> anyhow::Result<mezzo_images::ImageStore> {
-        if let Some(s) = &store {
-            return Ok(s.clone());
-        }
+    let image_source = match flags.docker_image_source.as_str() {
+        "store" => ImageSource::Store,
+        _ => ImageSource::Engine,
+    };
+    // The image store is opened (and collected) only when a backend uses it.
+    let store = if kinds.iter().any(|k| k.uses_image_store(image_source)) {
         let options = mezzo_images::StoreOptions {
             registry: registry.clone(),
             docker_config: docker_config.clone(),
@@ -1028,57 +1030,46 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
             let interval = parse_duration(interval).map_err(anyhow::Error::msg)?;
             mezzo_images::gc::spawn_gc_loop(s.clone(), policy, interval);
         }
-        store = Some(s.clone());
-        Ok(s)
+        Some(s)
+    } else {
+        None
     };
-    for name in flags.containerizers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match name {
-            "rust" | "mesos" => {
-                let defaults = RustBackendConfig::default();
-                let config = RustBackendConfig {
-                    runtime_root: runtime_root.to_path_buf(),
-                    provisioner: Some(Arc::new(open_store()?)),
-                    cgroups_root: flags.cgroups_root.clone(),
-                    launcher_dir: launcher_dir.to_path_buf(),
-                    isolation: match &flags.isolation {
-                        Some(names) => mezzo_containerizer::isolators::parse_isolation(names),
-                        None => defaults.isolation.clone(),
-                    },
-                    cgroups_enable_cfs: flags.cgroups_enable_cfs,
-                    container_disk_watch_interval: parse_duration(&flags.container_disk_watch_interval).map_err(anyhow::Error::msg)?,
-                    enforce_container_disk_quota: flags.enforce_container_disk_quota,
-                    copy_rootfs: flags.image_provisioner_backend.as_deref() == Some("copy"),
-                    ..defaults
-                };
-                backends.push(Arc::new(RustBackend::new(config).context("invalid --isolation")?));
-            }
-            "docker" => {
-                let image_source = match flags.docker_image_source.as_str() {
-                    "store" => ImageSource::Store,
-                    _ => ImageSource::Engine,
-                };
-                let config = DockerBackendConfig {
-                    image_archive_dir: archive_dir.clone(),
-                    docker_config: docker_config.clone(),
-                    remove_delay: parse_duration(&flags.docker_remove_delay).map_err(anyhow::Error::msg)?,
-                    stop_timeout: parse_duration(&flags.docker_stop_timeout).map_err(anyhow::Error::msg)?,
-                    kill_orphans: flags.docker_kill_orphans,
-                    docker_host: flags.docker_socket.clone().filter(|s| !s.is_empty()),
-                    engine_timeout: parse_duration(&flags.docker_engine_timeout).map_err(anyhow::Error::msg)?,
-                    // Agents sharing an engine (tests, several agents on a
-                    // host) must not take each other's containers for orphans;
-                    // the work dir is stable across restarts.
-                    owner: Some(work_dir.display().to_string()),
-                    image_store: if image_source == ImageSource::Store { Some(open_store()?) } else { None },
-                    image_source,
-                };
-                backends.push(Arc::new(DockerBackend::new(config).await?));
-            }
-            other => anyhow::bail!("unknown containerizer '{other}' in --containerizers (known: rust, mesos, docker)"),
-        }
-    }
-    if backends.is_empty() {
-        anyhow::bail!("--containerizers names no containerizer");
+    let defaults = RustBackendConfig::default();
+    let options = BackendOptions {
+        rust: RustBackendConfig {
+            runtime_root: runtime_root.to_path_buf(),
+            provisioner: store.clone().map(|s| Arc::new(s) as Arc<dyn mezzo_containerizer::isolators::Provisioner>),
+            cgroups_root: flags.cgroups_root.clone(),
+            launcher_dir: launcher_dir.to_path_buf(),
+            isolation: match &flags.isolation {
+                Some(names) => mezzo_containerizer::isolators::parse_isolation(names),
+                None => defaults.isolation.clone(),
+            },
+            cgroups_enable_cfs: flags.cgroups_enable_cfs,
+            container_disk_watch_interval: parse_duration(&flags.container_disk_watch_interval).map_err(anyhow::Error::msg)?,
+            enforce_container_disk_quota: flags.enforce_container_disk_quota,
+            copy_rootfs: flags.image_provisioner_backend.as_deref() == Some("copy"),
+            ..defaults
+        },
+        docker: DockerBackendConfig {
+            image_archive_dir: archive_dir,
+            docker_config,
+            remove_delay: parse_duration(&flags.docker_remove_delay).map_err(anyhow::Error::msg)?,
+            stop_timeout: parse_duration(&flags.docker_stop_timeout).map_err(anyhow::Error::msg)?,
+            kill_orphans: flags.docker_kill_orphans,
+            docker_host: flags.docker_socket.clone().filter(|s| !s.is_empty()),
+            engine_timeout: parse_duration(&flags.docker_engine_timeout).map_err(anyhow::Error::msg)?,
+            // Agents sharing an engine (tests, several agents on a
+            // host) must not take each other's containers for orphans;
+            // the work dir is stable across restarts.
+            owner: Some(work_dir.display().to_string()),
+            image_store: if image_source == ImageSource::Store { store } else { None },
+            image_source,
+        },
+    };
+    let mut backends = Vec::new();
+    for kind in kinds {
+        backends.push(kind.create(&options).await.with_context(|| format!("cannot set up the {kind} containerizer"))?);
     }
     Ok(backends)
 }

@@ -6,7 +6,7 @@ use crate::report::{Entry, Samples};
 use crate::util::{create_sandbox, timed_run, true_config};
 use anyhow::{bail, Context, Result};
 use mezzo_containerizer::docker::{DockerBackend, DockerBackendConfig};
-use mezzo_containerizer::{read_spec, ContainerConfig, ContainerType, Containerizer, DockerOptions, SANDBOX_MOUNT_POINT};
+use mezzo_containerizer::{ContainerConfig, ContainerType, Containerizer, DockerOptions, SANDBOX_MOUNT_POINT};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,7 +68,7 @@ impl DockerRig {
         create_sandbox(&config.sandbox)?;
         let spec = async {
             let dir = bounded(self.cz.prepare(&config)).await?;
-            Ok::<_, anyhow::Error>(read_spec(&dir)?)
+            Ok::<_, anyhow::Error>(dir.read_spec()?)
         }
         .await;
         bounded(self.cz.destroy(&id)).await?;

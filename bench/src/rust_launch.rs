@@ -127,7 +127,7 @@ impl RustRig {
             // As libcontainer would run it without our cgroup placement:
             // the peers create, configure and join the cgroups themselves
             // (work our isolators and supervisor do in the timed launch).
-            let spec = mezzo_containerizer::read_spec(&dir)?;
+            let spec = dir.read_spec()?;
             let oci = mezzo_containerizer::rust::render(&spec, &dir, None)?;
             Ok::<_, anyhow::Error>(serde_json::to_value(&oci)?)
         }

@@ -3,7 +3,7 @@
 //! it from its options and makes the launcher of its containers. Nothing
 //! else matches on backend names.
 
-use crate::docker::{DockerBackend, DockerBackendConfig, DockerLauncher};
+use crate::docker::{DockerBackend, DockerBackendConfig, DockerLauncher, ImageSource};
 use crate::rust::{RustBackend, RustBackendConfig, RustLauncher};
 use crate::{ContainerSpec, ContainerType, ContainerizerError, Isolator, Launcher, RuntimeDir};
 use async_trait::async_trait;
@@ -105,6 +105,15 @@ impl BackendKind {
         self == BackendKind::Rust
     }
 
+    /// Whether this kind of backend gets images from mezzo's image store
+    /// (the docker backend only with `--docker_image_source=store`).
+    pub fn uses_image_store(self, docker_source: ImageSource) -> bool {
+        match self {
+            BackendKind::Rust => true,
+            BackendKind::Docker => docker_source == ImageSource::Store,
+        }
+    }
+
     /// Builds the backend of this kind from its part of `options`.
     pub async fn create(self, options: &BackendOptions) -> Result<Arc<dyn Backend>, ContainerizerError> {
         Ok(match self {
@@ -160,5 +169,7 @@ mod tests {
         assert!(e.contains("--containerizers"), "{e}");
         assert!("Rust".parse::<BackendKind>().is_err(), "names are lower case, as in Mesos");
         assert!(Rust.uses_cgroups_root() && !Docker.uses_cgroups_root());
+        assert!(Rust.uses_image_store(ImageSource::Engine) && !Docker.uses_image_store(ImageSource::Engine));
+        assert!(Docker.uses_image_store(ImageSource::Store));
     }
 }

@@ -358,10 +358,12 @@ impl CommandExecutor {
     /// addresses of its own (a docker bridge or user network), one
     /// `NetworkInfo` carrying them, as Mesos's docker executor reports it.
     fn container_status(&self, ips: &[std::net::IpAddr]) -> ContainerStatus {
-        let container_id = mezzo_containerizer::read_spec(&self.config.runtime_dir)
+        let runtime_dir = mezzo_containerizer::RuntimeDir::new(&self.config.runtime_dir);
+        let container_id = runtime_dir
+            .read_spec()
             .map(|spec| spec.container_id)
             .ok()
-            .or_else(|| self.config.runtime_dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .or_else(|| runtime_dir.container_id())
             .map(|value| ContainerId { value, parent: None });
         let network_infos = if ips.is_empty() {
             Vec::new()

@@ -73,7 +73,7 @@ impl DockerContainer {
             docker: Some(DockerOptions { network, ..Default::default() }),
             ..Default::default()
         };
-        let runtime_dir = containerizer.prepare(&config).await.expect("docker container prepares");
+        let runtime_dir = containerizer.prepare(&config).await.expect("docker container prepares").into_path();
         DockerContainer { containerizer, id, runtime_dir, sandbox, _root: root }
     }
 

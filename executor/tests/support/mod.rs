@@ -305,7 +305,7 @@ impl TestContainer {
             labels: Default::default(),
             ..Default::default()
         };
-        let runtime_dir = containerizer.prepare(&config).await.expect("container prepares");
+        let runtime_dir = containerizer.prepare(&config).await.expect("container prepares").into_path();
         TestContainer { containerizer, id, runtime_dir, sandbox, launcher_dir, cgroups_root, _root: root }
     }
 

@@ -103,6 +103,13 @@ impl ImageReference {
             // loses the prefix; `library/a/b` stays as it is.
             None => match self.repository.strip_prefix("library/") {
                 Some(official) if !official.contains('/') => official.to_string(),
+                // A Docker Hub repository whose first component looks like a
+                // registry (`docker.io/a.b/c`) keeps the registry: `a.b/c`
+                // would name the registry `a.b`. (Docker's own familiar form
+                // drops it and is ambiguous there.)
+                _ if self.repository.split('/').next().is_some_and(looks_like_registry) => {
+                    format!("{DEFAULT_REGISTRY}/{}", self.repository)
+                }
                 _ => self.repository.clone(),
             },
         }
@@ -279,7 +286,10 @@ mod tests {
     /// shortened to `a/b`, another repository, in messages and archive names.
     #[test]
     fn short_form_names_the_same_repository() {
-        for input in ["library/a/b", "library/c/c/c:v1", "busybox", "library/busybox", "a/b"] {
+        // The last two found by the image_reference fuzzer: a Docker Hub
+        // repository whose first component has a '.' or ':' was shortened to
+        // a name whose first component reads as a registry.
+        for input in ["library/a/b", "library/c/c/c:v1", "busybox", "library/busybox", "a/b", "docker.io/librocker.io/library/bary/bx", "docker.io/a.b/c:v1"] {
             let r = ImageReference::parse(input).unwrap();
             let short = r.short_name();
             assert_eq!(ImageReference::parse(&short).unwrap(), r, "{input} -> {short}");
@@ -287,6 +297,7 @@ mod tests {
         }
         assert_eq!(ImageReference::parse("library/a/b").unwrap().familiar_name(), "library/a/b");
         assert_eq!(ImageReference::parse("busybox").unwrap().familiar_name(), "busybox");
+        assert_eq!(ImageReference::parse("docker.io/a.b/c").unwrap().familiar_name(), "docker.io/a.b/c");
     }
 
     #[test]

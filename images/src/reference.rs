@@ -77,6 +77,13 @@ impl ImageReference {
         } else {
             path.to_string()
         };
+        // Docker checks the length of the normalized name
+        // (`docker.io/library/<name>`), so a reference is not accepted here
+        // that its own canonical form would not be.
+        let full = registry.as_deref().unwrap_or(DEFAULT_REGISTRY).len() + 1 + repository.len();
+        if full > 255 {
+            return Err(err(&format!("repository name is longer than 255 characters once normalized ({full}, with its registry)")));
+        }
         let tag = match (tag, &digest) {
             (Some(tag), _) => Some(tag.to_string()),
             (None, None) => Some(DEFAULT_TAG.to_string()),
@@ -298,6 +305,20 @@ mod tests {
         assert_eq!(ImageReference::parse("library/a/b").unwrap().familiar_name(), "library/a/b");
         assert_eq!(ImageReference::parse("busybox").unwrap().familiar_name(), "busybox");
         assert_eq!(ImageReference::parse("docker.io/a.b/c").unwrap().familiar_name(), "docker.io/a.b/c");
+    }
+
+    #[test]
+    fn length_limit_is_on_the_normalized_name() {
+        // Found by the image_reference fuzzer: a 250-character name passed,
+        // and its canonical form `docker.io/library/<name>` (268) did not.
+        let long = "a".repeat(250);
+        let e = ImageReference::parse(&long).unwrap_err().to_string();
+        assert!(e.contains("longer than 255"), "{e}");
+        let fits = "a".repeat(255 - "docker.io/library/".len());
+        let r = ImageReference::parse(&fits).unwrap();
+        assert_eq!(ImageReference::parse(&r.to_string()).unwrap(), r);
+        let e = ImageReference::parse(&format!("{fits}a")).unwrap_err().to_string();
+        assert!(e.contains("longer than 255"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Command-line flags, named as Mesos's agent names them.
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, ValueEnum};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Flags of `mezzo-agent`.
 #[derive(Debug, Clone, Parser)]
@@ -55,20 +56,20 @@ pub struct Flags {
     #[arg(long = "cgroups_root", default_value = "mezzo")]
     pub cgroups_root: String,
     /// How long an executor gets to shut down before its container is destroyed.
-    #[arg(long = "executor_shutdown_grace_period", default_value = "5secs")]
-    pub executor_shutdown_grace_period: String,
+    #[arg(long = "executor_shutdown_grace_period", default_value = "5secs", value_parser = parse_duration, value_name = "DURATION")]
+    pub executor_shutdown_grace_period: Duration,
     /// How long an executor has to subscribe before its container is destroyed.
-    #[arg(long = "executor_registration_timeout", default_value = "1mins")]
-    pub executor_registration_timeout: String,
+    #[arg(long = "executor_registration_timeout", default_value = "1mins", value_parser = parse_duration, value_name = "DURATION")]
+    pub executor_registration_timeout: Duration,
     /// After an agent restart, how long recovered executors have to
     /// re-subscribe before they are destroyed.
-    #[arg(long = "executor_reregistration_timeout", default_value = "2secs")]
-    pub executor_reregistration_timeout: String,
+    #[arg(long = "executor_reregistration_timeout", default_value = "2secs", value_parser = parse_duration, value_name = "DURATION")]
+    pub executor_reregistration_timeout: Duration,
     /// Isolators of the rust containerizer, comma separated, Mesos names
     /// (`cgroups/cpu,cgroups/mem,namespaces/pid,...`); default: the
     /// containerizer's own set.
-    #[arg(long)]
-    pub isolation: Option<String>,
+    #[arg(long, value_parser = parse_isolation, value_name = "ISOLATORS")]
+    pub isolation: Option<Isolation>,
     /// Also set a CFS quota (hard cpu limit) from `cpus`.
     #[arg(long = "cgroups_enable_cfs", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub cgroups_enable_cfs: bool,
@@ -76,8 +77,8 @@ pub struct Flags {
     #[arg(long = "enforce_container_disk_quota", default_value_t = false, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub enforce_container_disk_quota: bool,
     /// How often `disk/du` measures sandboxes.
-    #[arg(long = "container_disk_watch_interval", default_value = "15secs")]
-    pub container_disk_watch_interval: String,
+    #[arg(long = "container_disk_watch_interval", default_value = "15secs", value_parser = parse_duration, value_name = "DURATION")]
+    pub container_disk_watch_interval: Duration,
     /// Docker credentials: a path to a `config.json` or the JSON itself.
     #[arg(long = "docker_config")]
     pub docker_config: Option<String>,
@@ -87,49 +88,49 @@ pub struct Flags {
     pub docker_socket: Option<String>,
     /// Bound on each call to the Docker Engine (not a Mesos flag): a hung
     /// engine fails docker launches after this long.
-    #[arg(long = "docker_engine_timeout", default_value = "30secs")]
-    pub docker_engine_timeout: String,
+    #[arg(long = "docker_engine_timeout", default_value = "30secs", value_parser = parse_duration, value_name = "DURATION")]
+    pub docker_engine_timeout: Duration,
     /// How long a finished docker container is kept before it is removed.
-    #[arg(long = "docker_remove_delay", default_value = "6hrs")]
-    pub docker_remove_delay: String,
+    #[arg(long = "docker_remove_delay", default_value = "6hrs", value_parser = parse_duration, value_name = "DURATION")]
+    pub docker_remove_delay: Duration,
     /// Grace between SIGTERM and SIGKILL when the engine stops a container.
-    #[arg(long = "docker_stop_timeout", default_value = "0secs")]
-    pub docker_stop_timeout: String,
+    #[arg(long = "docker_stop_timeout", default_value = "0secs", value_parser = parse_duration, value_name = "DURATION")]
+    pub docker_stop_timeout: Duration,
     /// Stop and remove `mesos-*` docker containers no checkpoint names, on recovery.
     #[arg(long = "docker_kill_orphans", default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub docker_kill_orphans: bool,
     /// Where the docker containerizer gets images: `engine` (pull through the
     /// engine) or `store` (mezzo's image store, loaded into the engine).
-    #[arg(long = "docker_image_source", default_value = "engine", value_parser = ["engine", "store"])]
-    pub docker_image_source: String,
+    #[arg(long = "docker_image_source", value_enum, default_value_t = DockerImageSource::Engine)]
+    pub docker_image_source: DockerImageSource,
     /// Image providers of the rust containerizer (`docker`; `appc` is not supported).
-    #[arg(long = "image_providers")]
+    #[arg(long = "image_providers", value_parser = parse_image_providers, value_name = "PROVIDERS")]
     pub image_providers: Option<String>,
     /// How image rootfses are made: `overlay` or `copy` (default: overlay
     /// where the kernel supports it).
-    #[arg(long = "image_provisioner_backend", value_parser = ["overlay", "copy"])]
-    pub image_provisioner_backend: Option<String>,
+    #[arg(long = "image_provisioner_backend", value_enum)]
+    pub image_provisioner_backend: Option<ProvisionerBackend>,
     /// Collect unused images, layers and blobs of the image store this often
     /// (no periodic collection when absent).
-    #[arg(long = "image_gc_interval")]
-    pub image_gc_interval: Option<String>,
+    #[arg(long = "image_gc_interval", value_parser = parse_duration, value_name = "DURATION")]
+    pub image_gc_interval: Option<Duration>,
     /// Image garbage collection keeps images used within this long.
-    #[arg(long = "image_gc_keep_recent", default_value = "1hrs")]
-    pub image_gc_keep_recent: String,
+    #[arg(long = "image_gc_keep_recent", default_value = "1hrs", value_parser = parse_duration, value_name = "DURATION")]
+    pub image_gc_keep_recent: Duration,
     /// Image garbage collection runs only when the store holds more than this many bytes.
     #[arg(long = "image_gc_max_store_bytes")]
     pub image_gc_max_store_bytes: Option<u64>,
     /// What to do with the executors of an earlier run: `reconnect` to them,
     /// or `cleanup` (kill them all and exit).
-    #[arg(long, default_value = "reconnect", value_parser = ["reconnect", "cleanup"])]
-    pub recover: String,
+    #[arg(long, value_enum, default_value_t = Recover::Reconnect)]
+    pub recover: Recover,
     /// Recovery errors are fatal; with `--strict=false` the agent recovers
     /// what it can and skips what is corrupt.
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub strict: bool,
     /// Given to checkpointing executors: how long they wait for a restarted agent.
-    #[arg(long = "recovery_timeout", default_value = "15mins")]
-    pub recovery_timeout: String,
+    #[arg(long = "recovery_timeout", default_value = "15mins", value_parser = parse_duration, value_name = "DURATION")]
+    pub recovery_timeout: Duration,
     /// Executors must send the token the agent gave them
     /// (`MESOS_EXECUTOR_AUTHENTICATION_TOKEN`) as `Authorization: Bearer`;
     /// with `false`, executors that send no token are accepted too (a token
@@ -163,18 +164,72 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses a duration flag: stout's form (`5secs`, `250ms`, `1mins`), or a
-/// bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    match s.trim().parse::<f64>() {
-        // try_: a number of seconds too large for a Duration is an error, not a panic.
-        Ok(secs) => std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration '{s}': {e}")),
-        Err(_) => mezzo_proto::duration::parse(s),
-    }
-}
+/// Parses a duration flag: stout's form (`5secs`, `250ms`, `1mins`, `1hrs`,
+/// `3days`, `1weeks`), or a bare number of seconds.
+pub use mezzo_proto::duration::parse_flag as parse_duration;
 
 /// Formats a duration the way stout does, which executors parse.
 pub use mezzo_proto::duration::format as format_duration;
+
+/// `--recover`: what to do with the executors of an earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Recover {
+    /// Reconnect to them (Mesos's default).
+    Reconnect,
+    /// Kill them all and exit.
+    Cleanup,
+}
+
+/// `--docker_image_source`: where the docker containerizer gets images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DockerImageSource {
+    /// Pulled through the engine.
+    Engine,
+    /// mezzo's image store, loaded into the engine.
+    Store,
+}
+
+/// `--image_provisioner_backend`: how image rootfses are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProvisionerBackend {
+    /// An overlay mount over the image's layers.
+    Overlay,
+    /// A copy of the image's layers.
+    Copy,
+}
+
+/// The name an enum flag's value is written with (`reconnect`, `store`...).
+pub fn enum_name<E: ValueEnum>(value: &E) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+}
+
+/// `--isolation`: isolator names as given, comma separated (the rust
+/// containerizer knows which names exist: `mezzo-agent` checks them with
+/// `isolators::check_isolation` right after parsing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Isolation(pub Vec<String>);
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+fn parse_isolation(value: &str) -> Result<Isolation, String> {
+    Ok(Isolation(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()))
+}
+
+/// `--image_providers`: only `docker` is supported (Mesos also has `appc`).
+fn parse_image_providers(value: &str) -> Result<String, String> {
+    let mut providers = Vec::new();
+    for p in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !p.eq_ignore_ascii_case("docker") {
+            return Err(format!("unsupported image provider '{p}' (supported: docker)"));
+        }
+        providers.push(p.to_ascii_lowercase());
+    }
+    Ok(providers.join(","))
+}
 
 #[cfg(test)]
 mod tests {
@@ -209,15 +264,123 @@ mod tests {
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1"]).unwrap();
         assert!(!f.cgroups_enable_cfs && f.strict && f.docker_kill_orphans);
         assert!(f.authenticate_http_executors && !f.authenticate_http_readonly && !f.authenticate_http_readwrite);
-        assert_eq!(f.recover, "reconnect");
+        assert_eq!(f.recover, Recover::Reconnect);
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--cgroups_enable_cfs", "--strict=false", "--docker_kill_orphans=false"]).unwrap();
         assert!(f.cgroups_enable_cfs && !f.strict && !f.docker_kill_orphans);
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--authenticate_http_executors=false", "--authenticate_http_readonly"]).unwrap();
         assert!(!f.authenticate_http_executors && f.authenticate_http_readonly && !f.authenticate_http_readwrite);
         assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--recover=maybe"]).is_err());
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--recover=cleanup", "--recover=reconnect"]).unwrap();
-        assert_eq!(f.recover, "reconnect", "the last occurrence wins");
+        assert_eq!(f.recover, Recover::Reconnect, "the last occurrence wins");
         assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--image_provisioner_backend=aufs"]).is_err());
+    }
+
+    const DURATION_FLAGS: &[&str] = &[
+        "executor_shutdown_grace_period",
+        "executor_registration_timeout",
+        "executor_reregistration_timeout",
+        "container_disk_watch_interval",
+        "docker_engine_timeout",
+        "docker_remove_delay",
+        "docker_stop_timeout",
+        "image_gc_interval",
+        "image_gc_keep_recent",
+        "recovery_timeout",
+    ];
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        Flags::try_parse_from(["mezzo-agent", "--master=m:1"].iter().chain(args))
+    }
+
+    /// The value of the duration flag `name` in `f`.
+    fn duration_of(f: &Flags, name: &str) -> Option<Duration> {
+        match name {
+            "executor_shutdown_grace_period" => Some(f.executor_shutdown_grace_period),
+            "executor_registration_timeout" => Some(f.executor_registration_timeout),
+            "executor_reregistration_timeout" => Some(f.executor_reregistration_timeout),
+            "container_disk_watch_interval" => Some(f.container_disk_watch_interval),
+            "docker_engine_timeout" => Some(f.docker_engine_timeout),
+            "docker_remove_delay" => Some(f.docker_remove_delay),
+            "docker_stop_timeout" => Some(f.docker_stop_timeout),
+            "image_gc_interval" => f.image_gc_interval,
+            "image_gc_keep_recent" => Some(f.image_gc_keep_recent),
+            "recovery_timeout" => Some(f.recovery_timeout),
+            other => panic!("no duration flag {other}"),
+        }
+    }
+
+    #[test]
+    fn duration_flags_keep_mesos_defaults() {
+        let f = parse(&[]).unwrap();
+        assert_eq!(f.executor_shutdown_grace_period, Duration::from_secs(5));
+        assert_eq!(f.executor_registration_timeout, Duration::from_secs(60));
+        assert_eq!(f.executor_reregistration_timeout, Duration::from_secs(2));
+        assert_eq!(f.container_disk_watch_interval, Duration::from_secs(15));
+        assert_eq!(f.docker_engine_timeout, Duration::from_secs(30));
+        assert_eq!(f.docker_remove_delay, Duration::from_secs(6 * 3600));
+        assert_eq!(f.docker_stop_timeout, Duration::ZERO);
+        assert_eq!(f.image_gc_interval, None);
+        assert_eq!(f.image_gc_keep_recent, Duration::from_secs(3600));
+        assert_eq!(f.recovery_timeout, Duration::from_secs(15 * 60));
+    }
+
+    #[test]
+    fn every_duration_flag_takes_mesos_forms() {
+        let forms = [
+            ("2secs", Duration::from_secs(2)),
+            ("10mins", Duration::from_secs(600)),
+            ("500ms", Duration::from_millis(500)),
+            ("1hrs", Duration::from_secs(3600)),
+            ("3days", Duration::from_secs(3 * 86400)),
+            ("1weeks", Duration::from_secs(7 * 86400)),
+            ("1.5secs", Duration::from_millis(1500)),
+            ("7", Duration::from_secs(7)),
+        ];
+        for name in DURATION_FLAGS {
+            for (text, want) in forms {
+                let f = parse(&[&format!("--{name}={text}")]).unwrap_or_else(|e| panic!("--{name}={text}: {e}"));
+                assert_eq!(duration_of(&f, name), Some(want), "--{name}={text}");
+                // The separate-argument form parses too.
+                let f = parse(&[&format!("--{name}"), text]).unwrap_or_else(|e| panic!("--{name} {text}: {e}"));
+                assert_eq!(duration_of(&f, name), Some(want), "--{name} {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_duration_is_an_error_naming_the_flag() {
+        for name in DURATION_FLAGS {
+            for bad in ["abc", "5parsecs", "secs", "-1secs", "1e20", "", "10 minutes"] {
+                let err = parse(&[&format!("--{name}={bad}")]).err().unwrap_or_else(|| panic!("--{name}={bad} parsed"));
+                assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "--{name}={bad}: {err}");
+                let text = err.to_string();
+                assert!(text.contains(&format!("invalid value '{bad}' for '--{name} <DURATION>'")), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn enum_flags_are_typed_and_reject_unknown_values() {
+        let f = parse(&[]).unwrap();
+        assert_eq!((f.recover, f.docker_image_source, f.image_provisioner_backend), (Recover::Reconnect, DockerImageSource::Engine, None));
+        let f = parse(&["--recover=cleanup", "--docker_image_source=store", "--image_provisioner_backend=copy"]).unwrap();
+        assert_eq!(f.recover, Recover::Cleanup);
+        assert_eq!(f.docker_image_source, DockerImageSource::Store);
+        assert_eq!(f.image_provisioner_backend, Some(ProvisionerBackend::Copy));
+        assert_eq!(parse(&["--image_provisioner_backend=overlay"]).unwrap().image_provisioner_backend, Some(ProvisionerBackend::Overlay));
+        assert_eq!((enum_name(&f.recover), enum_name(&f.docker_image_source)), ("cleanup".to_string(), "store".to_string()));
+        for (flag, bad) in [("recover", "maybe"), ("docker_image_source", "registry"), ("image_provisioner_backend", "aufs")] {
+            let err = parse(&[&format!("--{flag}={bad}")]).err().unwrap_or_else(|| panic!("--{flag}={bad} parsed"));
+            assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{err}");
+            assert!(err.to_string().contains(&format!("invalid value '{bad}' for '--{flag} ")), "{err}");
+        }
+        assert_eq!(parse(&["--image_providers=docker"]).unwrap().image_providers.as_deref(), Some("docker"));
+        assert_eq!(parse(&["--image_providers=DOCKER"]).unwrap().image_providers.as_deref(), Some("docker"));
+        let err = parse(&["--image_providers=docker,appc"]).err().expect("appc is not supported");
+        assert!(err.to_string().contains("for '--image_providers <PROVIDERS>': unsupported image provider 'appc'"), "{err}");
+        let f = parse(&["--isolation=cgroups/cpu, namespaces/pid,"]).unwrap();
+        assert_eq!(f.isolation, Some(Isolation(vec!["cgroups/cpu".into(), "namespaces/pid".into()])));
+        assert_eq!(f.isolation.unwrap().to_string(), "cgroups/cpu,namespaces/pid");
     }
 }
 

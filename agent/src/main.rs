@@ -1,10 +1,18 @@
 //! `mezzo-agent`: runs the tasks a master sends it in containers and reports
 //! their status.
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 fn main() -> anyhow::Result<()> {
     let flags = mezzo_agent::Flags::parse();
+    // Isolator names are the containerizer's: checked here, as clap checks the other values, so that a bad
+    // --isolation fails at start whichever containerizers are asked for.
+    if let Some(isolation) = &flags.isolation {
+        if let Err(e) = mezzo_containerizer::isolators::check_isolation(&isolation.0) {
+            let message = format!("invalid value '{isolation}' for '--isolation <ISOLATORS>': {e}");
+            mezzo_agent::Flags::command().error(clap::error::ErrorKind::InvalidValue, message).exit();
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -2,6 +2,7 @@
 //! Mesos's `mesos.v1.agent.Call`/`Response`, JSON or protobuf) and the
 //! usage endpoints `/monitor/statistics` and `/containers`.
 
+use crate::flags::{enum_name, format_duration};
 use crate::http::{error, request_type, response_type};
 use crate::slave::{Agent, Executor, Phase};
 use axum::body::Bytes;
@@ -257,17 +258,17 @@ fn flags(agent: &Agent) -> Vec<Flag> {
         ("ip", Some(f.ip.clone())),
         ("port", Some(f.port.to_string())),
         ("containerizers", Some(f.containerizers.clone())),
-        ("isolation", f.isolation.clone()),
+        ("isolation", f.isolation.as_ref().map(|i| i.to_string())),
         ("cgroups_root", Some(f.cgroups_root.clone())),
         ("cgroups_enable_cfs", Some(f.cgroups_enable_cfs.to_string())),
         ("enforce_container_disk_quota", Some(f.enforce_container_disk_quota.to_string())),
         ("docker_registry", f.docker_registry.clone()),
-        ("docker_remove_delay", Some(f.docker_remove_delay.clone())),
+        ("docker_remove_delay", Some(format_duration(f.docker_remove_delay))),
         ("docker_kill_orphans", Some(f.docker_kill_orphans.to_string())),
-        ("executor_registration_timeout", Some(f.executor_registration_timeout.clone())),
-        ("executor_reregistration_timeout", Some(f.executor_reregistration_timeout.clone())),
-        ("executor_shutdown_grace_period", Some(f.executor_shutdown_grace_period.clone())),
-        ("recover", Some(f.recover.clone())),
+        ("executor_registration_timeout", Some(format_duration(f.executor_registration_timeout))),
+        ("executor_reregistration_timeout", Some(format_duration(f.executor_reregistration_timeout))),
+        ("executor_shutdown_grace_period", Some(format_duration(f.executor_shutdown_grace_period))),
+        ("recover", Some(enum_name(&f.recover))),
         ("strict", Some(f.strict.to_string())),
     ];
     out.retain(|(_, v)| v.is_some());

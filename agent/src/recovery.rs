@@ -64,7 +64,7 @@ impl Agent {
             }
         };
         tracing::info!(containers = containers.len(), executors = fates.len(), "recovery done");
-        if self.flags.recover == "cleanup" {
+        if self.flags.recover == crate::flags::Recover::Cleanup {
             for fate in fates {
                 let key = match fate {
                     Fate::Adopt(key, pid) => {

@@ -1,7 +1,7 @@
 //! The agent's core: frameworks, executors and their tasks, launch and kill.
 
 use crate::checkpoint::Meta;
-use crate::flags::{format_duration, parse_duration, Flags};
+use crate::flags::{format_duration, DockerImageSource, Flags, ProvisionerBackend};
 use crate::paths;
 use crate::process::ExecutorProcess;
 use crate::status_update_manager::{Forward, StatusUpdateManager, MIN_RETRY};
@@ -256,10 +256,10 @@ impl Agent {
             nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| flags.ip.clone())
         });
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-        let shutdown_grace = parse_duration(&flags.executor_shutdown_grace_period).map_err(anyhow::Error::msg)?;
-        let registration_timeout = parse_duration(&flags.executor_registration_timeout).map_err(anyhow::Error::msg)?;
-        let reregistration_timeout = parse_duration(&flags.executor_reregistration_timeout).map_err(anyhow::Error::msg)?;
-        let recovery_timeout = parse_duration(&flags.recovery_timeout).map_err(anyhow::Error::msg)?;
+        let shutdown_grace = flags.executor_shutdown_grace_period;
+        let registration_timeout = flags.executor_registration_timeout;
+        let reregistration_timeout = flags.executor_reregistration_timeout;
+        let recovery_timeout = flags.recovery_timeout;
         let meta = Meta::new(&work_dir);
         let session = crate::master_link::Session::load(&work_dir)?;
         let executor_auth = crate::executor_auth::ExecutorAuth::load(
@@ -1001,16 +1001,9 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
         _ => None,
     };
     let docker_config = docker_config_path(flags, work_dir)?;
-    if let Some(providers) = &flags.image_providers {
-        for p in providers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if !p.eq_ignore_ascii_case("docker") {
-                anyhow::bail!("unsupported image provider '{p}' in --image_providers (supported: docker)");
-            }
-        }
-    }
-    let image_source = match flags.docker_image_source.as_str() {
-        "store" => ImageSource::Store,
-        _ => ImageSource::Engine,
+    let image_source = match flags.docker_image_source {
+        DockerImageSource::Store => ImageSource::Store,
+        DockerImageSource::Engine => ImageSource::Engine,
     };
     // The image store is opened (and collected) only when a backend uses it.
     let store = if kinds.iter().any(|k| k.uses_image_store(image_source)) {
@@ -1021,13 +1014,12 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
         };
         let s = mezzo_images::ImageStore::open_with(store_dir.to_path_buf(), options)
             .with_context(|| format!("open the image store at {}", store_dir.display()))?;
-        if let Some(interval) = &flags.image_gc_interval {
+        if let Some(interval) = flags.image_gc_interval {
             let policy = mezzo_images::gc::GcPolicy {
-                keep_recent: parse_duration(&flags.image_gc_keep_recent).map_err(anyhow::Error::msg)?,
+                keep_recent: flags.image_gc_keep_recent,
                 max_store_bytes: flags.image_gc_max_store_bytes,
                 ..Default::default()
             };
-            let interval = parse_duration(interval).map_err(anyhow::Error::msg)?;
             mezzo_images::gc::spawn_gc_loop(s.clone(), policy, interval);
         }
         Some(s)
@@ -1042,23 +1034,23 @@ async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root:
             cgroups_root: flags.cgroups_root.clone(),
             launcher_dir: launcher_dir.to_path_buf(),
             isolation: match &flags.isolation {
-                Some(names) => mezzo_containerizer::isolators::parse_isolation(names),
+                Some(names) => names.0.clone(),
                 None => defaults.isolation.clone(),
             },
             cgroups_enable_cfs: flags.cgroups_enable_cfs,
-            container_disk_watch_interval: parse_duration(&flags.container_disk_watch_interval).map_err(anyhow::Error::msg)?,
+            container_disk_watch_interval: flags.container_disk_watch_interval,
             enforce_container_disk_quota: flags.enforce_container_disk_quota,
-            copy_rootfs: flags.image_provisioner_backend.as_deref() == Some("copy"),
+            copy_rootfs: flags.image_provisioner_backend == Some(ProvisionerBackend::Copy),
             ..defaults
         },
         docker: DockerBackendConfig {
             image_archive_dir: archive_dir,
             docker_config,
-            remove_delay: parse_duration(&flags.docker_remove_delay).map_err(anyhow::Error::msg)?,
-            stop_timeout: parse_duration(&flags.docker_stop_timeout).map_err(anyhow::Error::msg)?,
+            remove_delay: flags.docker_remove_delay,
+            stop_timeout: flags.docker_stop_timeout,
             kill_orphans: flags.docker_kill_orphans,
             docker_host: flags.docker_socket.clone().filter(|s| !s.is_empty()),
-            engine_timeout: parse_duration(&flags.docker_engine_timeout).map_err(anyhow::Error::msg)?,
+            engine_timeout: flags.docker_engine_timeout,
             // Agents sharing an engine (tests, several agents on a
             // host) must not take each other's containers for orphans;
             // the work dir is stable across restarts.

@@ -191,4 +191,28 @@ mod tests {
         vars.insert("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD".into(), "soon".into());
         assert!(matches!(Config::from_map(&vars), Err(ConfigError::Invalid { .. })));
     }
+
+    #[test]
+    fn every_duration_variable_takes_stout_forms_and_a_bad_one_is_named() {
+        let vars = ["MESOS_RECOVERY_TIMEOUT", "MESOS_SUBSCRIPTION_BACKOFF_MAX", "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "MEZZO_UPDATE_RESEND_INTERVAL"];
+        let value = |c: &Config, name: &str| match name {
+            "MESOS_RECOVERY_TIMEOUT" => c.recovery_timeout,
+            "MESOS_SUBSCRIPTION_BACKOFF_MAX" => c.subscription_backoff_max,
+            "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD" => c.shutdown_grace_period,
+            _ => c.resend_interval,
+        };
+        for name in vars {
+            for (text, want) in [("2secs", Duration::from_secs(2)), ("10mins", Duration::from_secs(600)), ("500ms", Duration::from_millis(500)), ("1hrs", Duration::from_secs(3600)), ("3days", Duration::from_secs(3 * 86400)), ("1weeks", Duration::from_secs(7 * 86400))] {
+                let mut env = base();
+                env.insert(name.into(), text.into());
+                assert_eq!(value(&Config::from_map(&env).unwrap(), name), want, "{name}={text}");
+            }
+            for bad in ["abc", "5parsecs", "5"] {
+                let mut env = base();
+                env.insert(name.into(), bad.into());
+                let err = Config::from_map(&env).unwrap_err().to_string();
+                assert!(err.starts_with(&format!("environment variable {name} has an invalid value '{bad}': ")), "{err}");
+            }
+        }
+    }
 }

@@ -25,18 +25,18 @@ struct Flags {
     /// IP to advertise when listening on 0.0.0.0.
     #[arg(long = "advertise_ip", env = "MESOS_ADVERTISE_IP")]
     advertise_ip: Option<IpAddr>,
-    /// Seconds without a ping after which an agent is removed.
-    #[arg(long = "agent_ping_timeout", default_value_t = 15.0)]
-    agent_ping_timeout: f64,
+    /// Without a ping for this long an agent is removed (`15secs`; a bare number is seconds).
+    #[arg(long = "agent_ping_timeout", default_value = "15secs", value_parser = parse_positive_duration, value_name = "DURATION")]
+    agent_ping_timeout: Duration,
     /// Default seconds a declined offer's resources are refused to its framework.
     #[arg(long = "offer_refuse_seconds", default_value_t = 5.0)]
     offer_refuse_seconds: f64,
-    /// Seconds between HEARTBEAT events.
-    #[arg(long = "heartbeat_interval", default_value_t = 15.0)]
-    heartbeat_interval: f64,
-    /// Seconds between allocation cycles.
-    #[arg(long = "allocation_interval", default_value_t = 1.0)]
-    allocation_interval: f64,
+    /// Time between HEARTBEAT events (`15secs`; a bare number is seconds).
+    #[arg(long = "heartbeat_interval", default_value = "15secs", value_parser = parse_positive_duration, value_name = "DURATION")]
+    heartbeat_interval: Duration,
+    /// Time between allocation cycles (`1secs`; a bare number is seconds).
+    #[arg(long = "allocation_interval", default_value = "1secs", value_parser = parse_positive_duration, value_name = "DURATION")]
+    allocation_interval: Duration,
     /// Path (or `file://` path) of a credentials file in Mesos's JSON
     /// (`{"credentials":[{"principal":..,"secret":..}]}`) or text form.
     #[arg(long, env = "MESOS_CREDENTIALS", value_parser = parse_credentials)]
@@ -94,11 +94,12 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
-fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--{name} must be a positive number of seconds, got {value}"))
+/// A duration flag in Mesos's form (`15secs`, `500ms`, `1mins`) or a bare number of seconds; zero is refused.
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    match mezzo_proto::duration::parse_flag(value)? {
+        d if d.is_zero() => Err("must be longer than zero".to_string()),
+        d => Ok(d),
+    }
 }
 
 #[tokio::main]
@@ -126,9 +127,9 @@ async fn main() -> anyhow::Result<()> {
     let config = MasterConfig {
         hostname: flags.hostname,
         advertise_ip: flags.advertise_ip,
-        heartbeat_interval: seconds("heartbeat_interval", flags.heartbeat_interval)?,
-        agent_ping_timeout: seconds("agent_ping_timeout", flags.agent_ping_timeout)?,
-        allocation_interval: seconds("allocation_interval", flags.allocation_interval)?,
+        heartbeat_interval: flags.heartbeat_interval,
+        agent_ping_timeout: flags.agent_ping_timeout,
+        allocation_interval: flags.allocation_interval,
         default_refuse_seconds: flags.offer_refuse_seconds,
         credentials: flags.credentials.map(std::sync::Arc::new),
         authenticate_agents: flags.authenticate_agents,
@@ -144,4 +145,55 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("failed to bind {addr}"))?;
     mezzo_master::serve(config, listener).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        Flags::try_parse_from(["mezzo-master"].iter().chain(args))
+    }
+
+    #[test]
+    fn duration_flags_keep_their_defaults_and_take_mesos_forms_and_seconds() {
+        let f = parse(&[]).unwrap();
+        assert_eq!((f.agent_ping_timeout, f.heartbeat_interval, f.allocation_interval), (Duration::from_secs(15), Duration::from_secs(15), Duration::from_secs(1)));
+        let defaults = MasterConfig::default();
+        assert_eq!((f.agent_ping_timeout, f.heartbeat_interval, f.allocation_interval), (defaults.agent_ping_timeout, defaults.heartbeat_interval, defaults.allocation_interval));
+        for name in ["agent_ping_timeout", "heartbeat_interval", "allocation_interval"] {
+            for (text, want) in [
+                ("2secs", Duration::from_secs(2)),
+                ("10mins", Duration::from_secs(600)),
+                ("500ms", Duration::from_millis(500)),
+                ("1hrs", Duration::from_secs(3600)),
+                ("3days", Duration::from_secs(3 * 86400)),
+                ("1weeks", Duration::from_secs(7 * 86400)),
+                // As README's command line has it: seconds.
+                ("15", Duration::from_secs(15)),
+                ("0.25", Duration::from_millis(250)),
+            ] {
+                let f = parse(&[&format!("--{name}={text}")]).unwrap_or_else(|e| panic!("--{name}={text}: {e}"));
+                let got = match name {
+                    "agent_ping_timeout" => f.agent_ping_timeout,
+                    "heartbeat_interval" => f.heartbeat_interval,
+                    _ => f.allocation_interval,
+                };
+                assert_eq!(got, want, "--{name}={text}");
+            }
+            for bad in ["abc", "5parsecs", "-1", "0", "0secs", "1e20", "NaN"] {
+                let err = parse(&[&format!("--{name}={bad}")]).err().unwrap_or_else(|| panic!("--{name}={bad} parsed"));
+                assert!(err.to_string().contains(&format!("invalid value '{bad}' for '--{name} <DURATION>'")), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn boolean_flags_parse_like_mesos() {
+        let f = parse(&[]).unwrap();
+        assert!(!f.authenticate_agents && !f.authenticate_frameworks);
+        let f = parse(&["--authenticate_agents", "--authenticate_frameworks=true", "--authenticate_http_readonly=false"]).unwrap();
+        assert!(f.authenticate_agents && f.authenticate_frameworks && !f.authenticate_http_readonly);
+        assert!(parse(&["--authenticate_agents=maybe"]).is_err());
+    }
 }

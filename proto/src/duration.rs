@@ -10,7 +10,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("duration '{text}' is missing a unit"))?;
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("'{number}' is not a number"))?;
+    let value: f64 = number.parse().map_err(|_| format!("duration '{text}' is not a number followed by a unit (e.g. 5secs, 250ms, 10mins)"))?;
     let nanos_per_unit: f64 = match unit {
         "ns" => 1.0,
         "us" => 1e3,
@@ -20,7 +20,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         "hrs" => 3600.0 * 1e9,
         "days" => 86400.0 * 1e9,
         "weeks" => 7.0 * 86400.0 * 1e9,
-        other => return Err(format!("unknown unit '{other}' in duration '{text}'")),
+        other => return Err(format!("unknown unit '{other}' in duration '{text}' (known: ns, us, ms, secs, mins, hrs, days, weeks)")),
     };
     let nanos = (value * nanos_per_unit).round();
     // `as u64` would saturate: refuse what a Duration of nanoseconds cannot hold.
@@ -28,6 +28,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return Err(format!("duration '{text}' is too long"));
     }
     Ok(Duration::from_nanos(nanos as u64))
+}
+
+/// Parses the value of a duration flag: stout's form (`5secs`, `250ms`,
+/// `10mins`, `1hrs`, `3days`, `1weeks`) as Mesos's flags take it, or a bare
+/// number of seconds (`15`, `0.5`).
+pub fn parse_flag(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        // try_: a number of seconds too large for a Duration is an error, not a panic.
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration '{text}': {e}")),
+        Err(_) => parse(text),
+    }
 }
 
 /// Formats a duration as stout does (`5secs`, `1500ms`).
@@ -61,5 +72,24 @@ mod tests {
         assert!(err.contains("too long"), "{err}");
         assert!(parse("99999999999999999999999weeks").is_err());
         assert_eq!(parse("10000000000secs").unwrap(), Duration::from_secs(10_000_000_000));
+    }
+
+    #[test]
+    fn flags_take_stout_forms_and_bare_seconds() {
+        for (text, want) in [
+            ("2secs", Duration::from_secs(2)),
+            ("10mins", Duration::from_secs(600)),
+            ("500ms", Duration::from_millis(500)),
+            ("1hrs", Duration::from_secs(3600)),
+            ("3days", Duration::from_secs(3 * 86400)),
+            ("1weeks", Duration::from_secs(7 * 86400)),
+            ("15", Duration::from_secs(15)),
+            ("0.5", Duration::from_millis(500)),
+        ] {
+            assert_eq!(parse_flag(text).unwrap(), want, "{text}");
+        }
+        for bad in ["abc", "5parsecs", "secs", "", "1e20", "-1", "NaN"] {
+            assert!(parse_flag(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -169,7 +169,7 @@ async fn unknown_isolator_is_a_start_up_error_naming_it() -> Result<()> {
         .output()?;
     assert!(!out.status.success(), "the agent must not start");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cgroups/no_such_thing"), "stderr names the isolator: {stderr}");
+    assert!(stderr.contains("cgroups/no_such_thing") && stderr.contains("--isolation"), "stderr names the isolator and the flag: {stderr}");
     // A known set starts (and is stopped again at once).
     let t = Instant::now();
     let mut cluster = Cluster::start_with("rust", &["--isolation=cgroups/cpu,cgroups/mem,namespaces/pid"]).await?;

@@ -234,3 +234,67 @@ async fn a_second_agent_on_the_same_work_dir_refuses_to_start() -> Result<()> {
     assert_eq!(updates.last().unwrap().state(), TaskState::TaskKilled, "updates: {:?}", states(&updates));
     r.finish().await
 }
+
+/// Runs `binary` with `args` and returns its exit status and its output, or fails if it is still running
+/// after `within` (then it is killed).
+fn run_bounded(binary: &str, args: &[String], within: Duration) -> Result<(std::process::ExitStatus, String)> {
+    let out = tempfile::NamedTempFile::new()?;
+    let mut child = std::process::Command::new(bin_dir().join(binary))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.reopen()?)
+        .stderr(out.reopen()?)
+        .spawn()?;
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{binary} {args:?} is still running after {within:?}; its output:\n{}", std::fs::read_to_string(out.path())?);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok((status, std::fs::read_to_string(out.path())?))
+}
+
+/// Flags are typed: a bad duration stops the agent (and the master) at start with clap's message naming the
+/// flag, before the agent touches its work dir; good durations in Mesos's forms do not.
+#[test]
+fn a_bad_duration_flag_fails_at_start_naming_the_flag() -> Result<()> {
+    let tmp = tempfile::Builder::new().prefix("mezzo-flags-").tempdir()?;
+    let work_dir = tmp.path().join("agent");
+    let agent = |extra: &str| {
+        vec![
+            "--master=127.0.0.1:1".to_string(),
+            "--ip=127.0.0.1".into(),
+            format!("--port={}", free_port()),
+            format!("--work_dir={}", work_dir.display()),
+            "--containerizers=rust".into(),
+            format!("--cgroups_root=mezzo-flags-{}", std::process::id()),
+            "--executor_registration_timeout=10mins".into(),
+            "--docker_remove_delay=3days".into(),
+            "--recovery_timeout=1weeks".into(),
+            extra.to_string(),
+        ]
+    };
+    for (flag, bad) in [("docker_stop_timeout", "abc"), ("executor_shutdown_grace_period", "5parsecs"), ("executor_reregistration_timeout", "2 secs")] {
+        let t = Instant::now();
+        let (status, output) = run_bounded("mezzo-agent", &agent(&format!("--{flag}={bad}")), Duration::from_secs(10))?;
+        assert_eq!(status.code(), Some(2), "clap's usage error: {status}: {output}");
+        assert!(t.elapsed() < EXIT_WITHIN, "took {:?}", t.elapsed());
+        assert!(output.contains(&format!("invalid value '{bad}' for '--{flag} <DURATION>'")), "{output}");
+        assert!(!work_dir.exists(), "the agent stopped before it made its work dir");
+    }
+    let (status, output) = run_bounded("mezzo-agent", &agent("--recover=maybe"), Duration::from_secs(10))?;
+    assert!(status.code() == Some(2) && output.contains("invalid value 'maybe' for '--recover <RECOVER>'"), "{status}: {output}");
+
+    let master = |extra: &str| vec!["--ip=127.0.0.1".to_string(), format!("--port={}", free_port()), "--allocation_interval=500ms".into(), extra.to_string()];
+    let (status, output) = run_bounded("mezzo-master", &master("--agent_ping_timeout=soon"), Duration::from_secs(10))?;
+    assert!(status.code() == Some(2) && output.contains("invalid value 'soon' for '--agent_ping_timeout <DURATION>'"), "{status}: {output}");
+    let (status, output) = run_bounded("mezzo-master", &master("--heartbeat_interval=0secs"), Duration::from_secs(10))?;
+    assert!(status.code() == Some(2) && output.contains("invalid value '0secs' for '--heartbeat_interval <DURATION>'"), "{status}: {output}");
+    Ok(())
+}

@@ -105,12 +105,14 @@ pub fn parse_isolation(flag: &str) -> Vec<String> {
     flag.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
-/// Builds the isolators `names` ask for, in the fixed prepare order of
-/// `KNOWN_ISOLATORS` whatever the order of the names. All `cgroups/*` (and
-/// `posix/cpu`, `posix/mem`) share one cgroups isolator, which is there even
-/// when none is named: every container gets a cgroup of its own. An unknown
-/// or repeated name is an error.
-pub fn isolators_from_names(names: &[String], ctx: &IsolatorContext) -> Result<Vec<Arc<dyn Isolator>>, ContainerizerError> {
+/// Checks isolator names as `--isolation` gives them (Mesos's names and
+/// aliases, each once), so that the agent can refuse a bad flag at start.
+pub fn check_isolation(names: &[String]) -> Result<(), ContainerizerError> {
+    resolve_names(names).map(|_| ())
+}
+
+/// The isolators `names` stand for (aliases expanded), by position in `KNOWN_ISOLATORS`.
+fn resolve_names(names: &[String]) -> Result<BTreeMap<usize, &'static str>, ContainerizerError> {
     let mut seen = std::collections::BTreeSet::new();
     // Position in KNOWN_ISOLATORS -> name.
     let mut wanted: BTreeMap<usize, &'static str> = BTreeMap::new();
@@ -134,6 +136,16 @@ pub fn isolators_from_names(names: &[String], ctx: &IsolatorContext) -> Result<V
             wanted.insert(pos, KNOWN_ISOLATORS[pos]);
         }
     }
+    Ok(wanted)
+}
+
+/// Builds the isolators `names` ask for, in the fixed prepare order of
+/// `KNOWN_ISOLATORS` whatever the order of the names. All `cgroups/*` (and
+/// `posix/cpu`, `posix/mem`) share one cgroups isolator, which is there even
+/// when none is named: every container gets a cgroup of its own. An unknown
+/// or repeated name is an error.
+pub fn isolators_from_names(names: &[String], ctx: &IsolatorContext) -> Result<Vec<Arc<dyn Isolator>>, ContainerizerError> {
+    let wanted = resolve_names(names)?;
 
     let mut controllers = Vec::new();
     for name in wanted.values() {

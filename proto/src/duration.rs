@@ -41,13 +41,34 @@ pub fn parse_flag(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Formats a duration as stout does (`5secs`, `1500ms`).
+/// Formats a duration as stout does (Mesos's flags and `GET_FLAGS`): in the
+/// largest unit it reaches (`5secs`, `1mins`, `6hrs`), or one unit smaller
+/// when that gives a whole number and the larger does not (`90secs`,
+/// `1500ms`), else as a fraction of the larger (`1.0005secs`).
 pub fn format(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}secs", ms / 1000)
+    const UNITS: [(u128, &str); 8] = [
+        (1, "ns"),
+        (1_000, "us"),
+        (1_000_000, "ms"),
+        (1_000_000_000, "secs"),
+        (60_000_000_000, "mins"),
+        (3_600_000_000_000, "hrs"),
+        (86_400_000_000_000, "days"),
+        (604_800_000_000_000, "weeks"),
+    ];
+    let ns = d.as_nanos();
+    let bucket = UNITS.iter().rposition(|(size, _)| ns >= *size).unwrap_or(0);
+    let (size, name) = UNITS[bucket];
+    if bucket > 0 && !ns.is_multiple_of(size) {
+        let (smaller, smaller_name) = UNITS[bucket - 1];
+        if ns.is_multiple_of(smaller) {
+            return format!("{}{smaller_name}", ns / smaller);
+        }
+    }
+    if ns.is_multiple_of(size) {
+        format!("{}{name}", ns / size)
     } else {
-        format!("{ms}ms")
+        format!("{}{name}", ns as f64 / size as f64)
     }
 }
 
@@ -57,8 +78,26 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for d in [Duration::from_secs(5), Duration::from_millis(1500), Duration::from_secs(900)] {
+        for d in [Duration::from_secs(5), Duration::from_millis(1500), Duration::from_secs(900), Duration::from_secs(6 * 3600)] {
             assert_eq!(parse(&format(d)).unwrap(), d);
+        }
+        // stout's choices of unit, as Mesos's GET_FLAGS shows them.
+        let cases = [
+            (Duration::from_secs(60), "1mins"),
+            (Duration::from_secs(90), "90secs"),
+            (Duration::from_secs(5), "5secs"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(6 * 3600), "6hrs"),
+            (Duration::from_secs(15 * 60), "15mins"),
+            (Duration::from_secs(7 * 86400), "1weeks"),
+            (Duration::from_secs(10 * 86400), "10days"),
+            (Duration::from_millis(1_000_500), "16.675mins"),
+            (Duration::from_micros(1_000_500), "1.0005secs"),
+            (Duration::from_nanos(1_000_000_500), "1.0000005secs"),
+            (Duration::ZERO, "0ns"),
+        ];
+        for (d, text) in cases {
+            assert_eq!(format(d), text, "{d:?}");
         }
         assert!(parse("5").is_err());
         assert!(parse("5parsecs").is_err());

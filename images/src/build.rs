@@ -1,22 +1,28 @@
-//! Building small images from directories, and writing them as an OCI layout or a
-//! `docker save` archive. Used by `mezzo-build-image` (the project's test images) and
-//! by tests; blobs are held in memory, so it is meant for small images.
+//! Building images: small images from directories, written as an OCI layout or a
+//! `docker save` archive (used by `mezzo-build-image` for the project's test images and
+//! by tests; blobs are held in memory, so it is meant for small images), and the import
+//! of a root filesystem tarball into the store as a one-layer image
+//! ([`ImageStore::import_rootfs`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::info;
 
 use crate::digest::{verify, Digest, HashingReader};
 use crate::error::{ImageError, IoContext};
-use crate::fsutil::{with_temp_file, write_atomic};
+use crate::fsutil::{self, with_temp_file, write_atomic};
 use crate::manifest::{
     host_architecture, ConfigFile, Descriptor, DockerArchiveEntry, History, Index, Manifest,
     RootFs, RunConfig, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::reference::ImageReference;
+use crate::store::{blocking, Image, ImageStore};
 
 /// The `PATH` every image gets unless told otherwise.
 pub const DEFAULT_PATH_ENV: &str =
@@ -511,6 +517,193 @@ fn append_dir<W: Write>(
     header.set_mode(0o755);
     tar.append_data(&mut header, format!("{name}/"), io::empty())
         .ctx(|| format!("write {name} into archive"))
+}
+
+/// Distinguishes the staging dirs of concurrent imports in one process.
+static IMPORT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl ImageStore {
+    /// Imports a root filesystem tarball (plain or gzip, e.g. from `docker export`) as a
+    /// one-layer image named `name_tag`, so that `get(name_tag)` finds it in the store.
+    pub async fn import_rootfs(
+        &self,
+        tar_path: &Path,
+        name_tag: &str,
+    ) -> Result<Image, ImageError> {
+        let r = ImageReference::parse(name_tag)?;
+        if r.tag.is_none() || r.digest.is_some() {
+            return Err(ImageError::InvalidReference {
+                reference: name_tag.to_string(),
+                reason: "an imported image needs a NAME:TAG".to_string(),
+            });
+        }
+        // Staged as an OCI layout under `archives/.tmp-<pid>-*`, which `open` sweeps if we
+        // die here; the store imports it like any local layout and keeps its record
+        // after the layout is gone.
+        let staging = self.root().join("archives").join(format!(
+            ".tmp-{}-import-{}",
+            std::process::id(),
+            IMPORT_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _cleanup = RemoveOnDrop(staging.clone());
+        let layout = staging.join("oci").join(r.familiar_name());
+        let (src, reference) = (tar_path.to_path_buf(), r.clone());
+        blocking(move || write_rootfs_layout(&src, &layout, &reference)).await?;
+        let importer = ImageStore::open(self.root().to_path_buf(), Some(staging.clone()))?;
+        let image = importer.get(&r.to_string()).await?;
+        info!(image = %r, tarball = %tar_path.display(), "imported root filesystem");
+        Ok(image)
+    }
+}
+
+/// Removes a path when dropped (the import's staging dir, on every exit path).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fsutil::remove_any(&self.0);
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Writes an OCI layout at `layout` holding one image: `tarball` as its only layer.
+fn write_rootfs_layout(
+    tarball: &Path,
+    layout: &Path,
+    r: &ImageReference,
+) -> Result<(), ImageError> {
+    let what = || tarball.display().to_string();
+    let mut head = [0u8; 512];
+    let n = read_up_to(
+        &mut File::open(tarball).ctx(|| format!("open {}", what()))?,
+        &mut head,
+    )
+    .ctx(|| format!("read {}", what()))?;
+    let gzip = head[..n].starts_with(&GZIP_MAGIC);
+    if head[..n].starts_with(&ZSTD_MAGIC) {
+        return Err(ImageError::Unsupported(format!(
+            "{} is zstd-compressed; give a plain or gzip tar",
+            what()
+        )));
+    }
+    // POSIX and GNU tars say `ustar` at offset 257 of their first header.
+    if !gzip && (n < 262 || &head[257..262] != b"ustar") {
+        return Err(ImageError::InvalidImage {
+            image: what(),
+            reason: "not a tar archive (nor gzip)".to_string(),
+        });
+    }
+    let hash = |reader: &mut dyn Read| -> Result<(Digest, u64), ImageError> {
+        HashingReader::new(reader)
+            .finish()
+            .ctx(|| format!("read {}", what()))
+    };
+    let open = || File::open(tarball).ctx(|| format!("open {}", what()));
+    let (blob_digest, blob_size) = hash(&mut BufReader::new(open()?))?;
+    let diff_id = if gzip {
+        hash(&mut flate2::read::GzDecoder::new(BufReader::new(open()?)))?.0
+    } else {
+        blob_digest.clone()
+    };
+
+    let blobs = layout.join("blobs").join("sha256");
+    fs::create_dir_all(&blobs).ctx(|| format!("create {}", blobs.display()))?;
+    let blob_path = blobs.join(blob_digest.hex());
+    // A link saves a copy when the tarball is on the store's filesystem.
+    if fs::hard_link(tarball, &blob_path).is_err() {
+        fs::copy(tarball, &blob_path)
+            .ctx(|| format!("copy {} to {}", what(), blob_path.display()))?;
+    }
+
+    let config = ConfigFile {
+        architecture: host_architecture().to_string(),
+        os: "linux".to_string(),
+        created: None,
+        config: Some(RunConfig {
+            env: Some(vec![DEFAULT_PATH_ENV.to_string()]),
+            ..RunConfig::default()
+        }),
+        rootfs: RootFs {
+            kind: "layers".to_string(),
+            diff_ids: vec![diff_id.to_string()],
+        },
+        history: vec![History {
+            created_by: Some(format!("mezzo image import {}", what())),
+            ..History::default()
+        }],
+    };
+    let config_bytes = to_json(&config)?;
+    let config_digest = Digest::of(&config_bytes);
+    write_atomic(&blobs.join(config_digest.hex()), &config_bytes)?;
+    let descriptor = |media_type: &str, digest: &Digest, size: u64| Descriptor {
+        media_type: media_type.to_string(),
+        digest: digest.to_string(),
+        size,
+        annotations: None,
+        platform: None,
+    };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_string()),
+        config: descriptor(
+            MEDIA_TYPE_OCI_CONFIG,
+            &config_digest,
+            config_bytes.len() as u64,
+        ),
+        layers: vec![descriptor(
+            if gzip {
+                MEDIA_TYPE_OCI_LAYER_GZIP
+            } else {
+                MEDIA_TYPE_OCI_LAYER
+            },
+            &blob_digest,
+            blob_size,
+        )],
+    };
+    let manifest_bytes = to_json(&manifest)?;
+    let manifest_digest = Digest::of(&manifest_bytes);
+    write_atomic(&blobs.join(manifest_digest.hex()), &manifest_bytes)?;
+    let mut entry = descriptor(
+        MEDIA_TYPE_OCI_MANIFEST,
+        &manifest_digest,
+        manifest_bytes.len() as u64,
+    );
+    entry.annotations = Some(
+        [
+            (
+                ANNOTATION_REF_NAME.to_string(),
+                r.tag.clone().unwrap_or_default(),
+            ),
+            (ANNOTATION_CONTAINERD_NAME.to_string(), r.to_string()),
+        ]
+        .into(),
+    );
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_INDEX.to_string()),
+        manifests: vec![entry],
+    };
+    write_atomic(
+        &layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    write_atomic(&layout.join("index.json"), &to_json(&index)?)
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

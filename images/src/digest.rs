@@ -150,3 +150,15 @@ impl<W: Write> Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
+
+/// The hex of `sha256:<hex>`, when `s` is one.
+pub(crate) fn sha256_hex(s: &str) -> Option<String> {
+    s.strip_prefix("sha256:").filter(|h| is_hex64(h)).map(str::to_string)
+}
+
+/// Whether `s` is 64 lowercase hex digits (a sha256 as the store names content).
+pub(crate) fn is_hex64(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}

@@ -308,3 +308,29 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
         Err(_) => true,
     }
 }
+
+/// The entries of `dir`; `None` when it does not exist.
+pub(crate) fn read_dir_if_present(dir: &Path) -> Result<Option<fs::ReadDir>, ImageError> {
+    match fs::read_dir(dir) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ImageError::Io { context: format!("list {}", dir.display()), source: e }),
+    }
+}
+
+/// `*.json` files of `dir`, without temp files; none when `dir` does not exist.
+pub(crate) fn json_files(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let Some(entries) = read_dir_if_present(dir)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".json") && !name.starts_with('.') {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}

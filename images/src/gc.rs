@@ -1,45 +1,30 @@
-//! Leases, garbage collection and image management (list, remove, import) of the store.
+//! Garbage collection and image management (list, remove) of the store.
 //!
-//! - **Leases** (`leases/<sha256 of container id>.json`) record which container uses which
-//!   image and layers. They are files, so they survive an agent restart; the agent
-//!   releases the leases of containers it no longer knows after recovery.
 //! - **Last use** of an image is the modification time of its record (`images/<hex>.json`),
 //!   touched by every `get`.
-//! - **The store lock** (`store.lock`, flock(2)) is held shared by `get` and `acquire`, and
-//!   exclusively by `gc` and `remove` while they decide and unlink, so collection never
-//!   removes what an image being provisioned needs, even across processes (the CLI beside
-//!   an agent).
+//! - Collection and `remove` hold the store lock ([`crate::store_lock`]) exclusively while
+//!   they decide and unlink, and keep every layer a lease ([`crate::leases`]) names.
 //! - **Crash safety**: a layer to delete is first renamed into `trash/` (one rename, so its
 //!   directory under `layers/` is either whole or gone), then removed after the lock is
 //!   released. `open` finishes removing trash left by a process that died.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::build::DEFAULT_PATH_ENV;
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{is_hex64, sha256_hex};
 use crate::error::{ImageError, IoContext};
-use crate::fsutil::{self, write_atomic};
-use crate::manifest::{
-    host_architecture, ConfigFile, Descriptor, History, Index, Manifest, RootFs, RunConfig,
-    ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX,
-    MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
-};
+use crate::fsutil::{self, json_files, read_dir_if_present, write_atomic};
 use crate::reference::ImageReference;
-use crate::store::{blocking, Image, ImageStore};
+use crate::store::ImageStore;
+use crate::store_lock::StoreLock;
 
-const LOCK_FILE: &str = "store.lock";
-const LEASES: &str = "leases";
 const TRASH: &str = "trash";
 const TRASH_SUFFIX: &str = ".deleting";
 /// Cached apparent size of a layer's rootfs, written next to `rootfs/` in the layer dir.
@@ -86,93 +71,7 @@ pub struct StoredImage {
     pub last_used: SystemTime,
 }
 
-/// A container's claim on an image's layers, persisted under `leases/`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
-    /// The container holding the lease.
-    pub container_id: String,
-    /// The image's canonical reference.
-    pub reference: String,
-    /// The diff ids (`sha256:<hex>`) of the layers the container uses.
-    pub layers: Vec<String>,
-    /// When the lease was taken, seconds since the epoch.
-    pub acquired_unix: u64,
-}
-
 impl ImageStore {
-    /// Records that `container_id` uses `image`'s layers, so GC keeps them until
-    /// [`ImageStore::release`]. Fails when a layer has left the store since the image was
-    /// returned (get it again); [`ImageStore::get_leased`] does both in one step.
-    /// Blocking (it may wait for a running collection); call it from `spawn_blocking`.
-    pub fn acquire(&self, container_id: &str, image: &Image) -> Result<(), ImageError> {
-        let _lock = StoreLock::shared_blocking(self.root())?;
-        self.write_lease(container_id, image)
-    }
-
-    /// Gets `reference` and leases it to `container_id` under one hold of the store lock,
-    /// so no collection can come between the two.
-    pub async fn get_leased(
-        &self,
-        container_id: &str,
-        reference: &str,
-    ) -> Result<Image, ImageError> {
-        // `get` takes the shared lock again on its own descriptor; shared flocks never
-        // wait for each other, even with a collection queued for the exclusive lock.
-        let _lock = StoreLock::shared(self.root()).await?;
-        let image = self.get(reference).await?;
-        let store = self.clone();
-        let id = container_id.to_string();
-        let leased = image.clone();
-        blocking(move || store.write_lease(&id, &leased)).await?;
-        Ok(image)
-    }
-
-    /// Drops `container_id`'s lease; an unknown id is not an error.
-    pub fn release(&self, container_id: &str) -> Result<(), ImageError> {
-        let path = lease_path(self.root(), container_id);
-        match fs::remove_file(&path) {
-            Ok(()) => {
-                debug!(container = container_id, "released image lease");
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ImageError::Io {
-                context: format!("remove {}", path.display()),
-                source: e,
-            }),
-        }
-    }
-
-    /// Every lease in the store, by container id.
-    pub fn leases(&self) -> Result<Vec<Lease>, ImageError> {
-        let dir = self.root().join(LEASES);
-        let mut out = Vec::new();
-        for path in json_files(&dir)? {
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                // Released between listing and reading.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(ImageError::Io {
-                        context: format!("read {}", path.display()),
-                        source: e,
-                    })
-                }
-            };
-            // A lease that cannot be read must fail the caller: ignoring it could let GC
-            // take layers a container runs on. Leases are written atomically, so this
-            // means someone else wrote the file.
-            let lease: Lease =
-                serde_json::from_slice(&bytes).map_err(|source| ImageError::Json {
-                    context: format!("parse lease {}", path.display()),
-                    source,
-                })?;
-            out.push(lease);
-        }
-        out.sort_by(|a, b| a.container_id.cmp(&b.container_id));
-        Ok(out)
-    }
-
     /// The images the store holds, by reference.
     pub fn list(&self) -> Result<Vec<StoredImage>, ImageError> {
         let root = self.root();
@@ -264,75 +163,6 @@ impl ImageStore {
         }
         Ok(report)
     }
-
-    /// Imports a root filesystem tarball (plain or gzip, e.g. from `docker export`) as a
-    /// one-layer image named `name_tag`, so that `get(name_tag)` finds it in the store.
-    pub async fn import_rootfs(
-        &self,
-        tar_path: &Path,
-        name_tag: &str,
-    ) -> Result<Image, ImageError> {
-        let r = ImageReference::parse(name_tag)?;
-        if r.tag.is_none() || r.digest.is_some() {
-            return Err(ImageError::InvalidReference {
-                reference: name_tag.to_string(),
-                reason: "an imported image needs a NAME:TAG".to_string(),
-            });
-        }
-        // Staged as an OCI layout under `archives/.tmp-<pid>-*`, which `open` sweeps if we
-        // die here; the store imports it like any local layout and keeps its record
-        // after the layout is gone.
-        let staging = self.root().join("archives").join(format!(
-            ".tmp-{}-import-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _cleanup = RemoveOnDrop(staging.clone());
-        let layout = staging.join("oci").join(r.familiar_name());
-        let (src, reference) = (tar_path.to_path_buf(), r.clone());
-        blocking(move || write_rootfs_layout(&src, &layout, &reference)).await?;
-        let importer = ImageStore::open(self.root().to_path_buf(), Some(staging.clone()))?;
-        let image = importer.get(&r.to_string()).await?;
-        info!(image = %r, tarball = %tar_path.display(), "imported root filesystem");
-        Ok(image)
-    }
-
-    /// Writes the lease file; the caller holds the store lock shared.
-    fn write_lease(&self, container_id: &str, image: &Image) -> Result<(), ImageError> {
-        let mut layers = Vec::with_capacity(image.layers.len());
-        for dir in &image.layers {
-            let hex = layer_hex(dir).ok_or_else(|| ImageError::InvalidImage {
-                image: image.reference.clone(),
-                reason: format!("{} is not a layer of an image store", dir.display()),
-            })?;
-            if !dir.is_dir() {
-                return Err(ImageError::InvalidImage {
-                    image: image.reference.clone(),
-                    reason: format!("layer sha256:{hex} left the store; get the image again"),
-                });
-            }
-            layers.push(format!("sha256:{hex}"));
-        }
-        let lease = Lease {
-            container_id: container_id.to_string(),
-            reference: image.reference.clone(),
-            layers,
-            acquired_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        };
-        let bytes = serde_json::to_vec_pretty(&lease).map_err(|source| ImageError::Json {
-            context: "serialize lease".to_string(),
-            source,
-        })?;
-        let path = lease_path(self.root(), container_id);
-        // Atomic but not fsynced: a lease must outlive an agent restart, and a
-        // host crash ends every container that could hold one.
-        crate::fsutil::write_replace(&path, &bytes)?;
-        debug!(container = container_id, image = %image.reference, "acquired image lease");
-        Ok(())
-    }
 }
 
 /// Runs `store.gc(&policy)` every `interval` (at least one second) until the task is aborted.
@@ -384,66 +214,6 @@ pub(crate) fn mark_used(record: &Path) {
     }
 }
 
-/// The store lock, held while the guard lives (flock on `<store>/store.lock`).
-pub(crate) struct StoreLock {
-    _lock: Flock<File>,
-}
-
-impl StoreLock {
-    /// Takes the lock shared, waiting off the async runtime when a collection holds it.
-    pub(crate) async fn shared(root: &Path) -> Result<Self, ImageError> {
-        let file = open_lock_file(root)?;
-        match Flock::lock(file, FlockArg::LockSharedNonblock) {
-            Ok(lock) => Ok(Self { _lock: lock }),
-            Err((file, Errno::EWOULDBLOCK)) => {
-                let root = root.to_path_buf();
-                blocking(move || flock_retrying(file, FlockArg::LockShared, &root)).await
-            }
-            Err((_, e)) => Err(lock_error(root, e)),
-        }
-    }
-
-    /// Takes the lock shared, blocking the thread.
-    pub(crate) fn shared_blocking(root: &Path) -> Result<Self, ImageError> {
-        flock_retrying(open_lock_file(root)?, FlockArg::LockShared, root)
-    }
-
-    /// Takes the lock exclusively, blocking the thread.
-    pub(crate) fn exclusive(root: &Path) -> Result<Self, ImageError> {
-        flock_retrying(open_lock_file(root)?, FlockArg::LockExclusive, root)
-    }
-}
-
-fn open_lock_file(root: &Path) -> Result<File, ImageError> {
-    let path = root.join(LOCK_FILE);
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
-        .ctx(|| format!("open {}", path.display()))
-}
-
-fn flock_retrying(mut file: File, arg: FlockArg, root: &Path) -> Result<StoreLock, ImageError> {
-    loop {
-        match Flock::lock(file, arg) {
-            Ok(lock) => return Ok(StoreLock { _lock: lock }),
-            Err((f, Errno::EINTR)) => file = f,
-            Err((_, e)) => return Err(lock_error(root, e)),
-        }
-    }
-}
-
-fn lock_error(root: &Path, e: Errno) -> ImageError {
-    ImageError::Io {
-        context: format!("lock {}", root.join(LOCK_FILE).display()),
-        source: io::Error::from(e),
-    }
-}
-
 /// What GC needs from an image record (`images/<hex>.json`).
 struct RecordInfo {
     path: PathBuf,
@@ -487,7 +257,7 @@ fn read_records(root: &Path) -> Result<Vec<RecordInfo>, ImageError> {
             .and_then(|v| v.as_array())
             .map(|ids| {
                 ids.iter()
-                    .filter_map(|d| d.as_str().and_then(digest_hex))
+                    .filter_map(|d| d.as_str().and_then(sha256_hex))
                     .collect()
             })
             .unwrap_or_default();
@@ -520,58 +290,6 @@ fn collect_digests(value: &serde_json::Value, out: &mut HashSet<String>) {
         serde_json::Value::Object(map) => map.values().for_each(|v| collect_digests(v, out)),
         _ => {}
     }
-}
-
-fn digest_hex(s: &str) -> Option<String> {
-    s.strip_prefix("sha256:")
-        .filter(|h| is_hex64(h))
-        .map(str::to_string)
-}
-
-fn is_hex64(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// `<hex>` of a layer directory `<store>/layers/<hex>/rootfs`.
-fn layer_hex(dir: &Path) -> Option<String> {
-    let hex = dir.parent()?.file_name()?.to_str()?;
-    is_hex64(hex).then(|| hex.to_string())
-}
-
-/// The entries of `dir`; `None` when it does not exist.
-fn read_dir_if_present(dir: &Path) -> Result<Option<fs::ReadDir>, ImageError> {
-    match fs::read_dir(dir) {
-        Ok(e) => Ok(Some(e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ImageError::Io { context: format!("list {}", dir.display()), source: e }),
-    }
-}
-
-/// `*.json` files of `dir`, without temp files; none when `dir` does not exist.
-fn json_files(dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
-    let Some(entries) = read_dir_if_present(dir)? else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for entry in entries {
-        let entry = entry.ctx(|| format!("list {}", dir.display()))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".json") && !name.starts_with('.') {
-            out.push(entry.path());
-        }
-    }
-    Ok(out)
-}
-
-fn lease_path(root: &Path, container_id: &str) -> PathBuf {
-    // Hashed, so any container id makes a safe file name; the id itself is inside.
-    root.join(LEASES).join(format!(
-        "{}.json",
-        Digest::of(container_id.as_bytes()).hex()
-    ))
 }
 
 fn age(now: SystemTime, then: SystemTime) -> Duration {
@@ -636,7 +354,7 @@ fn sweep(
         .flat_map(|r| r.digests.iter().cloned())
         .collect();
     for lease in store.leases()? {
-        needed.extend(lease.layers.iter().filter_map(|d| digest_hex(d)));
+        needed.extend(lease.layers.iter().filter_map(|d| sha256_hex(d)));
     }
     let named_by_removed: HashSet<&String> = remove.iter().flat_map(|r| r.digests.iter()).collect();
     // Whether unreferenced content is collectable: named by a removed image, or an
@@ -657,7 +375,7 @@ fn sweep(
         if needed.contains(&hex) || !collectable(&hex, &meta) {
             // A kept layer keeps the blob it was unpacked from.
             if let Ok(blob) = fs::read_to_string(dir.join("blob")) {
-                if let Some(b) = digest_hex(blob.trim()) {
+                if let Some(b) = sha256_hex(blob.trim()) {
                     needed.insert(b);
                 }
             }
@@ -872,162 +590,4 @@ fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-}
-
-/// Removes a path when dropped (the import's staging dir, on every exit path).
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = fsutil::remove_any(&self.0);
-    }
-}
-
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// Writes an OCI layout at `layout` holding one image: `tarball` as its only layer.
-fn write_rootfs_layout(
-    tarball: &Path,
-    layout: &Path,
-    r: &ImageReference,
-) -> Result<(), ImageError> {
-    let what = || tarball.display().to_string();
-    let mut head = [0u8; 512];
-    let n = read_up_to(
-        &mut File::open(tarball).ctx(|| format!("open {}", what()))?,
-        &mut head,
-    )
-    .ctx(|| format!("read {}", what()))?;
-    let gzip = head[..n].starts_with(&GZIP_MAGIC);
-    if head[..n].starts_with(&ZSTD_MAGIC) {
-        return Err(ImageError::Unsupported(format!(
-            "{} is zstd-compressed; give a plain or gzip tar",
-            what()
-        )));
-    }
-    // POSIX and GNU tars say `ustar` at offset 257 of their first header.
-    if !gzip && (n < 262 || &head[257..262] != b"ustar") {
-        return Err(ImageError::InvalidImage {
-            image: what(),
-            reason: "not a tar archive (nor gzip)".to_string(),
-        });
-    }
-    let hash = |reader: &mut dyn Read| -> Result<(Digest, u64), ImageError> {
-        HashingReader::new(reader)
-            .finish()
-            .ctx(|| format!("read {}", what()))
-    };
-    let open = || File::open(tarball).ctx(|| format!("open {}", what()));
-    let (blob_digest, blob_size) = hash(&mut BufReader::new(open()?))?;
-    let diff_id = if gzip {
-        hash(&mut flate2::read::GzDecoder::new(BufReader::new(open()?)))?.0
-    } else {
-        blob_digest.clone()
-    };
-
-    let blobs = layout.join("blobs").join("sha256");
-    fs::create_dir_all(&blobs).ctx(|| format!("create {}", blobs.display()))?;
-    let blob_path = blobs.join(blob_digest.hex());
-    // A link saves a copy when the tarball is on the store's filesystem.
-    if fs::hard_link(tarball, &blob_path).is_err() {
-        fs::copy(tarball, &blob_path)
-            .ctx(|| format!("copy {} to {}", what(), blob_path.display()))?;
-    }
-
-    let config = ConfigFile {
-        architecture: host_architecture().to_string(),
-        os: "linux".to_string(),
-        created: None,
-        config: Some(RunConfig {
-            env: Some(vec![DEFAULT_PATH_ENV.to_string()]),
-            ..RunConfig::default()
-        }),
-        rootfs: RootFs {
-            kind: "layers".to_string(),
-            diff_ids: vec![diff_id.to_string()],
-        },
-        history: vec![History {
-            created_by: Some(format!("mezzo image import {}", what())),
-            ..History::default()
-        }],
-    };
-    let config_bytes = json(&config)?;
-    let config_digest = Digest::of(&config_bytes);
-    write_atomic(&blobs.join(config_digest.hex()), &config_bytes)?;
-    let descriptor = |media_type: &str, digest: &Digest, size: u64| Descriptor {
-        media_type: media_type.to_string(),
-        digest: digest.to_string(),
-        size,
-        annotations: None,
-        platform: None,
-    };
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_string()),
-        config: descriptor(
-            MEDIA_TYPE_OCI_CONFIG,
-            &config_digest,
-            config_bytes.len() as u64,
-        ),
-        layers: vec![descriptor(
-            if gzip {
-                MEDIA_TYPE_OCI_LAYER_GZIP
-            } else {
-                MEDIA_TYPE_OCI_LAYER
-            },
-            &blob_digest,
-            blob_size,
-        )],
-    };
-    let manifest_bytes = json(&manifest)?;
-    let manifest_digest = Digest::of(&manifest_bytes);
-    write_atomic(&blobs.join(manifest_digest.hex()), &manifest_bytes)?;
-    let mut entry = descriptor(
-        MEDIA_TYPE_OCI_MANIFEST,
-        &manifest_digest,
-        manifest_bytes.len() as u64,
-    );
-    entry.annotations = Some(
-        [
-            (
-                ANNOTATION_REF_NAME.to_string(),
-                r.tag.clone().unwrap_or_default(),
-            ),
-            (ANNOTATION_CONTAINERD_NAME.to_string(), r.to_string()),
-        ]
-        .into(),
-    );
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_OCI_INDEX.to_string()),
-        manifests: vec![entry],
-    };
-    write_atomic(
-        &layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    write_atomic(&layout.join("index.json"), &json(&index)?)
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn read_up_to(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// A layout document as JSON.
-fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, ImageError> {
-    serde_json::to_vec(value).map_err(|source| ImageError::Json {
-        context: "serialize image document".to_string(),
-        source,
-    })
 }

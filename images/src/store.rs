@@ -242,7 +242,7 @@ impl ImageStore {
     pub async fn get(&self, reference: &str) -> Result<Image, ImageError> {
         let r = ImageReference::parse(reference)?;
         // Held shared while provisioning, so a collection (exclusive) never removes what this needs.
-        let _store_lock = crate::gc::StoreLock::shared(&self.inner.root).await?;
+        let _store_lock = crate::store_lock::StoreLock::shared(&self.inner.root).await?;
         let _image_guard = self.inner.locks.lock(&format!("image:{r}")).await;
         if self.inner.registry.is_some() {
             let inner = self.inner.clone();
@@ -282,7 +282,7 @@ impl ImageStore {
             return self.get(reference).await;
         }
         let r = ImageReference::parse(reference)?;
-        let _store_lock = crate::gc::StoreLock::shared(&self.inner.root).await?;
+        let _store_lock = crate::store_lock::StoreLock::shared(&self.inner.root).await?;
         let _image_guard = self.inner.locks.lock(&format!("image:{r}")).await;
         self.pull_locked(r).await
     }

@@ -80,10 +80,10 @@ pub async fn run_capture(argv: &[&str], timeout: Duration) -> Result<(Duration, 
 /// hierarchy, killing leftover processes first.
 pub fn remove_cgroup_tree(name: &str) {
     let path = format!("/{}", name.trim_matches('/'));
-    if let Err(e) = mezzo_containerizer::rust::kill_all(&path, Duration::from_secs(5)) {
+    if let Err(e) = mezzo_containerizer::cgroupfs::kill_all(&path, Duration::from_secs(5)) {
         tracing::warn!(cgroup = %path, error = %e, "kill leftovers in bench cgroup");
     }
-    if let Err(e) = mezzo_containerizer::rust::remove_dirs(&path, Duration::from_secs(5)) {
+    if let Err(e) = mezzo_containerizer::cgroupfs::remove_dirs(&path, Duration::from_secs(5)) {
         tracing::warn!(cgroup = %path, error = %e, "remove bench cgroup");
     }
 }

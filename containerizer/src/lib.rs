@@ -11,6 +11,7 @@
 //! through `RuntimeDir`; `BackendKind` is the one registry of backends.
 
 pub mod backend;
+pub mod cgroupfs;
 pub mod config;
 pub mod containerizer;
 pub mod docker;

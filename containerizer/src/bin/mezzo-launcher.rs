@@ -307,7 +307,7 @@ fn hide_cgroups(dir: &RuntimeDir) -> Result<()> {
     }
     // Any hierarchy mounted elsewhere goes one by one.
     let text = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
-    let mut hierarchies: Vec<PathBuf> = mezzo_containerizer::rust::parse_mountinfo(&text)
+    let mut hierarchies: Vec<PathBuf> = mezzo_containerizer::cgroupfs::parse_mountinfo(&text)
         .into_iter()
         .filter(|m| (m.fs_type == "cgroup" || m.fs_type == "cgroup2") && !m.mount_point.starts_with(dir.path()))
         .map(|m| m.mount_point)

@@ -9,7 +9,7 @@
 //! changes limits in `update`, watches for the kernel's OOM events in
 //! `watch`, and kills and removes the cgroup in `cleanup`.
 
-use super::cgroupfs::{count_lines, keyed, parse_limit, read_file, read_opt, write_file, CgroupFs};
+use crate::cgroupfs::{count_lines, keyed, parse_limit, read_file, read_opt, write_file, CgroupFs};
 use crate::{
     ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Limitation, LimitationReason, ResourceLimits, Resources,
     Usage,

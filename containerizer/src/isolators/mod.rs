@@ -3,7 +3,6 @@
 //! `cgroups/mem`, `namespaces/*`, `filesystem/linux`), and the `--isolation`
 //! registry that builds them from their names.
 
-mod cgroupfs;
 mod cgroups;
 mod disk;
 mod filesystem;
@@ -11,8 +10,7 @@ mod linux;
 mod namespaces;
 mod volumes;
 
-pub use cgroupfs::{procs_of, write_file, CgroupFs, CgroupVersion, DEFAULT_CGROUPFS_ROOT};
-pub(crate) use cgroupfs::rmdir_tree;
+pub use crate::cgroupfs::{procs_of, write_file, CgroupFs, CgroupVersion, DEFAULT_CGROUPFS_ROOT};
 pub use cgroups::{
     cgroup_path, cpu_quota_us, cpu_shares, cpu_weight, memory_hard_limit, memory_soft_limit, CgroupsIsolator, CgroupsOptions,
     oom_killed, oom_limitation, Controller, CPU_CFS_PERIOD_US, CPU_SHARES_PER_CPU, DEFAULT_MAX_PIDS, MIN_CPU_SHARES,

@@ -14,16 +14,15 @@
 //! task ends. A command task is then never PID 1, so its SIGTERM is not
 //! dropped by the kernel.
 
-mod cgroupfs;
 mod launcher;
 mod oci;
 mod placement;
 
-pub use cgroupfs::{container_dirs, kill_all, kill_in, mounts_under, parse_mountinfo, remove_dirs, remove_in, MountEntry};
 pub use launcher::{live_supervisor, RustLauncher};
 pub use oci::{render, DEFAULT_PATH};
 pub use placement::{own_cgroup, view_dir, PlacedHierarchy, Placement, DEVICE_ALLOW_RULES};
 
+use crate::cgroupfs::{container_dirs, kill_all, kill_in, mounts_under, remove_in};
 use crate::isolators::{
     isolators_from_names, parse_isolation, CgroupFs, CgroupsOptions, IsolatorContext, Namespaces, Provisioner, DEFAULT_ISOLATION,
     DEFAULT_MAX_PIDS,
@@ -256,7 +255,7 @@ impl Backend for RustBackend {
 fn destroy_blocking(id: &str, runtime_dir: &RuntimeDir, cgroup: &str) -> Result<(), ContainerizerError> {
     let fail = |what: &str, e: String| ContainerizerError::Other(format!("destroy {id}: {what}: {e}"));
     let dirs = container_dirs(cgroup);
-    kill_in(&dirs, cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
+    kill_in(&dirs, cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e.to_string()))?;
     // The supervisor records the exit status and deletes libcontainer's
     // state once the init is gone; give it that chance. A supervisor still
     // building its container only puts processes in the cgroup now, so
@@ -278,8 +277,8 @@ fn destroy_blocking(id: &str, runtime_dir: &RuntimeDir, cgroup: &str) -> Result<
     }
     // A supervisor may have made cgroups (in more hierarchies) meanwhile.
     let dirs = if waited { container_dirs(cgroup) } else { dirs };
-    kill_in(&dirs, cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e))?;
-    remove_in(&dirs, DESTROY_TIMEOUT).map_err(|e| fail("remove cgroups", e))?;
+    kill_in(&dirs, cgroup, DESTROY_TIMEOUT).map_err(|e| fail("kill", e.to_string()))?;
+    remove_in(&dirs, DESTROY_TIMEOUT).map_err(|e| fail("remove cgroups", e.to_string()))?;
     // Mounts live in the supervisor's private namespace; anything found on
     // the host under the runtime directory is a leak to undo.
     let leftover = mounts_under(runtime_dir.path());

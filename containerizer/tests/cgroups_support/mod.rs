@@ -147,8 +147,8 @@ impl Drop for Harness {
             for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
                 if let Ok(name) = e.file_name().into_string() {
                     let path = format!("/{}/{name}", self.cgroups_root);
-                    let _ = mezzo_containerizer::rust::kill_all(&path, Duration::from_secs(10));
-                    let _ = mezzo_containerizer::rust::remove_dirs(&path, Duration::from_secs(10));
+                    let _ = mezzo_containerizer::cgroupfs::kill_all(&path, Duration::from_secs(10));
+                    let _ = mezzo_containerizer::cgroupfs::remove_dirs(&path, Duration::from_secs(10));
                 }
             }
             let _ = std::fs::remove_dir(&root);

@@ -1,7 +1,13 @@
-//! The cgroup filesystem as the cgroups isolators see it: v1 (one hierarchy
-//! per controller under `<root>/<controller>`) or v2 (one unified hierarchy
-//! at `<root>`). The root is injectable so that the v2 code paths run against
-//! a fake tree of plain files in a temp directory.
+//! The cgroup filesystem, for every backend: v1 (one hierarchy per controller
+//! under `<root>/<controller>`) or v2 (one unified hierarchy at `<root>`).
+//! The root is injectable so that the code paths run against a fake tree of
+//! plain files in a temp directory.
+//!
+//! A container's cgroup is found either through a [`CgroupFs`] (the
+//! isolators, which made it) or in every cgroup hierarchy mounted on the host
+//! ([`container_dirs`], from mountinfo: cleanup of a container in any state,
+//! even one whose runtime state never got written). Both kill through the
+//! one loop [`kill_in`] and remove through [`remove_in`].
 
 use crate::ContainerizerError;
 use nix::sys::signal::{kill, Signal};
@@ -165,81 +171,16 @@ impl CgroupFs {
         names
     }
 
-    /// Kills every process of cgroup `path` and waits until none is left:
-    /// v2 writes `cgroup.kill`; v1 freezes the cgroup (so a forking task
-    /// cannot outrun us), SIGKILLs its processes and thaws it again.
+    /// Kills every process of cgroup `path` and waits until none is left
+    /// (see [`kill_in`]).
     pub fn kill(&self, path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
-        let dirs = self.existing_dirs(path);
-        self.kill_in(&dirs, path, timeout)
-    }
-
-    /// `kill` on the directories of `path` already looked up.
-    fn kill_in(&self, dirs: &[PathBuf], path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
-        if dirs.is_empty() {
-            return Ok(());
-        }
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
-        if self.is_v2() {
-            for d in dirs {
-                let kill_file = d.join("cgroup.kill");
-                if kill_file.exists() {
-                    write_file(&kill_file, "1")?;
-                }
-            }
-        }
-        let freezer = match self.version {
-            CgroupVersion::V1 => Some(self.dir("freezer", path)).filter(|d| d.join("freezer.state").exists()),
-            CgroupVersion::V2 => None,
-        };
-        loop {
-            let left = procs_of(dirs);
-            if left.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(ContainerizerError::Other(format!("processes {left:?} of cgroup {path} survive SIGKILL")));
-            }
-            if self.is_v2() {
-                // The kernel empties the cgroup asynchronously after
-                // cgroup.kill; only where that is missing (before 5.14)
-                // kill one by one.
-                if !dirs.iter().any(|d| d.join("cgroup.kill").exists()) {
-                    for pid in &left {
-                        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
-                    }
-                }
-            } else {
-                if let Some(f) = &freezer {
-                    let _ = write_file(&f.join("freezer.state"), "FROZEN");
-                }
-                for pid in procs_of(dirs) {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                if let Some(f) = &freezer {
-                    // Killed processes only die once thawed.
-                    let _ = write_file(&f.join("freezer.state"), "THAWED");
-                }
-            }
-            // Dying takes a moment: look again soon, then less often.
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(10));
-        }
+        kill_in(&self.existing_dirs(path), path, timeout)
     }
 
     /// Removes cgroup `path` (its sub-cgroups first) from every hierarchy;
     /// a cgroup still busy with dying processes is retried until `timeout`.
     pub fn remove(&self, path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
-        self.remove_in(&self.existing_dirs(path), timeout)
-    }
-
-    /// `remove` on the directories of `path` already looked up.
-    fn remove_in(&self, dirs: &[PathBuf], timeout: Duration) -> Result<(), ContainerizerError> {
-        let deadline = Instant::now() + timeout;
-        for dir in dirs {
-            rmdir_tree(dir, deadline)?;
-        }
-        Ok(())
+        remove_in(&self.existing_dirs(path), timeout)
     }
 
     /// Kills every process of cgroup `path` and removes it, looking its
@@ -247,9 +188,162 @@ impl CgroupFs {
     /// per hierarchy.
     pub fn destroy(&self, path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
         let dirs = self.existing_dirs(path);
-        self.kill_in(&dirs, path, timeout)?;
-        self.remove_in(&dirs, timeout)
+        kill_in(&dirs, path, timeout)?;
+        remove_in(&dirs, timeout)
     }
+}
+
+/// One line of /proc/self/mountinfo that we care about.
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses mountinfo text.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            Some(MountEntry { mount_point: PathBuf::from(unescape(fields.get(4)?)), fs_type: fields.get(sep + 1)?.to_string() })
+        })
+        .collect()
+}
+
+fn mounts() -> Vec<MountEntry> {
+    std::fs::read_to_string("/proc/self/mountinfo").map(|t| parse_mountinfo(&t)).unwrap_or_default()
+}
+
+/// Mount points at or below `prefix` in this process's mount namespace,
+/// deepest first.
+pub fn mounts_under(prefix: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mounts().into_iter().map(|m| m.mount_point).filter(|p| p.starts_with(prefix)).collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// The directory of cgroup `cgroup_path` in every cgroup hierarchy mounted
+/// on the host (v1 controllers and v2) where it exists.
+pub fn container_dirs(cgroup_path: &str) -> Vec<PathBuf> {
+    let rel = cgroup_path.trim_start_matches('/');
+    if rel.is_empty() {
+        return Vec::new();
+    }
+    let mut dirs: Vec<PathBuf> = mounts()
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
+        .map(|m| m.mount_point.join(rel))
+        .filter(|d| d.is_dir())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+/// [`kill_in`] on cgroup `cgroup_path` in every mounted hierarchy.
+pub fn kill_all(cgroup_path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
+    kill_in(&container_dirs(cgroup_path), cgroup_path, timeout)
+}
+
+/// [`remove_in`] on cgroup `cgroup_path` in every mounted hierarchy.
+pub fn remove_dirs(cgroup_path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
+    remove_in(&container_dirs(cgroup_path), timeout)
+}
+
+/// The freezer of a cgroup directory: v1's `freezer.state` or v2's
+/// `cgroup.freeze`, with its frozen and thawed values.
+fn freezer(dir: &Path) -> Option<(PathBuf, &'static str, &'static str)> {
+    let v1 = dir.join("freezer.state");
+    if v1.exists() {
+        return Some((v1, "FROZEN", "THAWED"));
+    }
+    let v2 = dir.join("cgroup.freeze");
+    v2.exists().then_some((v2, "1", "0"))
+}
+
+/// Kills every process of the cgroup whose directories (one per v1 hierarchy,
+/// or the v2 one) are `dirs`, sub-cgroups included, and waits until none is
+/// left; `path` names the cgroup in the error. The one kill loop of every
+/// backend:
+/// - where a directory has `cgroup.kill` (v2, Linux 5.14+), one write kills
+///   its whole subtree, forks included, and the kernel empties it;
+/// - where one has not (v1, older v2), the cgroup is frozen so that a
+///   forking task cannot outrun the loop, its processes are SIGKILLed, and
+///   it is thawed again (v1's killed processes only die once thawed).
+///
+/// A cgroup that is empty, or whose directories vanish meanwhile, ends the
+/// loop; one that still has processes at `timeout` is an error naming them.
+/// An empty `dirs` costs nothing, an empty cgroup one read of `cgroup.procs`
+/// per hierarchy.
+pub fn kill_in(dirs: &[PathBuf], path: &str, timeout: Duration) -> Result<(), ContainerizerError> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    let kill_files: Vec<PathBuf> = dirs.iter().map(|d| d.join("cgroup.kill")).filter(|f| f.exists()).collect();
+    let one_by_one = kill_files.len() < dirs.len();
+    let freezers: Vec<_> = if one_by_one { dirs.iter().filter_map(|d| freezer(d)).collect() } else { Vec::new() };
+    let mut last_error = None;
+    loop {
+        let left = procs_of(dirs);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let why = last_error.map(|e: ContainerizerError| format!(" ({e})")).unwrap_or_default();
+            return Err(ContainerizerError::Other(format!("processes {left:?} of cgroup {path} survive SIGKILL{why}")));
+        }
+        // Again on every round: a process may have joined since (a
+        // supervisor still building its container). Errors are kept for the
+        // message: a cgroup that vanishes meanwhile fails the write and ends
+        // the loop empty.
+        for f in &kill_files {
+            if let Err(e) = write_file(f, "1") {
+                last_error = Some(e);
+            }
+        }
+        if one_by_one {
+            for (file, frozen, _) in &freezers {
+                let _ = write_file(file, frozen);
+            }
+            for pid in procs_of(dirs) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            for (file, _, thawed) in &freezers {
+                let _ = write_file(file, thawed);
+            }
+        }
+        // Dying takes a moment: look again soon, then less often.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Removes the cgroup directories `dirs` (their sub-cgroups first); a cgroup
+/// still busy with dying processes is retried until `timeout`.
+pub fn remove_in(dirs: &[PathBuf], timeout: Duration) -> Result<(), ContainerizerError> {
+    let deadline = Instant::now() + timeout;
+    for dir in dirs {
+        rmdir_tree(dir, deadline)?;
+    }
+    Ok(())
 }
 
 /// The v2 controller behind a v1 hierarchy name.
@@ -264,7 +358,7 @@ fn v2_controller(v1: &str) -> Option<&'static str> {
 }
 
 /// Removes `dir` and every cgroup below it, deepest first.
-pub(crate) fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<(), ContainerizerError> {
+fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<(), ContainerizerError> {
     let mut pause = Duration::from_millis(1);
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
@@ -375,5 +469,81 @@ mod tests {
         let mid_ctl = std::fs::read_to_string(tmp.path().join("mezzo/cgroup.subtree_control")).unwrap();
         assert_eq!(mid_ctl, "+cpu +memory");
         assert!(!tmp.path().join("mezzo/c1/cgroup.subtree_control").exists(), "the leaf keeps its processes");
+    }
+
+    #[test]
+    fn parses_mountinfo_lines() {
+        let text = "30 23 0:26 / /sys/fs/cgroup/memory rw,nosuid shared:13 - cgroup cgroup rw,memory\n\
+                    31 23 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                    40 1 8:1 / /run/a\\040b rw - ext4 /dev/sda1 rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].mount_point, PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(m[0].fs_type, "cgroup");
+        assert_eq!(m[1].fs_type, "cgroup2");
+        assert_eq!(m[2].mount_point, PathBuf::from("/run/a b"));
+    }
+
+    #[test]
+    fn kill_ends_on_empty_and_vanishing_cgroups() {
+        let tmp = tempfile::tempdir().unwrap();
+        // No directory at all, and a cgroup without processes: done at once.
+        kill_in(&[], "/mezzo/none", Duration::from_secs(5)).expect("no directories");
+        let empty = tmp.path().join("mezzo/empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        std::fs::write(empty.join("cgroup.procs"), "").unwrap();
+        let started = Instant::now();
+        kill_in(&[empty.clone()], "/mezzo/empty", Duration::from_secs(5)).expect("empty cgroup");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A cgroup whose directory goes while the loop runs (its processes
+        // reaped, the cgroup removed by someone else) ends the loop too; its
+        // process is never signalled one by one, cgroup.kill does that.
+        let gone = tmp.path().join("mezzo/gone");
+        std::fs::create_dir_all(gone.join("sub")).unwrap();
+        std::fs::write(gone.join("cgroup.kill"), "").unwrap();
+        std::fs::write(gone.join("sub/cgroup.procs"), "4242\n").unwrap();
+        let remover = {
+            let (gone, away) = (gone.clone(), tmp.path().join("away"));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                // One rename: the directory vanishes at once, as rmdir does it on cgroupfs.
+                std::fs::rename(gone, away).unwrap();
+            })
+        };
+        let started = Instant::now();
+        kill_in(&[gone.clone()], "/mezzo/gone", Duration::from_secs(5)).expect("vanished cgroup");
+        remover.join().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(90), "returned before the cgroup was gone");
+        assert!(started.elapsed() < Duration::from_secs(4), "waited for the timeout");
+    }
+
+    #[test]
+    fn v1_kill_freezes_kills_and_thaws() {
+        use std::os::unix::process::ExitStatusExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let fs = CgroupFs::v1(tmp.path());
+        for c in ["freezer", "memory"] {
+            std::fs::create_dir_all(fs.dir(c, "/mezzo/v1")).unwrap();
+        }
+        let freezer = fs.dir("freezer", "/mezzo/v1");
+        std::fs::write(freezer.join("freezer.state"), "THAWED").unwrap();
+        // A real process of ours stands in for the container's, listed in
+        // the memory hierarchy only; the "kernel" unlists it once it died.
+        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let procs = fs.dir("memory", "/mezzo/v1").join("cgroup.procs");
+        std::fs::write(&procs, format!("{}\n", child.id())).unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let kernel = std::thread::spawn(move || {
+            use nix::sys::wait::{waitid, Id, WaitPidFlag};
+            // Seen dead but not reaped until it is unlisted: its pid cannot be
+            // reused while the loop may still signal it.
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT).unwrap();
+            std::fs::write(procs, "").unwrap();
+            child.wait().unwrap()
+        });
+        fs.kill("/mezzo/v1", Duration::from_secs(10)).expect("kill");
+        let status = kernel.join().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(std::fs::read_to_string(freezer.join("freezer.state")).unwrap(), "THAWED", "left frozen");
     }
 }

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod isolator;
 pub mod isolators;
 pub mod launcher;
+pub mod limits;
 pub mod runtime_dir;
 pub mod rust;
 pub mod sandbox_fs;

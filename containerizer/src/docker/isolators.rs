@@ -5,6 +5,7 @@
 //! reads usage through the engine), `docker/runtime` provisions the image and
 //! fills in the command, environment, sandbox, volumes and `DockerInfo`.
 
+use crate::limits::{CgroupValues, CPU_CFS_PERIOD_US, CPU_SHARES_PER_CPU};
 use crate::{
     ContainerConfig, ContainerSpec, ContainerizerError, DockerNetwork, DockerOptions, Isolator, Limits, Mount,
     ResourceLimits, Resources, Usage, VolumeSource, SANDBOX_MOUNT_POINT,
@@ -22,68 +23,12 @@ use super::engine::Engine;
 use super::image::{ImageProvider, ImageRef};
 use super::render::{validate_parameters, DockerRun};
 
-/// Mesos's floor for a container's memory (`MIN_MEMORY`).
-pub const MIN_MEMORY_BYTES: i64 = 32 << 20;
-/// Mesos's floor for cpu shares (`MIN_CPU_SHARES`).
-pub const MIN_CPU_SHARES: u64 = 2;
-/// cpu shares per whole cpu (`CPU_SHARES_PER_CPU`).
-pub const CPU_SHARES_PER_CPU: f64 = 1024.0;
-/// The CFS period docker keeps by default, in microseconds.
-pub const CPU_CFS_PERIOD_US: u64 = 100_000;
-/// Mesos's floor for a CFS quota (`MIN_CPU_CFS_QUOTA`), in microseconds.
-pub const MIN_CPU_CFS_QUOTA_US: i64 = 1_000;
-
-/// `max(2, cpus * 1024)`, as Mesos computes `--cpu-shares`.
-pub fn cpu_shares(cpus: f64) -> u64 {
-    ((cpus * CPU_SHARES_PER_CPU) as u64).max(MIN_CPU_SHARES)
-}
-
-/// `mem` MiB in bytes, at least 32 MiB.
-pub fn memory_bytes(mem_mb: f64) -> i64 {
-    ((mem_mb * (1u64 << 20) as f64) as i64).max(MIN_MEMORY_BYTES)
-}
-
-/// The engine limits for a task's resources and limits, with Mesos's
-/// rules (reference 4.3): shares from the cpu request, a CFS quota from a
-/// finite cpu limit, the memory limit from a finite mem limit (else the
-/// request) and the reservation from the request.
+/// The engine limits for a task's resources and limits: Mesos's values
+/// ([`CgroupValues`]), the reservation being the memory request. The docker
+/// backend has no `--cgroups_enable_cfs`: its CFS quota comes from a cpu
+/// limit only.
 pub fn docker_limits(resources: &Resources, limits: &ResourceLimits) -> Result<Limits, ContainerizerError> {
-    let invalid = |what: &str, v: f64| ContainerizerError::InvalidSpec(format!("invalid {what} {v}"));
-    let mut out = Limits::default();
-    if let Some(cpus) = resources.cpus {
-        if !(cpus.is_finite() && cpus >= 0.0) {
-            return Err(invalid("cpus", cpus));
-        }
-        out.cpu_shares = Some(cpu_shares(cpus));
-    }
-    if let Some(cpus) = limits.cpus {
-        if cpus.is_nan() || cpus < 0.0 {
-            return Err(invalid("cpus limit", cpus));
-        }
-        if cpus.is_finite() {
-            let quota = ((cpus * CPU_CFS_PERIOD_US as f64) as i64).max(MIN_CPU_CFS_QUOTA_US);
-            out.cpu_quota_us = Some(quota);
-            out.cpu_period_us = Some(CPU_CFS_PERIOD_US);
-        }
-    }
-    let request = match resources.mem_mb {
-        Some(mem) if !(mem.is_finite() && mem >= 0.0) => return Err(invalid("mem", mem)),
-        Some(mem) => Some(memory_bytes(mem)),
-        None => None,
-    };
-    let limit = match limits.mem_mb {
-        Some(mem) if mem.is_nan() || mem < 0.0 => return Err(invalid("mem limit", mem)),
-        // An infinite limit: no hard limit, only the reservation.
-        Some(mem) if mem.is_infinite() => None,
-        Some(mem) => Some(memory_bytes(mem)),
-        None => request,
-    };
-    out.memory_limit_bytes = limit;
-    out.memory_reservation_bytes = match (request, limit) {
-        (Some(r), Some(l)) => Some(r.min(l)),
-        (r, _) => r,
-    };
-    Ok(out)
+    Ok(CgroupValues::new(resources, limits, false)?.spec_limits())
 }
 
 /// `docker/resources`: cpu and memory limits from the task's resources;
@@ -395,17 +340,6 @@ fn within(base: &Path, relative: &str) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
     use crate::{PortMapping, Volume};
-
-    #[test]
-    fn mesos_resource_rules() {
-        assert_eq!(cpu_shares(0.0), 2);
-        assert_eq!(cpu_shares(0.001), 2);
-        assert_eq!(cpu_shares(0.5), 512);
-        assert_eq!(cpu_shares(2.0), 2048);
-        assert_eq!(memory_bytes(1.0), 32 << 20);
-        assert_eq!(memory_bytes(64.0), 64 << 20);
-        assert_eq!(memory_bytes(128.5), (128 << 20) + (1 << 19));
-    }
 
     #[test]
     fn limits_follow_requests_and_limits() {

@@ -29,9 +29,7 @@ mod render;
 pub use auth::{registry_host, RegistryAuth};
 pub use engine::{Engine, EngineError, EngineSettings, DEFAULT_DOCKER_HOST, DEFAULT_ENGINE_TIMEOUT};
 pub use image::{ImageProvider, ImageRef, ImageSource};
-pub use isolators::{
-    cpu_shares, docker_limits, memory_bytes, DockerResourcesIsolator, DockerRuntimeIsolator, MIN_MEMORY_BYTES,
-};
+pub use isolators::{docker_limits, DockerResourcesIsolator, DockerRuntimeIsolator};
 pub use launcher::DockerLauncher;
 pub use render::{parse_size, render, validate_parameters, DockerRun, SUPPORTED_PARAMETERS};
 

@@ -10,6 +10,7 @@
 //! `watch`, and kills and removes the cgroup in `cleanup`.
 
 use crate::cgroupfs::{count_lines, keyed, parse_limit, read_file, read_opt, write_file, CgroupFs};
+use crate::limits::{CgroupValues, CPU_CFS_PERIOD_US};
 use crate::{
     ContainerConfig, ContainerSpec, ContainerizerError, Isolator, Limitation, LimitationReason, ResourceLimits, Resources,
     Usage,
@@ -20,21 +21,6 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// cpu.shares per requested cpu (Mesos `CPU_SHARES_PER_CPU`).
-pub const CPU_SHARES_PER_CPU: f64 = 1024.0;
-/// Smallest cpu.shares the kernel accepts (Mesos `MIN_CPU_SHARES`).
-pub const MIN_CPU_SHARES: u64 = 2;
-/// cpu.weight per requested cpu on v2 (Mesos `CPU_WEIGHT_PER_CPU`).
-pub const CPU_WEIGHT_PER_CPU: f64 = 100.0;
-/// Bounds of cpu.weight.
-pub const MIN_CPU_WEIGHT: u64 = 1;
-pub const MAX_CPU_WEIGHT: u64 = 10_000;
-/// CFS period (Mesos `CPU_CFS_PERIOD`, 100 ms).
-pub const CPU_CFS_PERIOD_US: u64 = 100_000;
-/// Smallest CFS quota (Mesos `MIN_CPU_CFS_QUOTA`, 1 ms).
-pub const MIN_CPU_CFS_QUOTA_US: i64 = 1_000;
-/// Smallest memory limit Mesos sets (`MIN_MEMORY`, 32 MiB).
-pub const MIN_MEMORY_BYTES: i64 = 32 * 1024 * 1024;
 /// Default pids.max of a container (`--cgroups_max_pids`).
 pub const DEFAULT_MAX_PIDS: u64 = 4096;
 
@@ -52,58 +38,6 @@ pub fn cgroup_path(cgroups_root: &str, container_id: &str) -> String {
         format!("/{container_id}")
     } else {
         format!("/{root}/{container_id}")
-    }
-}
-
-/// cpu.shares for `cpus`: max(2, 1024 × cpus).
-pub fn cpu_shares(cpus: f64) -> u64 {
-    MIN_CPU_SHARES.max((cpus * CPU_SHARES_PER_CPU) as u64)
-}
-
-/// cpu.weight for `cpus` (v2): max(1, 100 × cpus), at most 10000.
-pub fn cpu_weight(cpus: f64) -> u64 {
-    ((cpus * CPU_WEIGHT_PER_CPU) as u64).clamp(MIN_CPU_WEIGHT, MAX_CPU_WEIGHT)
-}
-
-/// The CFS quota in µs per `CPU_CFS_PERIOD_US`, or `None` for no quota:
-/// from the cpu limit when there is one (infinite: none), else from the
-/// request when CFS is enabled.
-pub fn cpu_quota_us(resources: &Resources, limits: &ResourceLimits, enable_cfs: bool) -> Option<i64> {
-    let cpus = match limits.cpus {
-        Some(limit) if limit.is_infinite() => return None,
-        Some(limit) => limit,
-        None if enable_cfs => resources.cpus?,
-        None => return None,
-    };
-    Some(MIN_CPU_CFS_QUOTA_US.max((cpus * CPU_CFS_PERIOD_US as f64) as i64))
-}
-
-/// max(`mb` MiB, 32 MiB) in bytes.
-fn memory_bytes(mb: f64) -> i64 {
-    MIN_MEMORY_BYTES.max((mb * 1024.0 * 1024.0) as i64)
-}
-
-/// Soft limit (`memory.soft_limit_in_bytes` / `memory.low`): the request.
-pub fn memory_soft_limit(resources: &Resources) -> Option<i64> {
-    resources.mem_mb.map(memory_bytes)
-}
-
-/// Hard limit (`memory.limit_in_bytes` / `memory.max`): the limit when
-/// there is one (infinite: `None`, no limit), else the request.
-pub fn memory_hard_limit(resources: &Resources, limits: &ResourceLimits) -> Option<i64> {
-    match limits.mem_mb {
-        Some(limit) if limit.is_infinite() => None,
-        Some(limit) => Some(memory_bytes(limit)),
-        None => memory_soft_limit(resources),
-    }
-}
-
-fn check_scalar(name: &str, value: Option<f64>, infinite_ok: bool) -> Result<(), ContainerizerError> {
-    match value {
-        Some(v) if v.is_nan() || v < 0.0 || (v.is_infinite() && !infinite_ok) => {
-            Err(ContainerizerError::InvalidSpec(format!("invalid {name} {v}")))
-        }
-        _ => Ok(()),
     }
 }
 
@@ -193,13 +127,19 @@ impl CgroupsIsolator {
         h
     }
 
-    /// Writes the cpu limits for `resources` and `limits`.
-    fn apply_cpu(&self, spec: &ContainerSpec, resources: &Resources, limits: &ResourceLimits) -> Result<(), ContainerizerError> {
-        let quota = cpu_quota_us(resources, limits, self.options.enable_cfs);
+    /// Mesos's values for `resources` and `limits`, with this isolator's
+    /// `--cgroups_enable_cfs`.
+    fn values(&self, resources: &Resources, limits: &ResourceLimits) -> Result<CgroupValues, ContainerizerError> {
+        CgroupValues::new(resources, limits, self.options.enable_cfs)
+    }
+
+    /// Writes the cpu limits of `values`.
+    fn apply_cpu(&self, spec: &ContainerSpec, values: &CgroupValues) -> Result<(), ContainerizerError> {
+        let quota = values.cpu_quota_us;
         let dir = self.dir("cpu", spec);
         if self.fs().is_v2() {
-            if let Some(cpus) = resources.cpus {
-                write_file(&dir.join("cpu.weight"), &cpu_weight(cpus).to_string())?;
+            if let Some(weight) = values.cpu_weight {
+                write_file(&dir.join("cpu.weight"), &weight.to_string())?;
             }
             let max = match quota {
                 Some(q) => format!("{q} {CPU_CFS_PERIOD_US}"),
@@ -207,8 +147,8 @@ impl CgroupsIsolator {
             };
             write_file(&dir.join("cpu.max"), &max)
         } else {
-            if let Some(cpus) = resources.cpus {
-                write_file(&dir.join("cpu.shares"), &cpu_shares(cpus).to_string())?;
+            if let Some(shares) = values.cpu_shares {
+                write_file(&dir.join("cpu.shares"), &shares.to_string())?;
             }
             // The period first: the kernel checks the quota against it.
             write_file(&dir.join("cpu.cfs_period_us"), &CPU_CFS_PERIOD_US.to_string())?;
@@ -218,13 +158,7 @@ impl CgroupsIsolator {
 
     /// Writes the memory limits; the hard limit only when `initial` or
     /// when it grows (lowering it under a running task could OOM it).
-    fn apply_mem(
-        &self,
-        spec: &ContainerSpec,
-        resources: &Resources,
-        limits: &ResourceLimits,
-        initial: bool,
-    ) -> Result<(), ContainerizerError> {
+    fn apply_mem(&self, spec: &ContainerSpec, values: &CgroupValues, initial: bool) -> Result<(), ContainerizerError> {
         let dir = self.dir("memory", spec);
         let v2 = self.fs().is_v2();
         let (soft_file, hard_file) = if v2 {
@@ -232,7 +166,7 @@ impl CgroupsIsolator {
         } else {
             ("memory.soft_limit_in_bytes", "memory.limit_in_bytes")
         };
-        let hard = memory_hard_limit(resources, limits);
+        let hard = values.memory_limit_bytes;
         let raise = if initial {
             true
         } else {
@@ -253,7 +187,7 @@ impl CgroupsIsolator {
         } else if !initial {
             tracing::debug!(container = %spec.container_id, ?hard, "memory hard limit is only ever raised; keeping it");
         }
-        if let Some(soft) = memory_soft_limit(resources) {
+        if let Some(soft) = values.memory_request_bytes {
             write_file(&dir.join(soft_file), &soft.to_string())?;
         }
         Ok(())
@@ -402,24 +336,19 @@ impl Isolator for CgroupsIsolator {
     }
 
     async fn prepare(&self, config: &ContainerConfig, spec: &mut ContainerSpec) -> Result<(), ContainerizerError> {
-        let r = &config.resources;
-        let l = &config.limits;
-        check_scalar("cpus", r.cpus, false)?;
-        check_scalar("mem", r.mem_mb, false)?;
-        check_scalar("cpus limit", l.cpus, true)?;
-        check_scalar("mem limit", l.mem_mb, true)?;
+        let values = self.values(&config.resources, &config.limits)?;
         spec.cgroup_path = self.path_of(&config.container_id);
         let v2 = self.fs().is_v2();
         if self.has(Controller::Cpu) {
             // On v2 libcontainer would turn shares into a weight with its
             // own formula; the isolator writes Mesos's weight instead.
-            spec.limits.cpu_shares = if v2 { None } else { r.cpus.map(cpu_shares) };
-            spec.limits.cpu_quota_us = cpu_quota_us(r, l, self.options.enable_cfs);
-            spec.limits.cpu_period_us = spec.limits.cpu_quota_us.map(|_| CPU_CFS_PERIOD_US);
+            spec.limits.cpu_shares = if v2 { None } else { values.cpu_shares };
+            spec.limits.cpu_quota_us = values.cpu_quota_us;
+            spec.limits.cpu_period_us = values.cpu_period_us();
         }
         if self.has(Controller::Mem) {
-            spec.limits.memory_limit_bytes = memory_hard_limit(r, l);
-            spec.limits.memory_reservation_bytes = memory_soft_limit(r);
+            spec.limits.memory_limit_bytes = values.memory_limit_bytes;
+            spec.limits.memory_reservation_bytes = values.memory_request_bytes;
         }
         if self.has(Controller::Pids) {
             spec.limits.pids_limit = self.options.max_pids.map(|p| p as i64);
@@ -434,10 +363,10 @@ impl Isolator for CgroupsIsolator {
             .await
             .map_err(|e| ContainerizerError::Other(format!("create cgroup task: {e}")))??;
         if self.has(Controller::Cpu) {
-            self.apply_cpu(spec, r, l)?;
+            self.apply_cpu(spec, &values)?;
         }
         if self.has(Controller::Mem) {
-            self.apply_mem(spec, r, l, true)?;
+            self.apply_mem(spec, &values, true)?;
         }
         if self.has(Controller::Pids) {
             self.apply_pids(spec)?;
@@ -474,15 +403,12 @@ impl Isolator for CgroupsIsolator {
     }
 
     async fn update(&self, spec: &ContainerSpec, resources: &Resources, limits: &ResourceLimits) -> Result<(), ContainerizerError> {
-        check_scalar("cpus", resources.cpus, false)?;
-        check_scalar("mem", resources.mem_mb, false)?;
-        check_scalar("cpus limit", limits.cpus, true)?;
-        check_scalar("mem limit", limits.mem_mb, true)?;
+        let values = self.values(resources, limits)?;
         if self.has(Controller::Cpu) {
-            self.apply_cpu(spec, resources, limits)?;
+            self.apply_cpu(spec, &values)?;
         }
         if self.has(Controller::Mem) {
-            self.apply_mem(spec, resources, limits, false)?;
+            self.apply_mem(spec, &values, false)?;
         }
         Ok(())
     }
@@ -612,30 +538,4 @@ pub fn oom_killed(fs: &CgroupFs, cgroup_path: &str) -> Option<Limitation> {
     let file = if fs.is_v2() { "memory.events" } else { "memory.oom_control" };
     let text = read_opt(&dir.join(file))?;
     (keyed(&text, "oom_kill").unwrap_or(0) > 0).then(|| oom_limitation(fs.is_v2(), &dir))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mesos_arithmetic() {
-        assert_eq!(cpu_shares(0.5), 512);
-        assert_eq!(cpu_shares(0.001), 2);
-        assert_eq!(cpu_weight(0.6), 60);
-        assert_eq!(cpu_weight(0.001), 1);
-        assert_eq!(cpu_weight(1000.0), 10_000);
-        let r = Resources { cpus: Some(0.5), mem_mb: Some(16.0), ..Default::default() };
-        let none = ResourceLimits::default();
-        assert_eq!(cpu_quota_us(&r, &none, false), None);
-        assert_eq!(cpu_quota_us(&r, &none, true), Some(50_000));
-        let lim = ResourceLimits { cpus: Some(2.0), mem_mb: Some(128.0) };
-        assert_eq!(cpu_quota_us(&r, &lim, false), Some(200_000));
-        let inf = ResourceLimits { cpus: Some(f64::INFINITY), mem_mb: Some(f64::INFINITY) };
-        assert_eq!(cpu_quota_us(&r, &inf, true), None);
-        assert_eq!(memory_soft_limit(&r), Some(MIN_MEMORY_BYTES));
-        assert_eq!(memory_hard_limit(&r, &lim), Some(128 << 20));
-        assert_eq!(memory_hard_limit(&r, &inf), None);
-        assert_eq!(memory_hard_limit(&r, &none), Some(MIN_MEMORY_BYTES));
-    }
 }

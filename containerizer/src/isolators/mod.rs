@@ -11,11 +11,7 @@ mod namespaces;
 mod volumes;
 
 pub use crate::cgroupfs::{procs_of, write_file, CgroupFs, CgroupVersion, DEFAULT_CGROUPFS_ROOT};
-pub use cgroups::{
-    cgroup_path, cpu_quota_us, cpu_shares, cpu_weight, memory_hard_limit, memory_soft_limit, CgroupsIsolator, CgroupsOptions,
-    oom_killed, oom_limitation, Controller, CPU_CFS_PERIOD_US, CPU_SHARES_PER_CPU, DEFAULT_MAX_PIDS, MIN_CPU_SHARES,
-    MIN_MEMORY_BYTES,
-};
+pub use cgroups::{cgroup_path, oom_killed, oom_limitation, CgroupsIsolator, CgroupsOptions, Controller, DEFAULT_MAX_PIDS};
 pub use filesystem::{resolve_command, FilesystemLinux, ImageRuntime, ProvisionedImage, Provisioner};
 pub use linux::{
     capability_name, LinuxCapabilities, LinuxNnp, LinuxSeccomp, PosixRlimits, CLONE_NAMESPACE_FLAGS, DEFAULT_CAPABILITIES,

@@ -314,7 +314,7 @@ pub fn render(spec: &ContainerSpec, runtime_dir: &RuntimeDir, placement: Option<
             cpu = cpu.shares(s);
         }
         if let Some(q) = l.cpu_quota_us {
-            cpu = cpu.quota(q).period(l.cpu_period_us.unwrap_or(100_000));
+            cpu = cpu.quota(q).period(l.cpu_period_us.unwrap_or(crate::limits::CPU_CFS_PERIOD_US));
         }
         resources = resources.cpu(cpu.build().map_err(oci_err("cpu"))?);
     }

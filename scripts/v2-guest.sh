@@ -113,6 +113,8 @@ $bb mount -t 9p -o "$opts,cache=none" job /run/v2-guest/job
 $bb mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
 echo "+$($bb sed 's/ / +/g' /sys/fs/cgroup/cgroup.controllers)" > /sys/fs/cgroup/cgroup.subtree_control
 ws=$($bb cat /run/v2-guest/job/workspace)
+# A workspace under /tmp is hidden by the guest's own /tmp: make its mount point.
+$bb mkdir -p "$ws"
 $bb mount -t 9p -o "$opts,cache=none" workspace "$ws"
 $bb hostname v2-guest
 $bb ip link set lo up

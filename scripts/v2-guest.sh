@@ -132,7 +132,7 @@ EOF
   (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1 > "$work/initramfs.gz")
   mv "$work/vmlinux" "$cache/kernel"
   mv "$work/initramfs.gz" "$cache/initramfs.gz"
-  echo "$pkg" > "$cache/ready"
+  echo "$stamp" > "$cache/ready"
   rm -rf "$work"
 }
 
@@ -151,7 +151,9 @@ command -v qemu-system-x86_64 >/dev/null || give_up "qemu-system-x86_64 is not i
 mkdir -p "$cache"
 exec 8>"$cache/lock"
 flock 8
-[ -f "$cache/ready" ] || prepare
+# The cache is made again when this script (its init scripts) changes.
+stamp=$(sha256sum "$0" | cut -d' ' -f1)
+[ "$(cat "$cache/ready" 2>/dev/null)" = "$stamp" ] || prepare
 flock -u 8
 
 job=$(mktemp -d "$cache/job.XXXXXX")

@@ -326,18 +326,8 @@ mod tests {
 
     #[test]
     fn every_duration_flag_takes_mesos_forms() {
-        let forms = [
-            ("2secs", Duration::from_secs(2)),
-            ("10mins", Duration::from_secs(600)),
-            ("500ms", Duration::from_millis(500)),
-            ("1hrs", Duration::from_secs(3600)),
-            ("3days", Duration::from_secs(3 * 86400)),
-            ("1weeks", Duration::from_secs(7 * 86400)),
-            ("1.5secs", Duration::from_millis(1500)),
-            ("7", Duration::from_secs(7)),
-        ];
         for name in DURATION_FLAGS {
-            for (text, want) in forms {
+            for (text, want) in mezzo_proto::duration::FLAG_EXAMPLES {
                 let f = parse(&[&format!("--{name}={text}")]).unwrap_or_else(|e| panic!("--{name}={text}: {e}"));
                 assert_eq!(duration_of(&f, name), Some(want), "--{name}={text}");
                 // The separate-argument form parses too.

@@ -162,17 +162,7 @@ mod tests {
         let defaults = MasterConfig::default();
         assert_eq!((f.agent_ping_timeout, f.heartbeat_interval, f.allocation_interval), (defaults.agent_ping_timeout, defaults.heartbeat_interval, defaults.allocation_interval));
         for name in ["agent_ping_timeout", "heartbeat_interval", "allocation_interval"] {
-            for (text, want) in [
-                ("2secs", Duration::from_secs(2)),
-                ("10mins", Duration::from_secs(600)),
-                ("500ms", Duration::from_millis(500)),
-                ("1hrs", Duration::from_secs(3600)),
-                ("3days", Duration::from_secs(3 * 86400)),
-                ("1weeks", Duration::from_secs(7 * 86400)),
-                // As README's command line has it: seconds.
-                ("15", Duration::from_secs(15)),
-                ("0.25", Duration::from_millis(250)),
-            ] {
+            for (text, want) in mezzo_proto::duration::FLAG_EXAMPLES {
                 let f = parse(&[&format!("--{name}={text}")]).unwrap_or_else(|e| panic!("--{name}={text}: {e}"));
                 let got = match name {
                     "agent_ping_timeout" => f.agent_ping_timeout,

@@ -41,6 +41,20 @@ pub fn parse_flag(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Examples of what a duration flag takes, with their values: every stout
+/// unit, a fraction and bare seconds (for the flag parsers' tests).
+pub const FLAG_EXAMPLES: [(&str, Duration); 9] = [
+    ("2secs", Duration::from_secs(2)),
+    ("10mins", Duration::from_secs(600)),
+    ("500ms", Duration::from_millis(500)),
+    ("1hrs", Duration::from_secs(3600)),
+    ("3days", Duration::from_secs(3 * 86400)),
+    ("1weeks", Duration::from_secs(7 * 86400)),
+    ("1.5secs", Duration::from_millis(1500)),
+    ("15", Duration::from_secs(15)),
+    ("0.5", Duration::from_millis(500)),
+];
+
 /// Formats a duration as stout does (Mesos's flags and `GET_FLAGS`): in the
 /// largest unit it reaches (`5secs`, `1mins`, `6hrs`), or one unit smaller
 /// when that gives a whole number and the larger does not (`90secs`,
@@ -115,16 +129,7 @@ mod tests {
 
     #[test]
     fn flags_take_stout_forms_and_bare_seconds() {
-        for (text, want) in [
-            ("2secs", Duration::from_secs(2)),
-            ("10mins", Duration::from_secs(600)),
-            ("500ms", Duration::from_millis(500)),
-            ("1hrs", Duration::from_secs(3600)),
-            ("3days", Duration::from_secs(3 * 86400)),
-            ("1weeks", Duration::from_secs(7 * 86400)),
-            ("15", Duration::from_secs(15)),
-            ("0.5", Duration::from_millis(500)),
-        ] {
+        for (text, want) in FLAG_EXAMPLES {
             assert_eq!(parse_flag(text).unwrap(), want, "{text}");
         }
         for bad in ["abc", "5parsecs", "secs", "", "1e20", "-1", "NaN"] {

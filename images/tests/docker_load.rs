@@ -1,5 +1,5 @@
-//! `docker load` accepts the archives we write. Needs a running docker engine, so it is
-//! ignored by default: `cargo test -p mezzo-images --test docker_load -- --ignored`.
+//! `docker load` accepts the archives we write. Needs a running docker engine
+//! (skipped, and reported as such, without one).
 
 mod common;
 
@@ -19,8 +19,8 @@ fn docker(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-#[ignore = "needs a docker engine"]
 fn docker_load_accepts_both_archive_forms() {
+    mezzo_testkit::require_docker!();
     let busybox = std::path::Path::new("/bin/busybox");
     assert!(busybox.exists(), "install busybox-static");
     let tmp = tempfile::tempdir().unwrap();

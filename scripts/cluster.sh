@@ -1,5 +1,7 @@
 # Sourced by demo.sh and bench.sh: starts a master and an agent
-# (--containerizers=rust,docker) on loopback and stops them on exit.
+# (--containerizers=rust,docker) on loopback and stops them on exit. Ended
+# docker containers are removed at once (--docker_remove_delay=0secs): the
+# agent's delayed removals do not outlive it, and its work dir goes with it.
 # Usage: start_cluster BIN_DIR MASTER_PORT AGENT_PORT
 # Leaves the master's address in $master and the work directory in $work.
 pids=()
@@ -25,7 +27,8 @@ start_cluster() {
   "$bin/mezzo-master" --ip=127.0.0.1 --port="$mport" >"$work/master.log" 2>&1 &
   pids+=($!)
   "$bin/mezzo-agent" --master="$master" --ip=127.0.0.1 --port="$aport" --work_dir="$work/agent" \
-    --containerizers=rust,docker --docker_registry="$PWD/target/test-images" >"$work/agent.log" 2>&1 &
+    --containerizers=rust,docker --docker_registry="$PWD/target/test-images" \
+    --docker_remove_delay=0secs >"$work/agent.log" 2>&1 &
   agent_pid=$!
   pids+=($agent_pid)
   for _ in $(seq 1 100); do

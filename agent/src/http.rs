@@ -259,7 +259,7 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
     if status.state() == TaskState::TaskStaging {
         return Err(error(StatusCode::BAD_REQUEST, "Received TASK_STAGING from executor which is not allowed"));
     }
-    let stream = {
+    let (superseded, stream) = {
         let state = agent.state.lock().unwrap();
         let Some(ex) = state.executors.get(key) else {
             return Err(error(StatusCode::BAD_REQUEST, "Executor is not known to this agent"));
@@ -283,7 +283,6 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
         }
         (superseded, ex.stream.clone())
     };
-    let (superseded, stream) = stream;
     let task_id = status.task_id.clone();
     let ack = move || {
         if let Some(stream) = stream {
@@ -299,23 +298,11 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
         ack();
         return Ok(());
     }
-    if status.state() == TaskState::TaskFailed {
-        // The failure may be an isolator's limitation whose event is on its way.
-        let agent = agent.clone();
-        let key = key.clone();
-        tokio::spawn(async move {
-            if agent.await_limitation(&key, &status).await {
-                if !agent.adopt_executor_limitation(&key, &status) {
-                    agent.record_and_forward(&key, status);
-                }
-            } else {
-                tracing::info!(task = %status.task_id.value, "dropping the executor's TASK_FAILED: a limitation ended the container");
-            }
-            ack();
-        });
-        return Ok(());
+    if status.state() == TaskState::TaskFailed && agent.limitation_ended(key) {
+        tracing::info!(task = %status.task_id.value, "dropping the executor's TASK_FAILED: a limitation ended the container");
+    } else if !agent.adopt_executor_limitation(key, &status) {
+        agent.record_and_forward(key, status);
     }
-    agent.record_and_forward(key, status);
     ack();
     Ok(())
 }

@@ -13,6 +13,10 @@ pub mod recordio;
 
 pub use error::ProtoError;
 
+/// The largest `data` of a framework message (scheduler <-> executor, both
+/// ways): larger ones are refused with 400 naming the field and the size.
+pub const MAX_FRAMEWORK_MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// Encoded `FileDescriptorSet` of every message in this crate.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/file_descriptor_set.bin"));

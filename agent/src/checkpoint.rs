@@ -197,15 +197,19 @@ impl Meta {
         write_message(&self.framework_dir(aid, fid).join("framework.info"), info)
     }
 
-    /// Checkpoints an executor, its new run (container id) and its task.
+    /// Checkpoints an executor, its new run (container id) and its first task.
     pub fn checkpoint_executor(&self, aid: &str, info: &ExecutorInfo, cid: &str, task: &TaskInfo) -> Result<(), CheckpointError> {
         let fid = info.framework_id.as_ref().map(|i| i.value.as_str()).unwrap_or_default();
         let eid = info.executor_id.value.as_str();
         let exec_dir = self.executor_dir(aid, fid, eid);
         write_message(&exec_dir.join("executor.info"), info)?;
-        let run = self.run_dir(aid, fid, eid, cid);
-        write_message(&run.join("tasks").join(&task.task_id.value).join("task.info"), task)?;
+        self.checkpoint_task(aid, fid, eid, cid, task)?;
         symlink_atomic(cid, &exec_dir.join("runs").join("latest"))
+    }
+
+    /// Checkpoints one more task of an executor's run.
+    pub fn checkpoint_task(&self, aid: &str, fid: &str, eid: &str, cid: &str, task: &TaskInfo) -> Result<(), CheckpointError> {
+        write_message(&self.run_dir(aid, fid, eid, cid).join("tasks").join(&task.task_id.value).join("task.info"), task)
     }
 
     /// Checkpoints the pid of a run's executor.
@@ -289,17 +293,16 @@ impl Meta {
             Err(e) => return Err(CheckpointError::Io { path: pid_path, source: e }),
         };
         let completed = run.join("executor.sentinel").exists();
-        let mut task = None;
-        let mut updates = Vec::new();
-        let mut acked: Vec<Vec<u8>> = Vec::new();
-        let mut updates_path = None;
+        let mut tasks = Vec::new();
         for tid in list_dirs(&run.join("tasks"))? {
             let tdir = run.join("tasks").join(&tid);
             let info_path = tdir.join("task.info");
             if !info_path.exists() {
                 continue;
             }
-            task = Some(read_message::<TaskInfo>(&info_path)?);
+            let task = read_message::<TaskInfo>(&info_path)?;
+            let mut updates = Vec::new();
+            let mut acked: Vec<Vec<u8>> = Vec::new();
             let path = tdir.join("task.updates");
             match std::fs::read(&path) {
                 Ok(data) => {
@@ -317,21 +320,11 @@ impl Meta {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(CheckpointError::Io { path, source: e }),
             }
-            updates_path = Some(path);
+            let unacknowledged =
+                updates.iter().filter(|u| !u.uuid.as_ref().is_some_and(|id| acked.contains(id))).cloned().collect();
+            tasks.push(RecoveredTask { info: task, updates, unacknowledged, updates_path: path });
         }
-        let unacknowledged =
-            updates.iter().filter(|u| !u.uuid.as_ref().is_some_and(|id| acked.contains(id))).cloned().collect();
-        Ok(Some(RecoveredExecutor {
-            info,
-            container_id: cid,
-            pid,
-            completed,
-            task,
-            updates,
-            unacknowledged,
-            updates_path,
-            run_dir: run,
-        }))
+        Ok(Some(RecoveredExecutor { info, container_id: cid, pid, completed, tasks, run_dir: run }))
     }
 }
 
@@ -376,15 +369,22 @@ pub struct RecoveredExecutor {
     pub pid: Option<i32>,
     /// The run ended before the agent stopped.
     pub completed: bool,
-    pub task: Option<TaskInfo>,
+    /// Its tasks, by task id.
+    pub tasks: Vec<RecoveredTask>,
+    /// The run's meta directory.
+    pub run_dir: PathBuf,
+}
+
+/// A checkpointed task of an executor's run.
+#[derive(Debug)]
+pub struct RecoveredTask {
+    pub info: TaskInfo,
     /// Every update of the task, oldest first.
     pub updates: Vec<TaskStatus>,
     /// Updates the scheduler has not acknowledged, oldest first.
     pub unacknowledged: Vec<TaskStatus>,
     /// The task's `task.updates` file.
-    pub updates_path: Option<PathBuf>,
-    /// The run's meta directory.
-    pub run_dir: PathBuf,
+    pub updates_path: PathBuf,
 }
 
 #[cfg(test)]
@@ -434,10 +434,11 @@ mod tests {
         assert_eq!(e.container_id, "cid-1");
         assert_eq!(e.pid, Some(4242));
         assert!(!e.completed);
-        assert_eq!(e.task.as_ref().unwrap().task_id.value, "t1");
-        assert_eq!(e.updates.len(), 2);
-        assert_eq!(e.unacknowledged.len(), 1);
-        assert_eq!(e.unacknowledged[0].state(), TaskState::TaskRunning);
+        assert_eq!(e.tasks.len(), 1);
+        assert_eq!(e.tasks[0].info.task_id.value, "t1");
+        assert_eq!(e.tasks[0].updates.len(), 2);
+        assert_eq!(e.tasks[0].unacknowledged.len(), 1);
+        assert_eq!(e.tasks[0].unacknowledged[0].state(), TaskState::TaskRunning);
         meta.mark_completed("A-S0", "F1", "t1", "cid-1").unwrap();
         assert!(meta.recover(true).unwrap().unwrap().frameworks[0].executors[0].completed);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -7,7 +7,7 @@
 //! file IO runs on the blocking pool where nothing can block for ever.
 
 use crate::http::error;
-use crate::slave::Agent;
+use crate::agent::Agent;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};

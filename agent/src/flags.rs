@@ -65,6 +65,10 @@ pub struct Flags {
     /// re-subscribe before they are destroyed.
     #[arg(long = "executor_reregistration_timeout", default_value = "2secs", value_parser = parse_duration, value_name = "DURATION")]
     pub executor_reregistration_timeout: Duration,
+    /// How often the agent sends HEARTBEAT events on an executor's
+    /// subscription (Mesos: a fixed 30 minutes).
+    #[arg(long = "executor_heartbeat_interval", default_value = "30mins", value_parser = parse_duration, value_name = "DURATION")]
+    pub executor_heartbeat_interval: Duration,
     /// Isolators of the rust containerizer, comma separated, Mesos names
     /// (`cgroups/cpu,cgroups/mem,namespaces/pid,...`); default: the
     /// containerizer's own set.
@@ -279,6 +283,7 @@ mod tests {
         "executor_shutdown_grace_period",
         "executor_registration_timeout",
         "executor_reregistration_timeout",
+        "executor_heartbeat_interval",
         "container_disk_watch_interval",
         "docker_engine_timeout",
         "docker_remove_delay",
@@ -298,6 +303,7 @@ mod tests {
             "executor_shutdown_grace_period" => Some(f.executor_shutdown_grace_period),
             "executor_registration_timeout" => Some(f.executor_registration_timeout),
             "executor_reregistration_timeout" => Some(f.executor_reregistration_timeout),
+            "executor_heartbeat_interval" => Some(f.executor_heartbeat_interval),
             "container_disk_watch_interval" => Some(f.container_disk_watch_interval),
             "docker_engine_timeout" => Some(f.docker_engine_timeout),
             "docker_remove_delay" => Some(f.docker_remove_delay),

@@ -3,7 +3,8 @@
 // Handlers' helpers return the ready reply (a `Response`) as their error, as axum does.
 #![allow(clippy::result_large_err)]
 
-use crate::slave::{now, Agent};
+use crate::agent::{now, Agent};
+use crate::executor::{ExecutorKind, ExecutorState};
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -72,7 +73,10 @@ fn record(event: &executor::Event, ct: ContentType) -> Bytes {
     Bytes::from(mezzo_proto::recordio::encode(&mezzo_proto::codec::encode(event, ct)))
 }
 
-/// `POST /api/v1/executor`: SUBSCRIBE (streaming), UPDATE, MESSAGE, HEARTBEAT.
+/// `POST /api/v1/executor`: SUBSCRIBE (streaming), UPDATE, MESSAGE,
+/// HEARTBEAT, answered with Mesos's status codes. The handler decodes,
+/// authenticates and hands the call on; the executor's state belongs to its
+/// runner and the agent's core.
 async fn executor_api(State(agent): State<AppState>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
     if method != Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "Expecting a 'POST' request");
@@ -89,28 +93,64 @@ async fn executor_api(State(agent): State<AppState>, method: Method, headers: He
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("Failed to parse body into Call: {e}")),
     };
+    if call.r#type.is_none() {
+        return error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present");
+    }
+    let kind = call.r#type();
+    if let Some(field) = match kind {
+        call::Type::Subscribe if call.subscribe.is_none() => Some("subscribe"),
+        call::Type::Update if call.update.is_none() => Some("update"),
+        call::Type::Message if call.message.is_none() => Some("message"),
+        _ => None,
+    } {
+        return error(StatusCode::BAD_REQUEST, format!("Expecting '{field}' to be present"));
+    }
+    if let Some(message) = &call.message {
+        if message.data.len() > mezzo_proto::MAX_FRAMEWORK_MESSAGE_BYTES {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("'message.data' is {} bytes; at most {} are allowed", message.data.len(), mezzo_proto::MAX_FRAMEWORK_MESSAGE_BYTES),
+            );
+        }
+    }
     let key = (call.framework_id.value.clone(), call.executor_id.value.clone());
+    // Every call, a HEARTBEAT too, must come from the executor it names.
     if let Err(r) = authenticate_executor(&agent, &headers, &key) {
         return r;
     }
-    match call.r#type() {
-        call::Type::Subscribe => subscribe(agent, key, call, accept),
-        call::Type::Update => {
-            let Some(update) = call.update else {
-                return error(StatusCode::BAD_REQUEST, "Expecting 'update' to be present");
-            };
-            match handle_update(&agent, &key, update.status) {
-                Ok(()) => StatusCode::ACCEPTED.into_response(),
-                Err(r) => r,
-            }
+    // Mesos answers a HEARTBEAT before anything else.
+    if kind == call::Type::Heartbeat {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    if kind == call::Type::Unknown {
+        return error(StatusCode::NOT_IMPLEMENTED, "Received 'UNKNOWN' call");
+    }
+    {
+        let state = agent.state.lock().unwrap();
+        if !state.frameworks.contains_key(&key.0) {
+            return error(StatusCode::BAD_REQUEST, "Framework cannot be found");
         }
-        call::Type::Message | call::Type::Heartbeat => {
-            if !agent.state.lock().unwrap().executors.contains_key(&key) {
-                return error(StatusCode::BAD_REQUEST, "Executor is not known to this agent");
-            }
+        if !state.executors.contains_key(&key) {
+            return error(StatusCode::BAD_REQUEST, "Executor cannot be found");
+        }
+    }
+    if kind != call::Type::Subscribe {
+        let registering = agent.state.lock().unwrap().executors.get(&key).is_some_and(|e| e.state == ExecutorState::Registering);
+        if registering {
+            return error(StatusCode::FORBIDDEN, "Executor is not subscribed");
+        }
+    }
+    match kind {
+        call::Type::Subscribe => subscribe(agent, key, call, accept),
+        call::Type::Update => match handle_update(&agent, &key, call.update.expect("checked").status) {
+            Ok(()) => StatusCode::ACCEPTED.into_response(),
+            Err(r) => r,
+        },
+        call::Type::Message => {
+            agent.executor_message(&key, call.message.expect("checked").data);
             StatusCode::ACCEPTED.into_response()
         }
-        call::Type::Unknown => error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
+        call::Type::Heartbeat | call::Type::Unknown => unreachable!("answered above"),
     }
 }
 
@@ -183,55 +223,73 @@ fn authenticate_executor(agent: &Agent, headers: &HeaderMap, key: &(String, Stri
     Ok(())
 }
 
+/// SUBSCRIBE (Mesos's `Slave::subscribe`): replaces an older connection,
+/// replays the updates the executor still holds, answers SUBSCRIBED and
+/// sends the tasks that wait for it, in order (SHUTDOWN instead when it is
+/// being shut down or every task it had was killed).
 fn subscribe(agent: AppState, key: (String, String), call: executor::Call, accept: ContentType) -> Response {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<executor::Event>();
-    let (subscribed, launch, resend) = {
+    let subscription = call.subscribe.unwrap_or_default();
+    let (subscribed, shutdown, dropped) = {
         let mut state = agent.state.lock().unwrap();
-        let framework_info = state.frameworks.get(&key.0).cloned();
-        let Some(ex) = state.executors.get_mut(&key) else {
-            return error(StatusCode::BAD_REQUEST, "Executor is not known to this agent");
+        let Some(framework_info) = state.frameworks.get(&key.0).cloned() else {
+            return error(StatusCode::BAD_REQUEST, "Framework cannot be found");
         };
-        let Some(framework_info) = framework_info else {
-            return error(StatusCode::BAD_REQUEST, "Framework is not known to this agent");
+        let Some(ex) = state.executors.get_mut(&key) else {
+            return error(StatusCode::BAD_REQUEST, "Executor cannot be found");
         };
         ex.stream = Some(tx.clone());
         // An executor that re-subscribes after an agent restart still holds
-        // its task: it must not be launched again.
-        if call.subscribe.as_ref().is_some_and(|s| s.unacknowledged_tasks.iter().any(|t| t.task_id == ex.task.task_id)) {
-            ex.launched = true;
+        // the tasks it lists: they must not be launched again.
+        for held in &subscription.unacknowledged_tasks {
+            if let Some(task) = ex.task_mut(&held.task_id.value) {
+                task.launched = true;
+            }
         }
+        let shutdown = ex.state == ExecutorState::Terminating
+            || (ex.tasks.iter().all(|t| t.kill_requested) && ex.kind == ExecutorKind::Command);
+        if ex.state == ExecutorState::Registering {
+            ex.state = ExecutorState::Running;
+        }
+        // An executor that subscribes again and does not list a task that
+        // was sent to it and never reported lost it in flight (Mesos:
+        // TASK_DROPPED, or TASK_LOST). After an agent restart, what was sent
+        // is not known: tasks it never reported are sent again, and the
+        // executor, which lists every task it has, cannot get one twice.
+        let dropped: Vec<String> = if ex.kind == ExecutorKind::Custom {
+            ex.tasks
+                .iter()
+                .filter(|t| t.launched && t.state == TaskState::TaskStaging)
+                .filter(|t| !subscription.unacknowledged_tasks.iter().any(|h| h.task_id.value == t.id()))
+                .map(|t| t.id().to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let subscribed = executor::Event {
             r#type: Some(event::Type::Subscribed as i32),
             subscribed: Some(event::Subscribed {
-                executor_info: ex.info(Some(&framework_info)),
-                framework_info: framework_info.clone(),
+                executor_info: ex.info.clone(),
+                framework_info,
                 agent_info: agent.info(),
                 container_id: Some(ContainerId { value: ex.container_id.clone(), parent: None }),
             }),
             ..Default::default()
         };
-        let launch = if !ex.launched && !ex.kill_requested {
-            ex.launched = true;
-            Some(executor::Event {
-                r#type: Some(event::Type::Launch as i32),
-                launch: Some(event::Launch { task: ex.task.clone() }),
-                ..Default::default()
-            })
-        } else if ex.kill_requested {
-            Some(executor::Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() })
-        } else {
-            None
-        };
-        let resend = call.subscribe.map(|s| s.unacknowledged_updates).unwrap_or_default();
-        (subscribed, launch, resend)
+        (subscribed, shutdown, dropped)
     };
     // Updates the executor still holds (after a reconnect) enter the stream again.
-    for update in resend {
+    for update in subscription.unacknowledged_updates {
         let _ = handle_update(&agent, &key, update.status);
     }
     let _ = tx.send(subscribed);
-    if let Some(launch) = launch {
-        let _ = tx.send(launch);
+    for task_id in dropped {
+        agent.task_dropped(&key, &task_id);
+    }
+    if shutdown {
+        let _ = tx.send(executor::Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
+    } else {
+        agent.deliver_queued(&key);
     }
     tracing::info!(executor = %key.1, "executor subscribed");
     let stream = tokio_stream_from(rx).map(move |ev| Ok::<_, std::convert::Infallible>(record(&ev, accept)));
@@ -259,21 +317,24 @@ fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_p
     if status.state() == TaskState::TaskStaging {
         return Err(error(StatusCode::BAD_REQUEST, "Received TASK_STAGING from executor which is not allowed"));
     }
+    if status.executor_id.as_ref().is_some_and(|e| e.value != key.1) {
+        return Err(error(StatusCode::BAD_REQUEST, "ExecutorID in Call does not match ExecutorID in TaskStatus"));
+    }
     let (superseded, stream) = {
         let state = agent.state.lock().unwrap();
         let Some(ex) = state.executors.get(key) else {
-            return Err(error(StatusCode::BAD_REQUEST, "Executor is not known to this agent"));
+            return Err(error(StatusCode::BAD_REQUEST, "Executor cannot be found"));
         };
-        if status.task_id.value != ex.task.task_id.value {
+        let Some(task) = ex.task(&status.task_id.value) else {
             // An executor acts on its own tasks only.
             return Err(error(StatusCode::FORBIDDEN, format!("Task '{}' is not a task of executor '{}'", status.task_id.value, key.1)));
-        }
+        };
         // The first terminal state wins: an update after it (a late
         // non-terminal one, as Mesos drops it; a resend of the terminal one,
         // already queued; the executor's own view of a task the agent has
         // already ended, e.g. lost on the agent's exit) is acknowledged and
         // dropped.
-        let superseded = ex.task_state.is_terminal();
+        let superseded = task.state.is_terminal();
         status.agent_id = Some(mezzo_proto::mesos::v1::AgentId { value: agent.id() });
         status.executor_id = Some(ExecutorId { value: ex.executor_id.clone() });
         let container_status = status.container_status.get_or_insert_with(ContainerStatus::default);
@@ -345,6 +406,17 @@ async fn master_api(State(agent): State<AppState>, headers: HeaderMap, body: Byt
             let Some(s) = msg.shutdown_framework else { return error(StatusCode::BAD_REQUEST, "Expecting 'shutdown_framework'") };
             agent.shutdown_framework(&s.framework_id.value);
         }
+        master_to_agent::Type::FrameworkMessage => {
+            let Some(m) = msg.framework_message else { return error(StatusCode::BAD_REQUEST, "Expecting 'framework_message'") };
+            if m.data.len() > mezzo_proto::MAX_FRAMEWORK_MESSAGE_BYTES {
+                return error(StatusCode::BAD_REQUEST, format!("'framework_message.data' is {} bytes; at most {} are allowed", m.data.len(), mezzo_proto::MAX_FRAMEWORK_MESSAGE_BYTES));
+            }
+            agent.framework_message(&m.framework_id.value, &m.executor_id.value, m.data);
+        }
+        master_to_agent::Type::ShutdownExecutor => {
+            let Some(s) = msg.shutdown_executor else { return error(StatusCode::BAD_REQUEST, "Expecting 'shutdown_executor'") };
+            agent.shutdown_executor(&s.framework_id.value, &s.executor_id.value);
+        }
         master_to_agent::Type::Unknown => return error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
     }
     StatusCode::ACCEPTED.into_response()
@@ -353,19 +425,32 @@ async fn master_api(State(agent): State<AppState>, headers: HeaderMap, body: Byt
 /// Agent `/state`, in the shape of Mesos's (the parts we keep).
 async fn state_json(State(agent): State<AppState>) -> Response {
     let state = agent.state.lock().unwrap();
-    let executor_json = |ex: &crate::slave::Executor| {
+    let executor_json = |ex: &crate::executor::Executor| {
+        // Mesos leaves a command task's executor_id empty.
+        let executor_id = if ex.kind == ExecutorKind::Command { "" } else { ex.executor_id.as_str() };
+        let task_json = |t: &crate::executor::Task| {
+            serde_json::json!({
+                "id": t.id(),
+                "name": t.info.name,
+                "framework_id": ex.framework_id,
+                "executor_id": executor_id,
+                "state": t.state.as_str_name(),
+            })
+        };
+        let live: Vec<_> = ex.tasks.iter().filter(|t| t.launched && !t.state.is_terminal()).map(task_json).collect();
+        let queued: Vec<_> = ex.tasks.iter().filter(|t| !t.launched && !t.state.is_terminal()).map(task_json).collect();
+        let completed: Vec<_> = ex.tasks.iter().filter(|t| t.state.is_terminal()).map(task_json).collect();
+        // A command task is listed as running from the start, as before.
+        let (tasks, queued) = if ex.kind == ExecutorKind::Command { ([live, queued].concat(), Vec::new()) } else { (live, queued) };
         serde_json::json!({
             "id": ex.executor_id,
+            "name": ex.info.name.clone().unwrap_or_default(),
             "framework_id": ex.framework_id,
             "container": ex.container_id,
             "directory": ex.sandbox.display().to_string(),
-            "tasks": [{
-                "id": ex.task.task_id.value,
-                "name": ex.task.name,
-                "framework_id": ex.framework_id,
-                "executor_id": "",
-                "state": ex.task_state.as_str_name(),
-            }],
+            "tasks": if ex.kind == ExecutorKind::Command && tasks.is_empty() { completed.clone() } else { tasks },
+            "queued_tasks": queued,
+            "completed_tasks": if ex.kind == ExecutorKind::Command { Vec::new() } else { completed },
         })
     };
     let mut frameworks: Vec<serde_json::Value> = Vec::new();

@@ -7,7 +7,7 @@
 //! Read-write: every other `/api/v1` call. Open: `/health`, `/version`.
 //! The executor API and the master's internal calls have their own schemes.
 
-use crate::slave::Agent;
+use crate::agent::Agent;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;

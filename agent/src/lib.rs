@@ -15,9 +15,11 @@ pub mod paths;
 pub mod process;
 pub mod recovery;
 pub mod resources;
-pub mod slave;
+pub mod agent;
+pub mod executor;
+pub mod runner;
 pub mod status_update_manager;
 pub mod translate;
 
 pub use flags::Flags;
-pub use slave::{run, Agent};
+pub use agent::{run, Agent};

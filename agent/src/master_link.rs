@@ -8,7 +8,7 @@
 //! presents on every later message to the master. Tokens travel as
 //! `Authorization: Bearer <token>` and are compared in constant time.
 
-use crate::slave::Agent;
+use crate::agent::Agent;
 use anyhow::Context;
 use mezzo_master::credentials::{bearer_token, constant_time_eq, random_token};
 use mezzo_proto::mezzo::agent::{AgentRegistered, Ping, RegisterAgent, ReportedTask};
@@ -180,7 +180,7 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
 }
 
 async fn register(agent: &Agent) -> Result<AgentRegistered, PostError> {
-    let (tasks, frameworks) = report(agent);
+    let (tasks, frameworks, executors) = report(agent);
     let credential = agent.flags.credential.as_ref();
     let msg = RegisterAgent {
         agent_info: agent.info(),
@@ -192,28 +192,33 @@ async fn register(agent: &Agent) -> Result<AgentRegistered, PostError> {
         secret: credential.map(|c| c.secret.clone()),
         tasks,
         frameworks,
+        executors,
     };
     let (_, body) = post(&agent.http, &agent.flags.master, "/mezzo/v1/agent/register", &msg, None).await?;
     mezzo_proto::from_protobuf::<AgentRegistered>(&body).map_err(|e| PostError { status: None, message: e.to_string() })
 }
 
-/// The tasks this agent runs, with their latest state, and their frameworks.
-fn report(agent: &Agent) -> (Vec<ReportedTask>, Vec<mezzo_proto::mesos::v1::FrameworkInfo>) {
+/// The tasks this agent runs, with their latest state, their frameworks
+/// and the custom executors that run them.
+fn report(agent: &Agent) -> (Vec<ReportedTask>, Vec<mezzo_proto::mesos::v1::FrameworkInfo>, Vec<mezzo_proto::mesos::v1::ExecutorInfo>) {
     let state = agent.state.lock().unwrap();
     let tasks: Vec<ReportedTask> = state
         .executors
         .values()
-        .map(|ex| ReportedTask {
-            framework_id: mezzo_proto::mesos::v1::FrameworkId { value: ex.framework_id.clone() },
-            task: ex.task.clone(),
-            state: Some(ex.task_state as i32),
+        .flat_map(|ex| {
+            ex.tasks.iter().map(|t| ReportedTask {
+                framework_id: mezzo_proto::mesos::v1::FrameworkId { value: ex.framework_id.clone() },
+                task: t.info.clone(),
+                state: Some(t.state as i32),
+            })
         })
         .collect();
+    let executors = state.executors.values().filter(|ex| ex.kind == crate::executor::ExecutorKind::Custom).map(|ex| ex.info.clone()).collect();
     let frameworks = state
         .frameworks
         .iter()
         .filter(|(id, _)| tasks.iter().any(|t| &t.framework_id.value == *id))
         .map(|(_, info)| info.clone())
         .collect();
-    (tasks, frameworks)
+    (tasks, frameworks, executors)
 }

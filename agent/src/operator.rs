@@ -4,7 +4,8 @@
 
 use crate::flags::{enum_name, format_duration};
 use crate::http::{error, request_type, response_type};
-use crate::slave::{Agent, Executor, Phase};
+use crate::agent::Agent;
+use crate::executor::{Executor, ExecutorState};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -66,12 +67,12 @@ async fn container_views(agent: &Agent) -> Vec<ContainerView> {
         .unwrap()
         .executors
         .values()
-        .filter(|e| e.phase == Phase::Running)
+        .filter(|e| e.pid.is_some() && matches!(e.state, ExecutorState::Registering | ExecutorState::Running))
         .map(|e| ContainerView {
             framework_id: e.framework_id.clone(),
             executor_id: e.executor_id.clone(),
-            executor_name: e.name(),
-            task_id: e.task.task_id.value.clone(),
+            executor_name: e.info.name.clone().unwrap_or_default(),
+            task_id: e.tasks.first().map(|t| t.id().to_string()).unwrap_or_default(),
             container_id: e.container_id.clone(),
             pid: e.pid,
             statistics: None,
@@ -283,30 +284,31 @@ fn frameworks(agent: &Agent) -> response::GetFrameworks {
 
 fn executors(agent: &Agent) -> response::GetExecutors {
     let state = agent.state.lock().unwrap();
-    let info = |e: &Executor| response::get_executors::Executor { executor_info: e.info(state.frameworks.get(&e.framework_id)) };
+    let info = |e: &Executor| response::get_executors::Executor { executor_info: e.info.clone() };
     response::GetExecutors {
         executors: state.executors.values().map(info).collect(),
         completed_executors: state.completed.iter().map(info).collect(),
     }
 }
 
-fn task_of(agent: &Agent, e: &Executor) -> Task {
+fn task_of(agent: &Agent, e: &Executor, task: &crate::executor::Task) -> Task {
+    let info = &task.info;
     let mut t = Task {
-        name: e.task.name.clone(),
-        task_id: e.task.task_id.clone(),
+        name: info.name.clone(),
+        task_id: info.task_id.clone(),
         framework_id: FrameworkId { value: e.framework_id.clone() },
         executor_id: Some(ExecutorId { value: e.executor_id.clone() }),
         agent_id: AgentId { value: agent.id() },
-        resources: e.task.resources.clone(),
-        labels: e.task.labels.clone(),
-        discovery: e.task.discovery.clone(),
-        container: e.task.container.clone(),
-        health_check: e.task.health_check.clone(),
-        kill_policy: e.task.kill_policy,
-        limits: e.task.limits.clone(),
+        resources: info.resources.clone(),
+        labels: info.labels.clone(),
+        discovery: info.discovery.clone(),
+        container: info.container.clone(),
+        health_check: info.health_check.clone(),
+        kill_policy: info.kill_policy,
+        limits: info.limits.clone(),
         ..Default::default()
     };
-    t.set_state(e.task_state);
+    t.set_state(task.state);
     t
 }
 
@@ -314,17 +316,19 @@ fn tasks(agent: &Agent) -> response::GetTasks {
     let state = agent.state.lock().unwrap();
     let mut out = response::GetTasks::default();
     for e in state.executors.values() {
-        let task = task_of(agent, e);
-        if e.task_state.is_terminal() {
-            out.terminated_tasks.push(task);
-        } else if e.phase == Phase::Preparing {
-            out.pending_tasks.push(task);
-        } else if e.stream.is_none() && !e.launched {
-            out.queued_tasks.push(task);
-        } else {
-            out.launched_tasks.push(task);
+        for task in &e.tasks {
+            let view = task_of(agent, e, task);
+            if task.state.is_terminal() {
+                out.terminated_tasks.push(view);
+            } else if e.pid.is_none() && e.state == ExecutorState::Registering {
+                out.pending_tasks.push(view);
+            } else if !task.launched {
+                out.queued_tasks.push(view);
+            } else {
+                out.launched_tasks.push(view);
+            }
         }
     }
-    out.completed_tasks = state.completed.iter().map(|e| task_of(agent, e)).collect();
+    out.completed_tasks = state.completed.iter().flat_map(|e| e.tasks.iter().map(|t| task_of(agent, e, t))).collect();
     out
 }

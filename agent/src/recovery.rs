@@ -6,7 +6,8 @@
 
 use crate::checkpoint::RecoveredExecutor;
 use crate::process::{self, ExecutorProcess};
-use crate::slave::{kill_group, partition_aware, Agent, Executor, Phase};
+use crate::agent::{kill_group, partition_aware, Agent};
+use crate::executor::{Executor, ExecutorKind, ExecutorState, Task};
 use anyhow::Context;
 use mezzo_proto::mesos::v1::{task_status, FrameworkId, FrameworkInfo, TaskState};
 use std::collections::{HashMap, HashSet};
@@ -81,14 +82,15 @@ impl Agent {
             let agent = self.clone();
             match fate {
                 Fate::Adopt(key, pid) => {
-                    let terminal = match agent.state.lock().unwrap().executors.get(&key) {
-                        Some(ex) => ex.terminal.clone(),
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    match agent.state.lock().unwrap().executors.get_mut(&key) {
+                        Some(ex) => ex.runner = Some(tx),
                         None => continue,
-                    };
+                    }
                     tracing::info!(executor = %key.1, pid, "adopting a running executor; waiting for it to subscribe again");
                     agent.clone().watch_limitations(key.clone());
                     let within = agent.reregistration_timeout;
-                    tokio::spawn(agent.supervise_executor(key, ExecutorProcess::Adopted(pid), terminal, within));
+                    tokio::spawn(agent.run_executor(key, ExecutorProcess::Adopted(pid), rx, within));
                 }
                 Fate::Reap(key) => {
                     tokio::spawn(async move { agent.reap(&key, false).await });
@@ -107,15 +109,22 @@ impl Agent {
         live: &HashMap<String, i32>,
         known: &mut HashSet<String>,
     ) -> Option<Fate> {
-        let task = ex.task?;
+        if ex.tasks.is_empty() {
+            return None;
+        }
         let eid = ex.info.executor_id.value.clone();
         let fid_msg = FrameworkId { value: fid.to_string() };
         if ex.completed {
             // The run ended before the restart; only its updates may still be owed.
-            if !ex.unacknowledged.is_empty() {
-                let acked = acknowledged_uuids(&ex.updates, &ex.unacknowledged);
-                self.updates.recover(fid_msg, &task.task_id.value, ex.unacknowledged, acked, ex.updates_path);
-            } else {
+            let mut owed = false;
+            for task in ex.tasks {
+                if !task.unacknowledged.is_empty() {
+                    owed = true;
+                    let acked = acknowledged_uuids(&task.updates, &task.unacknowledged);
+                    self.updates.recover(fid_msg.clone(), &task.info.task_id.value, task.unacknowledged, acked, Some(task.updates_path));
+                }
+            }
+            if !owed {
                 let _ = std::fs::remove_dir_all(&ex.run_dir);
             }
             return None;
@@ -124,24 +133,33 @@ impl Agent {
         let cid = ex.container_id.clone();
         known.insert(cid.clone());
         let sandbox = crate::paths::sandbox_dir(&self.work_dir, &self.id(), fid, &eid, &cid);
-        let mut executor = Executor::new(fid.to_string(), eid.clone(), cid.clone(), sandbox, task.clone(), true);
+        // A command task names no executor; a custom executor's tasks do.
+        let kind = if ex.tasks.iter().any(|t| t.info.executor.is_some()) { ExecutorKind::Custom } else { ExecutorKind::Command };
+        let mut executor = Executor::new(fid.to_string(), cid.clone(), sandbox, ex.info.clone(), kind, ex.tasks[0].info.clone(), true);
+        executor.tasks.clear();
         executor.recovered = true;
-        executor.phase = Phase::Running;
         let pid = if rebooted { None } else { live.get(&cid).copied() };
         if pid.is_some() && pid != ex.pid {
             tracing::warn!(executor = %eid, checkpointed = ?ex.pid, found = ?pid, "the executor's checkpointed pid is stale; using the live one");
         }
         executor.pid = pid.or(ex.pid);
-        executor.task_state = ex.updates.last().map(|u| u.state()).unwrap_or(TaskState::TaskStaging);
-        // An update from the executor means it had the task.
-        executor.launched = ex.updates.iter().any(|u| u.source() == task_status::Source::Executor);
+        for recovered in &ex.tasks {
+            let mut task = Task::new(recovered.info.clone());
+            task.state = recovered.updates.last().map(|u| u.state()).unwrap_or(TaskState::TaskStaging);
+            // An update from the executor means it had the task.
+            task.launched = recovered.updates.iter().any(|u| u.source() == task_status::Source::Executor);
+            executor.tasks.push(task);
+        }
         let alive = pid.is_some();
-        tracing::info!(executor = %eid, container = %cid, alive, state = executor.task_state.as_str_name(), framework = %framework.name, "recovered executor");
+        let states: Vec<&str> = executor.tasks.iter().map(|t| t.state.as_str_name()).collect();
+        tracing::info!(executor = %eid, container = %cid, alive, ?states, framework = %framework.name, "recovered executor");
         self.state.lock().unwrap().executors.insert(key.clone(), executor);
-        // Also a task with nothing pending: its executor may send an
-        // acknowledged update again, which must not reach the scheduler twice.
-        let acked = acknowledged_uuids(&ex.updates, &ex.unacknowledged);
-        self.updates.recover(fid_msg, &task.task_id.value, ex.unacknowledged, acked, ex.updates_path);
+        for task in ex.tasks {
+            // Also a task with nothing pending: its executor may send an
+            // acknowledged update again, which must not reach the scheduler twice.
+            let acked = acknowledged_uuids(&task.updates, &task.unacknowledged);
+            self.updates.recover(fid_msg.clone(), &task.info.task_id.value, task.unacknowledged, acked, Some(task.updates_path));
+        }
         match pid {
             Some(pid) => Some(Fate::Adopt(key, pid)),
             None => Some(Fate::Reap(key)),
@@ -163,33 +181,44 @@ impl Agent {
     /// the exit status its supervisor recorded) and its task, unless already
     /// terminal, ends as that status says, or as lost.
     pub async fn reap(&self, key: &(String, String), cleanup: bool) {
-        let Some((cid, task_id, state, framework)) = self.state.lock().unwrap().executors.get(key).map(|e| {
-            (e.container_id.clone(), e.task.task_id.value.clone(), e.task_state, e.framework_id.clone())
+        let Some((cid, kind)) = self.state.lock().unwrap().executors.get_mut(key).map(|e| {
+            e.state = ExecutorState::Terminating;
+            (e.container_id.clone(), e.kind)
         }) else {
             return;
         };
-        // The status its supervisor recorded (the rust backend's; none for docker).
+        // The status its supervisor recorded (the rust backend's, or the container mode's).
         let recorded = self.containerizer.runtime_dir(&cid).exit_status().ok().flatten();
         if let Err(e) = self.containerizer.destroy(&cid).await {
             tracing::error!(container = %cid, error = %e, "failed to destroy the container of a dead executor");
         }
-        if !state.is_terminal() {
-            let aware = self.state.lock().unwrap().frameworks.get(&framework).map(partition_aware).unwrap_or(false);
+        let statuses: Vec<_> = {
+            let state = self.state.lock().unwrap();
+            let aware = state.frameworks.get(&key.0).map(partition_aware).unwrap_or(false);
             let lost = if aware { TaskState::TaskGone } else { TaskState::TaskLost };
-            let (new_state, message) = match (cleanup, recorded) {
-                (true, _) => (lost, "Executor killed by the agent's --recover=cleanup".to_string()),
-                (false, Some(status)) if status.success() => (
-                    TaskState::TaskFinished,
-                    format!("Executor terminated while the agent was down; the command {status}"),
-                ),
-                (false, Some(status)) => (
-                    TaskState::TaskFailed,
-                    format!("Executor terminated while the agent was down; the command {status}"),
-                ),
-                (false, None) => (lost, "Executor terminated while the agent was down".to_string()),
-            };
-            tracing::info!(task = %task_id, state = new_state.as_str_name(), "ending the task of a dead executor");
-            let status = self.agent_status(&task_id, &cid, new_state, task_status::Reason::ExecutorTerminated, message);
+            let Some(ex) = state.executors.get(key) else { return };
+            ex.live_tasks()
+                .map(|task| {
+                    // A command task's end is its command's; a custom executor's exit says nothing of its tasks.
+                    let (new_state, message) = match (cleanup, recorded, kind) {
+                        (true, _, _) => (lost, "Executor killed by the agent's --recover=cleanup".to_string()),
+                        (false, Some(status), ExecutorKind::Command) if status.success() => (
+                            TaskState::TaskFinished,
+                            format!("Executor terminated while the agent was down; the command {status}"),
+                        ),
+                        (false, Some(status), ExecutorKind::Command) => (
+                            TaskState::TaskFailed,
+                            format!("Executor terminated while the agent was down; the command {status}"),
+                        ),
+                        (false, Some(status), ExecutorKind::Custom) => (TaskState::TaskFailed, format!("Executor terminated while the agent was down ({status})")),
+                        (false, None, _) => (lost, "Executor terminated while the agent was down".to_string()),
+                    };
+                    tracing::info!(task = %task.id(), state = new_state.as_str_name(), "ending the task of a dead executor");
+                    self.executor_status(ex, task.id(), new_state, task_status::Reason::ExecutorTerminated, message)
+                })
+                .collect()
+        };
+        for status in statuses {
             self.record_and_forward(key, status);
         }
         self.finish_executor(key);

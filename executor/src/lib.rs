@@ -5,6 +5,7 @@
 
 pub mod agent_api;
 pub mod config;
+pub mod container_mode;
 pub mod executor;
 pub mod status;
 pub mod wire;

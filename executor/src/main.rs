@@ -13,6 +13,9 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_env("MEZZO_LOG").unwrap_or_else(|_| "info".into()),
         )
         .init();
+    if std::env::var(mezzo_executor::container_mode::MODE_VAR).as_deref() == Ok("container") {
+        return container_mode();
+    }
     let config = Config::from_env().context("reading the executor's environment")?;
     // The token is for this process only: nothing it starts inherits it.
     std::env::remove_var(mezzo_executor::config::AUTHENTICATION_TOKEN_VAR);
@@ -39,4 +42,17 @@ fn main() -> anyhow::Result<()> {
         Outcome::Unacknowledged => anyhow::bail!("terminal update was not acknowledged"),
         Outcome::Failed(reason) => anyhow::bail!("{reason}"),
     }
+}
+
+/// Supervises a custom executor's container (see `container_mode`); exits
+/// with the container's exit code.
+fn container_mode() -> anyhow::Result<()> {
+    use mezzo_executor::container_mode;
+    let runtime_dir = std::env::var_os("MEZZO_RUNTIME_DIR").context("MEZZO_RUNTIME_DIR is not set")?;
+    let launcher_dir = std::env::var_os("MEZZO_LAUNCHER_DIR").context("MEZZO_LAUNCHER_DIR is not set")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let status = runtime
+        .block_on(container_mode::supervise(runtime_dir.as_ref(), launcher_dir.as_ref()))
+        .context("supervising the executor's container")?;
+    std::process::exit(container_mode::exit_code(status));
 }

@@ -1,117 +1,26 @@
 //! The agent's core: frameworks, executors and their tasks, launch and kill.
 
 use crate::checkpoint::Meta;
+use crate::executor::{command_executor_info, event, Executor, ExecutorKind, ExecutorState, Task};
 use crate::flags::{format_duration, DockerImageSource, Flags, ProvisionerBackend};
 use crate::paths;
 use crate::process::ExecutorProcess;
+use crate::runner::RunnerCommand;
 use crate::status_update_manager::{Forward, StatusUpdateManager, MIN_RETRY};
 use anyhow::Context;
 use mezzo_containerizer::{Backend, ContainerConfig, Containerizer, Limitation, LimitationReason};
-use mezzo_proto::mesos::v1::executor;
+use mezzo_proto::mesos::v1::executor::event::Type as EventType;
+use mezzo_proto::mesos::v1::executor::{self as executor_api};
 use mezzo_proto::mesos::v1::{
-    framework_info, task_status, AgentId, ExecutorInfo, TaskResourceLimitation, AgentInfo, ContainerId, ContainerStatus, ExecutorId, FrameworkId,
-    FrameworkInfo, KillPolicy, Resource, TaskId, TaskInfo, TaskState, TaskStatus,
+    framework_info, task_status, AgentId, AgentInfo, ContainerId, ContainerStatus, ExecutorId, FrameworkId, FrameworkInfo, KillPolicy, Resource,
+    TaskId, TaskInfo, TaskResourceLimitation, TaskState, TaskStatus,
 };
 use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
-
-/// An event for a subscribed executor's stream.
-pub type ExecutorEventSender = mpsc::UnboundedSender<executor::Event>;
-
-/// Where an executor is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The containerizer is preparing the task's container.
-    Preparing,
-    /// mezzo-executor runs (pid) and may have subscribed.
-    Running,
-    /// The executor is gone and its container destroyed.
-    Terminated,
-}
-
-/// One executor (for a command task: one task) on this agent.
-pub struct Executor {
-    pub framework_id: String,
-    pub executor_id: String,
-    pub container_id: String,
-    pub sandbox: PathBuf,
-    pub task: TaskInfo,
-    /// Latest state of the task as reported by the executor or the agent.
-    pub task_state: TaskState,
-    pub phase: Phase,
-    /// pid of mezzo-executor (leader of its own session).
-    pub pid: Option<i32>,
-    /// The executor's SUBSCRIBE stream, when connected.
-    pub stream: Option<ExecutorEventSender>,
-    /// LAUNCH was sent to the executor.
-    pub launched: bool,
-    /// A kill arrived; the task must not (re)start.
-    pub kill_requested: bool,
-    /// Set when the task reached a terminal state, so the executor's exit is expected.
-    pub terminal: Arc<Notify>,
-    /// The framework checkpoints: this executor's state is under `meta/`.
-    pub checkpoint: bool,
-    /// An isolator ended the container; the executor's own terminal update
-    /// is replaced by the agent's TASK_FAILED with this limitation.
-    pub limitation: Option<Limitation>,
-    /// Cancelled when the executor is finished: stops its limitation watch.
-    pub done: CancellationToken,
-    /// Taken back from an earlier run of the agent.
-    pub recovered: bool,
-    /// Recovered, but did not subscribe again in time.
-    pub reregistration_timed_out: bool,
-}
-
-impl Executor {
-    /// A new executor for `task`, before its container is prepared.
-    pub fn new(framework_id: String, executor_id: String, container_id: String, sandbox: PathBuf, task: TaskInfo, checkpoint: bool) -> Self {
-        Executor {
-            framework_id,
-            executor_id,
-            container_id,
-            sandbox,
-            task,
-            task_state: TaskState::TaskStaging,
-            phase: Phase::Preparing,
-            pid: None,
-            stream: None,
-            launched: false,
-            kill_requested: false,
-            terminal: Arc::new(Notify::new()),
-            checkpoint,
-            limitation: None,
-            done: CancellationToken::new(),
-            recovered: false,
-            reregistration_timed_out: false,
-        }
-    }
-
-    /// (framework id, executor id).
-    pub fn key(&self) -> (String, String) {
-        (self.framework_id.clone(), self.executor_id.clone())
-    }
-
-    /// Mesos's name for a command executor.
-    pub fn name(&self) -> String {
-        format!("Command Executor (Task: {})", self.task.task_id.value)
-    }
-
-    /// The `ExecutorInfo` of this command executor.
-    pub fn info(&self, framework: Option<&FrameworkInfo>) -> ExecutorInfo {
-        ExecutorInfo {
-            executor_id: ExecutorId { value: self.executor_id.clone() },
-            framework_id: framework.and_then(|f| f.id.clone()).or_else(|| Some(FrameworkId { value: self.framework_id.clone() })),
-            name: Some(self.name()),
-            command: self.task.command.clone(),
-            ..Default::default()
-        }
-    }
-}
 
 /// The `REASON_CONTAINER_LIMITATION*` reasons.
 pub fn is_limitation_reason(reason: task_status::Reason) -> bool {
@@ -140,6 +49,8 @@ pub struct State {
 
 /// The agent.
 pub struct Agent {
+    /// This agent, for the background work its methods start.
+    pub me: Weak<Agent>,
     pub flags: Flags,
     pub work_dir: PathBuf,
     pub launcher_dir: PathBuf,
@@ -274,6 +185,7 @@ impl Agent {
             flags.http_credentials.as_deref(),
         )?;
         let agent = Arc::new_cyclic(|weak: &std::sync::Weak<Agent>| {
+            let weak_me = weak.clone();
             let weak = weak.clone();
             let forward: Forward = Arc::new(move |fid, status| {
                 let weak = weak.clone();
@@ -285,6 +197,7 @@ impl Agent {
                 })
             });
             Agent {
+                me: weak_me,
                 flags: flags.clone(),
                 work_dir,
                 launcher_dir,
@@ -347,28 +260,31 @@ impl Agent {
         }
     }
 
-    /// Handles RUN_TASK from the master.
+    /// Handles RUN_TASK from the master. A command task gets a command
+    /// executor of its own (executor id = task id); a task that names an
+    /// `ExecutorInfo` goes to that executor, which is launched first when it
+    /// does not run yet, and is queued until it has subscribed.
     pub fn run_task(self: &Arc<Self>, framework_info: FrameworkInfo, task: TaskInfo) {
         let framework_id = framework_info.id.clone().map(|f| f.value).unwrap_or_default();
         let task_id = task.task_id.value.clone();
+        let (mut info, kind) = match &task.executor {
+            Some(info) => (info.clone(), ExecutorKind::Custom),
+            None => (command_executor_info(&framework_info, &task), ExecutorKind::Command),
+        };
+        info.framework_id = Some(FrameworkId { value: framework_id.clone() });
+        let executor_id = info.executor_id.value.clone();
         let fail = |msg: String, reason: task_status::Reason| {
-            let status = self.agent_status(&task_id, "", TaskState::TaskFailed, reason, msg);
+            let status = self.agent_status(&task_id, &executor_id, "", TaskState::TaskFailed, reason, msg);
             self.updates.update(FrameworkId { value: framework_id.clone() }, status);
         };
-        if !paths::safe_component(&framework_id) || !paths::safe_component(&task_id) {
-            fail("invalid framework or task id".to_string(), task_status::Reason::TaskInvalid);
+        if !paths::safe_component(&framework_id) || !paths::safe_component(&task_id) || !paths::safe_component(&executor_id) {
+            fail("invalid framework, executor or task id".to_string(), task_status::Reason::TaskInvalid);
             return;
         }
-        if task.executor.is_some() {
-            fail(
-                "custom executors are not supported yet; send a command task".to_string(),
-                task_status::Reason::TaskInvalid,
-            );
+        if task.command.is_some() == task.executor.is_some() {
+            fail("Task should have at least one (but not both) of CommandInfo or ExecutorInfo present".to_string(), task_status::Reason::TaskInvalid);
             return;
         }
-        // Command tasks: the executor id is the task id, as in Mesos.
-        let executor_id = task_id.clone();
-        let container_id = uuid::Uuid::new_v4().to_string();
         // The master may send a task before our registration response was
         // processed; the task names the id the master gave us.
         let current = self.agent_id.read().unwrap().clone();
@@ -383,52 +299,167 @@ impl Agent {
             fail(format!("task is for agent '{}', this is '{agent_id}'", task.agent_id.value), task_status::Reason::TaskInvalid);
             return;
         }
-        let sandbox = paths::sandbox_dir(&self.work_dir, &agent_id, &framework_id, &executor_id, &container_id);
-        {
-            let mut state = self.state.lock().unwrap();
-            if state.executors.contains_key(&(framework_id.clone(), executor_id.clone())) {
+        let key = (framework_id.clone(), executor_id.clone());
+        let checkpoint = framework_info.checkpoint.unwrap_or(false);
+        let mut state = self.state.lock().unwrap();
+        state.frameworks.insert(framework_id.clone(), framework_info.clone());
+        if let Some(ex) = state.executors.get_mut(&key) {
+            let refusal = match (kind, ex.state) {
+                (ExecutorKind::Command, _) => Some((format!("task '{task_id}' is already running on this agent"), task_status::Reason::TaskInvalid)),
+                _ if ex.task(&task_id).is_some() => Some((format!("task '{task_id}' is already running on this agent"), task_status::Reason::TaskInvalid)),
+                (_, ExecutorState::Terminating | ExecutorState::Terminated) => Some((
+                    format!("Executor '{executor_id}' is terminating; task '{task_id}' cannot be launched on it"),
+                    task_status::Reason::ContainerLaunchFailed,
+                )),
+                _ => None,
+            };
+            if let Some((message, reason)) = refusal {
                 drop(state);
-                fail(format!("task '{task_id}' is already running on this agent"), task_status::Reason::TaskInvalid);
+                fail(message, reason);
                 return;
             }
-            state.frameworks.insert(framework_id.clone(), framework_info.clone());
-            let checkpoint = framework_info.checkpoint.unwrap_or(false);
-            let executor = Executor::new(framework_id.clone(), executor_id.clone(), container_id.clone(), sandbox.clone(), task.clone(), checkpoint);
             if checkpoint {
-                // Before anything runs: a restarted agent must know this container.
-                let info = executor.info(Some(&framework_info));
-                let written = self
-                    .meta
-                    .checkpoint_framework(&agent_id, &framework_info)
-                    .and_then(|()| self.meta.checkpoint_executor(&agent_id, &info, &container_id, &task));
-                if let Err(e) = written {
-                    tracing::error!(task = %task_id, error = %e, "failed to checkpoint the executor");
+                if let Err(e) = self.meta.checkpoint_task(&agent_id, &framework_id, &executor_id, &ex.container_id, &task) {
+                    tracing::error!(task = %task_id, error = %e, "failed to checkpoint the task");
                 }
             }
-            state.executors.insert(executor.key(), executor);
+            tracing::info!(task = %task_id, executor = %executor_id, "queueing a task for a running executor");
+            ex.tasks.push(Task::new(task));
+            drop(state);
+            // The container grows first, then the task goes to the executor.
+            let agent = self.clone();
+            tokio::spawn(async move {
+                agent.update_container(&key).await;
+                agent.deliver_queued(&key);
+            });
+            return;
         }
+        let container_id = uuid::Uuid::new_v4().to_string();
+        let sandbox = paths::sandbox_dir(&self.work_dir, &agent_id, &framework_id, &executor_id, &container_id);
+        let executor = Executor::new(framework_id.clone(), container_id.clone(), sandbox.clone(), info.clone(), kind, task.clone(), checkpoint);
+        if checkpoint {
+            // Before anything runs: a restarted agent must know this container.
+            let written = self
+                .meta
+                .checkpoint_framework(&agent_id, &framework_info)
+                .and_then(|()| self.meta.checkpoint_executor(&agent_id, &info, &container_id, &task));
+            if let Err(e) = written {
+                tracing::error!(task = %task_id, error = %e, "failed to checkpoint the executor");
+            }
+        }
+        state.executors.insert(key.clone(), executor);
+        drop(state);
         let agent = self.clone();
         tokio::spawn(async move {
-            agent.launch(framework_info, task, framework_id, executor_id, container_id, sandbox).await;
+            agent.launch(framework_info, task, key, container_id, sandbox).await;
         });
     }
 
-    async fn launch(
-        self: Arc<Self>,
-        framework_info: FrameworkInfo,
-        task: TaskInfo,
-        framework_id: String,
-        executor_id: String,
-        container_id: String,
-        sandbox: PathBuf,
-    ) {
-        let key = (framework_id.clone(), executor_id.clone());
+    /// Sends the executor the tasks that wait for it, in order, when it is
+    /// subscribed (the rest wait for its SUBSCRIBE). A task killed before it
+    /// was sent ends here, TASK_KILLED.
+    pub fn deliver_queued(&self, key: &(String, String)) {
+        let mut killed = Vec::new();
+        {
+            let mut state = self.state.lock().unwrap();
+            let Some(ex) = state.executors.get_mut(key) else { return };
+            if ex.state != ExecutorState::Running || ex.stream.is_none() {
+                return;
+            }
+            let Executor { tasks, stream, .. } = ex;
+            for task in tasks.iter_mut().filter(|t| !t.launched && !t.state.is_terminal()) {
+                task.launched = true;
+                if task.kill_requested {
+                    killed.push(task.id().to_string());
+                    continue;
+                }
+                let launch = executor_api::Event {
+                    r#type: Some(EventType::Launch as i32),
+                    launch: Some(executor_api::event::Launch { task: task.info.clone() }),
+                    ..Default::default()
+                };
+                if let Some(stream) = stream {
+                    let _ = stream.send(launch);
+                }
+            }
+        }
+        for task_id in killed {
+            self.end_task(key, &task_id, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before it was delivered to the executor");
+        }
+    }
+
+    /// Gives a custom executor's container what its executor and its live
+    /// tasks need (Mesos's `containerizer->update` on task launch and end).
+    /// A failed update ends the executor's live tasks as Mesos does
+    /// (TASK_GONE, or TASK_LOST when not partition-aware,
+    /// `REASON_CONTAINER_UPDATE_FAILED`).
+    pub async fn update_container(&self, key: &(String, String)) {
+        let (container_id, allocated) = {
+            let state = self.state.lock().unwrap();
+            match state.executors.get(key) {
+                Some(ex) if ex.kind == ExecutorKind::Custom && ex.state != ExecutorState::Terminated => (ex.container_id.clone(), ex.allocated()),
+                _ => return,
+            }
+        };
+        let resources = match crate::translate::resources(&allocated) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(executor = %key.1, error = %e, "cannot compute the container's resources");
+                return;
+            }
+        };
+        match self.containerizer.update(&container_id, &resources, &Default::default()).await {
+            Ok(()) => tracing::debug!(executor = %key.1, cpus = ?resources.cpus, mem_mb = ?resources.mem_mb, "container updated"),
+            Err(e) => {
+                tracing::warn!(executor = %key.1, error = %e, "container update failed; ending the executor's tasks");
+                let aware = self.state.lock().unwrap().frameworks.get(&key.0).map(partition_aware).unwrap_or(false);
+                let state = if aware { TaskState::TaskGone } else { TaskState::TaskLost };
+                let live: Vec<String> = self
+                    .state
+                    .lock()
+                    .unwrap()
+                    .executors
+                    .get(key)
+                    .map(|ex| ex.live_tasks().map(|t| t.id().to_string()).collect())
+                    .unwrap_or_default();
+                for task_id in live {
+                    self.end_task(key, &task_id, state, task_status::Reason::ContainerUpdateFailed, &format!("Failed to update the container: {e}"));
+                }
+                self.shutdown_executor(&key.0, &key.1);
+            }
+        }
+    }
+
+    /// The agent ends one task itself (the executor does not have it).
+    fn end_task(&self, key: &(String, String), task_id: &str, state: TaskState, reason: task_status::Reason, message: &str) {
+        let status = {
+            let guard = self.state.lock().unwrap();
+            let Some(ex) = guard.executors.get(key) else { return };
+            if ex.task(task_id).is_none_or(|t| t.state.is_terminal()) {
+                return;
+            }
+            self.executor_status(ex, task_id, state, reason, message.to_string())
+        };
+        self.record_and_forward(key, status);
+    }
+
+    async fn launch(self: Arc<Self>, framework_info: FrameworkInfo, task: TaskInfo, key: (String, String), container_id: String, sandbox: PathBuf) {
         let task_id = task.task_id.value.clone();
         if let Err(e) = create_sandbox(&sandbox) {
             self.terminate_without_executor(&key, TaskState::TaskFailed, task_status::Reason::ContainerLaunchFailed, format!("failed to create sandbox: {e}")).await;
             return;
         }
-        let config = self.container_config(&framework_info, &task, &executor_id, &container_id, &sandbox);
+        let (kind, allocated, info) = {
+            let state = self.state.lock().unwrap();
+            match state.executors.get(&key) {
+                Some(ex) => (ex.kind, ex.allocated(), ex.info.clone()),
+                None => return,
+            }
+        };
+        let config = match kind {
+            ExecutorKind::Command => self.container_config(&framework_info, &task, &key.1, &container_id, &sandbox),
+            ExecutorKind::Custom => self.executor_container_config(&framework_info, &info, allocated, &container_id, &sandbox),
+        };
         let prepared = match config {
             Ok(config) => self.containerizer.prepare(&config).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
@@ -441,11 +472,12 @@ impl Agent {
                 return;
             }
         };
-        if self.state.lock().unwrap().executors.get(&key).map(|e| e.kill_requested).unwrap_or(true) {
+        let all_killed = self.state.lock().unwrap().executors.get(&key).is_none_or(|e| e.tasks.iter().all(|t| t.kill_requested));
+        if all_killed {
             self.terminate_without_executor(&key, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before it started".to_string()).await;
             return;
         }
-        let child = match self.spawn_executor(&framework_info, &executor_id, &container_id, &sandbox, runtime_dir.path()) {
+        let child = match self.spawn_executor(&framework_info, kind, &key.1, &container_id, &sandbox, runtime_dir.path()) {
             Ok(child) => child,
             Err(e) => {
                 self.terminate_without_executor(&key, TaskState::TaskFailed, task_status::Reason::ContainerLaunchFailed, format!("failed to start executor: {e:#}")).await;
@@ -453,25 +485,26 @@ impl Agent {
             }
         };
         let pid = child.id().map(|p| p as i32);
-        let (terminal, checkpoint) = {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let checkpoint = {
             let mut state = self.state.lock().unwrap();
             match state.executors.get_mut(&key) {
                 Some(ex) => {
                     ex.pid = pid;
-                    ex.phase = Phase::Running;
-                    (ex.terminal.clone(), ex.checkpoint)
+                    ex.runner = Some(tx);
+                    ex.checkpoint
                 }
-                None => (Arc::new(Notify::new()), false),
+                None => false,
             }
         };
         if let (true, Some(pid)) = (checkpoint, pid) {
-            if let Err(e) = self.meta.checkpoint_pid(&self.id(), &framework_id, &executor_id, &container_id, pid) {
+            if let Err(e) = self.meta.checkpoint_pid(&self.id(), &key.0, &key.1, &container_id, pid) {
                 tracing::error!(task = %task_id, error = %e, "failed to checkpoint the executor's pid");
             }
         }
         self.clone().watch_limitations(key.clone());
         let within = self.registration_timeout;
-        self.supervise_executor(key, ExecutorProcess::Child(child), terminal, within).await;
+        self.run_executor(key, ExecutorProcess::Child(child), rx, within).await;
     }
 
     /// Watches the container for a limitation (an OOM, a disk quota) until
@@ -497,16 +530,17 @@ impl Agent {
 
     /// A limitation ended the container: the executor is killed at once (it
     /// must not report the task's end as its own failure), and its exit
-    /// reports TASK_FAILED with the limitation.
+    /// reports TASK_FAILED with the limitation for each of its live tasks.
     fn on_limitation(&self, key: &(String, String), limitation: Limitation) {
-        let pid = {
-            let mut state = self.state.lock().unwrap();
-            let Some(ex) = state.executors.get_mut(key) else { return };
-            tracing::warn!(task = %ex.task.task_id.value, reason = ?limitation.reason, message = %limitation.message, "container limitation; killing the executor");
-            ex.limitation = Some(limitation);
-            ex.pid
-        };
-        kill_group(pid);
+        let mut state = self.state.lock().unwrap();
+        let Some(ex) = state.executors.get_mut(key) else { return };
+        tracing::warn!(executor = %ex.executor_id, reason = ?limitation.reason, message = %limitation.message, "container limitation; killing the executor");
+        ex.limitation = Some(limitation);
+        ex.state = ExecutorState::Terminating;
+        match &ex.runner {
+            Some(_) => ex.tell(RunnerCommand::Kill),
+            None => kill_group(ex.pid),
+        }
     }
 
     /// An executor reported its task ended by a limitation its launcher
@@ -527,12 +561,13 @@ impl Agent {
         let limited = {
             let mut state = self.state.lock().unwrap();
             let Some(ex) = state.executors.get_mut(key) else { return false };
+            let Some(task) = ex.task(&status.task_id.value) else { return false };
             let limitation = Limitation {
                 reason,
                 resources: status.limitation.iter().flat_map(|l| l.resources.iter().map(|r| r.name.clone())).collect(),
                 message: status.message.clone().unwrap_or_default(),
             };
-            let limited = self.limitation_status(ex, &limitation);
+            let limited = self.limitation_status(ex, task, &limitation);
             ex.limitation = Some(limitation);
             limited
         };
@@ -541,18 +576,18 @@ impl Agent {
     }
 
     /// The agent's TASK_FAILED for a limitation.
-    fn limitation_status(&self, ex: &Executor, limitation: &Limitation) -> TaskStatus {
+    pub fn limitation_status(&self, ex: &Executor, task: &Task, limitation: &Limitation) -> TaskStatus {
         let reason = match limitation.reason {
             LimitationReason::Memory => task_status::Reason::ContainerLimitationMemory,
             LimitationReason::Disk => task_status::Reason::ContainerLimitationDisk,
             LimitationReason::Generic => task_status::Reason::ContainerLimitation,
         };
-        let mut status = self.agent_status(&ex.task.task_id.value, &ex.container_id, TaskState::TaskFailed, reason, limitation.message.clone());
+        let mut status = self.executor_status(ex, task.id(), TaskState::TaskFailed, reason, limitation.message.clone());
         let resources = limitation
             .resources
             .iter()
             .map(|name| {
-                ex.task
+                task.info
                     .resources
                     .iter()
                     .find(|r| &r.name == name)
@@ -564,107 +599,22 @@ impl Agent {
         status
     }
 
-    /// Waits for the executor to exit, forcing it out when it does not
-    /// subscribe in time or lingers after its task ended; then destroys the
-    /// container and reports a task the executor left unfinished.
-    pub async fn supervise_executor(self: Arc<Self>, key: (String, String), mut child: ExecutorProcess, terminal: Arc<Notify>, subscribe_within: Duration) {
-        use tokio::time::Instant;
-        let pid = child.pid();
-        let mut registration_check = Some(Instant::now() + subscribe_within);
-        let mut kill_at: Option<Instant> = None;
-        let status = loop {
-            let next = match (registration_check, kill_at) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
-                (None, None) => Instant::now() + Duration::from_secs(86400),
-            };
-            tokio::select! {
-                status = child.wait() => break status,
-                _ = terminal.notified() => {
-                    // Time for the executor to get its acknowledgement and exit.
-                    kill_at.get_or_insert(Instant::now() + self.shutdown_grace + Duration::from_secs(60));
-                }
-                _ = tokio::time::sleep_until(next) => {
-                    let now = Instant::now();
-                    if registration_check.is_some_and(|t| t <= now) {
-                        registration_check = None;
-                        let subscribed = {
-                            let mut state = self.state.lock().unwrap();
-                            match state.executors.get_mut(&key) {
-                                Some(ex) if ex.stream.is_none() => {
-                                    ex.reregistration_timed_out = ex.recovered;
-                                    false
-                                }
-                                _ => true,
-                            }
-                        };
-                        if !subscribed {
-                            tracing::warn!(executor = %key.1, "executor did not subscribe in time; killing it");
-                            kill_group(pid);
-                        }
-                    }
-                    if kill_at.is_some_and(|t| t <= now) {
-                        tracing::warn!(executor = %key.1, "executor did not exit after its task ended; killing it");
-                        kill_group(pid);
-                        kill_at = None;
-                    }
-                }
-            }
-        };
-        kill_group(pid); // anything the executor left in its session
-        tracing::info!(executor = %key.1, status = ?status, "executor exited");
-        self.executor_terminated(&key, status).await;
-    }
-
-    async fn executor_terminated(&self, key: &(String, String), exit: Option<String>) {
-        let (container_id, task_id, task_state, kill_requested, limited, lost) = {
-            let mut state = self.state.lock().unwrap();
-            let aware = state.frameworks.get(&key.0).map(partition_aware).unwrap_or(false);
-            let Some(ex) = state.executors.get_mut(key) else { return };
-            ex.stream = None;
-            let limited = ex.limitation.as_ref().map(|l| self.limitation_status(ex, l));
-            let lost = ex.reregistration_timed_out.then_some(if aware { TaskState::TaskGone } else { TaskState::TaskLost });
-            (ex.container_id.clone(), ex.task.task_id.value.clone(), ex.task_state, ex.kill_requested, limited, lost)
-        };
-        if let Err(e) = self.containerizer.destroy(&container_id).await {
-            tracing::error!(container = %container_id, error = %e, "failed to destroy container");
-        }
-        if let (Some(status), false) = (limited, task_state.is_terminal()) {
-            self.record_and_forward(key, status);
-        } else if let (Some(state), false) = (lost, task_state.is_terminal()) {
-            let message = "Executor did not re-register within the re-registration timeout after the agent restarted".to_string();
-            let status = self.agent_status(&task_id, &container_id, state, task_status::Reason::ExecutorReregistrationTimeout, message);
-            self.record_and_forward(key, status);
-        } else if !task_state.is_terminal() {
-            let (state, reason) = if kill_requested {
-                (TaskState::TaskKilled, task_status::Reason::ExecutorTerminated)
-            } else {
-                (TaskState::TaskFailed, task_status::Reason::ExecutorTerminated)
-            };
-            let message = format!("Executor terminated{}", exit.map(|e| format!(" ({e})")).unwrap_or_default());
-            let status = self.agent_status(&task_id, &container_id, state, reason, message);
-            self.record_and_forward(key, status);
-        }
-        self.finish_executor(key);
-    }
-
-    /// Ends a task whose executor never started (prepare failed or killed early).
+    /// Ends the tasks of an executor that never started (prepare failed or
+    /// every task was killed early).
     async fn terminate_without_executor(&self, key: &(String, String), state: TaskState, reason: task_status::Reason, message: String) {
-        let Some((container_id, task_id)) = self
-            .state
-            .lock()
-            .unwrap()
-            .executors
-            .get(key)
-            .map(|e| (e.container_id.clone(), e.task.task_id.value.clone()))
-        else {
-            return;
+        let statuses: Vec<TaskStatus> = {
+            let mut guard = self.state.lock().unwrap();
+            let Some(ex) = guard.executors.get_mut(key) else { return };
+            ex.state = ExecutorState::Terminating;
+            ex.live_tasks().map(|t| self.executor_status(ex, t.id(), state, reason, message.clone())).collect()
         };
+        let container_id = self.state.lock().unwrap().executors.get(key).map(|e| e.container_id.clone()).unwrap_or_default();
         if let Err(e) = self.containerizer.destroy(&container_id).await {
             tracing::error!(container = %container_id, error = %e, "failed to destroy container");
         }
-        let status = self.agent_status(&task_id, &container_id, state, reason, message);
-        self.record_and_forward(key, status);
+        for status in statuses {
+            self.record_and_forward(key, status);
+        }
         self.finish_executor(key);
     }
 
@@ -679,8 +629,9 @@ impl Agent {
                     tracing::error!(executor = %ex.executor_id, error = %e, "failed to checkpoint the executor's end");
                 }
             }
-            ex.phase = Phase::Terminated;
+            ex.state = ExecutorState::Terminated;
             ex.stream = None;
+            ex.runner = None;
             state.completed.push(ex);
             let excess = state.completed.len().saturating_sub(150);
             state.completed.drain(..excess);
@@ -688,24 +639,38 @@ impl Agent {
     }
 
     /// Records the task's new state and queues the update for the master.
+    /// A command executor whose task ended gets a while to exit; a custom
+    /// executor's container shrinks to what its live tasks need.
     pub fn record_and_forward(&self, key: &(String, String), status: TaskStatus) {
-        let checkpoint = {
+        let (checkpoint, shrink) = {
             let mut state = self.state.lock().unwrap();
             let known = state.frameworks.contains_key(&key.0);
+            let aid = self.id();
             match state.executors.get_mut(key) {
                 Some(ex) => {
-                    ex.task_state = status.state();
-                    if status.state().is_terminal() {
-                        ex.terminal.notify_one();
+                    let terminal = status.state().is_terminal();
+                    let mut newly_terminal = false;
+                    if let Some(task) = ex.task_mut(&status.task_id.value) {
+                        newly_terminal = terminal && !task.state.is_terminal();
+                        task.state = status.state();
                     }
-                    (ex.checkpoint && known).then(|| {
-                        self.meta.task_updates_path(&self.id(), &ex.framework_id, &ex.executor_id, &ex.container_id, &ex.task.task_id.value)
-                    })
+                    if newly_terminal && ex.kind == ExecutorKind::Command {
+                        ex.tell(RunnerCommand::TasksTerminal);
+                    }
+                    let path = (ex.checkpoint && known)
+                        .then(|| self.meta.task_updates_path(&aid, &ex.framework_id, &ex.executor_id, &ex.container_id, &status.task_id.value));
+                    (path, newly_terminal && ex.kind == ExecutorKind::Custom && ex.state == ExecutorState::Running)
                 }
-                None => None,
+                None => (None, false),
             }
         };
         self.updates.update_checkpointed(FrameworkId { value: key.0.clone() }, status, checkpoint);
+        if shrink {
+            if let Some(agent) = self.me.upgrade() {
+                let key = key.clone();
+                tokio::spawn(async move { agent.update_container(&key).await });
+            }
+        }
     }
 
     /// Whether a limitation the agent saw ended the executor's container: the
@@ -722,13 +687,18 @@ impl Agent {
         self.state.lock().unwrap().executors.get(key).is_some_and(|ex| ex.limitation.is_some())
     }
 
+    /// A status update generated by the agent itself for a task of `ex`.
+    pub fn executor_status(&self, ex: &Executor, task_id: &str, state: TaskState, reason: task_status::Reason, message: String) -> TaskStatus {
+        self.agent_status(task_id, &ex.executor_id, &ex.container_id, state, reason, message)
+    }
+
     /// A status update generated by the agent itself.
-    pub fn agent_status(&self, task_id: &str, container_id: &str, state: TaskState, reason: task_status::Reason, message: String) -> TaskStatus {
+    pub fn agent_status(&self, task_id: &str, executor_id: &str, container_id: &str, state: TaskState, reason: task_status::Reason, message: String) -> TaskStatus {
         let mut status = TaskStatus {
             task_id: TaskId { value: task_id.to_string() },
             message: Some(message),
             agent_id: Some(AgentId { value: self.id() }),
-            executor_id: Some(ExecutorId { value: task_id.to_string() }),
+            executor_id: Some(ExecutorId { value: executor_id.to_string() }),
             timestamp: Some(now()),
             uuid: Some(mezzo_proto::new_uuid()),
             ..Default::default()
@@ -745,48 +715,103 @@ impl Agent {
         status
     }
 
-    fn container_config(&self, framework: &FrameworkInfo, task: &TaskInfo, executor_id: &str, container_id: &str, sandbox: &std::path::Path) -> Result<ContainerConfig, String> {
+    fn labels(&self, framework: &FrameworkInfo, executor_id: &str, container_id: &str) -> std::collections::BTreeMap<String, String> {
         let mut labels = std::collections::BTreeMap::new();
         labels.insert("mezzo.agent_id".to_string(), self.id());
         labels.insert("mezzo.framework_id".to_string(), framework.id.clone().map(|f| f.value).unwrap_or_default());
         labels.insert("mezzo.executor_id".to_string(), executor_id.to_string());
         labels.insert("mezzo.container_id".to_string(), container_id.to_string());
+        labels
+    }
+
+    fn container_config(&self, framework: &FrameworkInfo, task: &TaskInfo, executor_id: &str, container_id: &str, sandbox: &std::path::Path) -> Result<ContainerConfig, String> {
+        let labels = self.labels(framework, executor_id, container_id);
         let mut config = crate::translate::container_config(task, container_id, sandbox, labels).map_err(|e| e.to_string())?;
         config.command.user = crate::translate::task_user(task, framework, self.flags.switch_user);
         Ok(config)
     }
 
-    fn spawn_executor(&self, framework: &FrameworkInfo, executor_id: &str, container_id: &str, sandbox: &std::path::Path, runtime_dir: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
+    /// The container of a custom executor: its command, its `ContainerInfo`,
+    /// sized to `allocated` (the executor's resources plus its tasks'), with
+    /// the environment Mesos gives executors.
+    fn executor_container_config(
+        &self,
+        framework: &FrameworkInfo,
+        info: &mezzo_proto::mesos::v1::ExecutorInfo,
+        allocated: Vec<Resource>,
+        container_id: &str,
+        sandbox: &std::path::Path,
+    ) -> Result<ContainerConfig, String> {
+        // The executor's container is made as a command task's would be.
+        let as_task = TaskInfo {
+            name: info.name.clone().unwrap_or_default(),
+            task_id: TaskId { value: info.executor_id.value.clone() },
+            command: info.command.clone(),
+            container: info.container.clone(),
+            resources: allocated,
+            ..Default::default()
+        };
+        if as_task.command.is_none() {
+            return Err("ExecutorInfo has no command".to_string());
+        }
+        let mut config = self.container_config(framework, &as_task, &info.executor_id.value, container_id, sandbox)?;
+        let framework_id = framework.id.clone().map(|f| f.value).unwrap_or_default();
+        let token = self.executor_auth.issue(&crate::executor_auth::Claims {
+            fid: framework_id.clone(),
+            eid: info.executor_id.value.clone(),
+            cid: container_id.to_string(),
+        });
+        // The agent's variables win over the executor's own (as Mesos).
+        let mut env: Vec<(String, String)> = self.executor_env(framework, &info.executor_id.value, sandbox);
+        env.push(("MESOS_EXECUTOR_AUTHENTICATION_TOKEN".into(), token));
+        config.command.env.retain(|(k, _)| !env.iter().any(|(name, _)| name == k));
+        config.command.env.extend(env);
+        Ok(config)
+    }
+
+    /// The environment Mesos gives every executor (`executorEnvironment`),
+    /// but the token.
+    fn executor_env(&self, framework: &FrameworkInfo, executor_id: &str, sandbox: &std::path::Path) -> Vec<(String, String)> {
+        let framework_id = framework.id.clone().map(|f| f.value).unwrap_or_default();
+        let checkpoint = framework.checkpoint.unwrap_or(false);
+        let mut env = vec![
+            ("MESOS_FRAMEWORK_ID".to_string(), framework_id),
+            ("MESOS_EXECUTOR_ID".to_string(), executor_id.to_string()),
+            ("MESOS_DIRECTORY".to_string(), sandbox.display().to_string()),
+            ("MESOS_SLAVE_ID".to_string(), self.id()),
+            ("MESOS_AGENT_ID".to_string(), self.id()),
+            ("MESOS_SLAVE_PID".to_string(), format!("slave(1)@{}", self.endpoint())),
+            ("MESOS_AGENT_ENDPOINT".to_string(), self.endpoint()),
+            ("MESOS_CHECKPOINT".to_string(), if checkpoint { "1" } else { "0" }.to_string()),
+            ("MESOS_HTTP_COMMAND_EXECUTOR".to_string(), "1".to_string()),
+            ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD".to_string(), format_duration(self.shutdown_grace)),
+        ];
+        if checkpoint {
+            env.push(("MESOS_RECOVERY_TIMEOUT".to_string(), format_duration(self.recovery_timeout)));
+            // Retry at least twice within the agent's re-registration window.
+            env.push(("MESOS_SUBSCRIPTION_BACKOFF_MAX".to_string(), format_duration((self.reregistration_timeout / 2).max(Duration::from_millis(100)))));
+        }
+        env
+    }
+
+    /// Starts the process the agent supervises for an executor: for a
+    /// command task, mezzo-executor itself; for a custom executor,
+    /// mezzo-executor in its container mode, which starts the prepared
+    /// container (whose first process is the framework's executor), waits
+    /// for it and records its exit. Either outlives the agent, so a
+    /// restarted agent adopts it the same way.
+    fn spawn_executor(&self, framework: &FrameworkInfo, kind: ExecutorKind, executor_id: &str, container_id: &str, sandbox: &std::path::Path, runtime_dir: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
         let program = self.launcher_dir.join("mezzo-executor");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(sandbox.join("executor.log"))
             .context("open executor.log")?;
-        let framework_id = framework.id.clone().map(|f| f.value).unwrap_or_default();
-        let token = self.executor_auth.issue(&crate::executor_auth::Claims {
-            fid: framework_id.clone(),
-            eid: executor_id.to_string(),
-            cid: container_id.to_string(),
-        });
         let mut cmd = tokio::process::Command::new(&program);
         cmd.current_dir(sandbox)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()))
-            .env("MESOS_FRAMEWORK_ID", &framework_id)
-            .env("MESOS_EXECUTOR_ID", executor_id)
-            .env("MESOS_DIRECTORY", sandbox)
             .env("MESOS_SANDBOX", sandbox)
-            .env("MESOS_SLAVE_ID", self.id())
-            .env("MESOS_SLAVE_PID", format!("slave(1)@{}", self.endpoint()))
-            .env("MESOS_AGENT_ENDPOINT", self.endpoint())
-            .env("MESOS_CHECKPOINT", if framework.checkpoint.unwrap_or(false) { "1" } else { "0" })
-            .env("MESOS_HTTP_COMMAND_EXECUTOR", "1")
-            .env("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", format_duration(self.shutdown_grace))
-            .env("MESOS_RECOVERY_TIMEOUT", format_duration(self.recovery_timeout))
-            // Retry at least twice within the agent's re-registration window.
-            .env("MESOS_SUBSCRIPTION_BACKOFF_MAX", format_duration((self.reregistration_timeout / 2).max(Duration::from_millis(100))))
-            .env("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", token)
             .env("MEZZO_CONTAINER_ID", container_id)
             .env("MEZZO_RUNTIME_DIR", runtime_dir)
             .env("MEZZO_LAUNCHER_DIR", &self.launcher_dir)
@@ -794,6 +819,25 @@ impl Agent {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(false);
+        for (k, v) in self.executor_env(framework, executor_id, sandbox) {
+            cmd.env(k, v);
+        }
+        match kind {
+            ExecutorKind::Command => {
+                let token = self.executor_auth.issue(&crate::executor_auth::Claims {
+                    fid: framework.id.clone().map(|f| f.value).unwrap_or_default(),
+                    eid: executor_id.to_string(),
+                    cid: container_id.to_string(),
+                });
+                cmd.env("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", token);
+                // Mesos gives these to checkpointing executors only; the command executor always uses them.
+                cmd.env("MESOS_RECOVERY_TIMEOUT", format_duration(self.recovery_timeout));
+                cmd.env("MESOS_SUBSCRIPTION_BACKOFF_MAX", format_duration((self.reregistration_timeout / 2).max(Duration::from_millis(100))));
+            }
+            ExecutorKind::Custom => {
+                cmd.env("MEZZO_EXECUTOR_MODE", "container");
+            }
+        }
         if let Ok(filter) = std::env::var("RUST_LOG") {
             cmd.env("RUST_LOG", filter);
         }
@@ -807,79 +851,152 @@ impl Agent {
         cmd.spawn().with_context(|| format!("spawn {}", program.display()))
     }
 
-    /// Handles KILL_TASK from the master.
+    /// Handles KILL_TASK from the master: forwarded to the executor that
+    /// has the task; a task it does not have yet is ended by the agent.
     pub async fn kill_task(self: &Arc<Self>, framework_id: &str, task_id: &str, kill_policy: Option<KillPolicy>) {
-        let key = (framework_id.to_string(), task_id.to_string());
-        let action = {
+        enum Action {
+            None,
+            /// Not yet with the executor: the agent ends it.
+            EndHere { kill_executor: Option<i32> },
+        }
+        let found = {
             let mut state = self.state.lock().unwrap();
-            let Some(ex) = state.executors.get_mut(&key) else {
-                tracing::warn!(task = %task_id, "kill for an unknown task");
-                return;
-            };
-            ex.kill_requested = true;
-            match (&ex.stream, ex.launched, ex.phase) {
-                // Recovered and not yet back: SUBSCRIBE answers with SHUTDOWN,
-                // and one that never comes back is killed at its timeout.
-                (None, _, Phase::Running) if ex.recovered => None,
-                (Some(stream), true, _) => {
-                    let event = executor::Event {
-                        r#type: Some(executor::event::Type::Kill as i32),
-                        kill: Some(executor::event::Kill { task_id: TaskId { value: task_id.to_string() }, kill_policy }),
-                        ..Default::default()
-                    };
-                    let _ = stream.send(event);
-                    None
-                }
-                // Not yet running in the executor: the agent ends it.
-                (_, _, Phase::Running) => Some(ex.pid),
-                (_, _, _) => None, // preparing: launch() sees kill_requested
-            }
+            let key = state.executors.iter().find(|(k, ex)| k.0 == framework_id && ex.task(task_id).is_some()).map(|(k, _)| k.clone());
+            key.and_then(|key| state.executors.get_mut(&key).map(|ex| (key, ex)).map(|(key, ex)| {
+                let (launched, terminal) = {
+                    let task = ex.task_mut(task_id).expect("found above");
+                    task.kill_requested = true;
+                    (task.launched, task.state.is_terminal())
+                };
+                let only_task = ex.tasks.iter().all(|t| t.id() == task_id || t.state.is_terminal());
+                let action = match (&ex.stream, launched, ex.state) {
+                    _ if terminal => Action::None,
+                    // Recovered and not yet back: SUBSCRIBE answers with SHUTDOWN,
+                    // and one that never comes back is killed at its timeout.
+                    (None, _, ExecutorState::Registering) if ex.recovered => Action::None,
+                    (Some(stream), true, _) => {
+                        let _ = stream.send(executor_api::Event {
+                            r#type: Some(EventType::Kill as i32),
+                            kill: Some(executor_api::event::Kill { task_id: TaskId { value: task_id.to_string() }, kill_policy }),
+                            ..Default::default()
+                        });
+                        Action::None
+                    }
+                    // Still preparing: launch() sees the kill.
+                    (_, _, ExecutorState::Registering) if ex.pid.is_none() => Action::None,
+                    // Started, but the task is not with the executor: the agent
+                    // ends it; an executor left with nothing to run goes too.
+                    _ => Action::EndHere { kill_executor: (only_task && ex.kind == ExecutorKind::Command).then_some(ex.pid).flatten() },
+                };
+                (key, action)
+            }))
         };
-        if let Some(pid) = action {
-            let (container_id, state) = {
-                let s = self.state.lock().unwrap();
-                let ex = s.executors.get(&key);
-                (ex.map(|e| e.container_id.clone()).unwrap_or_default(), ex.map(|e| e.task_state))
-            };
-            if state.map(TaskState::is_terminal) == Some(false) {
-                let status = self.agent_status(task_id, &container_id, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before its executor started it".to_string());
-                self.record_and_forward(&key, status);
+        let Some((key, action)) = found else {
+            tracing::warn!(task = %task_id, "kill for an unknown task");
+            return;
+        };
+        if let Action::EndHere { kill_executor } = action {
+            self.end_task(&key, task_id, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before its executor started it");
+            if let Some(pid) = kill_executor {
+                self.mark_terminating(&key);
+                kill_group(Some(pid));
             }
-            kill_group(pid);
         }
     }
 
-    /// Handles SHUTDOWN_FRAMEWORK: asks its executors to shut down and
-    /// destroys those that do not within the grace period.
-    pub fn shutdown_framework(self: &Arc<Self>, framework_id: &str) {
-        let pids: Vec<Option<i32>> = {
-            let mut state = self.state.lock().unwrap();
-            state.frameworks.remove(framework_id);
-            state
-                .executors
-                .values_mut()
-                .filter(|e| e.framework_id == framework_id)
-                .map(|ex| {
-                    ex.kill_requested = true;
-                    if let Some(stream) = &ex.stream {
-                        let _ = stream.send(executor::Event {
-                            r#type: Some(executor::event::Type::Shutdown as i32),
-                            ..Default::default()
-                        });
-                    }
-                    ex.pid
-                })
-                .collect()
+    fn mark_terminating(&self, key: &(String, String)) {
+        if let Some(ex) = self.state.lock().unwrap().executors.get_mut(key) {
+            ex.state = ExecutorState::Terminating;
+        }
+    }
+
+    /// Shuts one executor down (the scheduler's SHUTDOWN, a framework's
+    /// teardown, a failed container update): SHUTDOWN to the executor, and
+    /// its container destroyed after the grace period (the executor's own
+    /// `shutdown_grace_period`, else `--executor_shutdown_grace_period`).
+    /// Its tasks that it leaves unfinished end TASK_KILLED.
+    pub fn shutdown_executor(&self, framework_id: &str, executor_id: &str) {
+        let key = (framework_id.to_string(), executor_id.to_string());
+        let mut state = self.state.lock().unwrap();
+        let Some(ex) = state.executors.get_mut(&key) else {
+            tracing::warn!(framework = %framework_id, executor = %executor_id, "shutdown of an unknown executor");
+            return;
         };
-        self.updates.remove_framework(framework_id);
-        self.meta.remove_framework(&self.id(), framework_id);
-        let grace = self.shutdown_grace;
+        let grace = ex
+            .info
+            .shutdown_grace_period
+            .as_ref()
+            .and_then(|d| u64::try_from(d.nanoseconds).ok())
+            .map(Duration::from_nanos)
+            .unwrap_or(self.shutdown_grace);
+        tracing::info!(framework = %framework_id, executor = %executor_id, ?grace, "shutting down executor");
+        for task in &mut ex.tasks {
+            task.kill_requested = true;
+        }
+        ex.state = ExecutorState::Terminating;
+        ex.send(event(EventType::Shutdown));
+        match &ex.runner {
+            Some(_) => ex.tell(RunnerCommand::Shutdown { grace }),
+            // Still preparing: launch() sees every task killed.
+            None => {}
+        }
+    }
+
+    /// Handles a scheduler's MESSAGE for an executor (best effort, as Mesos:
+    /// dropped when the executor is not subscribed).
+    pub fn framework_message(&self, framework_id: &str, executor_id: &str, data: Vec<u8>) {
+        let key = (framework_id.to_string(), executor_id.to_string());
+        let state = self.state.lock().unwrap();
+        let sent = state.executors.get(&key).is_some_and(|ex| {
+            ex.state == ExecutorState::Running
+                && ex.send(executor_api::Event {
+                    r#type: Some(EventType::Message as i32),
+                    message: Some(executor_api::event::Message { data }),
+                    ..Default::default()
+                })
+        });
+        if !sent {
+            tracing::warn!(framework = %framework_id, executor = %executor_id, "dropping a framework message for an executor that is not running");
+        }
+    }
+
+    /// An executor's MESSAGE for its scheduler: to the master, best effort
+    /// (Mesos's ExecutorToFrameworkMessage), in the background.
+    pub fn executor_message(&self, key: &(String, String), data: Vec<u8>) {
+        let msg = mezzo_proto::mezzo::agent::FrameworkMessage {
+            framework_id: FrameworkId { value: key.0.clone() },
+            executor_id: ExecutorId { value: key.1.clone() },
+            data,
+            agent_id: Some(AgentId { value: self.id() }),
+        };
+        let Some(agent) = self.me.upgrade() else { return };
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            for pid in pids {
-                kill_group(pid);
+            if let Err(e) = crate::master_link::post_authenticated(&agent, "/mezzo/v1/agent/message", &msg).await {
+                tracing::warn!(executor = %msg.executor_id.value, error = %e, "dropping an executor's message: the master did not take it");
             }
         });
+    }
+
+    /// A task a re-subscribing executor does not have: lost in flight
+    /// (TASK_DROPPED for partition-aware frameworks, else TASK_LOST).
+    pub fn task_dropped(&self, key: &(String, String), task_id: &str) {
+        let aware = self.state.lock().unwrap().frameworks.get(&key.0).map(partition_aware).unwrap_or(false);
+        let state = if aware { TaskState::TaskDropped } else { TaskState::TaskLost };
+        self.end_task(key, task_id, state, task_status::Reason::ExecutorTerminated, "The executor subscribed again without the task: it was lost in flight");
+    }
+
+    /// Handles SHUTDOWN_FRAMEWORK: shuts down its executors.
+    pub fn shutdown_framework(self: &Arc<Self>, framework_id: &str) {
+        let keys: Vec<(String, String)> = {
+            let mut state = self.state.lock().unwrap();
+            state.frameworks.remove(framework_id);
+            state.executors.keys().filter(|k| k.0 == framework_id).cloned().collect()
+        };
+        for key in keys {
+            self.shutdown_executor(&key.0, &key.1);
+        }
+        self.updates.remove_framework(framework_id);
+        self.meta.remove_framework(&self.id(), framework_id);
     }
 
     /// SIGTERM or SIGINT: the agent exits at once, as Mesos's does. The
@@ -892,7 +1009,8 @@ impl Agent {
     /// tasks are reported TASK_LOST (TASK_GONE when partition-aware) with
     /// that reason, in one bounded attempt.
     pub async fn leave(self: &Arc<Self>, signal: &str) {
-        let doomed: Vec<((String, String), String, Option<i32>, Option<TaskStatus>)> = {
+        type Doomed = ((String, String), String, Option<i32>, Vec<TaskStatus>);
+        let doomed: Vec<Doomed> = {
             let mut guard = self.state.lock().unwrap();
             let state = &mut *guard;
             let frameworks = &state.frameworks;
@@ -904,25 +1022,29 @@ impl Agent {
                     let aware = frameworks.get(&e.framework_id).map(partition_aware).unwrap_or(false);
                     let lost = if aware { TaskState::TaskGone } else { TaskState::TaskLost };
                     let message = format!("Agent shut down ({signal}); the framework does not checkpoint, so its executor cannot be recovered");
-                    let status = (!e.task_state.is_terminal()).then(|| {
-                        self.agent_status(&e.task.task_id.value, &e.container_id, lost, task_status::Reason::AgentDisconnected, message)
-                    });
+                    let statuses = e
+                        .live_tasks()
+                        .map(|t| self.executor_status(e, t.id(), lost, task_status::Reason::AgentDisconnected, message.clone()))
+                        .collect();
                     // Recorded before the kill: the executor's exit must not
-                    // be reported as the task's failure.
-                    e.task_state = lost;
-                    e.kill_requested = true;
-                    (e.key(), e.container_id.clone(), e.pid, status)
+                    // be reported as the tasks' failure.
+                    for t in e.tasks.iter_mut().filter(|t| !t.state.is_terminal()) {
+                        t.state = lost;
+                        t.kill_requested = true;
+                    }
+                    e.state = ExecutorState::Terminating;
+                    (e.key(), e.container_id.clone(), e.pid, statuses)
                 })
                 .collect()
         };
         let kept = self.state.lock().unwrap().executors.len() - doomed.len();
         tracing::info!(signal, kept, destroyed = doomed.len(), "agent exiting; executors of checkpointing frameworks keep running");
-        let ends = doomed.into_iter().map(|(key, container_id, pid, status)| async move {
+        let ends = doomed.into_iter().map(|(key, container_id, pid, statuses)| async move {
             kill_group(pid);
             if let Err(e) = self.containerizer.destroy(&container_id).await {
                 tracing::warn!(container = %container_id, error = %e, "destroy on exit");
             }
-            if let Some(status) = status {
+            for status in statuses {
                 let sent = self.send_status_to_master(FrameworkId { value: key.0.clone() }, status);
                 if let Err(e) = tokio::time::timeout(EXIT_UPDATE_TIMEOUT, sent).await.map_err(|_| "timed out".to_string()).and_then(|r| r) {
                     tracing::warn!(executor = %key.1, error = %e, "could not report the task lost on exit");
@@ -937,15 +1059,8 @@ impl Agent {
     /// Stops every executor and destroys every container (agent shutdown on
     /// SIGUSR1; SIGTERM leaves recoverable ones running, see `leave`).
     pub async fn shutdown_all(self: &Arc<Self>) {
-        let keys: Vec<(String, String, String, Option<i32>)> = self
-            .state
-            .lock()
-            .unwrap()
-            .executors
-            .values()
-            .map(|e| (e.framework_id.clone(), e.executor_id.clone(), e.container_id.clone(), e.pid))
-            .collect();
-        for (_, _, container_id, pid) in keys {
+        let keys: Vec<(String, Option<i32>)> = self.state.lock().unwrap().executors.values().map(|e| (e.container_id.clone(), e.pid)).collect();
+        for (container_id, pid) in keys {
             kill_group(pid);
             if let Err(e) = self.containerizer.destroy(&container_id).await {
                 tracing::warn!(container = %container_id, error = %e, "destroy on shutdown");

@@ -1,6 +1,7 @@
 //! The agent's core: frameworks, executors and their tasks, launch and kill.
 
 use crate::checkpoint::Meta;
+use crate::containers::Containers;
 use crate::executor::{command_executor_info, event, Executor, ExecutorKind, ExecutorState, Task};
 use crate::flags::{format_duration, DockerImageSource, Flags, ProvisionerBackend};
 use crate::paths;
@@ -54,7 +55,7 @@ pub struct Agent {
     pub flags: Flags,
     pub work_dir: PathBuf,
     pub launcher_dir: PathBuf,
-    pub containerizer: Arc<Containerizer>,
+    pub containerizer: Arc<dyn Containers>,
     pub resources: Vec<Resource>,
     pub hostname: String,
     pub agent_id: RwLock<Option<String>>,
@@ -161,7 +162,20 @@ impl Agent {
         std::fs::create_dir_all(&runtime_root)?;
         let store_dir = flags.docker_store_dir.clone().unwrap_or_else(|| work_dir.join("store").join("docker"));
         let backends = build_backends(&flags, &work_dir, &runtime_root, &store_dir, &launcher_dir).await?;
-        let containerizer = Arc::new(Containerizer::new(backends, runtime_root.clone()));
+        let containerizer: Arc<dyn Containers> = Arc::new(Containerizer::new(backends, runtime_root.clone()));
+        Agent::assemble(flags, work_dir, launcher_dir, runtime_root, containerizer, None)
+    }
+
+    /// Builds the agent around `containerizer`. Status updates go to the
+    /// master, or to `forward` when given (the agent core's unit tests).
+    pub fn assemble(
+        flags: Flags,
+        work_dir: PathBuf,
+        launcher_dir: PathBuf,
+        runtime_root: PathBuf,
+        containerizer: Arc<dyn Containers>,
+        forward: Option<Forward>,
+    ) -> anyhow::Result<Arc<Agent>> {
         let resources = crate::resources::parse(flags.resources.as_deref())?;
         let hostname = flags.hostname.clone().unwrap_or_else(|| {
             nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| flags.ip.clone())
@@ -187,7 +201,7 @@ impl Agent {
         let agent = Arc::new_cyclic(|weak: &std::sync::Weak<Agent>| {
             let weak_me = weak.clone();
             let weak = weak.clone();
-            let forward: Forward = Arc::new(move |fid, status| {
+            let forward: Forward = forward.unwrap_or_else(|| Arc::new(move |fid, status| {
                 let weak = weak.clone();
                 Box::pin(async move {
                     match weak.upgrade() {
@@ -195,7 +209,7 @@ impl Agent {
                         None => Err("agent is shutting down".to_string()),
                     }
                 })
-            });
+            }));
             Agent {
                 me: weak_me,
                 flags: flags.clone(),

@@ -3,6 +3,7 @@
 //! forwards every status update to the master until it is acknowledged.
 
 pub mod checkpoint;
+pub mod containers;
 pub mod executor_auth;
 pub mod files;
 pub mod flags;
@@ -23,3 +24,5 @@ pub mod translate;
 
 pub use flags::Flags;
 pub use agent::{run, Agent};
+#[cfg(test)]
+mod core_tests;

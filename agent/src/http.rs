@@ -246,8 +246,13 @@ fn subscribe(agent: AppState, key: (String, String), call: executor::Call, accep
                 task.launched = true;
             }
         }
-        let shutdown = ex.state == ExecutorState::Terminating
-            || (ex.tasks.iter().all(|t| t.kill_requested) && ex.kind == ExecutorKind::Command);
+        // Every task it was to run was killed before it came: it has nothing to do (Mesos shuts it down).
+        let nothing_to_run = ex.tasks.iter().all(|t| t.kill_requested);
+        let shutdown = ex.state == ExecutorState::Terminating || nothing_to_run;
+        if shutdown && ex.state != ExecutorState::Terminating {
+            ex.state = ExecutorState::Terminating;
+            ex.tell(crate::runner::RunnerCommand::Shutdown { grace: agent.shutdown_grace });
+        }
         if ex.state == ExecutorState::Registering {
             ex.state = ExecutorState::Running;
         }

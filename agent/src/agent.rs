@@ -1114,8 +1114,8 @@ impl Agent {
 async fn build_backends(flags: &Flags, work_dir: &std::path::Path, runtime_root: &std::path::Path, store_dir: &std::path::Path, launcher_dir: &std::path::Path) -> anyhow::Result<Vec<Arc<dyn Backend>>> {
     use mezzo_containerizer::docker::{DockerBackendConfig, ImageSource};
     use mezzo_containerizer::rust::RustBackendConfig;
-    use mezzo_containerizer::{BackendKind, BackendOptions};
-    let kinds = BackendKind::parse_list(&flags.containerizers)?;
+    use mezzo_containerizer::BackendOptions;
+    let kinds = flags.containerizers.0.clone();
     let registry = flags
         .docker_registry
         .as_deref()

@@ -36,8 +36,8 @@ pub struct Flags {
     #[arg(long)]
     pub resources: Option<String>,
     /// Containerizers in order of preference: `rust` (alias `mesos`), `docker`.
-    #[arg(long, default_value = "rust")]
-    pub containerizers: String,
+    #[arg(long, default_value = "rust", value_parser = parse_containerizers, value_name = "LIST")]
+    pub containerizers: Containerizers,
     /// Run tasks as their user (`CommandInfo.user`, else `FrameworkInfo.user`),
     /// as Mesos's `--switch_user`; with `false` they run as the agent's user.
     #[arg(long = "switch_user", default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
@@ -219,6 +219,21 @@ impl std::fmt::Display for Isolation {
     }
 }
 
+/// `--containerizers`: backends in order of preference, checked at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Containerizers(pub Vec<mezzo_containerizer::BackendKind>);
+
+impl std::fmt::Display for Containerizers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|k| k.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+fn parse_containerizers(value: &str) -> Result<Containerizers, String> {
+    mezzo_containerizer::BackendKind::parse_list(value).map(Containerizers).map_err(|e| e.to_string())
+}
+
 fn parse_isolation(value: &str) -> Result<Isolation, String> {
     Ok(Isolation(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()))
 }
@@ -313,6 +328,19 @@ mod tests {
             "recovery_timeout" => Some(f.recovery_timeout),
             other => panic!("no duration flag {other}"),
         }
+    }
+
+    #[test]
+    fn containerizers_parse_with_the_flags_and_an_unknown_one_names_the_flag() {
+        use mezzo_containerizer::BackendKind;
+        assert_eq!(parse(&[]).unwrap().containerizers.0, [BackendKind::Rust]);
+        let f = parse(&["--containerizers=docker,mesos,docker"]).unwrap();
+        assert_eq!(f.containerizers.0, [BackendKind::Docker, BackendKind::Rust]);
+        assert_eq!(f.containerizers.to_string(), "docker,rust");
+        let err = parse(&["--containerizers=rust,lxc"]).unwrap_err().to_string();
+        assert!(err.contains("--containerizers") && err.contains("lxc"), "{err}");
+        let err = parse(&["--containerizers="]).unwrap_err().to_string();
+        assert!(err.contains("--containerizers"), "{err}");
     }
 
     #[test]

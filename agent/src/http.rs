@@ -480,7 +480,7 @@ async fn state_json(State(agent): State<AppState>) -> Response {
         "hostname": agent.hostname,
         "resources": resources,
         "frameworks": frameworks,
-        "flags": {"work_dir": agent.work_dir.display().to_string(), "containerizers": agent.flags.containerizers},
+        "flags": {"work_dir": agent.work_dir.display().to_string(), "containerizers": agent.flags.containerizers.to_string()},
     }))
     .into_response()
 }

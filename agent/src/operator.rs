@@ -258,7 +258,7 @@ fn flags(agent: &Agent) -> Vec<Flag> {
         ("work_dir", Some(agent.work_dir.display().to_string())),
         ("ip", Some(f.ip.clone())),
         ("port", Some(f.port.to_string())),
-        ("containerizers", Some(f.containerizers.clone())),
+        ("containerizers", Some(f.containerizers.to_string())),
         ("isolation", f.isolation.as_ref().map(|i| i.to_string())),
         ("cgroups_root", Some(f.cgroups_root.clone())),
         ("cgroups_enable_cfs", Some(f.cgroups_enable_cfs.to_string())),

@@ -49,7 +49,7 @@ pub fn acquire_in(flags: &Flags, cgroups_lock_dir: &Path) -> anyhow::Result<Owne
             locks.push(lock_exclusive(&runtime_dir.join(LOCK_FILE), "--runtime_dir", &runtime_dir.display().to_string(), &owner)?);
         }
     }
-    let kinds = mezzo_containerizer::BackendKind::parse_list(&flags.containerizers)?;
+    let kinds = flags.containerizers.0.clone();
     if kinds.iter().any(|k| k.uses_cgroups_root()) {
         let parts = cgroups_root_components(&flags.cgroups_root)?;
         let root = parts.join("/");

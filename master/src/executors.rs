@@ -47,22 +47,22 @@ pub(crate) fn same_executor(a: &ExecutorInfo, b: &ExecutorInfo) -> bool {
 impl Master {
     /// Handles MESSAGE: forwards the data to the executor's agent, as
     /// Mesos's `Master::message`; an unknown agent drops it.
-    pub(crate) fn framework_message(&mut self, fid: &str, message: &call::Message) {
+    pub(crate) fn framework_message(&mut self, fid: &str, message: call::Message) {
         self.counters.messages_framework_to_executor += 1;
         let agent_id = message.agent_id.value.as_str();
-        let executor_id = message.executor_id.value.as_str();
         let Some(agent) = self.agents.get(agent_id) else {
+            let executor_id = &message.executor_id.value;
             tracing::warn!(framework_id = %fid, %agent_id, %executor_id, "cannot send framework message: agent is not registered");
             self.counters.invalid_framework_to_executor_messages += 1;
             return;
         };
-        tracing::debug!(framework_id = %fid, %agent_id, %executor_id, bytes = message.data.len(), "forwarding framework message");
+        tracing::debug!(framework_id = %fid, %agent_id, executor_id = %message.executor_id.value, bytes = message.data.len(), "forwarding framework message");
         agent.link.send(MasterToAgent {
             r#type: Some(master_to_agent::Type::FrameworkMessage as i32),
             framework_message: Some(FrameworkMessage {
                 framework_id: framework_id(fid),
-                executor_id: message.executor_id.clone(),
-                data: message.data.clone(),
+                executor_id: message.executor_id,
+                data: message.data,
                 agent_id: None,
             }),
             ..Default::default()
@@ -254,5 +254,43 @@ impl Master {
             }
         }
         executors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mezzo_proto::mesos::v1::{CommandInfo, FrameworkId};
+
+    fn info(resources: Vec<mezzo_proto::mesos::v1::Resource>) -> ExecutorInfo {
+        ExecutorInfo {
+            executor_id: ExecutorId { value: "e".into() },
+            framework_id: Some(FrameworkId { value: "f".into() }),
+            command: Some(CommandInfo { value: Some("./run".into()), ..Default::default() }),
+            resources,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn executors_compare_resources_as_bags() {
+        use crate::resources::scalar;
+        let a = info(vec![scalar("cpus", 0.5), scalar("mem", 64.0)]);
+        assert!(same_executor(&a, &info(vec![scalar("mem", 64.0), scalar("cpus", 0.25), scalar("cpus", 0.25)])));
+        assert!(!same_executor(&a, &info(vec![scalar("cpus", 0.5), scalar("mem", 65.0)])));
+        let mut other = a.clone();
+        other.command.as_mut().unwrap().value = Some("./other".into());
+        assert!(!same_executor(&a, &other));
+        other = a.clone();
+        other.framework_id = None;
+        assert!(!same_executor(&a, &other));
+    }
+
+    #[test]
+    fn message_size_is_bounded() {
+        assert!(check_message_size("data", MAX_FRAMEWORK_MESSAGE_BYTES).is_ok());
+        let e = check_message_size("message.data", MAX_FRAMEWORK_MESSAGE_BYTES + 1).unwrap_err();
+        assert!(e.starts_with("'message.data' is 1048577 bytes"), "{e}");
+        assert!(e.contains("1048576"), "{e}");
     }
 }

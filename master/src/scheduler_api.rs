@@ -315,7 +315,7 @@ fn process(
         CallType::Kill => master.kill(&fid, call.kill.as_ref().expect("validated")),
         CallType::Acknowledge => master.acknowledge(&fid, call.acknowledge.as_ref().expect("validated")),
         CallType::Reconcile => master.reconcile(&fid, call.reconcile.as_ref().expect("validated")),
-        CallType::Message => master.framework_message(&fid, call.message.as_ref().expect("validated")),
+        CallType::Message => master.framework_message(&fid, call.message.expect("validated")),
         CallType::Shutdown => master.shutdown_executor(&fid, call.shutdown.as_ref().expect("validated")),
         CallType::UpdateFramework => {
             let update = call.update_framework.as_ref().expect("validated");

@@ -279,7 +279,7 @@ impl Master {
         }
         let mut info = infos.get(fid).map(|i| (*i).clone()).unwrap_or_default();
         info.id = Some(framework_id(fid));
-        tracing::info!(framework_id = %fid, %agent_id, "adopting a framework an agent runs tasks of");
+        tracing::info!(framework_id = %fid, %agent_id, "adopting a framework an agent runs tasks or executors of");
         self.frameworks.insert(
             fid.to_string(),
             Framework {

@@ -1,5 +1,5 @@
 //! The agent side of mezzo's own master protocol (`agent.proto`):
-//! `POST /mezzo/v1/agent/{register,ping,status}`.
+//! `POST /mezzo/v1/agent/{register,ping,status,message,executor_exited}`.
 //!
 //! Bodies are protobuf; JSON is accepted too (by `Content-Type`) because it
 //! costs nothing and helps debugging with curl. Replies use the request's
@@ -12,10 +12,12 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use mezzo_proto::codec::{self, ContentType};
-use mezzo_proto::mezzo::agent::{Ping, RegisterAgent, StatusUpdate};
+use mezzo_proto::mezzo::agent::{ExecutorExited, FrameworkMessage, Ping, RegisterAgent, StatusUpdate};
 
 use crate::error::CallError;
+use crate::executors::check_message_size;
 use crate::master::Shared;
+use crate::validation::id_field;
 
 fn content_type(headers: &HeaderMap) -> Result<ContentType, CallError> {
     match headers.get(header::CONTENT_TYPE) {
@@ -87,6 +89,45 @@ pub(crate) async fn status(State(shared): State<Arc<Shared>>, headers: HeaderMap
         let mut master = shared.lock();
         let agent_id = master.authenticated_agent(authorization(&headers))?;
         master.status_update(&agent_id, update)
+    });
+    match result {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /mezzo/v1/agent/message` -> 202: an executor's message to its
+/// scheduler, forwarded as a MESSAGE event when the framework is subscribed
+/// and dropped otherwise (best effort, as Mesos). The agent is the one of
+/// the session, whatever the body says. 401 without a session token, 400
+/// for invalid ids or `data` over the size bound.
+pub(crate) async fn message(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = decode::<FrameworkMessage>(&headers, &body).and_then(|(msg, _)| {
+        let mut master = shared.lock();
+        let agent_id = master.authenticated_agent(authorization(&headers))?;
+        id_field("framework_id", &msg.framework_id.value).map_err(CallError::BadRequest)?;
+        id_field("executor_id", &msg.executor_id.value).map_err(CallError::BadRequest)?;
+        check_message_size("data", msg.data.len()).map_err(CallError::BadRequest)?;
+        master.executor_message(&agent_id, msg);
+        Ok(())
+    });
+    match result {
+        Ok(()) => StatusCode::ACCEPTED.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /mezzo/v1/agent/executor_exited` -> 202: a custom executor of the
+/// session's agent ended; its resources return and its scheduler gets a
+/// FAILURE event. 401 without a session token, 400 for invalid ids.
+pub(crate) async fn executor_exited(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = decode::<ExecutorExited>(&headers, &body).and_then(|(exited, _)| {
+        let mut master = shared.lock();
+        let agent_id = master.authenticated_agent(authorization(&headers))?;
+        id_field("framework_id", &exited.framework_id.value).map_err(CallError::BadRequest)?;
+        id_field("executor_id", &exited.executor_id.value).map_err(CallError::BadRequest)?;
+        master.executor_exited(&agent_id, exited);
+        Ok(())
     });
     match result {
         Ok(()) => StatusCode::ACCEPTED.into_response(),

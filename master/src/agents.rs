@@ -95,8 +95,9 @@ impl Master {
         }
         let master_token = random_token();
         let token_hash = secret_hash(&master_token);
-        let previous = self.agents.remove(&id);
+        let mut previous = self.agents.remove(&id);
         let known = previous.is_some();
+        let known_executors = previous.as_mut().map(|a| std::mem::take(&mut a.executors)).unwrap_or_default();
         let link = match previous {
             Some(old) => {
                 self.agent_tokens.remove(&old.token_hash);
@@ -129,7 +130,8 @@ impl Master {
                 self.link_reports.clone(),
             )
         });
-        let shutdown = self.reconcile_reported_tasks(&id, &req, known);
+        let mut shutdown = self.reconcile_reported_tasks(&id, &req, known);
+        let executors = self.reconcile_reported_executors(&id, &req, known_executors, &mut shutdown);
         for fid in shutdown {
             tracing::info!(agent_id = %id, framework_id = %fid, "agent runs tasks of a removed framework: shutting it down");
             link.send(MasterToAgent {
@@ -138,8 +140,12 @@ impl Master {
                 ..Default::default()
             });
         }
-        // Non-terminal tasks the master counts on this agent keep their resources.
+        // Non-terminal tasks the master counts on this agent, and its
+        // executors, keep their resources.
         let mut used = Resources::new();
+        for executor in executors.values() {
+            used.add(&executor.resources);
+        }
         for fw in self.frameworks.values() {
             for task in fw.tasks.values() {
                 if task.agent_id == id && !task.state.is_terminal() {
@@ -156,6 +162,7 @@ impl Master {
                 endpoint: req.endpoint,
                 total,
                 used,
+                executors,
                 offered: Resources::new(),
                 offer_id: None,
                 last_ping: Instant::now(),
@@ -181,7 +188,7 @@ impl Master {
     /// agent does not have end TASK_DROPPED (TASK_LOST when the framework is
     /// not partition aware) with REASON_RECONCILIATION. Returns the removed
     /// frameworks the agent still runs tasks of, to be shut down there.
-    fn reconcile_reported_tasks(&mut self, agent_id: &str, req: &RegisterAgent, known: bool) -> Vec<String> {
+    fn reconcile_reported_tasks(&mut self, agent_id: &str, req: &RegisterAgent, known: bool) -> BTreeSet<String> {
         let infos: BTreeMap<&str, &FrameworkInfo> = req
             .frameworks
             .iter()
@@ -206,24 +213,10 @@ impl Master {
                 // Its terminal update is on its way; nothing runs or holds resources.
                 continue;
             }
-            let fw = self.frameworks.entry(fid.clone()).or_insert_with(|| {
-                let mut info = infos.get(fid.as_str()).map(|i| (*i).clone()).unwrap_or_default();
-                info.id = Some(framework_id(&fid));
-                tracing::info!(framework_id = %fid, %agent_id, "adopting a framework an agent runs tasks of");
-                Framework {
-                    id: fid.clone(),
-                    info,
-                    subscription: None,
-                    suppressed: false,
-                    filters: Vec::new(),
-                    tasks: Default::default(),
-                    completed_tasks: Default::default(),
-                    registered_time: now_secs(),
-                    unregistered_time: Some(now_secs()),
-                    offers_sent: 0,
-                    epoch: 0,
-                }
-            });
+            self.adopt_framework(&fid, agent_id, &infos);
+            let Some(fw) = self.frameworks.get_mut(&fid) else {
+                continue;
+            };
             match fw.tasks.get_mut(&task_id) {
                 Some(task) if task.agent_id == agent_id => {
                     task.delivered = true;
@@ -237,10 +230,8 @@ impl Master {
                 None => {
                     let mut info = rt.task.clone();
                     info.agent_id = AgentId { value: agent_id.to_string() };
-                    let mut resources = Resources::from_protos(&info.resources).unwrap_or_default();
-                    if let Some(ex) = &info.executor {
-                        resources.add(&Resources::from_protos(&ex.resources).unwrap_or_default());
-                    }
+                    // Its executor's resources are counted once, with the agent's executors.
+                    let resources = Resources::from_protos(&info.resources).unwrap_or_default();
                     tracing::info!(%agent_id, framework_id = %fid, %task_id, ?state, "adopting a task the agent runs");
                     fw.tasks.insert(
                         task_id.clone(),
@@ -275,7 +266,36 @@ impl Master {
                 self.end_task(&fid, &task_id, Reason::Reconciliation, "Reconciliation: task unknown to the agent");
             }
         }
-        shutdown.into_iter().collect()
+        shutdown
+    }
+
+    /// Makes sure the master knows framework `fid`, which an agent runs
+    /// tasks or executors of: a framework the master forgot (it restarted)
+    /// is adopted with the FrameworkInfo the agent reports, disconnected
+    /// until its scheduler subscribes again.
+    pub(crate) fn adopt_framework(&mut self, fid: &str, agent_id: &str, infos: &BTreeMap<&str, &FrameworkInfo>) {
+        if self.frameworks.contains_key(fid) {
+            return;
+        }
+        let mut info = infos.get(fid).map(|i| (*i).clone()).unwrap_or_default();
+        info.id = Some(framework_id(fid));
+        tracing::info!(framework_id = %fid, %agent_id, "adopting a framework an agent runs tasks or executors of");
+        self.frameworks.insert(
+            fid.to_string(),
+            Framework {
+                id: fid.to_string(),
+                info,
+                subscription: None,
+                suppressed: false,
+                filters: Vec::new(),
+                tasks: Default::default(),
+                completed_tasks: Default::default(),
+                registered_time: now_secs(),
+                unregistered_time: Some(now_secs()),
+                offers_sent: 0,
+                epoch: 0,
+            },
+        );
     }
 
     /// Ends a non-terminal task from the master: TASK_DROPPED, or TASK_LOST
@@ -310,9 +330,18 @@ impl Master {
     pub(crate) fn link_report(&mut self, report: LinkReport) {
         match report {
             LinkReport::Delivered { agent_id, framework_id, task_id } => {
-                if let Some(task) = self.frameworks.get_mut(&framework_id).and_then(|f| f.tasks.get_mut(&task_id)) {
-                    if task.agent_id == agent_id {
-                        task.delivered = true;
+                let Some(task) = self.frameworks.get_mut(&framework_id).and_then(|f| f.tasks.get_mut(&task_id)) else {
+                    return;
+                };
+                if task.agent_id != agent_id {
+                    return;
+                }
+                task.delivered = true;
+                // The agent has the task's executor now.
+                let executor_id = task.info.executor.as_ref().map(|e| e.executor_id.value.clone());
+                if let (Some(executor_id), Some(agent)) = (executor_id, self.agents.get_mut(&agent_id)) {
+                    if let Some(executor) = agent.executors.get_mut(&(framework_id, executor_id)) {
+                        executor.delivered = true;
                     }
                 }
             }
@@ -322,9 +351,27 @@ impl Master {
                     .get(&framework_id)
                     .and_then(|f| f.tasks.get(&task_id))
                     .is_some_and(|t| t.agent_id == agent_id && !t.delivered && t.state == TaskState::TaskStaging);
-                if staging {
-                    tracing::warn!(%agent_id, %framework_id, %task_id, %error, "RUN_TASK could not be delivered; the task is lost");
-                    self.end_task(&framework_id, &task_id, Reason::AgentDisconnected, "Agent disconnected");
+                if !staging {
+                    return;
+                }
+                tracing::warn!(%agent_id, %framework_id, %task_id, %error, "RUN_TASK could not be delivered; the task is lost");
+                let executor_id = self
+                    .frameworks
+                    .get(&framework_id)
+                    .and_then(|f| f.tasks.get(&task_id))
+                    .and_then(|t| t.info.executor.as_ref())
+                    .map(|e| e.executor_id.value.clone());
+                self.end_task(&framework_id, &task_id, Reason::AgentDisconnected, "Agent disconnected");
+                // An executor no RUN_TASK reached never started: it holds nothing.
+                if let Some(executor_id) = executor_id {
+                    let never_started = self
+                        .agents
+                        .get(&agent_id)
+                        .and_then(|a| a.executors.get(&(framework_id.clone(), executor_id.clone())))
+                        .is_some_and(|e| !e.delivered);
+                    if never_started && !self.executor_has_tasks(&agent_id, &framework_id, &executor_id, &task_id) {
+                        self.remove_executor(&agent_id, &framework_id, &executor_id);
+                    }
                 }
             }
         }

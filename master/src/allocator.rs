@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mezzo_proto::mesos::v1::scheduler::{call, event, Event};
-use mezzo_proto::mesos::v1::{Address, AgentId, Offer, OfferId, Url};
+use mezzo_proto::mesos::v1::{Address, AgentId, ExecutorId, Offer, OfferId, Url};
 
 use crate::master::{framework_id, Master, OfferFilter, OfferRecord, Shared};
 use crate::resources::Resources;
@@ -87,6 +87,13 @@ impl Master {
                     ..Default::default()
                 }),
                 resources: free.to_protos(),
+                // The framework's executors already running there, as Mesos offers them.
+                executor_ids: agent
+                    .executors
+                    .keys()
+                    .filter(|(f, _)| f == &fid)
+                    .map(|(_, e)| ExecutorId { value: e.clone() })
+                    .collect(),
                 attributes: agent.info.attributes.clone(),
                 ..Default::default()
             };

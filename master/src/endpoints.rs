@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::CallError;
 use crate::http_auth::{self, Realm};
-use crate::master::{now_secs, Agent, Framework, Master, Shared, TaskRecord, MESOS_VERSION};
+use crate::master::{now_secs, Agent, ExecutorRecord, Framework, Master, Shared, TaskRecord, MESOS_VERSION};
 use crate::resources::Resources;
 
 /// The build identity reported by `/version` and `/state`.
@@ -127,12 +127,43 @@ fn task_json(task: &TaskRecord) -> Value {
     Value::Object(m)
 }
 
+/// An executor as Mesos's `/state` shows it (`json(ExecutorInfo)` plus `slave_id`).
+fn executor_json(executor: &ExecutorRecord, agent_id: &str) -> Value {
+    let info = &executor.info;
+    let mut m = Map::new();
+    m.insert("executor_id".into(), json!(info.executor_id.value));
+    m.insert("name".into(), json!(info.name.clone().unwrap_or_default()));
+    m.insert("framework_id".into(), json!(info.framework_id.as_ref().map(|f| f.value.as_str()).unwrap_or("")));
+    m.insert("command".into(), info.command.as_ref().map(to_json_value).unwrap_or_else(|| json!({})));
+    m.insert("resources".into(), executor.resources.to_state_json());
+    if !info.resources.is_empty() {
+        m.insert("role".into(), json!("*"));
+    }
+    if let Some(l) = &info.labels {
+        m.insert("labels".into(), to_json_value(l).get("labels").cloned().unwrap_or(json!([])));
+    }
+    if info.r#type.is_some() {
+        m.insert("type".into(), json!(info.r#type().as_str_name()));
+    }
+    m.insert("slave_id".into(), json!(agent_id));
+    Value::Object(m)
+}
+
 fn framework_json(fw: &Framework, master: &Master) -> Value {
     let info = &fw.info;
     let mut used = Resources::new();
     for t in fw.tasks.values() {
         if !t.state.is_terminal() {
             used.add(&t.resources);
+        }
+    }
+    let mut executors = Vec::new();
+    for agent in master.agents.values() {
+        for ((fid, _), executor) in &agent.executors {
+            if fid == &fw.id {
+                used.add(&executor.resources);
+                executors.push(executor_json(executor, &agent.id));
+            }
         }
     }
     let mut offered = Resources::new();
@@ -181,7 +212,7 @@ fn framework_json(fw: &Framework, master: &Master) -> Value {
         "tasks": fw.tasks.values().map(task_json).collect::<Vec<_>>(),
         "completed_tasks": fw.completed_tasks.iter().map(task_json).collect::<Vec<_>>(),
         "unreachable_tasks": [],
-        "executors": [],
+        "executors": executors,
         "completed_executors": [],
         "offers": offers,
         "resources": allocated.to_state_json(),
@@ -432,6 +463,13 @@ pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     put("framework_subscriptions", c.framework_subscriptions as f64);
     put("framework_teardowns", c.framework_teardowns as f64);
     put("invalid_scheduler_calls", c.invalid_calls as f64);
+    put("messages_framework_to_executor", c.messages_framework_to_executor as f64);
+    put("valid_framework_to_executor_messages", c.valid_framework_to_executor_messages as f64);
+    put("invalid_framework_to_executor_messages", c.invalid_framework_to_executor_messages as f64);
+    put("messages_executor_to_framework", c.messages_executor_to_framework as f64);
+    put("valid_executor_to_framework_messages", c.valid_executor_to_framework_messages as f64);
+    put("invalid_executor_to_framework_messages", c.invalid_executor_to_framework_messages as f64);
+    put("messages_exited_executor", c.messages_exited_executor as f64);
     for state in [
         "TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED",
         "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED",

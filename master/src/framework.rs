@@ -228,6 +228,13 @@ impl Master {
         tracing::info!(framework_id = %id, "removing framework");
         self.counters.framework_teardowns += 1;
         let mut agents: Vec<String> = fw.tasks.values().map(|t| t.agent_id.clone()).collect();
+        // Executors outlive their tasks: their agents shut them down too.
+        agents.extend(
+            self.agents
+                .values()
+                .filter(|a| a.executors.keys().any(|(f, _)| f == id))
+                .map(|a| a.id.clone()),
+        );
         agents.sort();
         agents.dedup();
         for agent_id in &agents {
@@ -254,6 +261,7 @@ impl Master {
             }
             fw.complete_task(&task_id);
         }
+        self.remove_executors_of(id);
         // Dropping the sender ends the scheduler's stream.
         fw.subscription = None;
         fw.unregistered_time = Some(now_secs());

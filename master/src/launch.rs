@@ -10,10 +10,12 @@ use std::collections::BTreeSet;
 
 use mezzo_proto::mesos::v1::offer::operation::Type as OperationType;
 use mezzo_proto::mesos::v1::scheduler::call;
-use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, TaskInfo, TaskState};
+use mezzo_proto::mesos::v1::executor_info::Type as ExecutorType;
+use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, ExecutorInfo, TaskInfo, TaskState};
 use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent, RunTask};
 
-use crate::master::{master_status, now_secs, Master, TaskRecord};
+use crate::executors::same_executor;
+use crate::master::{master_status, now_secs, ExecutorRecord, Master, TaskRecord};
 use crate::resources::Resources;
 pub(crate) use crate::validation::validate_id;
 
@@ -161,20 +163,25 @@ impl Master {
         self.send_update(framework_id, status);
     }
 
-    /// Validates one task against the remaining pool; returns what it needs.
+    /// Validates one task against the remaining pool (Mesos's
+    /// `validation::task::validate`). Returns the task's own resources and,
+    /// when the task names an executor the agent does not run yet, that
+    /// executor, whose resources it needs too. `task.executor` gets the
+    /// framework's id when it has none, as Mesos's master fills it in.
     fn validate_task(
         &self,
         framework_id: &str,
         agent_id: &str,
-        task: &TaskInfo,
+        task: &mut TaskInfo,
         pool: &Resources,
-    ) -> Result<Resources, String> {
+    ) -> Result<(Resources, Option<ExecutorRecord>), String> {
         let task_id = task.task_id.value.as_str();
         crate::validation::task(task)?;
         let fw = self
             .frameworks
             .get(framework_id)
             .ok_or("Framework cannot be found")?;
+        let agent = self.agents.get(agent_id).ok_or_else(|| format!("Agent {agent_id} is not registered"))?;
         if fw.tasks.contains_key(task_id) {
             return Err(format!("Task has duplicate ID: {task_id}"));
         }
@@ -187,26 +194,46 @@ impl Master {
         if task.command.is_some() == task.executor.is_some() {
             return Err("Task should have at least one (but not both) of CommandInfo or ExecutorInfo present".into());
         }
-        let mut needed = Resources::from_protos(&task.resources)
+        let resources = Resources::from_protos(&task.resources)
             .map_err(|e| format!("Task uses invalid resources: {e}"))?;
-        if let Some(executor) = &task.executor {
-            let executor_id = executor.executor_id.value.as_str();
-            validate_id(executor_id).map_err(|e| format!("Executor ID '{executor_id}' is invalid: {e}"))?;
-            // An executor already running tasks of this framework on this
-            // agent holds its resources already.
-            let running = fw.tasks.values().any(|t| {
-                t.agent_id == agent_id
-                    && !t.state.is_terminal()
-                    && t.info
-                        .executor
-                        .as_ref()
-                        .map(|e| e.executor_id.value.as_str())
-                        == Some(executor_id)
-            });
-            if !running {
-                let executor_resources = Resources::from_protos(&executor.resources)
-                    .map_err(|e| format!("Executor uses invalid resources: {e}"))?;
-                needed.add(&executor_resources);
+        let mut needed = resources.clone();
+        let mut new_executor = None;
+        if let Some(executor) = task.executor.as_mut() {
+            let fid = executor.framework_id.get_or_insert_with(|| crate::master::framework_id(framework_id));
+            if fid.value != framework_id {
+                return Err(format!(
+                    "ExecutorInfo has an invalid FrameworkID (Actual: {} vs Expected: {framework_id})",
+                    fid.value
+                ));
+            }
+            if executor.r#type.is_some_and(|t| t != ExecutorType::Custom as i32) {
+                return Err("'ExecutorInfo.type' must be 'CUSTOM'".into());
+            }
+            if executor.command.is_none() {
+                return Err("'ExecutorInfo.command' must be set".into());
+            }
+            let executor_resources = Resources::from_protos(&executor.resources)
+                .map_err(|e| format!("Executor uses invalid resources: {e}"))?;
+            let key = (framework_id.to_string(), executor.executor_id.value.clone());
+            match agent.executors.get(&key) {
+                // A running executor holds its resources already; the task
+                // must describe it exactly as it was launched.
+                Some(running) if !same_executor(&running.info, executor) => {
+                    return Err(format!(
+                        "ExecutorInfo is not compatible with existing ExecutorInfo with same ExecutorID: existing {}, task's {}",
+                        compact_json(&running.info),
+                        compact_json(executor)
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    needed.add(&executor_resources);
+                    new_executor = Some(ExecutorRecord {
+                        info: executor.clone(),
+                        resources: executor_resources,
+                        delivered: false,
+                    });
+                }
             }
         }
         if needed.is_empty() {
@@ -217,7 +244,7 @@ impl Master {
                 "Task uses more resources {needed} than available {pool}"
             ));
         }
-        Ok(needed)
+        Ok((resources, new_executor))
     }
 
     /// Launches one task of an ACCEPT, or rejects it.
@@ -226,15 +253,14 @@ impl Master {
             self.reject_task(framework_id, agent_id, task, Reason::TaskUnauthorized, &message);
             return;
         }
-        let needed = match self.validate_task(framework_id, agent_id, task, pool) {
-            Ok(needed) => needed,
+        let mut info = task.clone();
+        let (resources, new_executor) = match self.validate_task(framework_id, agent_id, &mut info, pool) {
+            Ok(valid) => valid,
             Err(message) => {
                 self.reject_task(framework_id, agent_id, task, Reason::TaskInvalid, &message);
                 return;
             }
         };
-        pool.subtract(&needed);
-        let mut info = task.clone();
         info.agent_id = AgentId {
             value: agent_id.to_string(),
         };
@@ -242,11 +268,19 @@ impl Master {
         let Some(agent) = self.agents.get_mut(agent_id) else {
             return;
         };
-        agent.used.add(&needed);
         let Some(fw) = self.frameworks.get_mut(framework_id) else {
             return;
         };
-        tracing::info!(%framework_id, %task_id, %agent_id, resources = %needed, "launching task");
+        pool.subtract(&resources);
+        agent.used.add(&resources);
+        if let Some(executor) = new_executor {
+            let executor_id = executor.info.executor_id.value.clone();
+            tracing::info!(%framework_id, %executor_id, %agent_id, resources = %executor.resources, "launching executor");
+            pool.subtract(&executor.resources);
+            agent.used.add(&executor.resources);
+            agent.executors.insert((framework_id.to_string(), executor_id), executor);
+        }
+        tracing::info!(%framework_id, %task_id, %agent_id, %resources, "launching task");
         agent.link.send(MasterToAgent {
             r#type: Some(master_to_agent::Type::RunTask as i32),
             run_task: Some(RunTask {
@@ -263,11 +297,16 @@ impl Master {
                 agent_id: agent_id.to_string(),
                 state: TaskState::TaskStaging,
                 statuses: Vec::new(),
-                resources: needed,
+                resources,
                 launched_at: now_secs(),
                 delivered: false,
             },
         );
         self.counters.tasks_launched += 1;
     }
+}
+
+/// `info` as one line of JSON (Mesos's mapping), for error messages.
+fn compact_json(info: &ExecutorInfo) -> String {
+    mezzo_proto::json::to_json_value(info).to_string()
 }

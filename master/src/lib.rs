@@ -3,7 +3,8 @@
 //!
 //! Routes:
 //! - `POST /api/v1/scheduler`: the Mesos v1 scheduler API (JSON or protobuf).
-//! - `POST /mezzo/v1/agent/{register,ping,status}`: the agent protocol.
+//! - `POST /mezzo/v1/agent/{register,ping,status,message,executor_exited}`:
+//!   the agent protocol.
 //! - `GET /version`, `/health`, `/state`, `/frameworks`, `/slaves`, `/tasks`,
 //!   `/flags`, `/metrics/snapshot`; `POST /teardown`; `/master/<x>`,
 //!   `<x>.json` and trailing slashes are aliases, as in Mesos.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod credentials;
 mod endpoints;
 pub mod error;
+mod executors;
 mod framework;
 mod http_auth;
 mod launch;
@@ -97,6 +99,8 @@ fn router(shared: std::sync::Arc<Shared>) -> Router {
         .route("/mezzo/v1/agent/register", post(agent_api::register))
         .route("/mezzo/v1/agent/ping", post(agent_api::ping))
         .route("/mezzo/v1/agent/status", post(agent_api::status))
+        .route("/mezzo/v1/agent/message", post(agent_api::message))
+        .route("/mezzo/v1/agent/executor_exited", post(agent_api::executor_exited))
         .route("/version", get(endpoints::version))
         .route("/health", get(endpoints::health))
         .route("/teardown", any(endpoints::teardown))

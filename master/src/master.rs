@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use mezzo_proto::mesos::v1::framework_info::capability::Type as FrameworkCapability;
 use mezzo_proto::mesos::v1::scheduler::{event, Event};
 use mezzo_proto::mesos::v1::{
-    task_status, AgentId, AgentInfo, FrameworkId, FrameworkInfo, MasterInfo, Offer, TaskId,
+    task_status, AgentId, AgentInfo, ExecutorInfo, FrameworkId, FrameworkInfo, MasterInfo, Offer, TaskId,
     TaskInfo, TaskState, TaskStatus,
 };
 use tokio::sync::{mpsc, Notify};
@@ -79,7 +79,8 @@ pub(crate) struct TaskRecord {
     pub(crate) state: TaskState,
     /// Every distinct status received, oldest first.
     pub(crate) statuses: Vec<TaskStatus>,
-    /// What the task holds on its agent while not terminal.
+    /// What the task holds on its agent while not terminal (its own
+    /// resources: its executor's are counted once, in `Agent::executors`).
     pub(crate) resources: Resources,
     /// When the master launched it, seconds since the epoch.
     pub(crate) launched_at: f64,
@@ -142,6 +143,22 @@ impl Framework {
     }
 }
 
+/// A custom executor the master counts on an agent (Mesos's
+/// `Slave::executors`): it holds its own resources there from the launch of
+/// the first task naming it until it exits, whatever becomes of its tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecutorRecord {
+    /// As the first task named it (or the agent reported it), `framework_id` set.
+    pub(crate) info: ExecutorInfo,
+    /// The executor's own resources (`ExecutorInfo.resources`).
+    pub(crate) resources: Resources,
+    /// The agent has it: it accepted a RUN_TASK naming it, or reported it.
+    pub(crate) delivered: bool,
+}
+
+/// Key of an executor on an agent: (framework id, executor id).
+pub(crate) type ExecutorKey = (String, String);
+
 /// An agent registered with the master.
 #[derive(Debug)]
 pub(crate) struct Agent {
@@ -151,8 +168,10 @@ pub(crate) struct Agent {
     /// `host:port` where the agent serves.
     pub(crate) endpoint: String,
     pub(crate) total: Resources,
-    /// Held by non-terminal tasks.
+    /// Held by non-terminal tasks and live executors.
     pub(crate) used: Resources,
+    /// The custom executors running there.
+    pub(crate) executors: BTreeMap<ExecutorKey, ExecutorRecord>,
     /// Held by the outstanding offer.
     pub(crate) offered: Resources,
     pub(crate) offer_id: Option<String>,
@@ -164,7 +183,7 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Resources neither used by tasks nor offered.
+    /// Resources neither used by tasks or executors nor offered.
     pub(crate) fn available(&self) -> Resources {
         let mut free = self.total.minus(&self.used);
         free.subtract(&self.offered);
@@ -203,6 +222,13 @@ pub(crate) struct Counters {
     pub(crate) framework_teardowns: u64,
     pub(crate) invalid_calls: u64,
     pub(crate) invalid_status_updates: u64,
+    pub(crate) messages_framework_to_executor: u64,
+    pub(crate) valid_framework_to_executor_messages: u64,
+    pub(crate) invalid_framework_to_executor_messages: u64,
+    pub(crate) messages_executor_to_framework: u64,
+    pub(crate) valid_executor_to_framework_messages: u64,
+    pub(crate) invalid_executor_to_framework_messages: u64,
+    pub(crate) messages_exited_executor: u64,
 }
 
 /// The whole bookkeeping of the master.

@@ -145,7 +145,8 @@ fn validate(call: &Call) -> Result<CallType, CallError> {
     Ok(kind)
 }
 
-/// The IDs a non-SUBSCRIBE call names (tasks, agents, offers, executors).
+/// The IDs a non-SUBSCRIBE call names (tasks, agents, offers, executors),
+/// and the size of a MESSAGE's data.
 fn validate_ids(call: &Call) -> Result<(), String> {
     use validation::id_field;
     if let Some(accept) = &call.accept {
@@ -179,6 +180,11 @@ fn validate_ids(call: &Call) -> Result<(), String> {
     if let Some(shutdown) = &call.shutdown {
         id_field("shutdown.executor_id", &shutdown.executor_id.value)?;
         id_field("shutdown.agent_id", &shutdown.agent_id.value)?;
+    }
+    if let Some(message) = &call.message {
+        id_field("message.agent_id", &message.agent_id.value)?;
+        id_field("message.executor_id", &message.executor_id.value)?;
+        crate::executors::check_message_size("message.data", message.data.len())?;
     }
     if let Some(update) = &call.update_framework {
         validation::framework_info("update_framework.framework_info", &update.framework_info)?;
@@ -309,6 +315,8 @@ fn process(
         CallType::Kill => master.kill(&fid, call.kill.as_ref().expect("validated")),
         CallType::Acknowledge => master.acknowledge(&fid, call.acknowledge.as_ref().expect("validated")),
         CallType::Reconcile => master.reconcile(&fid, call.reconcile.as_ref().expect("validated")),
+        CallType::Message => master.framework_message(&fid, call.message.expect("validated")),
+        CallType::Shutdown => master.shutdown_executor(&fid, call.shutdown.as_ref().expect("validated")),
         CallType::UpdateFramework => {
             let update = call.update_framework.as_ref().expect("validated");
             let info = update.framework_info.clone();
@@ -317,7 +325,7 @@ fn process(
                 .map_err(|m| CallError::BadRequest(format!("Failed to update framework: {m}")))?;
             return Ok(StatusCode::OK.into_response());
         }
-        // No executor messages, inverse offers or operations exist in this
+        // No inverse offers, resource requests or operations exist in this
         // master: these are accepted and have nothing to act on.
         other => tracing::info!(framework_id = %fid, call = ?other, "call accepted without effect"),
     }

@@ -15,10 +15,12 @@ use mezzo_master::{MasterConfig, STREAM_ID_HEADER};
 use mezzo_proto::codec::{self, ContentType};
 use mezzo_proto::mesos::v1::scheduler::{call, event, Call, Event};
 use mezzo_proto::mesos::v1::{
-    offer, value, AgentId, AgentInfo, CommandInfo, FrameworkId, FrameworkInfo, Offer, OfferId,
+    offer, value, AgentId, AgentInfo, CommandInfo, ExecutorId, FrameworkId, FrameworkInfo, Offer, OfferId,
     Resource, TaskId, TaskInfo, TaskStatus,
 };
-use mezzo_proto::mezzo::agent::{AgentRegistered, MasterToAgent, RegisterAgent, StatusUpdate};
+use mezzo_proto::mezzo::agent::{
+    AgentRegistered, ExecutorExited, FrameworkMessage, MasterToAgent, RegisterAgent, StatusUpdate,
+};
 use mezzo_proto::recordio;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -259,6 +261,55 @@ impl FakeAgent {
         StatusCode::from_u16(resp.status().as_u16()).unwrap()
     }
 
+    /// Registers with `req` (built by `request` and completed by the
+    /// caller), keeping the session token; panics unless it is accepted.
+    pub async fn register_with(&mut self, req: RegisterAgent) -> AgentRegistered {
+        let (status, reg) = self.try_register(req).await;
+        assert_eq!(status, 200);
+        let reg = reg.unwrap();
+        *self.master_token.lock().unwrap() = reg.master_token.clone().unwrap_or_default();
+        self.agent_id = reg.agent_id.value.clone();
+        reg
+    }
+
+    /// Posts `body` (protobuf) to the master's `path` as this agent, with
+    /// its session token (`token` None: the session's, Some(None): no
+    /// header); returns the status and the body text.
+    pub async fn post(&self, path: &str, body: Vec<u8>, token: Option<Option<&str>>) -> (StatusCode, String) {
+        let session = self.master_token.lock().unwrap().clone();
+        let token = token.unwrap_or(Some(session.as_str()));
+        let mut req = reqwest::Client::new()
+            .post(format!("http://{}{path}", self.master))
+            .header("Content-Type", "application/x-protobuf");
+        if let Some(token) = token {
+            req = req.header("Authorization", format!("Bearer {token}"));
+        }
+        let resp = req.body(body).send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        (status, resp.text().await.unwrap())
+    }
+
+    /// Sends an executor's message to its scheduler as the agent does.
+    pub async fn send_framework_message(&self, framework_id: &str, executor_id: &str, data: Vec<u8>) -> (StatusCode, String) {
+        let msg = FrameworkMessage {
+            framework_id: FrameworkId { value: framework_id.into() },
+            executor_id: ExecutorId { value: executor_id.into() },
+            data,
+            agent_id: Some(AgentId { value: self.agent_id.clone() }),
+        };
+        self.post("/mezzo/v1/agent/message", msg.encode_to_vec(), None).await
+    }
+
+    /// Reports the exit of a custom executor as the agent does.
+    pub async fn executor_exited(&self, framework_id: &str, executor_id: &str, status: Option<i32>) -> (StatusCode, String) {
+        let exited = ExecutorExited {
+            framework_id: FrameworkId { value: framework_id.into() },
+            executor_id: ExecutorId { value: executor_id.into() },
+            status,
+        };
+        self.post("/mezzo/v1/agent/executor_exited", exited.encode_to_vec(), None).await
+    }
+
     /// The next message the master sent, within `WAIT`.
     pub async fn next_message(&mut self) -> MasterToAgent {
         tokio::time::timeout(WAIT, self.rx.recv())
@@ -406,6 +457,25 @@ impl Scheduler {
     pub async fn next_update(&mut self) -> (TaskStatus, Option<serde_json::Value>) {
         let e = self.expect(event::Type::Update).await;
         (e.event.update.unwrap().status, e.json)
+    }
+
+    /// Sends a call with this framework's id and stream id; the status and
+    /// the body text.
+    pub async fn call_text(&self, mut c: Call) -> (StatusCode, String) {
+        c.framework_id = Some(FrameworkId {
+            value: self.framework_id.clone(),
+        });
+        let resp = self
+            .client
+            .post(format!("http://{}/api/v1/scheduler", self.master))
+            .header("Content-Type", self.content_type.mime())
+            .header(STREAM_ID_HEADER, &self.stream_id)
+            .body(codec::encode(&c, self.content_type))
+            .send()
+            .await
+            .unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        (status, resp.text().await.unwrap())
     }
 
     /// Sends a call with this framework's id and stream id.

@@ -479,20 +479,8 @@ impl Scheduler {
     }
 
     /// Sends a call with this framework's id and stream id.
-    pub async fn call(&self, mut c: Call) -> StatusCode {
-        c.framework_id = Some(FrameworkId {
-            value: self.framework_id.clone(),
-        });
-        let resp = self
-            .client
-            .post(format!("http://{}/api/v1/scheduler", self.master))
-            .header("Content-Type", self.content_type.mime())
-            .header(STREAM_ID_HEADER, &self.stream_id)
-            .body(codec::encode(&c, self.content_type))
-            .send()
-            .await
-            .unwrap();
-        StatusCode::from_u16(resp.status().as_u16()).unwrap()
+    pub async fn call(&self, c: Call) -> StatusCode {
+        self.call_text(c).await.0
     }
 }
 

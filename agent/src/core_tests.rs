@@ -270,3 +270,41 @@ async fn a_task_with_both_command_and_executor_is_refused() {
     assert_eq!((update.state(), update.reason()), (TaskState::TaskFailed, task_status::Reason::TaskInvalid));
     assert!(h.containers.calls.lock().unwrap().prepared.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_subscribed_executor_gets_heartbeats_at_the_interval_and_a_framework_message() {
+    use mezzo_proto::mesos::v1::executor::event::Type;
+    let h = harness(false, &["--executor_heartbeat_interval=10secs", "--executor_registration_timeout=1hrs"]);
+    h.agent.run_task(framework(), custom_task("t1", 64.0));
+    until("the executor runs", || h.agent.state.lock().unwrap().executors.values().any(|e| e.pid.is_some())).await;
+    // What SUBSCRIBE does to the executor's entry (the HTTP side is tested end to end).
+    let (tx, mut events) = mpsc::unbounded_channel();
+    {
+        let mut state = h.agent.state.lock().unwrap();
+        let ex = state.executors.get_mut(&("F1".to_string(), "E1".to_string())).unwrap();
+        ex.stream = Some(tx);
+        ex.state = ExecutorState::Running;
+    }
+    h.agent.deliver_queued(&("F1".to_string(), "E1".to_string()));
+    let launch = events.recv().await.unwrap();
+    assert_eq!(launch.r#type(), Type::Launch);
+    assert_eq!(launch.launch.unwrap().task.task_id.value, "t1");
+    let start = tokio::time::Instant::now();
+    let mut beats = Vec::new();
+    while beats.len() < 3 {
+        tick().await;
+        while let Ok(event) = events.try_recv() {
+            assert_eq!(event.r#type(), Type::Heartbeat);
+            beats.push(start.elapsed());
+        }
+    }
+    // Every 10 s from the runner's start (which was a moment before `start`).
+    for (i, at) in beats.iter().enumerate() {
+        let expected = Duration::from_secs(10 * (i as u64 + 1));
+        assert!(*at <= expected && *at + Duration::from_secs(1) >= expected, "heartbeat {i} at {at:?}");
+    }
+    h.agent.framework_message("F1", "E1", b"hello".to_vec());
+    let message = events.recv().await.unwrap();
+    assert_eq!((message.r#type(), message.message.unwrap().data), (Type::Message, b"hello".to_vec()));
+    h.agent.shutdown_all().await;
+}

@@ -339,13 +339,13 @@ impl Agent {
             }
             tracing::info!(task = %task_id, executor = %executor_id, "queueing a task for a running executor");
             ex.tasks.push(Task::new(task));
+            // A registering executor's container may not exist yet: it is
+            // sized for all its queued tasks when the executor subscribes.
+            let subscribed = ex.state == ExecutorState::Running;
             drop(state);
-            // The container grows first, then the task goes to the executor.
-            let agent = self.clone();
-            tokio::spawn(async move {
-                agent.update_container(&key).await;
-                agent.deliver_queued(&key);
-            });
+            if subscribed {
+                self.clone().grow_and_deliver(key);
+            }
             return;
         }
         let container_id = uuid::Uuid::new_v4().to_string();
@@ -366,6 +366,21 @@ impl Agent {
         let agent = self.clone();
         tokio::spawn(async move {
             agent.launch(framework_info, task, key, container_id, sandbox).await;
+        });
+    }
+
+    /// The container grows to hold the executor's queued tasks, then they go
+    /// to the executor (Mesos updates the container before it sends tasks).
+    pub fn grow_and_deliver(self: Arc<Self>, key: (String, String)) {
+        let custom = self.state.lock().unwrap().executors.get(&key).is_some_and(|e| e.kind == ExecutorKind::Custom);
+        if !custom {
+            // A command executor's container is its task's, sized at launch.
+            self.deliver_queued(&key);
+            return;
+        }
+        tokio::spawn(async move {
+            self.update_container(&key).await;
+            self.deliver_queued(&key);
         });
     }
 

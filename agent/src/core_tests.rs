@@ -205,23 +205,45 @@ async fn tasks_for_a_registering_executor_queue_grow_its_container_and_end_kille
     h.agent.run_task(framework(), custom_task("t1", 64.0));
     until("the executor runs", || h.agent.state.lock().unwrap().executors.values().any(|e| e.pid.is_some())).await;
     h.agent.run_task(framework(), custom_task("t2", 128.0));
-    // The container grows to the executor plus both tasks.
-    until("the container is updated", || !h.containers.calls.lock().unwrap().updated.is_empty()).await;
-    let (_, resources) = h.containers.calls.lock().unwrap().updated[0].clone();
-    assert_eq!(resources.mem_mb, Some(32.0 + 64.0 + 128.0));
     {
         let state = h.agent.state.lock().unwrap();
         let ex = state.executors.get(&("F1".to_string(), "E1".to_string())).unwrap();
         let queued: Vec<(&str, bool)> = ex.tasks.iter().map(|t| (t.id(), t.launched)).collect();
         assert_eq!(queued, [("t1", false), ("t2", false)], "queued in order until the executor subscribes");
     }
+    // Its container may not exist before the executor runs in it: no update yet.
+    for _ in 0..20 {
+        tick().await;
+    }
+    assert!(h.containers.calls.lock().unwrap().updated.is_empty());
+    // What SUBSCRIBE does: the container grows to the executor plus both tasks, then both go, in order.
+    let (tx, mut events) = mpsc::unbounded_channel();
+    {
+        let mut state = h.agent.state.lock().unwrap();
+        let ex = state.executors.get_mut(&("F1".to_string(), "E1".to_string())).unwrap();
+        ex.stream = Some(tx);
+        ex.state = ExecutorState::Running;
+    }
+    h.agent.clone().grow_and_deliver(("F1".to_string(), "E1".to_string()));
+    let first = events.recv().await.unwrap();
+    let second = events.recv().await.unwrap();
+    let (_, resources) = h.containers.calls.lock().unwrap().updated[0].clone();
+    assert_eq!(resources.mem_mb, Some(32.0 + 64.0 + 128.0));
+    assert_eq!((first.launch.unwrap().task.task_id.value, second.launch.unwrap().task.task_id.value), ("t1".into(), "t2".into()));
+    // A third task for the running executor: the container grows again before it is sent.
+    h.agent.run_task(framework(), custom_task("t3", 256.0));
+    let third = events.recv().await.unwrap();
+    assert_eq!(third.launch.unwrap().task.task_id.value, "t3");
+    let (_, resources) = h.containers.calls.lock().unwrap().updated[1].clone();
+    assert_eq!(resources.mem_mb, Some(32.0 + 64.0 + 128.0 + 256.0));
+
     let asked = tokio::time::Instant::now();
     h.agent.shutdown_executor("F1", "E1");
     assert_eq!(executor_state(&h.agent), Some(ExecutorState::Terminating));
-    let mut ended = vec![next_update(&mut h).await, next_update(&mut h).await];
+    let mut ended = vec![next_update(&mut h).await, next_update(&mut h).await, next_update(&mut h).await];
     assert!(asked.elapsed() >= Duration::from_secs(3), "the grace period passed first: {:?}", asked.elapsed());
     ended.sort_by(|a, b| a.task_id.value.cmp(&b.task_id.value));
-    for (update, id) in ended.iter().zip(["t1", "t2"]) {
+    for (update, id) in ended.iter().zip(["t1", "t2", "t3"]) {
         assert_eq!((update.task_id.value.as_str(), update.state(), update.reason()), (id, TaskState::TaskKilled, task_status::Reason::ExecutorTerminated));
     }
     until("the executor is completed", || executor_state(&h.agent).is_none()).await;

@@ -294,7 +294,9 @@ fn subscribe(agent: AppState, key: (String, String), call: executor::Call, accep
     if shutdown {
         let _ = tx.send(executor::Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
     } else {
-        agent.deliver_queued(&key);
+        // Its container exists now that it runs in it: sized for every
+        // task that waited, then the tasks go.
+        agent.clone().grow_and_deliver(key.clone());
     }
     tracing::info!(executor = %key.1, "executor subscribed");
     let stream = tokio_stream_from(rx).map(move |ev| Ok::<_, std::convert::Infallible>(record(&ev, accept)));

@@ -555,6 +555,11 @@ async fn docker_update_changes_the_running_container() {
     // The task sees its new limit.
     let want = (128u64 << 20).to_string();
     eventually("the new memory limit inside", Duration::from_secs(10), || h.read("stdout").lines().any(|l| l == want)).await;
+    // Fewer resources: the reservation follows, the hard limit is kept (as Mesos and the rust backend).
+    let smaller = Resources { cpus: Some(0.5), mem_mb: Some(64.0), ..Default::default() };
+    isolator(&h, "docker/resources").update(&h.spec(&id), &smaller, &ResourceLimits::default()).await.unwrap();
+    let hc = inspect(&format!("mesos-{id}")).await.host_config.unwrap();
+    assert_eq!((hc.cpu_shares, hc.memory, hc.memory_reservation), (Some(512), Some(128 << 20), Some(64 << 20)));
     launcher.signal(libc::SIGKILL).await.unwrap();
     tokio::time::timeout(BOUND, launcher.wait()).await.unwrap().unwrap();
     h.destroy(&id).await;

@@ -79,7 +79,15 @@ impl Isolator for DockerResourcesIsolator {
             memory_reservation: new.memory_reservation_bytes,
             ..Default::default()
         };
-        if let Some(memory) = new.memory_limit_bytes {
+        // As Mesos (and the rust backend): the hard memory limit is only ever
+        // raised; lowering it under a running container could OOM-kill it.
+        // The reservation (soft limit) follows the new resources both ways.
+        let raise = new.memory_limit_bytes.filter(|m| current.memory.unwrap_or(0) <= 0 || *m > current.memory.unwrap_or(0));
+        if let (Some(keep), None) = (new.memory_limit_bytes, raise) {
+            tracing::debug!(container = %name, hard = keep, current = ?current.memory, "memory hard limit is only ever raised; keeping it");
+            body.memory_reservation = body.memory_reservation.map(|r| r.min(current.memory.unwrap_or(r)));
+        }
+        if let Some(memory) = raise {
             body.memory = Some(memory);
             // The engine refuses a memory limit above the swap limit: keep
             // the container's swap allowance (docker's default is as much

@@ -792,10 +792,15 @@ pub enum ExecutorContainer<'a> {
 /// `executor_id`, started with `args` (`--content-type=protobuf`, `--no-subscribe`).
 pub fn test_executor_info(executor_id: &str, container: ExecutorContainer, mem: f64, args: &[&str]) -> mezzo_proto::mesos::v1::ExecutorInfo {
     use mezzo_proto::mesos::v1::{container_info, executor_info, ContainerInfo, ExecutorId, ExecutorInfo};
-    let (path, container) = match container {
-        ExecutorContainer::Host => (test_executor_path().display().to_string(), None),
+    // As Mesos runs `shell: false`: the mesos containerizer execs `value` with
+    // `arguments` as the whole argv (argv[0] first); the docker one runs
+    // `value` followed by `arguments` as the container's command.
+    let args = args.iter().map(|a| a.to_string());
+    let (path, arguments, container) = match container {
+        ExecutorContainer::Host => (test_executor_path().display().to_string(), std::iter::once("mezzo-test-executor".to_string()).chain(args).collect(), None),
         ExecutorContainer::Docker { image, path } => (
             path.to_string(),
+            args.collect(),
             Some(ContainerInfo {
                 r#type: container_info::Type::Docker as i32,
                 docker: Some(container_info::DockerInfo {
@@ -807,8 +812,6 @@ pub fn test_executor_info(executor_id: &str, container: ExecutorContainer, mem: 
             }),
         ),
     };
-    let mut arguments = vec!["mezzo-test-executor".to_string()];
-    arguments.extend(args.iter().map(|a| a.to_string()));
     ExecutorInfo {
         r#type: Some(executor_info::Type::Custom as i32),
         executor_id: ExecutorId { value: executor_id.into() },

@@ -674,7 +674,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let code = runtime.block_on(Executor::new(config).run());
+    let code = runtime.block_on(async { Executor::new(config).run().await });
     runtime.shutdown_timeout(Duration::from_millis(500));
     log!("exiting with code {code}");
     std::process::exit(code);

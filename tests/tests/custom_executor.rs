@@ -98,6 +98,12 @@ impl ExecutorImage {
 
 impl Drop for ExecutorImage {
     fn drop(&mut self) {
+        // After a failed test a container of the image may be left (assert_clean
+        // reported it when it could): it goes first, or the image would stay dangling.
+        let left = docker(&["ps", "-aq", "--filter", &format!("ancestor={}", self.tag)]).unwrap_or_default();
+        for id in left.split_whitespace() {
+            let _ = docker(&["rm", "-f", "-v", id]);
+        }
         if let Err(e) = docker(&["rmi", "-f", &self.tag]) {
             eprintln!("could not remove image {}: {e}", self.tag);
         }

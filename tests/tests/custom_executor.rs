@@ -312,7 +312,7 @@ impl Test {
         let logs = if result.is_err() { self.logs() } else { String::new() };
         self.cluster.stop();
         assert_clean(&self.cluster);
-        result.map_err(|e| e.context(logs))
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n\n{logs}"))
     }
 
     /// The agent's log and every executor's stderr (their tails).
@@ -684,6 +684,27 @@ async fn rust_executor_fails_a_task_it_cannot_run_and_keeps_the_others() -> Resu
         let message = failed.last().and_then(|u| u.message.clone()).unwrap_or_default();
         ensure!(message.contains("status 3"), "message: {message}");
         t.ends("t2", TaskState::TaskFinished).await?;
+        Ok(())
+    }
+    .await;
+    t.finish(result).await
+}
+
+/// A third-party executor that sends no token works when the agent runs
+/// with `--authenticate_http_executors=false`, as on Mesos.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_executor_without_a_token_works_when_executors_are_not_authenticated() -> Result<()> {
+    if !can_run(Kind::Rust) {
+        return Ok(());
+    }
+    let mut t = Test::start(Kind::Rust, "custom-noauth", &["--authenticate_http_executors=false"], false).await?;
+    let result = async {
+        let offer = t.offer().await?;
+        let exec = t.executor("exec-noauth", &["--no-authentication"]);
+        t.sched.launch_tasks(&offer, vec![executor_task(&offer, "t1", &exec, "run 1", 64.0)]).await?;
+        let updates = t.ends("t1", TaskState::TaskFinished).await?;
+        from_executor(&updates, "exec-noauth")?;
+        ensure!(states(&updates) == ["TASK_RUNNING", "TASK_FINISHED"], "{:?}", states(&updates));
         Ok(())
     }
     .await;

@@ -21,9 +21,10 @@
 //! up to `MESOS_SUBSCRIPTION_BACKOFF_MAX` for `MESOS_RECOVERY_TIMEOUT`,
 //! without one it exits. SHUTDOWN (or SIGTERM) kills every task and exits 0.
 //!
-//! Arguments: `--content-type=json|protobuf` (default json), and
+//! Arguments: `--content-type=json|protobuf` (default json),
 //! `--no-subscribe` to sleep without ever subscribing (an executor the agent
-//! must time out). Logs go to stderr.
+//! must time out), `--no-authentication` to send no token (a third-party
+//! executor that knows none). Logs go to stderr.
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
@@ -86,11 +87,13 @@ impl Config {
             }
         };
         let mut content_type = ContentType::Json;
+        let mut no_authentication = false;
         for arg in args {
             match arg.as_str() {
                 "--content-type=json" => content_type = ContentType::Json,
                 "--content-type=protobuf" => content_type = ContentType::Protobuf,
                 "--no-subscribe" => {}
+                "--no-authentication" => no_authentication = true,
                 other => bail!("unknown argument {other}"),
             }
         }
@@ -104,7 +107,7 @@ impl Config {
             recovery_timeout: duration("MESOS_RECOVERY_TIMEOUT", Duration::from_secs(15 * 60))?,
             backoff_max: duration("MESOS_SUBSCRIPTION_BACKOFF_MAX", Duration::from_secs(2))?,
             shutdown_grace: duration("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", DEFAULT_SHUTDOWN_GRACE)?,
-            authorization: var("MESOS_EXECUTOR_AUTHENTICATION_TOKEN").map(|t| format!("Bearer {t}")),
+            authorization: var("MESOS_EXECUTOR_AUTHENTICATION_TOKEN").filter(|_| !no_authentication).map(|t| format!("Bearer {t}")),
             content_type,
         })
     }

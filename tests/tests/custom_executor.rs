@@ -364,6 +364,38 @@ fn executor_pid(t: &Test, executor_id: &str) -> Result<i32> {
     }
 }
 
+/// The environment process `pid` started with.
+fn environment(pid: i32) -> Result<std::collections::HashMap<String, String>> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).with_context(|| format!("environment of {pid}"))?;
+    Ok(environ
+        .split(|b| *b == 0)
+        .filter_map(|v| String::from_utf8_lossy(v).split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect())
+}
+
+/// The executor `pid` of `t` got Mesos's environment (slave.cpp's
+/// `executorEnvironment`), with `MESOS_CHECKPOINT` = `checkpoint`.
+fn has_mesos_environment(t: &Test, pid: i32, executor_id: &str, checkpoint: &str) -> Result<std::collections::HashMap<String, String>> {
+    let env = environment(pid)?;
+    let want = [
+        ("MESOS_FRAMEWORK_ID", Some(t.sched.framework_id.value.as_str())),
+        ("MESOS_EXECUTOR_ID", Some(executor_id)),
+        ("MESOS_AGENT_ENDPOINT", Some(t.cluster.agent.as_str())),
+        ("MESOS_CHECKPOINT", Some(checkpoint)),
+        ("MESOS_DIRECTORY", None),
+        ("MESOS_SANDBOX", None),
+        ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", None),
+        ("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", None),
+    ];
+    for (name, value) in want {
+        let got = env.get(name).with_context(|| format!("the executor's environment has no {name}"))?;
+        if let Some(value) = value {
+            ensure!(got == value, "{name}={got}, expected {value}");
+        }
+    }
+    Ok(env)
+}
+
 /// Every update is the executor's own, for `executor_id`, with a 16-byte uuid.
 fn from_executor(updates: &[TaskStatus], executor_id: &str) -> Result<()> {
     for u in updates {
@@ -391,6 +423,7 @@ async fn two_tasks_on_one_executor_both_finish(kind: Kind) -> Result<()> {
         let count = containers["get_containers"]["containers"].as_array().map(Vec::len).unwrap_or(0);
         ensure!(count == 1, "one container for the executor and its two tasks, the agent lists {count}: {body}");
         let pid = executor_pid(&t, "exec-two")?;
+        has_mesos_environment(&t, pid, "exec-two", "0")?;
         for task in ["t1", "t2"] {
             let mut updates = vec![running[if task == "t1" { 0 } else { 1 }].clone()];
             updates.extend(t.ends(task, TaskState::TaskFinished).await?);
@@ -546,6 +579,10 @@ async fn executor_reconnects_after_an_agent_restart(kind: Kind) -> Result<()> {
         t.sched.launch_tasks(&offer, vec![executor_task(&offer, "t1", &exec, "forever", 64.0), executor_task(&offer, "t2", &exec, "run 4", 64.0)]).await?;
         let running = t.running(&["t1", "t2"]).await?;
         let pid = executor_pid(&t, "exec-restart")?;
+        let env = has_mesos_environment(&t, pid, "exec-restart", "1")?;
+        // Only for checkpointing frameworks: how long and how often to try to re-subscribe.
+        ensure!(env.get("MESOS_SUBSCRIPTION_BACKOFF_MAX").map(String::as_str) == Some("15secs"), "{env:?}");
+        ensure!(env.contains_key("MESOS_RECOVERY_TIMEOUT"), "no MESOS_RECOVERY_TIMEOUT: {env:?}");
         let cid = t.container_of("exec-restart", &running[0]).await?;
         t.cluster.crash_agent();
         // t2 ends while the agent is down: its TASK_FINISHED waits in the executor.

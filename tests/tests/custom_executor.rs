@@ -581,8 +581,9 @@ async fn executor_reconnects_after_an_agent_restart(kind: Kind) -> Result<()> {
         let pid = executor_pid(&t, "exec-restart")?;
         let env = has_mesos_environment(&t, pid, "exec-restart", "1")?;
         // Only for checkpointing frameworks: how long and how often to try to re-subscribe.
-        ensure!(env.get("MESOS_SUBSCRIPTION_BACKOFF_MAX").map(String::as_str) == Some("15secs"), "{env:?}");
-        ensure!(env.contains_key("MESOS_RECOVERY_TIMEOUT"), "no MESOS_RECOVERY_TIMEOUT: {env:?}");
+        let backoff_max = env.get("MESOS_SUBSCRIPTION_BACKOFF_MAX");
+        ensure!(backoff_max.map(String::as_str) == Some("15secs"), "MESOS_SUBSCRIPTION_BACKOFF_MAX {backoff_max:?}, not the agent's 15secs");
+        ensure!(env.contains_key("MESOS_RECOVERY_TIMEOUT"), "no MESOS_RECOVERY_TIMEOUT");
         let cid = t.container_of("exec-restart", &running[0]).await?;
         t.cluster.crash_agent();
         // t2 ends while the agent is down: its TASK_FINISHED waits in the executor.

@@ -291,18 +291,26 @@ impl Test {
         }
     }
 
-    /// The memory limit of container `cid` in bytes: its memory cgroup's
-    /// limit (rust) or the engine's HostConfig.Memory (docker).
-    fn memory_limit(&self, cid: &str) -> Result<u64> {
-        let text = match self.kind {
-            Kind::Docker => docker(&["inspect", "-f", "{{.HostConfig.Memory}}", &format!("mesos-{cid}")])?,
+    /// The memory limits of container `cid` in bytes, (hard, soft): its
+    /// memory cgroup's limit and soft limit (`memory.low` on v2) in the rust
+    /// containerizer, the engine's HostConfig.Memory and MemoryReservation
+    /// in the docker one.
+    fn memory_limits(&self, cid: &str) -> Result<(u64, u64)> {
+        let (hard, soft) = match self.kind {
+            Kind::Docker => {
+                let both = docker(&["inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.MemoryReservation}}", &format!("mesos-{cid}")])?;
+                let (hard, soft) = both.split_once(' ').with_context(|| format!("docker inspect: '{both}'"))?;
+                (hard.to_string(), soft.to_string())
+            }
             Kind::Rust => {
-                let file = if cgroup_v2() { "memory.max" } else { "memory.limit_in_bytes" };
-                let path = cgroup_dir("memory", &format!("{}/{cid}", self.cluster.cgroups_root)).join(file);
-                std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?
+                let (hard, soft) = if cgroup_v2() { ("memory.max", "memory.low") } else { ("memory.limit_in_bytes", "memory.soft_limit_in_bytes") };
+                let dir = cgroup_dir("memory", &format!("{}/{cid}", self.cluster.cgroups_root));
+                let read = |file: &str| std::fs::read_to_string(dir.join(file)).with_context(|| format!("read {}", dir.join(file).display()));
+                (read(hard)?, read(soft)?)
             }
         };
-        text.trim().parse::<u64>().with_context(|| format!("memory limit '{}'", text.trim()))
+        let parse = |text: &str| text.trim().parse::<u64>().with_context(|| format!("memory limit '{}'", text.trim()));
+        Ok((parse(&hard)?, parse(&soft)?))
     }
 
     /// Tears the framework down, stops the cluster, checks that nothing is
@@ -581,9 +589,12 @@ async fn executor_reconnects_after_an_agent_restart(kind: Kind) -> Result<()> {
         let pid = executor_pid(&t, "exec-restart")?;
         let env = has_mesos_environment(&t, pid, "exec-restart", "1")?;
         // Only for checkpointing frameworks: how long and how often to try to re-subscribe.
-        let backoff_max = env.get("MESOS_SUBSCRIPTION_BACKOFF_MAX");
-        ensure!(backoff_max.map(String::as_str) == Some("15secs"), "MESOS_SUBSCRIPTION_BACKOFF_MAX {backoff_max:?}, not the agent's 15secs");
-        ensure!(env.contains_key("MESOS_RECOVERY_TIMEOUT"), "no MESOS_RECOVERY_TIMEOUT");
+        // The executor must be able to try again within the agent's re-registration window.
+        let backoff_max = env.get("MESOS_SUBSCRIPTION_BACKOFF_MAX").context("no MESOS_SUBSCRIPTION_BACKOFF_MAX")?;
+        let parsed = mezzo_proto::duration::parse(backoff_max).map_err(|e| anyhow::anyhow!("MESOS_SUBSCRIPTION_BACKOFF_MAX={backoff_max}: {e}"))?;
+        ensure!(parsed <= Duration::from_secs(15), "MESOS_SUBSCRIPTION_BACKOFF_MAX={backoff_max} is over the agent's 15secs");
+        let recovery = env.get("MESOS_RECOVERY_TIMEOUT").context("no MESOS_RECOVERY_TIMEOUT")?;
+        mezzo_proto::duration::parse(recovery).map_err(|e| anyhow::anyhow!("MESOS_RECOVERY_TIMEOUT={recovery}: {e}"))?;
         let cid = t.container_of("exec-restart", &running[0]).await?;
         t.cluster.crash_agent();
         // t2 ends while the agent is down: its TASK_FINISHED waits in the executor.
@@ -607,8 +618,11 @@ async fn executor_reconnects_after_an_agent_restart(kind: Kind) -> Result<()> {
     t.finish(result).await
 }
 
-/// The container's memory limit is the executor's plus its tasks', and
-/// shrinks when a task ends.
+/// The container's memory limit is the executor's plus its tasks'; when a
+/// task ends its soft limit (the reservation) shrinks to what is left. As in
+/// Mesos (both containerizers' `update`: "only update if new limit is
+/// higher"), the hard limit is not required to come down, as lowering it
+/// could OOM-kill the executor; it never drops below what is left either.
 async fn memory_limit_follows_the_tasks(kind: Kind) -> Result<()> {
     let mut t = Test::start(kind, "custom-memory", &[], false).await?;
     let result = async {
@@ -619,10 +633,11 @@ async fn memory_limit_follows_the_tasks(kind: Kind) -> Result<()> {
         let cid = t.container_of("exec-mem", &running[0]).await?;
         let mib = |mb: f64| (mb as u64) << 20;
         let both = mib(EXECUTOR_MEM + 64.0 + 96.0);
-        wait_for_limit(&t, &cid, both).await?;
+        wait_for_limits(&t, &cid, "both tasks run", |hard, soft| hard == both && soft == both).await?;
         t.sched.kill("t2", Some(offer.agent_id.clone())).await?;
         t.ends("t2", TaskState::TaskKilled).await?;
-        wait_for_limit(&t, &cid, mib(EXECUTOR_MEM + 64.0)).await?;
+        let left = mib(EXECUTOR_MEM + 64.0);
+        wait_for_limits(&t, &cid, "t2 ended", |hard, soft| soft == left && (left..=both).contains(&hard)).await?;
         // The executor stays, with its own memory and t1's.
         ensure!(t.has_container("exec-mem").await?, "the executor's container went with t2");
         Ok(())
@@ -631,16 +646,16 @@ async fn memory_limit_follows_the_tasks(kind: Kind) -> Result<()> {
     t.finish(result).await
 }
 
-/// Waits (10 s at most) until container `cid`'s memory limit is `want` bytes.
-async fn wait_for_limit(t: &Test, cid: &str, want: u64) -> Result<()> {
+/// Waits (10 s at most) until container `cid`'s memory limits (hard, soft) satisfy `ok`.
+async fn wait_for_limits(t: &Test, cid: &str, when: &str, ok: impl Fn(u64, u64) -> bool) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let limit = t.memory_limit(cid)?;
-        if limit == want {
+        let (hard, soft) = t.memory_limits(cid)?;
+        if ok(hard, soft) {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("memory limit of container {cid} is {limit} bytes, not {want} ({} MB)", want >> 20);
+            bail!("memory limits of container {cid} when {when}: hard {} MB, soft {} MB", hard >> 20, soft >> 20);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

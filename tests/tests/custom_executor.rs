@@ -237,6 +237,20 @@ impl Test {
         Ok(out)
     }
 
+    /// Launches `tasks` (id, data) on `exec` one at a time, the first on
+    /// `offer` and each other on the next offer once the one before runs:
+    /// all but the first reach an executor that is already running. Their
+    /// TASK_RUNNING updates.
+    async fn launch_in_turn(&mut self, offer: &Offer, exec: &ExecutorInfo, tasks: &[(&str, &str)]) -> Result<Vec<TaskStatus>> {
+        let mut running = Vec::new();
+        for (i, (id, data)) in tasks.iter().enumerate() {
+            let offer = if i == 0 { offer.clone() } else { self.offer().await? };
+            self.sched.launch_tasks(&offer, vec![executor_task(&offer, id, exec, data, 64.0)]).await?;
+            running.extend(self.running(&[id]).await?);
+        }
+        Ok(running)
+    }
+
     /// The next framework message, within `timeout`.
     async fn message(&mut self, timeout: Duration) -> Result<event::Message> {
         let deadline = Instant::now() + timeout;
@@ -317,10 +331,14 @@ impl Test {
     /// left, and adds the agent's and the executors' logs to a failure.
     async fn finish(mut self, result: Result<()>) -> Result<()> {
         self.sched.teardown().await.ok();
-        let logs = if result.is_err() { self.logs() } else { String::new() };
+        let result = result.map_err(|e| anyhow::anyhow!("{e:#}\n\n{}", self.logs()));
+        if let Err(e) = &result {
+            // Shown even when the clean-up check below panics.
+            eprintln!("Error: {e}");
+        }
         self.cluster.stop();
         assert_clean(&self.cluster);
-        result.map_err(|e| anyhow::anyhow!("{e:#}\n\n{logs}"))
+        result
     }
 
     /// The agent's log and every executor's stderr (their tails).
@@ -404,6 +422,17 @@ fn has_mesos_environment(t: &Test, pid: i32, executor_id: &str, checkpoint: &str
     Ok(env)
 }
 
+/// The stderr (its log) of executor `executor_id`, from its sandbox.
+fn executor_stderr(t: &Test, executor_id: &str) -> Result<String> {
+    let out = std::process::Command::new("find")
+        .arg(t.cluster.agent_work_dir())
+        .args(["-path", &format!("*/executors/{executor_id}/runs/*/stderr"), "-not", "-path", "*/latest/*"])
+        .output()?;
+    let files = String::from_utf8_lossy(&out.stdout).into_owned();
+    let file = files.lines().next().with_context(|| format!("no stderr in the sandbox of executor {executor_id}"))?;
+    Ok(std::fs::read_to_string(file)?)
+}
+
 /// Every update is the executor's own, for `executor_id`, with a 16-byte uuid.
 fn from_executor(updates: &[TaskStatus], executor_id: &str) -> Result<()> {
     for u in updates {
@@ -482,8 +511,7 @@ async fn kill_one_of_two_tasks(kind: Kind) -> Result<()> {
     let result = async {
         let offer = t.offer().await?;
         let exec = t.executor("exec-kill", &[]);
-        t.sched.launch_tasks(&offer, vec![executor_task(&offer, "t1", &exec, "forever", 64.0), executor_task(&offer, "t2", &exec, "run 5", 64.0)]).await?;
-        t.running(&["t1", "t2"]).await?;
+        t.launch_in_turn(&offer, &exec, &[("t1", "forever"), ("t2", "run 5")]).await?;
         let started = Instant::now();
         t.sched.kill("t1", Some(offer.agent_id.clone())).await?;
         let killed = t.ends("t1", TaskState::TaskKilled).await?;
@@ -504,8 +532,7 @@ async fn shutdown_ends_the_executor_and_its_tasks(kind: Kind) -> Result<()> {
     let result = async {
         let offer = t.offer().await?;
         let exec = t.executor("exec-shut", &[]);
-        t.sched.launch_tasks(&offer, vec![executor_task(&offer, "t1", &exec, "forever", 64.0), executor_task(&offer, "t2", &exec, "forever", 64.0)]).await?;
-        t.running(&["t1", "t2"]).await?;
+        t.launch_in_turn(&offer, &exec, &[("t1", "forever"), ("t2", "forever")]).await?;
         executor_pid(&t, "exec-shut")?;
         t.sched.shutdown_executor(&offer.agent_id, "exec-shut").await?;
         for task in ["t1", "t2"] {
@@ -532,8 +559,7 @@ async fn executor_exit_fails_its_tasks_and_tells_the_scheduler(kind: Kind) -> Re
     let result = async {
         let offer = t.offer().await?;
         let exec = t.executor("exec-exit", &[]);
-        t.sched.launch_tasks(&offer, vec![executor_task(&offer, "t1", &exec, "forever", 64.0), executor_task(&offer, "t2", &exec, "forever", 64.0)]).await?;
-        t.running(&["t1", "t2"]).await?;
+        t.launch_in_turn(&offer, &exec, &[("t1", "forever"), ("t2", "forever")]).await?;
         t.sched.message(&offer.agent_id, "exec-exit", b"exit 7").await?;
         for task in ["t1", "t2"] {
             let updates = t.ends(task, TaskState::TaskFailed).await?;
@@ -584,8 +610,7 @@ async fn executor_reconnects_after_an_agent_restart(kind: Kind) -> Result<()> {
     let result = async {
         let offer = t.offer().await?;
         let exec = t.executor("exec-restart", &[]);
-        t.sched.launch_tasks(&offer, vec![executor_task(&offer, "t1", &exec, "forever", 64.0), executor_task(&offer, "t2", &exec, "run 4", 64.0)]).await?;
-        let running = t.running(&["t1", "t2"]).await?;
+        let running = t.launch_in_turn(&offer, &exec, &[("t1", "forever"), ("t2", "run 4")]).await?;
         let pid = executor_pid(&t, "exec-restart")?;
         let env = has_mesos_environment(&t, pid, "exec-restart", "1")?;
         // Only for checkpointing frameworks: how long and how often to try to re-subscribe.
@@ -604,6 +629,10 @@ async fn executor_reconnects_after_an_agent_restart(kind: Kind) -> Result<()> {
         mezzo_tests::wait_recovered(&t.cluster, &cid).await?;
         let finished = t.ends("t2", TaskState::TaskFinished).await?;
         from_executor(&finished, "exec-restart")?;
+        // It came through the re-subscription: the SUBSCRIBE carried it unacknowledged.
+        let log = executor_stderr(&t, "exec-restart")?;
+        let resent = log.lines().filter_map(|l| l.split("task(s), ").nth(1)?.split(' ').next()?.parse::<u32>().ok()).max();
+        ensure!(resent.is_some_and(|n| n >= 1), "no SUBSCRIBE with unacknowledged updates in the executor's log:\n{log}");
         let text = format!("after restart {}", uuid::Uuid::new_v4());
         t.sched.message(&offer.agent_id, "exec-restart", format!("echo {text}").as_bytes()).await?;
         let m = t.message(Duration::from_secs(30)).await?;

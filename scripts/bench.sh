@@ -6,6 +6,9 @@
 # accept_to_running_{rust,docker}: median over N runs of the time from the
 # scheduler's ACCEPT to its TASK_RUNNING update, as `mezzo execute` sees it,
 # through a real master and agent.
+# custom_executor_accept_to_running: the same through a framework's own executor
+# (mezzo-test-executor, rust containerizer, no image): ACCEPT of one task on a
+# new custom executor to its TASK_RUNNING (mezzo-bench-custom-executor).
 # kill_to_killed_rust: median time from the scheduler's KILL of `sleep 1000`
 # (busybox, rust containerizer, default 3 s grace) to its TASK_KILLED update.
 # exit_to_failed_rust: median time from the moment a task is told to exit (it
@@ -51,6 +54,7 @@ wants cluster && for kind in mesos docker; do
     [ -n "$ms" ] && echo "$kind $ms" >>"$out/cluster-samples.txt"
   done
 done
+wants cluster && { timeout 900 "$bin/mezzo-bench-custom-executor" --master="$master" --runs="$runs" >>"$out/cluster-samples.txt" || true; }
 if wants kill; then
   python3 - "$bin/mezzo" "$master" "${MEZZO_BENCH_KILL_RUNS:-10}" "$work/agent" >>"$out/cluster-samples.txt" <<'PY'
 import glob, os, subprocess, sys, threading, time
@@ -129,8 +133,8 @@ for line in open(samples_path):
     samples.setdefault(kind, []).append(float(ms))
 results = []
 names = {"mesos": "accept_to_running_rust", "docker": "accept_to_running_docker",
-         "kill": "kill_to_killed_rust", "exit": "exit_to_failed_rust"}
-targets = {"kill": "<= 100 ms", "exit": "<= 20 ms"}
+         "kill": "kill_to_killed_rust", "exit": "exit_to_failed_rust", "custom": "custom_executor_accept_to_running"}
+targets = {"kill": "<= 100 ms", "exit": "<= 20 ms", "custom": "<= 1.5x accept_to_running_rust"}
 for kind, name in names.items():
     vals = samples.get(kind, [])
     if vals:
@@ -138,6 +142,10 @@ for kind, name in names.items():
         if kind in targets:
             entry["target"] = targets[kind]
         results.append(entry)
+by_name = {r["name"]: r for r in results}
+custom, rust = by_name.get("custom_executor_accept_to_running"), by_name.get("accept_to_running_rust")
+if custom and rust and rust["value"]:
+    custom.update(peer=rust["name"], peer_value=rust["value"], ratio=round(custom["value"] / rust["value"], 2))
 if os.path.exists(bench_path):
     results.extend(json.load(open(bench_path)))
 json.dump(results, open(out_path, "w"), indent=2)

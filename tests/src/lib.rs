@@ -773,3 +773,145 @@ pub async fn wait_recovered(cluster: &Cluster, cid: &str) -> Result<()> {
     }
     bail!("the restarted agent does not list container {cid}; log:\n{}", cluster.agent_log())
 }
+
+/// The project's own custom executor for the tests (`src/bin/mezzo-test-executor.rs`).
+pub fn test_executor_path() -> PathBuf {
+    bin_dir().join("mezzo-test-executor")
+}
+
+/// Where a custom executor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorContainer<'a> {
+    /// No ContainerInfo: the rust containerizer, on the host filesystem and network.
+    Host,
+    /// ContainerInfo DOCKER with `image` and the host network; the executor is `path` in the image.
+    Docker { image: &'a str, path: &'a str },
+}
+
+/// ExecutorInfo of `mezzo-test-executor` (cpus 0.1, `mem`) as executor
+/// `executor_id`, started with `args` (`--content-type=protobuf`, `--no-subscribe`).
+pub fn test_executor_info(executor_id: &str, container: ExecutorContainer, mem: f64, args: &[&str]) -> mezzo_proto::mesos::v1::ExecutorInfo {
+    use mezzo_proto::mesos::v1::{container_info, executor_info, ContainerInfo, ExecutorId, ExecutorInfo};
+    // As Mesos runs `shell: false`: the mesos containerizer execs `value` with
+    // `arguments` as the whole argv (argv[0] first); the docker one runs
+    // `value` followed by `arguments` as the container's command.
+    let args = args.iter().map(|a| a.to_string());
+    let (path, arguments, container) = match container {
+        ExecutorContainer::Host => (test_executor_path().display().to_string(), std::iter::once("mezzo-test-executor".to_string()).chain(args).collect(), None),
+        ExecutorContainer::Docker { image, path } => (
+            path.to_string(),
+            args.collect(),
+            Some(ContainerInfo {
+                r#type: container_info::Type::Docker as i32,
+                docker: Some(container_info::DockerInfo {
+                    image: image.into(),
+                    network: Some(container_info::docker_info::Network::Host as i32),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        ),
+    };
+    ExecutorInfo {
+        r#type: Some(executor_info::Type::Custom as i32),
+        executor_id: ExecutorId { value: executor_id.into() },
+        name: Some(format!("mezzo-test-executor {executor_id}")),
+        command: Some(CommandInfo { value: Some(path), shell: Some(false), arguments, ..Default::default() }),
+        resources: vec![scalar("cpus", 0.1), scalar("mem", mem)],
+        container,
+        ..Default::default()
+    }
+}
+
+/// A task of `offer` for custom executor `executor`, doing `data`
+/// (`run <secs>`, `fail <code>`, `forever`: see mezzo-test-executor).
+pub fn executor_task(offer: &Offer, id: &str, executor: &mezzo_proto::mesos::v1::ExecutorInfo, data: &str, mem: f64) -> TaskInfo {
+    TaskInfo {
+        name: id.into(),
+        task_id: TaskId { value: id.into() },
+        agent_id: offer.agent_id.clone(),
+        resources: vec![scalar("cpus", 0.1), scalar("mem", mem)],
+        executor: Some(executor.clone()),
+        data: Some(data.as_bytes().to_vec()),
+        ..Default::default()
+    }
+}
+
+impl Scheduler {
+    /// Launches `tasks` on `offer` in one ACCEPT with one LAUNCH; returns the accept time.
+    pub async fn launch_tasks(&self, offer: &Offer, tasks: Vec<TaskInfo>) -> Result<Instant> {
+        use mezzo_proto::mesos::v1::offer::{operation, Operation};
+        let t = Instant::now();
+        let code = self
+            .call(Call {
+                r#type: Some(call::Type::Accept as i32),
+                accept: Some(call::Accept {
+                    offer_ids: vec![offer.id.clone()],
+                    operations: vec![Operation {
+                        r#type: Some(operation::Type::Launch as i32),
+                        launch: Some(operation::Launch { task_infos: tasks }),
+                        ..Default::default()
+                    }],
+                    filters: None,
+                }),
+                ..Default::default()
+            })
+            .await?;
+        if code != 202 {
+            bail!("ACCEPT answered {code}");
+        }
+        Ok(t)
+    }
+
+    /// Sends a framework message to executor `executor_id` on `agent_id`.
+    pub async fn message(&self, agent_id: &AgentId, executor_id: &str, data: &[u8]) -> Result<()> {
+        let code = self
+            .call(Call {
+                r#type: Some(call::Type::Message as i32),
+                message: Some(call::Message {
+                    agent_id: agent_id.clone(),
+                    executor_id: mezzo_proto::mesos::v1::ExecutorId { value: executor_id.into() },
+                    data: data.to_vec(),
+                }),
+                ..Default::default()
+            })
+            .await?;
+        if code != 202 {
+            bail!("MESSAGE answered {code}");
+        }
+        Ok(())
+    }
+
+    /// SHUTDOWN of executor `executor_id` on `agent_id`.
+    pub async fn shutdown_executor(&self, agent_id: &AgentId, executor_id: &str) -> Result<()> {
+        let code = self
+            .call(Call {
+                r#type: Some(call::Type::Shutdown as i32),
+                shutdown: Some(call::Shutdown {
+                    executor_id: mezzo_proto::mesos::v1::ExecutorId { value: executor_id.into() },
+                    agent_id: agent_id.clone(),
+                }),
+                ..Default::default()
+            })
+            .await?;
+        if code != 202 {
+            bail!("SHUTDOWN answered {code}");
+        }
+        Ok(())
+    }
+}
+
+/// The container the agent runs executor `executor_id` of `framework_id`
+/// in, from its operator API (GET_CONTAINERS); `None` when it lists none.
+pub async fn executor_container(cluster: &Cluster, framework_id: &FrameworkId, executor_id: &str) -> Result<Option<String>> {
+    let (code, body) = cluster.agent_call_json(&serde_json::json!({"type": "GET_CONTAINERS"})).await?;
+    if code != 200 {
+        bail!("GET_CONTAINERS answered {code}: {body}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let containers = v["get_containers"]["containers"].as_array().cloned().unwrap_or_default();
+    Ok(containers
+        .iter()
+        .find(|c| c["executor_id"]["value"] == executor_id && c["framework_id"]["value"] == framework_id.value.as_str())
+        .and_then(|c| c["container_id"]["value"].as_str().map(str::to_string)))
+}

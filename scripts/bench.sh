@@ -15,6 +15,12 @@
 # blocks reading a FIFO in its sandbox, then does `exit 3`; the bench writes
 # the FIFO) to its TASK_FAILED update at the scheduler. Both time the lines of
 # `mezzo execute` as they arrive.
+# task_overhead_rss / task_overhead_pss: memory per running command task of
+# the processes the agent adds for it (mezzo-executor, the mezzo-launcher
+# supervisor and the container's init it forks), over MEZZO_BENCH_TASKS (20)
+# `sleep` tasks on the rust containerizer without an image, launched by one
+# framework (bench/task_overhead.py): RSS sums every process's resident pages,
+# PSS counts a page shared by N processes as 1/N (the binaries' text once).
 # Then mezzo-bench (bench/), side by side with its peers in the same run:
 # rust_launch_true (crun; runc as rust_launch_true_vs_runc), rust_launch_1000,
 # docker_launch_true (docker run), image_warm_provision_{1,5,20},
@@ -23,8 +29,8 @@
 # Knobs: MEZZO_BENCH_RUNS (cluster runs, 20), MEZZO_BENCH_KILL_RUNS (kill and
 # exit runs, 10), MEZZO_BENCH_LAUNCH_RUNS (30), MEZZO_BENCH_PULL_RUNS (9),
 # MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY (comma separated: cluster =
-# accept_to_running_*, kill = kill_to_killed_rust and exit_to_failed_rust, and
-# the mezzo-bench groups provision,rust,many,docker,pull; empty = all).
+# accept_to_running_*, kill = kill_to_killed_rust and exit_to_failed_rust,
+# overhead = task_overhead_*, and the mezzo-bench groups provision,rust,many,docker,pull; empty = all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${MEZZO_BENCH_RUNS:-20}
@@ -33,7 +39,7 @@ bash scripts/build-test-images.sh
 bin="$PWD/target/release"
 out="$PWD/target/bench"
 mkdir -p "$out"
-rm -f "$out/cluster-samples.txt" "$out/mezzo-bench.json"
+rm -f "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/overhead.json"
 # MEZZO_BENCH_ONLY: which parts run (empty = all).
 wants() { [ -z "${MEZZO_BENCH_ONLY:-}" ] || [[ ",$MEZZO_BENCH_ONLY," == *",$1,"* ]]; }
 bench_groups=()
@@ -43,7 +49,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # 1. Through a cluster: ACCEPT to TASK_RUNNING; KILL to TASK_KILLED; exit to TASK_FAILED.
 source scripts/cluster.sh
 : >"$out/cluster-samples.txt"
-if wants cluster || wants kill; then
+if wants cluster || wants kill || wants overhead; then
 start_cluster "$bin" "$(free_port)" "$(free_port)"
 fi
 wants cluster && for kind in mesos docker; do
@@ -108,6 +114,10 @@ for i in range(runs):
         print(f"exit {(failed - told['at']) * 1000:.2f}")
 PY
 fi
+if wants overhead; then
+  python3 bench/task_overhead.py "$master" "$agent_pid" "${MEZZO_BENCH_TASKS:-20}" >"$out/overhead.json" ||
+    echo "task_overhead failed: $(cat "$out/overhead.json")" >&2
+fi
 # The side-by-side benchmarks want a quiet machine: no idle agent polling.
 stop_cluster
 trap - EXIT
@@ -124,9 +134,9 @@ timeout 3600 "$bin/mezzo-bench" \
 fi
 
 # 3. One results file, one table.
-python3 - "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/results.json" <<'PY'
+python3 - "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/results.json" "$out/overhead.json" <<'PY'
 import json, os, statistics, sys
-samples_path, bench_path, out_path = sys.argv[1:4]
+samples_path, bench_path, out_path, overhead_path = sys.argv[1:5]
 samples = {}
 for line in open(samples_path):
     kind, ms = line.split()
@@ -146,6 +156,15 @@ by_name = {r["name"]: r for r in results}
 custom, rust = by_name.get("custom_executor_accept_to_running"), by_name.get("accept_to_running_rust")
 if custom and rust and rust["value"]:
     custom.update(peer=rust["name"], peer_value=rust["value"], ratio=round(custom["value"] / rust["value"], 2))
+if os.path.exists(overhead_path) and os.path.getsize(overhead_path):
+    overhead = json.load(open(overhead_path))
+    for name, key in (("task_overhead_rss", "rss_mb"), ("task_overhead_pss", "pss_mb")):
+        entry = {"name": name, "value": overhead.get(key), "unit": "MB", "runs": overhead.get("tasks"), "target": "<= 8 MB"}
+        if "detail" in overhead:
+            entry["detail"] = overhead["detail"]
+        if "error" in overhead:
+            entry["note"] = overhead["error"]
+        results.append(entry)
 if os.path.exists(bench_path):
     results.extend(json.load(open(bench_path)))
 json.dump(results, open(out_path, "w"), indent=2)
@@ -162,6 +181,8 @@ for row in rows:
 for r in results:
     if r.get("value") is None and r.get("note"):
         print(f"{r['name']}: {r['note']}")
+    elif r["name"] == "task_overhead_rss" and r.get("detail"):
+        print(f"task_overhead: {r['detail']}")
 print(f"written: {out_path}")
 PY
 if [ "$bench_rc" != 0 ]; then

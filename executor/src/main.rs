@@ -2,16 +2,22 @@
 
 use anyhow::Context;
 use mezzo_executor::{CommandExecutor, Config, Outcome};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     // Logs go to our stderr, which the agent sends to a file in the sandbox;
-    // the task's own stdout/stderr files stay the task's.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MEZZO_LOG").unwrap_or_else(|_| "info".into()),
-        )
+    // the task's own stdout/stderr files stay the task's. `MEZZO_LOG` takes
+    // `level` or `target=level,...` directives (a `Targets` filter: no regex
+    // engine in every executor for a filter that is almost always `info`).
+    let filter = std::env::var("MEZZO_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .with(filter)
         .init();
     if std::env::var(mezzo_executor::container_mode::MODE_VAR).as_deref() == Ok("container") {
         return container_mode();
@@ -26,8 +32,10 @@ fn main() -> anyhow::Result<()> {
         runtime_dir = %config.runtime_dir.display(),
         "mezzo-executor starting"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread does it all: the executor waits on one subscription, one
+    // container and a few timers, and every extra worker thread would cost
+    // each running task its stack and a malloc arena.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
@@ -55,4 +63,17 @@ fn container_mode() -> anyhow::Result<()> {
         .block_on(container_mode::supervise(runtime_dir.as_ref(), launcher_dir.as_ref()))
         .context("supervising the executor's container")?;
     std::process::exit(container_mode::exit_code(status));
+}
+
+/// One malloc arena for the whole process (glibc makes one per thread that
+/// allocates, up to 8 per core, each keeping its own free memory): the
+/// executor runs on one thread, and what tokio's blocking pool allocates
+/// (docker tasks' log files) is small.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes malloc's tuning; it is called before any
+    // other thread exists, and M_ARENA_MAX with a positive value is valid.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }

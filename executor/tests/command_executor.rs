@@ -32,6 +32,9 @@ async fn exit_zero_is_finished_after_starting_and_running() {
     assert_eq!(last.agent_id.as_ref().map(|a| a.value.as_str()), Some(AGENT_ID));
     assert_eq!(last.uuid.as_ref().map(Vec::len), Some(16));
     assert!(last.timestamp.is_some());
+    // Protobuf on every call, as Mesos's command executor speaks.
+    let types = agent.state.lock().unwrap().content_types.clone();
+    assert!(!types.is_empty() && types.iter().all(|t| *t == mezzo_proto::codec::ContentType::Protobuf), "{types:?}");
     // The task's output lands in the sandbox, the executor's logs do not.
     let stdout = std::fs::read_to_string(container.sandbox.join("stdout")).unwrap();
     assert_eq!(stdout, "hello from the task\n");

@@ -11,7 +11,7 @@ use axum::routing::post;
 use axum::Router;
 use mezzo_containerizer::rust::{RustBackend, RustBackendConfig};
 use mezzo_containerizer::{Command, ContainerConfig, ContainerType, Containerizer};
-use mezzo_proto::json::{from_json, to_json_bytes};
+use mezzo_proto::codec::ContentType;
 use mezzo_proto::mesos::v1::executor::{call, event, Call, Event};
 use mezzo_proto::mesos::v1::{
     framework_info, AgentId, AgentInfo, CommandInfo, ContainerId, ExecutorId, ExecutorInfo,
@@ -31,6 +31,10 @@ pub const AGENT_ID: &str = "agent-test-S0";
 pub struct AgentState {
     /// Sender side of the current subscription stream.
     stream: Option<mpsc::UnboundedSender<Bytes>>,
+    /// The encoding of the current stream's events (its SUBSCRIBE's `Accept`).
+    stream_type: Option<ContentType>,
+    /// Every call's `Content-Type`, in order.
+    pub content_types: Vec<ContentType>,
     /// Every SUBSCRIBE call, in order.
     pub subscribes: Vec<Call>,
     /// Every status received in an UPDATE call, duplicates included.
@@ -84,7 +88,7 @@ impl FakeAgent {
     pub fn send(&self, event: Event) {
         let state = self.state.lock().unwrap();
         let stream = state.stream.as_ref().expect("executor is subscribed");
-        stream.send(frame(&event)).expect("stream is open");
+        stream.send(frame(&event, state.stream_type.unwrap_or(ContentType::Json))).expect("stream is open");
     }
 
     /// States of all received updates, in order (duplicates included).
@@ -126,16 +130,29 @@ impl FakeAgent {
     }
 }
 
-fn frame(event: &Event) -> Bytes {
-    Bytes::from(mezzo_proto::recordio::encode(&to_json_bytes(event)))
+fn frame(event: &Event, content_type: ContentType) -> Bytes {
+    Bytes::from(mezzo_proto::recordio::encode(&mezzo_proto::codec::encode(event, content_type)))
 }
 
+/// The content type a header names; JSON when absent, as the agent reads `Accept`.
+fn header_type(headers: &axum::http::HeaderMap, name: &str) -> Option<ContentType> {
+    match headers.get(name).and_then(|v| v.to_str().ok()) {
+        Some(value) => ContentType::from_header(value),
+        None => Some(ContentType::Json),
+    }
+}
+
+/// Decodes and encodes by `Content-Type` and `Accept`, as the agent does.
 async fn executor_api(State(state): State<Arc<Mutex<AgentState>>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
-    let call: Call = match from_json(&body) {
+    let Some(content_type) = header_type(&headers, "content-type") else {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported Content-Type").into_response();
+    };
+    let call: Call = match mezzo_proto::codec::decode(&body, content_type) {
         Ok(call) => call,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let mut agent = state.lock().unwrap();
+    agent.content_types.push(content_type);
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
     agent.authorizations.push((call.r#type(), authorization.clone()));
     if let Some(token) = &agent.required_token {
@@ -145,6 +162,10 @@ async fn executor_api(State(state): State<Arc<Mutex<AgentState>>>, headers: axum
     }
     match call.r#type() {
         call::Type::Subscribe => {
+            let Some(accept) = header_type(&headers, "accept") else {
+                return (StatusCode::NOT_ACCEPTABLE, "unsupported Accept").into_response();
+            };
+            let frame = |event: &Event| frame(event, accept);
             let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
             let subscribed = Event {
                 r#type: Some(event::Type::Subscribed as i32),
@@ -186,12 +207,13 @@ async fn executor_api(State(state): State<Arc<Mutex<AgentState>>>, headers: axum
             agent.subscribes.push(call);
             // Replacing the sender ends the previous stream, as the agent does.
             agent.stream = Some(tx);
+            agent.stream_type = Some(accept);
             let stream = futures::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
             });
             Response::builder()
                 .status(StatusCode::OK)
-                .header("Content-Type", "application/json")
+                .header("Content-Type", accept.mime())
                 .body(Body::from_stream(stream))
                 .unwrap()
         }
@@ -204,7 +226,7 @@ async fn executor_api(State(state): State<Arc<Mutex<AgentState>>>, headers: axum
             if let Some(i) = agent.withhold_ack_for.iter().position(|s| *s == status.state()) {
                 agent.withhold_ack_for.remove(i);
             } else if let Some(stream) = &agent.stream {
-                let _ = stream.send(frame(&ack_event(&status)));
+                let _ = stream.send(frame(&ack_event(&status), agent.stream_type.unwrap_or(ContentType::Json)));
             }
             if agent.disconnect_after == Some(status.state()) {
                 agent.disconnect_after = None;

@@ -44,6 +44,8 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Signals forwarded to the container's init (and by it to the task's
 /// process group); SIGCHLD wakes the reaper.
@@ -63,9 +65,16 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MEZZO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    // `MEZZO_LOG` takes `level` or `target=level,...` directives (a `Targets`
+    // filter: no regex engine in a process that stays for the task's life).
+    let filter = std::env::var("MEZZO_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false))
+        .with(filter)
+        .init();
 
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut runtime_dir = None;
@@ -158,6 +167,7 @@ fn container_init(task: nix::unistd::Pid, status_fd: RawFd, set: &SigSet) -> ! {
     // before any signal is forwarded to it.
     let _ = nix::unistd::setpgid(task, task);
     close_descriptors_except(status_fd);
+    release_startup_memory();
     let set_ptr: *const libc::sigset_t = set.as_ref();
     loop {
         loop {
@@ -196,6 +206,45 @@ fn container_init(task: nix::unistd::Pid, status_fd: RawFd, set: &SigSet) -> ! {
             // SAFETY: as above.
             unsafe { libc::kill(task.as_raw(), sig) };
         }
+    }
+}
+
+/// Gives back what building the container used and waiting for it does not
+/// need, once the container runs (the supervisor and the container's init
+/// then only wait on signals for the task's life): malloc's free memory, and
+/// this process's mappings of clean file pages (libcontainer's code and data
+/// that setting the container up touched). Those pages stay in the page
+/// cache, shared and reclaimable, and fault back in if ever used again; only
+/// read-only private file mappings without a private (copied-on-write) page
+/// are dropped, so nothing this process wrote can be lost. Best effort.
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free memory of malloc's heaps to the
+    // kernel; this process is single-threaded.
+    unsafe { libc::malloc_trim(0) };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else { return };
+    let mut clean = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(first), Some(second)) = (fields.next(), fields.next()) else { continue };
+        if let Some((start, end)) = first.split_once('-') {
+            // A mapping's header: range, perms, offset, device, inode, path.
+            let inode = fields.nth(2).unwrap_or("0");
+            let range = usize::from_str_radix(start, 16).ok().zip(usize::from_str_radix(end, 16).ok());
+            let readonly_file = second.len() == 4 && second.as_bytes()[1] == b'-' && second.ends_with('p') && inode != "0";
+            current = range.filter(|_| readonly_file);
+        } else if first == "Anonymous:" {
+            if let Some(range) = current.take().filter(|_| second == "0") {
+                clean.push(range);
+            }
+        }
+    }
+    for (start, end) in clean {
+        // SAFETY: the range is a whole private, read-only file mapping of this
+        // process with no anonymous page (read just above; this
+        // single-threaded process changed no mapping since): dropping its
+        // pages only makes the next access read them from the file again.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
 
@@ -451,6 +500,7 @@ fn supervise(dir: &RuntimeDir, ready: &mut bool) -> Result<()> {
         writeln!(out, "started {init}").and_then(|_| out.flush()).context("report readiness")?;
     }
     *ready = true;
+    release_startup_memory();
 
     let init_status = wait_forwarding(init.as_raw(), &set)?;
     // The task's own status, as its init reported it; the init's when it

@@ -7,6 +7,11 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
+    // The agent finds and signals an executor as the leader of its own
+    // session. Made here, so the agent need not run code between fork and
+    // exec (which forces a fork of the whole agent instead of a vfork-like
+    // posix_spawn); EPERM when the agent already made us one.
+    let _ = nix::unistd::setsid();
     // Logs go to our stderr, which the agent sends to a file in the sandbox;
     // the task's own stdout/stderr files stay the task's. `MEZZO_LOG` takes
     // `level` or `target=level,...` directives (a `Targets` filter: no regex

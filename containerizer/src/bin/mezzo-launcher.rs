@@ -580,8 +580,11 @@ fn read_task_status(pipe: &OwnedFd) -> Option<i32> {
 
 /// Waits for the init to end while forwarding signals to it (it passes
 /// them on to the task); returns its raw wait status.
+///
+/// No timeout: SIGCHLD is blocked from before the first child was made, so
+/// a child that ends after `reap` leaves it pending and the wait returns at
+/// once; the supervisor sleeps for the task's whole life.
 fn wait_forwarding(init: i32, set: &SigSet) -> Result<i32> {
-    let timeout = libc::timespec { tv_sec: 1, tv_nsec: 0 };
     loop {
         // Reap first: SIGCHLD may have been consumed before this loop ran.
         if let Some(status) = reap(init) {
@@ -590,7 +593,7 @@ fn wait_forwarding(init: i32, set: &SigSet) -> Result<i32> {
         let set_ptr: *const libc::sigset_t = set.as_ref();
         // SAFETY: `set_ptr` points at a valid sigset for the duration of the
         // call; a null siginfo pointer is allowed.
-        let sig = unsafe { libc::sigtimedwait(set_ptr, std::ptr::null_mut(), &timeout) };
+        let sig = unsafe { libc::sigwaitinfo(set_ptr, std::ptr::null_mut()) };
         if sig > 0 && sig != libc::SIGCHLD {
             tracing::info!(signal = sig, "forwarding to the container's init");
             // The init is this process's child and not reaped yet: its pid

@@ -118,7 +118,7 @@ impl Launcher for RustLauncher {
             // variables that mark the executor's process for the agent's
             // recovery). The task's environment comes from the spec.
             .env_clear()
-            .envs(std::env::vars_os().filter(|(k, _)| k == "PATH" || k == "RUST_LOG"))
+            .envs(std::env::vars_os().filter(|(k, _)| k == "PATH" || k == "RUST_LOG" || k == "MEZZO_LOG"))
             // Its own process group: a terminal's ^C must reach the task
             // through `signal`, not kill the supervisor behind its back.
             .process_group(0)

@@ -1,8 +1,18 @@
 //! The client side of the agent's executor API (`POST /api/v1/executor`):
 //! one long-lived SUBSCRIBE stream of events, and one short request per
 //! other call, each expecting `202 Accepted`.
+//!
+//! Straight HTTP/1.1 over hyper's connection API, one connection per
+//! request: the executor talks to one agent on one address, so it needs no
+//! pool, no redirects, no TLS and no proxy (nor their code in every
+//! executor's memory). A fresh connection per call also means a call never
+//! goes out on a connection the agent has half-closed (it closes a
+//! superseded subscription).
 
-use futures::StreamExt;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Request, Response, Uri};
 use mezzo_proto::mesos::v1::executor::{Call, Event};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -13,13 +23,15 @@ const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on connecting to the agent.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on reading the body of an error answer.
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a call to the agent failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentApiError {
     /// the request could not be sent or its response not read
-    #[error("request to {url} failed: {source}")]
-    Http { url: String, #[source] source: reqwest::Error },
+    #[error("request to {url} failed: {reason}")]
+    Http { url: String, reason: String },
     /// the agent answered with an unexpected status code
     #[error("agent answered {status} to {call}: {body}")]
     Status { call: &'static str, status: u16, body: String },
@@ -45,36 +57,68 @@ pub enum Connection {
 /// The agent's executor API at one URL.
 #[derive(Clone)]
 pub struct AgentApi {
-    http: reqwest::Client,
     url: String,
+    /// `host:port` of the agent, to connect to and to name in `Host`.
+    authority: String,
+    /// The request path (`/api/v1/executor`).
+    path: String,
     /// `Authorization` header value (`Bearer <token>`), sent on every call.
-    authorization: Option<reqwest::header::HeaderValue>,
+    authorization: Option<HeaderValue>,
 }
 
 impl AgentApi {
     /// A client for `url` (`http://ip:port/api/v1/executor`) that sends
     /// `token` as `Authorization: Bearer` on every call.
     pub fn new(url: String, token: Option<&str>) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            // The agent closes a superseded subscription; never reuse a
-            // pooled connection that may be half-closed for a call.
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("a reqwest client without TLS builds");
+        let uri = url.parse::<Uri>().ok();
+        let authority = uri.as_ref().and_then(|u| u.authority()).map(|a| a.to_string()).unwrap_or_default();
+        let path = uri.as_ref().map(|u| u.path().to_string()).filter(|p| !p.is_empty()).unwrap_or_else(|| "/".to_string());
         let authorization = token.and_then(|t| {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {t}")).ok()?;
             value.set_sensitive(true);
             Some(value)
         });
-        AgentApi { http, url, authorization }
+        AgentApi { url, authority, path, authorization }
     }
 
-    fn post(&self) -> reqwest::RequestBuilder {
-        let request = self.http.post(&self.url).header("Content-Type", crate::wire::CONTENT_TYPE.mime());
-        match &self.authorization {
-            Some(value) => request.header(reqwest::header::AUTHORIZATION, value.clone()),
-            None => request,
+    fn http_err(&self, reason: impl std::fmt::Display) -> AgentApiError {
+        AgentApiError::Http { url: self.url.clone(), reason: reason.to_string() }
+    }
+
+    /// POSTs `body` on a new connection; `stream` asks for the event stream.
+    async fn post(&self, body: Vec<u8>, stream: bool) -> Result<Response<hyper::body::Incoming>, AgentApiError> {
+        if self.authority.is_empty() {
+            return Err(self.http_err("the URL names no host"));
+        }
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&self.authority))
+            .await
+            .map_err(|_| self.http_err(format!("connect timed out after {CONNECT_TIMEOUT:?}")))?
+            .map_err(|e| self.http_err(format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .map_err(|e| self.http_err(e))?;
+        // Drives the connection until the response (and its body) is done.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mime = crate::wire::CONTENT_TYPE.mime();
+        let mut request = Request::post(&self.path).header(HOST, &self.authority).header(CONTENT_TYPE, mime);
+        if stream {
+            request = request.header(ACCEPT, mime);
+        }
+        if let Some(value) = &self.authorization {
+            request = request.header(AUTHORIZATION, value.clone());
+        }
+        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| self.http_err(e))?;
+        sender.send_request(request).await.map_err(|e| self.http_err(e))
+    }
+
+    /// The body of an error answer, as text (bounded in time; empty if unreadable).
+    async fn error_body(response: Response<hyper::body::Incoming>) -> String {
+        match tokio::time::timeout(ERROR_BODY_TIMEOUT, response.into_body().collect()).await {
+            Ok(Ok(body)) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+            _ => String::new(),
         }
     }
 
@@ -82,19 +126,14 @@ impl AgentApi {
     pub async fn send(&self, call: &Call) -> Result<(), AgentApiError> {
         let name = call_name(call);
         let body = crate::wire::encode_call(call);
-        let response = self
-            .post()
-            .timeout(CALL_TIMEOUT)
-            .body(body)
-            .send()
+        let response = tokio::time::timeout(CALL_TIMEOUT, self.post(body, false))
             .await
-            .map_err(|source| AgentApiError::Http { url: self.url.clone(), source })?;
+            .map_err(|_| self.http_err(format!("no answer within {CALL_TIMEOUT:?}")))??;
         let status = response.status().as_u16();
         if status == 202 {
             return Ok(());
         }
-        let body = response.text().await.unwrap_or_default();
-        Err(AgentApiError::Status { call: name, status, body })
+        Err(AgentApiError::Status { call: name, status, body: Self::error_body(response).await })
     }
 
     /// Subscribes with `call` (a SUBSCRIBE) and forwards the stream's events
@@ -114,24 +153,17 @@ impl AgentApi {
         generation: u64,
         tx: &mpsc::UnboundedSender<Connection>,
     ) -> Result<(), AgentApiError> {
-        let body = crate::wire::encode_call(call);
-        let response = self
-            .post()
-            .header("Accept", crate::wire::CONTENT_TYPE.mime())
-            .body(body)
-            .send()
-            .await
-            .map_err(|source| AgentApiError::Http { url: self.url.clone(), source })?;
+        let response = self.post(crate::wire::encode_call(call), true).await?;
         let status = response.status().as_u16();
         if status != 200 {
-            let body = response.text().await.unwrap_or_default();
-            return Err(AgentApiError::Status { call: "SUBSCRIBE", status, body });
+            return Err(AgentApiError::Status { call: "SUBSCRIBE", status, body: Self::error_body(response).await });
         }
         let _ = tx.send(Connection::Connected { generation });
         let mut decoder = mezzo_proto::recordio::Decoder::new(MAX_EVENT_BYTES);
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| AgentApiError::Stream(e.to_string()))?;
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| AgentApiError::Stream(e.to_string()))?;
+            let Ok(chunk) = frame.into_data() else { continue };
             decoder.feed(&chunk);
             while let Some(record) = decoder.next_record()? {
                 let event = crate::wire::decode_event(&record)?;

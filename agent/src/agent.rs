@@ -568,7 +568,7 @@ impl Agent {
         ex.state = ExecutorState::Terminating;
         match &ex.runner {
             Some(_) => ex.tell(RunnerCommand::Kill),
-            None => kill_group(ex.pid),
+            None => kill_executor(ex.pid),
         }
     }
 
@@ -870,13 +870,9 @@ impl Agent {
         if let Ok(filter) = std::env::var("RUST_LOG") {
             cmd.env("RUST_LOG", filter);
         }
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                Ok(())
-            });
-        }
+        // mezzo-executor makes itself the leader of its own session (the agent
+        // finds, adopts and kills executors by session): no code runs between
+        // fork and exec here, so the spawn is a posix_spawn, not a fork of the agent.
         cmd.spawn().with_context(|| format!("spawn {}", program.display()))
     }
 
@@ -928,7 +924,7 @@ impl Agent {
             self.end_task(&key, task_id, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before its executor started it");
             if let Some(pid) = kill_executor {
                 self.mark_terminating(&key);
-                kill_group(Some(pid));
+                crate::agent::kill_executor(Some(pid));
             }
         }
     }
@@ -1069,7 +1065,7 @@ impl Agent {
         let kept = self.state.lock().unwrap().executors.len() - doomed.len();
         tracing::info!(signal, kept, destroyed = doomed.len(), "agent exiting; executors of checkpointing frameworks keep running");
         let ends = doomed.into_iter().map(|(key, container_id, pid, statuses)| async move {
-            kill_group(pid);
+            kill_executor(pid);
             if let Err(e) = self.containerizer.destroy(&container_id).await {
                 tracing::warn!(container = %container_id, error = %e, "destroy on exit");
             }
@@ -1090,7 +1086,7 @@ impl Agent {
     pub async fn shutdown_all(self: &Arc<Self>) {
         let keys: Vec<(String, Option<i32>)> = self.state.lock().unwrap().executors.values().map(|e| (e.container_id.clone(), e.pid)).collect();
         for (container_id, pid) in keys {
-            kill_group(pid);
+            kill_executor(pid);
             if let Err(e) = self.containerizer.destroy(&container_id).await {
                 tracing::warn!(container = %container_id, error = %e, "destroy on shutdown");
             }
@@ -1243,10 +1239,23 @@ fn create_sandbox(sandbox: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// SIGKILLs the process group (session) led by `pid`.
+/// SIGKILLs the process group (session) led by `pid`: what an executor
+/// left behind once it exited.
 pub fn kill_group(pid: Option<i32>) {
     if let Some(pid) = pid.filter(|p| *p > 1) {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// SIGKILLs a live executor: its session, or the process itself when it
+/// leads none yet (mezzo-executor makes itself a session leader first
+/// thing, but a kill may come before that).
+pub fn kill_executor(pid: Option<i32>) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    if let Some(pid) = pid.filter(|p| *p > 1).map(nix::unistd::Pid::from_raw) {
+        if killpg(pid, Signal::SIGKILL) == Err(nix::errno::Errno::ESRCH) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
     }
 }
 

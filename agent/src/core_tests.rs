@@ -79,7 +79,8 @@ fn harness(fail_prepare: bool, extra: &[&str]) -> Harness {
     let launcher_dir = dir.path().join("bin");
     std::fs::create_dir_all(&launcher_dir).unwrap();
     let script = launcher_dir.join("mezzo-executor");
-    std::fs::write(&script, "#!/bin/sh\nexec sleep 1000\n").unwrap();
+    // Like mezzo-executor, it leads its own session (setsid(1) does not fork when the caller leads no group).
+    std::fs::write(&script, "#!/bin/sh\nexec setsid sleep 1000\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let work_dir = dir.path().join("work");

@@ -4,7 +4,7 @@
 //! executor is forced out, and on its end destroys the container and ends
 //! the tasks the executor left unfinished.
 
-use crate::agent::{kill_group, partition_aware, Agent};
+use crate::agent::{kill_executor, kill_group, partition_aware, Agent};
 use crate::executor::{event, ExecutorKind, ExecutorState};
 use crate::process::ExecutorProcess;
 use mezzo_proto::mesos::v1::executor::event::Type as EventType;
@@ -91,7 +91,7 @@ impl Agent {
                     // The sender lives in the executor's entry; it is dropped only once the executor is finished.
                     let Some(command) = command else { continue };
                     if deadlines.apply(command, Instant::now(), linger) {
-                        kill_group(pid);
+                        kill_executor(pid);
                     }
                 }
                 _ = sleep => {
@@ -100,12 +100,12 @@ impl Agent {
                         deadlines.registration = None;
                         if self.registration_deadline(&key) == RegistrationCheck::TimedOut {
                             tracing::warn!(executor = %key.1, "executor did not subscribe in time; killing it");
-                            kill_group(pid);
+                            kill_executor(pid);
                         }
                     }
                     if deadlines.kill.is_some_and(|t| t <= now) {
                         tracing::warn!(executor = %key.1, "executor did not exit in time; killing it");
-                        kill_group(pid);
+                        kill_executor(pid);
                         deadlines.kill = None;
                     }
                     if deadlines.heartbeat.is_some_and(|t| t <= now) {

@@ -621,6 +621,19 @@ pub enum Kind {
     Docker,
 }
 
+/// A DOCKER `ContainerInfo` for `image` on the host's network.
+pub fn docker_host_container(image: &str) -> ContainerInfo {
+    ContainerInfo {
+        r#type: container_info::Type::Docker as i32,
+        docker: Some(container_info::DockerInfo {
+            image: image.into(),
+            network: Some(container_info::docker_info::Network::Host as i32),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A command task for `offer`'s agent.
 pub fn command_task(offer: &Offer, id: &str, command: &str, kind: Kind, image: &str, mem: f64) -> TaskInfo {
     use mezzo_proto::mesos::v1::{container_info, image, ContainerInfo, Image};
@@ -637,15 +650,7 @@ pub fn command_task(offer: &Offer, id: &str, command: &str, kind: Kind, image: &
             }),
             ..Default::default()
         }),
-        Kind::Docker => Some(ContainerInfo {
-            r#type: container_info::Type::Docker as i32,
-            docker: Some(container_info::DockerInfo {
-                image: image.into(),
-                network: Some(container_info::docker_info::Network::Host as i32),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        Kind::Docker => Some(docker_host_container(image)),
     };
     TaskInfo {
         name: id.into(),
@@ -801,15 +806,7 @@ pub fn test_executor_info(executor_id: &str, container: ExecutorContainer, mem: 
         ExecutorContainer::Docker { image, path } => (
             path.to_string(),
             args.collect(),
-            Some(ContainerInfo {
-                r#type: container_info::Type::Docker as i32,
-                docker: Some(container_info::DockerInfo {
-                    image: image.into(),
-                    network: Some(container_info::docker_info::Network::Host as i32),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            Some(docker_host_container(image)),
         ),
     };
     ExecutorInfo {

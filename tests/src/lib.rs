@@ -622,7 +622,8 @@ pub enum Kind {
 }
 
 /// A DOCKER `ContainerInfo` for `image` on the host's network.
-pub fn docker_host_container(image: &str) -> ContainerInfo {
+pub fn docker_host_container(image: &str) -> mezzo_proto::mesos::v1::ContainerInfo {
+    use mezzo_proto::mesos::v1::{container_info, ContainerInfo};
     ContainerInfo {
         r#type: container_info::Type::Docker as i32,
         docker: Some(container_info::DockerInfo {
@@ -796,7 +797,7 @@ pub enum ExecutorContainer<'a> {
 /// ExecutorInfo of `mezzo-test-executor` (cpus 0.1, `mem`) as executor
 /// `executor_id`, started with `args` (`--content-type=protobuf`, `--no-subscribe`).
 pub fn test_executor_info(executor_id: &str, container: ExecutorContainer, mem: f64, args: &[&str]) -> mezzo_proto::mesos::v1::ExecutorInfo {
-    use mezzo_proto::mesos::v1::{container_info, executor_info, ContainerInfo, ExecutorId, ExecutorInfo};
+    use mezzo_proto::mesos::v1::{executor_info, ExecutorId, ExecutorInfo};
     // As Mesos runs `shell: false`: the mesos containerizer execs `value` with
     // `arguments` as the whole argv (argv[0] first); the docker one runs
     // `value` followed by `arguments` as the container's command.

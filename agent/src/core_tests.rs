@@ -217,15 +217,11 @@ async fn tasks_for_a_registering_executor_queue_grow_its_container_and_end_kille
         tick().await;
     }
     assert!(h.containers.calls.lock().unwrap().updated.is_empty());
-    // What SUBSCRIBE does: the container grows to the executor plus both tasks, then both go, in order.
-    let (tx, mut events) = mpsc::unbounded_channel();
-    {
-        let mut state = h.agent.state.lock().unwrap();
-        let ex = state.executors.get_mut(&("F1".to_string(), "E1".to_string())).unwrap();
-        ex.stream = Some(tx);
-        ex.state = ExecutorState::Running;
-    }
-    h.agent.clone().grow_and_deliver(("F1".to_string(), "E1".to_string()));
+    // SUBSCRIBE: SUBSCRIBED, the container grows to the executor plus both tasks, then both go, in order.
+    let mut events = h.agent.subscribe_executor(("F1".to_string(), "E1".to_string()), Default::default()).unwrap();
+    assert_eq!(executor_state(&h.agent), Some(ExecutorState::Running));
+    let subscribed = events.recv().await.unwrap();
+    assert_eq!(subscribed.subscribed.unwrap().executor_info.executor_id.value, "E1");
     let first = events.recv().await.unwrap();
     let second = events.recv().await.unwrap();
     let (_, resources) = h.containers.calls.lock().unwrap().updated[0].clone();
@@ -249,6 +245,42 @@ async fn tasks_for_a_registering_executor_queue_grow_its_container_and_end_kille
     }
     until("the executor is completed", || executor_state(&h.agent).is_none()).await;
     assert_eq!(h.containers.calls.lock().unwrap().destroyed.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_before_subscribe_are_refused_and_updates_only_for_the_executors_own_tasks() {
+    use crate::executor_calls::CallRefusal;
+    use mezzo_proto::mesos::v1::executor::call::Type;
+    let mut h = harness(false, &[]);
+    let key = ("F1".to_string(), "E1".to_string());
+    assert_eq!(h.agent.check_executor_call(&key, Type::Subscribe), Err(CallRefusal::BadRequest("Framework cannot be found".into())));
+    h.agent.run_task(framework(), custom_task("t1", 64.0));
+    until("the executor runs", || h.agent.state.lock().unwrap().executors.values().any(|e| e.pid.is_some())).await;
+    let other = ("F1".to_string(), "E2".to_string());
+    assert_eq!(h.agent.check_executor_call(&other, Type::Subscribe), Err(CallRefusal::BadRequest("Executor cannot be found".into())));
+    assert_eq!(h.agent.check_executor_call(&key, Type::Update), Err(CallRefusal::Forbidden("Executor is not subscribed".into())));
+    assert_eq!(h.agent.check_executor_call(&key, Type::Subscribe), Ok(()));
+    let mut events = h.agent.subscribe_executor(key.clone(), Default::default()).unwrap();
+    assert_eq!(h.agent.check_executor_call(&key, Type::Message), Ok(()));
+    use mezzo_proto::mesos::v1::executor::event::Type as Event;
+    assert_eq!(events.recv().await.unwrap().r#type(), Event::Subscribed);
+    assert_eq!(events.recv().await.unwrap().r#type(), Event::Launch);
+    let mut status = TaskStatus { task_id: TaskId { value: "t1".into() }, uuid: Some(mezzo_proto::new_uuid()), ..Default::default() };
+    status.set_state(TaskState::TaskRunning);
+    status.set_source(task_status::Source::Executor);
+    let mut foreign = status.clone();
+    foreign.task_id.value = "not-mine".into();
+    assert!(matches!(h.agent.executor_update(&key, foreign), Err(CallRefusal::Forbidden(_))));
+    let mut staging = status.clone();
+    staging.set_state(TaskState::TaskStaging);
+    assert!(matches!(h.agent.executor_update(&key, staging), Err(CallRefusal::BadRequest(_))));
+    h.agent.executor_update(&key, status.clone()).unwrap();
+    let forwarded = next_update(&mut h).await;
+    assert_eq!((forwarded.state(), forwarded.agent_id.as_ref().map(|a| a.value.as_str())), (TaskState::TaskRunning, Some("A1")));
+    // The agent has it: acknowledged to the executor.
+    let ack = events.recv().await.unwrap();
+    assert_eq!((ack.r#type(), ack.acknowledged.unwrap().uuid), (Event::Acknowledged, status.uuid.clone().unwrap()));
+    h.agent.shutdown_all().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -300,15 +332,8 @@ async fn a_subscribed_executor_gets_heartbeats_at_the_interval_and_a_framework_m
     let h = harness(false, &["--executor_heartbeat_interval=10secs", "--executor_registration_timeout=1hrs"]);
     h.agent.run_task(framework(), custom_task("t1", 64.0));
     until("the executor runs", || h.agent.state.lock().unwrap().executors.values().any(|e| e.pid.is_some())).await;
-    // What SUBSCRIBE does to the executor's entry (the HTTP side is tested end to end).
-    let (tx, mut events) = mpsc::unbounded_channel();
-    {
-        let mut state = h.agent.state.lock().unwrap();
-        let ex = state.executors.get_mut(&("F1".to_string(), "E1".to_string())).unwrap();
-        ex.stream = Some(tx);
-        ex.state = ExecutorState::Running;
-    }
-    h.agent.deliver_queued(&("F1".to_string(), "E1".to_string()));
+    let mut events = h.agent.subscribe_executor(("F1".to_string(), "E1".to_string()), Default::default()).unwrap();
+    assert_eq!(events.recv().await.unwrap().r#type(), Type::Subscribed);
     let launch = events.recv().await.unwrap();
     assert_eq!(launch.r#type(), Type::Launch);
     assert_eq!(launch.launch.unwrap().task.task_id.value, "t1");

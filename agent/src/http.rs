@@ -3,8 +3,9 @@
 // Handlers' helpers return the ready reply (a `Response`) as their error, as axum does.
 #![allow(clippy::result_large_err)]
 
-use crate::agent::{now, Agent};
-use crate::executor::{ExecutorKind, ExecutorState};
+use crate::agent::Agent;
+use crate::executor::ExecutorKind;
+use crate::executor_calls::CallRefusal;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -13,8 +14,7 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use futures::StreamExt;
 use mezzo_proto::codec::ContentType;
-use mezzo_proto::mesos::v1::executor::{self, call, event};
-use mezzo_proto::mesos::v1::{task_status, ContainerId, ContainerStatus, ExecutorId, TaskState};
+use mezzo_proto::mesos::v1::executor::{self, call};
 use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent};
 use std::sync::Arc;
 
@@ -125,26 +125,14 @@ async fn executor_api(State(agent): State<AppState>, method: Method, headers: He
     if kind == call::Type::Unknown {
         return error(StatusCode::NOT_IMPLEMENTED, "Received 'UNKNOWN' call");
     }
-    {
-        let state = agent.state.lock().unwrap();
-        if !state.frameworks.contains_key(&key.0) {
-            return error(StatusCode::BAD_REQUEST, "Framework cannot be found");
-        }
-        if !state.executors.contains_key(&key) {
-            return error(StatusCode::BAD_REQUEST, "Executor cannot be found");
-        }
-    }
-    if kind != call::Type::Subscribe {
-        let registering = agent.state.lock().unwrap().executors.get(&key).is_some_and(|e| e.state == ExecutorState::Registering);
-        if registering {
-            return error(StatusCode::FORBIDDEN, "Executor is not subscribed");
-        }
+    if let Err(refusal) = agent.check_executor_call(&key, kind) {
+        return refused(refusal);
     }
     match kind {
         call::Type::Subscribe => subscribe(agent, key, call, accept),
-        call::Type::Update => match handle_update(&agent, &key, call.update.expect("checked").status) {
+        call::Type::Update => match agent.executor_update(&key, call.update.expect("checked").status) {
             Ok(()) => StatusCode::ACCEPTED.into_response(),
-            Err(r) => r,
+            Err(refusal) => refused(refusal),
         },
         call::Type::Message => {
             agent.executor_message(&key, call.message.expect("checked").data);
@@ -223,156 +211,31 @@ fn authenticate_executor(agent: &Agent, headers: &HeaderMap, key: &(String, Stri
     Ok(())
 }
 
-/// SUBSCRIBE (Mesos's `Slave::subscribe`): replaces an older connection,
-/// replays the updates the executor still holds, answers SUBSCRIBED and
-/// sends the tasks that wait for it, in order (SHUTDOWN instead when it is
-/// being shut down or every task it had was killed).
+/// SUBSCRIBE: the core takes the subscription; the response streams its events.
 fn subscribe(agent: AppState, key: (String, String), call: executor::Call, accept: ContentType) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<executor::Event>();
-    let subscription = call.subscribe.unwrap_or_default();
-    let (subscribed, shutdown, dropped) = {
-        let mut state = agent.state.lock().unwrap();
-        let Some(framework_info) = state.frameworks.get(&key.0).cloned() else {
-            return error(StatusCode::BAD_REQUEST, "Framework cannot be found");
-        };
-        let Some(ex) = state.executors.get_mut(&key) else {
-            return error(StatusCode::BAD_REQUEST, "Executor cannot be found");
-        };
-        ex.stream = Some(tx.clone());
-        // An executor that re-subscribes after an agent restart still holds
-        // the tasks it lists: they must not be launched again.
-        for held in &subscription.unacknowledged_tasks {
-            if let Some(task) = ex.task_mut(&held.task_id.value) {
-                task.launched = true;
-            }
+    match agent.subscribe_executor(key, call.subscribe.unwrap_or_default()) {
+        Ok(rx) => {
+            let stream = tokio_stream_from(rx).map(move |ev| Ok::<_, std::convert::Infallible>(record(&ev, accept)));
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, accept.mime())
+                .body(Body::from_stream(stream))
+                .unwrap()
         }
-        // Every task it was to run was killed before it came: it has nothing to do (Mesos shuts it down).
-        let nothing_to_run = ex.tasks.iter().all(|t| t.kill_requested);
-        let shutdown = ex.state == ExecutorState::Terminating || nothing_to_run;
-        if shutdown && ex.state != ExecutorState::Terminating {
-            ex.state = ExecutorState::Terminating;
-            ex.tell(crate::runner::RunnerCommand::Shutdown { grace: agent.shutdown_grace });
-        }
-        if ex.state == ExecutorState::Registering {
-            ex.state = ExecutorState::Running;
-        }
-        // An executor that subscribes again and does not list a task that
-        // was sent to it and never reported lost it in flight (Mesos:
-        // TASK_DROPPED, or TASK_LOST). After an agent restart, what was sent
-        // is not known: tasks it never reported are sent again, and the
-        // executor, which lists every task it has, cannot get one twice.
-        let dropped: Vec<String> = if ex.kind == ExecutorKind::Custom {
-            ex.tasks
-                .iter()
-                .filter(|t| t.launched && t.state == TaskState::TaskStaging)
-                .filter(|t| !subscription.unacknowledged_tasks.iter().any(|h| h.task_id.value == t.id()))
-                .map(|t| t.id().to_string())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let subscribed = executor::Event {
-            r#type: Some(event::Type::Subscribed as i32),
-            subscribed: Some(event::Subscribed {
-                executor_info: ex.info.clone(),
-                framework_info,
-                agent_info: agent.info(),
-                container_id: Some(ContainerId { value: ex.container_id.clone(), parent: None }),
-            }),
-            ..Default::default()
-        };
-        (subscribed, shutdown, dropped)
-    };
-    // Updates the executor still holds (after a reconnect) enter the stream again.
-    for update in subscription.unacknowledged_updates {
-        let _ = handle_update(&agent, &key, update.status);
+        Err(refusal) => refused(refusal),
     }
-    let _ = tx.send(subscribed);
-    for task_id in dropped {
-        agent.task_dropped(&key, &task_id);
+}
+
+/// The response to a refused executor call.
+fn refused(refusal: CallRefusal) -> Response {
+    match refusal {
+        CallRefusal::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
+        CallRefusal::Forbidden(m) => error(StatusCode::FORBIDDEN, m),
     }
-    if shutdown {
-        let _ = tx.send(executor::Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
-    } else {
-        // Its container exists now that it runs in it: sized for every
-        // task that waited, then the tasks go.
-        agent.clone().grow_and_deliver(key.clone());
-    }
-    tracing::info!(executor = %key.1, "executor subscribed");
-    let stream = tokio_stream_from(rx).map(move |ev| Ok::<_, std::convert::Infallible>(record(&ev, accept)));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, accept.mime())
-        .body(Body::from_stream(stream))
-        .unwrap()
 }
 
 fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Validates an executor's update like Mesos, queues it for the master and
-/// acknowledges it to the executor.
-fn handle_update(agent: &Arc<Agent>, key: &(String, String), mut status: mezzo_proto::mesos::v1::TaskStatus) -> Result<(), Response> {
-    let uuid = status.uuid.clone().unwrap_or_default();
-    if uuid.len() != 16 {
-        return Err(error(StatusCode::BAD_REQUEST, "Expecting 'uuid' to be present and 16 bytes long"));
-    }
-    if status.source() != task_status::Source::Executor || status.source.is_none() {
-        return Err(error(StatusCode::BAD_REQUEST, "Received Call from executor with 'source' not SOURCE_EXECUTOR"));
-    }
-    if status.state() == TaskState::TaskStaging {
-        return Err(error(StatusCode::BAD_REQUEST, "Received TASK_STAGING from executor which is not allowed"));
-    }
-    if status.executor_id.as_ref().is_some_and(|e| e.value != key.1) {
-        return Err(error(StatusCode::BAD_REQUEST, "ExecutorID in Call does not match ExecutorID in TaskStatus"));
-    }
-    let (superseded, stream) = {
-        let state = agent.state.lock().unwrap();
-        let Some(ex) = state.executors.get(key) else {
-            return Err(error(StatusCode::BAD_REQUEST, "Executor cannot be found"));
-        };
-        let Some(task) = ex.task(&status.task_id.value) else {
-            // An executor acts on its own tasks only.
-            return Err(error(StatusCode::FORBIDDEN, format!("Task '{}' is not a task of executor '{}'", status.task_id.value, key.1)));
-        };
-        // The first terminal state wins: an update after it (a late
-        // non-terminal one, as Mesos drops it; a resend of the terminal one,
-        // already queued; the executor's own view of a task the agent has
-        // already ended, e.g. lost on the agent's exit) is acknowledged and
-        // dropped.
-        let superseded = task.state.is_terminal();
-        status.agent_id = Some(mezzo_proto::mesos::v1::AgentId { value: agent.id() });
-        status.executor_id = Some(ExecutorId { value: ex.executor_id.clone() });
-        let container_status = status.container_status.get_or_insert_with(ContainerStatus::default);
-        container_status.container_id = Some(ContainerId { value: ex.container_id.clone(), parent: None });
-        if status.timestamp.is_none() {
-            status.timestamp = Some(now());
-        }
-        (superseded, ex.stream.clone())
-    };
-    let task_id = status.task_id.clone();
-    let ack = move || {
-        if let Some(stream) = stream {
-            let _ = stream.send(executor::Event {
-                r#type: Some(event::Type::Acknowledged as i32),
-                acknowledged: Some(event::Acknowledged { task_id, uuid }),
-                ..Default::default()
-            });
-        }
-    };
-    if superseded {
-        tracing::info!(task = %status.task_id.value, state = ?status.state(), "update after the task's terminal state; acknowledged and dropped");
-        ack();
-        return Ok(());
-    }
-    if status.state() == TaskState::TaskFailed && agent.limitation_ended(key) {
-        tracing::info!(task = %status.task_id.value, "dropping the executor's TASK_FAILED: a limitation ended the container");
-    } else if !agent.adopt_executor_limitation(key, &status) {
-        agent.record_and_forward(key, status);
-    }
-    ack();
-    Ok(())
 }
 
 /// `POST /mezzo/v1/master`: RUN_TASK, KILL_TASK, ACKNOWLEDGE, SHUTDOWN_FRAMEWORK.

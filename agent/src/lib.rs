@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod resources;
 pub mod agent;
 pub mod executor;
+pub mod executor_calls;
 pub mod runner;
 pub mod status_update_manager;
 pub mod translate;

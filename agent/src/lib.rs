@@ -2,6 +2,7 @@
 //! through the composing containerizer, supervises its executor, and
 //! forwards every status update to the master until it is acknowledged.
 
+pub mod backends;
 pub mod checkpoint;
 pub mod containers;
 pub mod executor_auth;

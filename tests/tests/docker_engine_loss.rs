@@ -274,8 +274,10 @@ async fn docker_task_whose_engine_stays_away_fails_with_a_reason_and_is_removed_
     let flags = ["--docker_engine_timeout=3secs", "--docker_remove_delay=1secs"];
     let mut r = start_task(&engine, &flags, "engine-gone", "sleep 1000").await?;
     let name = format!("mesos-{}", r.cid);
-    engine.kill();
+    // From just before the kill: the executor can see the engine go as soon
+    // as the kill lands, before `kill()` has reaped it.
     let lost_at = Instant::now();
+    engine.kill();
     let updates = r.sched.updates_until_terminal("engine-gone", TIMEOUT).await.map_err(|e| e.context(r.cluster.agent_log()))?;
     let took = lost_at.elapsed();
     let last = updates.last().unwrap();

@@ -423,22 +423,31 @@ impl Agent {
     /// (TASK_GONE, or TASK_LOST when not partition-aware,
     /// `REASON_CONTAINER_UPDATE_FAILED`).
     pub async fn update_container(&self, key: &(String, String)) {
-        let (container_id, allocated) = {
+        let (container_id, resources) = {
             let state = self.state.lock().unwrap();
-            match state.executors.get(key) {
-                Some(ex) if ex.kind == ExecutorKind::Custom && ex.state != ExecutorState::Terminated => (ex.container_id.clone(), ex.allocated()),
-                _ => return,
-            }
-        };
-        let resources = match crate::translate::resources(&allocated) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(executor = %key.1, error = %e, "cannot compute the container's resources");
+            let Some(ex) = state.executors.get(key).filter(|ex| ex.kind == ExecutorKind::Custom && ex.state != ExecutorState::Terminated) else {
+                return;
+            };
+            let resources = match crate::translate::resources(&ex.allocated()) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(executor = %key.1, error = %e, "cannot compute the container's resources");
+                    return;
+                }
+            };
+            // Already its size (a new executor's tasks were all there at prepare).
+            if ex.sized_for.as_ref() == Some(&resources) {
                 return;
             }
+            (ex.container_id.clone(), resources)
         };
         match self.containerizer.update(&container_id, &resources, &Default::default()).await {
-            Ok(()) => tracing::debug!(executor = %key.1, cpus = ?resources.cpus, mem_mb = ?resources.mem_mb, "container updated"),
+            Ok(()) => {
+                tracing::debug!(executor = %key.1, cpus = ?resources.cpus, mem_mb = ?resources.mem_mb, "container updated");
+                if let Some(ex) = self.state.lock().unwrap().executors.get_mut(key) {
+                    ex.sized_for = Some(resources);
+                }
+            }
             Err(e) => {
                 tracing::warn!(executor = %key.1, error = %e, "container update failed; ending the executor's tasks");
                 let aware = self.state.lock().unwrap().frameworks.get(&key.0).map(partition_aware).unwrap_or(false);
@@ -485,6 +494,7 @@ impl Agent {
                 None => return,
             }
         };
+        let allocated_at_prepare = allocated.clone();
         let config = match kind {
             ExecutorKind::Command => self.container_config(&framework_info, &task, &key.1, &container_id, &sandbox),
             ExecutorKind::Custom => self.executor_container_config(&framework_info, &info, allocated, &container_id, &sandbox),
@@ -494,7 +504,14 @@ impl Agent {
             Err(e) => Err(e),
         };
         let runtime_dir = match prepared {
-            Ok(dir) => dir,
+            Ok(dir) => {
+                if let (ExecutorKind::Custom, Ok(resources)) = (kind, crate::translate::resources(&allocated_at_prepare)) {
+                    if let Some(ex) = self.state.lock().unwrap().executors.get_mut(&key) {
+                        ex.sized_for = Some(resources);
+                    }
+                }
+                dir
+            }
             Err(e) => {
                 tracing::warn!(task = %task_id, error = %e, "container launch failed");
                 self.terminate_without_executor(&key, TaskState::TaskFailed, task_status::Reason::ContainerLaunchFailed, e).await;

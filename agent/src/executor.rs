@@ -94,6 +94,8 @@ pub struct Executor {
     pub reregistration_timed_out: bool,
     /// Did not subscribe within --executor_registration_timeout.
     pub registration_timed_out: bool,
+    /// What its container was last sized for (at prepare or by an update).
+    pub sized_for: Option<mezzo_containerizer::Resources>,
 }
 
 impl Executor {
@@ -125,6 +127,7 @@ impl Executor {
             recovered: false,
             reregistration_timed_out: false,
             registration_timed_out: false,
+            sized_for: None,
         }
     }
 

@@ -131,7 +131,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     // Not a graceful shutdown of the server: executors' SUBSCRIBE streams
     // never end by themselves, and waiting for them hung the agent.
     let stop = tokio::select! {
-        served = axum::serve(listener, app).into_future() => {
+        served = axum::serve(no_delay(listener), app).into_future() => {
             served?;
             return Ok(());
         }
@@ -1173,6 +1173,18 @@ pub fn kill_executor(pid: Option<i32>) {
             let _ = kill(pid, Signal::SIGKILL);
         }
     }
+}
+
+/// The listener with Nagle's algorithm off on every connection: executor
+/// subscriptions stream small events (a response head, then SUBSCRIBED, then
+/// LAUNCH), which Nagle held back until the executor's delayed ACK came.
+pub fn no_delay(listener: tokio::net::TcpListener) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
 }
 
 /// Seconds since the epoch, as Mesos timestamps are.

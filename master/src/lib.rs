@@ -162,6 +162,10 @@ pub async fn serve(config: MasterConfig, listener: TcpListener) -> Result<(), Ma
         }
     }));
     let app = tower::ServiceExt::map_request(router(shared), normalize);
+    // Nagle's algorithm off: subscription streams carry small events.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
         .await
         .map_err(MasterError::Serve)

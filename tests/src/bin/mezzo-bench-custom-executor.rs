@@ -34,9 +34,19 @@ async fn one_run(master: &str, run: usize) -> Result<f64> {
                 bail!("the task ended before it ran: {st:?}");
             }
         };
-        // The executor ends before the next run starts, so runs do not overlap.
+        // The executor ends and its container is destroyed (the agent reports
+        // the exit, FAILURE, only after that) before the next run starts, so
+        // runs do not overlap with the previous one's teardown.
         sched.shutdown_executor(&offer.agent_id, &exec.executor_id.value).await?;
-        sched.updates_until_terminal(&format!("bench-task-{run}"), TIMEOUT).await?;
+        let (mut ended, mut exited) = (false, false);
+        while !(ended && exited) {
+            let ev = sched.next_event(deadline.saturating_duration_since(Instant::now())).await?;
+            if let Some(update) = ev.update {
+                sched.acknowledge(&update.status).await?;
+                ended |= update.status.task_id.value == format!("bench-task-{run}") && update.status.state().is_terminal();
+            }
+            exited |= ev.failure.is_some_and(|f| f.executor_id.is_some_and(|e| e == exec.executor_id));
+        }
         Ok(ms)
     }
     .await;

@@ -450,16 +450,12 @@ impl Agent {
             }
             Err(e) => {
                 tracing::warn!(executor = %key.1, error = %e, "container update failed; ending the executor's tasks");
-                let aware = self.state.lock().unwrap().frameworks.get(&key.0).map(partition_aware).unwrap_or(false);
-                let state = if aware { TaskState::TaskGone } else { TaskState::TaskLost };
-                let live: Vec<String> = self
-                    .state
-                    .lock()
-                    .unwrap()
-                    .executors
-                    .get(key)
-                    .map(|ex| ex.live_tasks().map(|t| t.id().to_string()).collect())
-                    .unwrap_or_default();
+                let (state, live): (TaskState, Vec<String>) = {
+                    let guard = self.state.lock().unwrap();
+                    let aware = guard.frameworks.get(&key.0).map(partition_aware).unwrap_or(false);
+                    let live = guard.executors.get(key).map(|ex| ex.live_tasks().map(|t| t.id().to_string()).collect()).unwrap_or_default();
+                    (if aware { TaskState::TaskGone } else { TaskState::TaskLost }, live)
+                };
                 for task_id in live {
                     self.end_task(key, &task_id, state, task_status::Reason::ContainerUpdateFailed, &format!("Failed to update the container: {e}"));
                 }
@@ -648,13 +644,12 @@ impl Agent {
     /// Ends the tasks of an executor that never started (prepare failed or
     /// every task was killed early).
     async fn terminate_without_executor(&self, key: &(String, String), state: TaskState, reason: task_status::Reason, message: String) {
-        let statuses: Vec<TaskStatus> = {
+        let (container_id, statuses): (String, Vec<TaskStatus>) = {
             let mut guard = self.state.lock().unwrap();
             let Some(ex) = guard.executors.get_mut(key) else { return };
             ex.state = ExecutorState::Terminating;
-            ex.live_tasks().map(|t| self.executor_status(ex, t.id(), state, reason, message.clone())).collect()
+            (ex.container_id.clone(), ex.live_tasks().map(|t| self.executor_status(ex, t.id(), state, reason, message.clone())).collect())
         };
-        let container_id = self.state.lock().unwrap().executors.get(key).map(|e| e.container_id.clone()).unwrap_or_default();
         if let Err(e) = self.containerizer.destroy(&container_id).await {
             tracing::error!(container = %container_id, error = %e, "failed to destroy container");
         }
@@ -901,54 +896,49 @@ impl Agent {
             /// Not yet with the executor: the agent ends it.
             EndHere { kill_executor: Option<i32> },
         }
-        let found = {
+        let (key, action) = {
             let mut state = self.state.lock().unwrap();
-            let key = state.executors.iter().find(|(k, ex)| k.0 == framework_id && ex.task(task_id).is_some()).map(|(k, _)| k.clone());
-            key.and_then(|key| state.executors.get_mut(&key).map(|ex| (key, ex)).map(|(key, ex)| {
-                let (launched, terminal) = {
-                    let task = ex.task_mut(task_id).expect("found above");
-                    task.kill_requested = true;
-                    (task.launched, task.state.is_terminal())
-                };
-                let only_task = ex.tasks.iter().all(|t| t.id() == task_id || t.state.is_terminal());
-                let action = match (&ex.stream, launched, ex.state) {
-                    _ if terminal => Action::None,
-                    // Recovered and not yet back: SUBSCRIBE answers with SHUTDOWN,
-                    // and one that never comes back is killed at its timeout.
-                    (None, _, ExecutorState::Registering) if ex.recovered => Action::None,
-                    (Some(stream), true, _) => {
-                        let _ = stream.send(executor_api::Event {
-                            r#type: Some(EventType::Kill as i32),
-                            kill: Some(executor_api::event::Kill { task_id: TaskId { value: task_id.to_string() }, kill_policy }),
-                            ..Default::default()
-                        });
-                        Action::None
+            let Some(key) = state.executors.iter().find(|(k, ex)| k.0 == framework_id && ex.task(task_id).is_some()).map(|(k, _)| k.clone()) else {
+                tracing::warn!(task = %task_id, "kill for an unknown task");
+                return;
+            };
+            let ex = state.executors.get_mut(&key).expect("found above");
+            let task = ex.task_mut(task_id).expect("found above");
+            task.kill_requested = true;
+            let (launched, terminal) = (task.launched, task.state.is_terminal());
+            let only_task = ex.tasks.iter().all(|t| t.id() == task_id || t.state.is_terminal());
+            let action = match (&ex.stream, launched, ex.state) {
+                _ if terminal => Action::None,
+                // Recovered and not yet back: SUBSCRIBE answers with SHUTDOWN,
+                // and one that never comes back is killed at its timeout.
+                (None, _, ExecutorState::Registering) if ex.recovered => Action::None,
+                (Some(stream), true, _) => {
+                    let _ = stream.send(executor_api::Event {
+                        r#type: Some(EventType::Kill as i32),
+                        kill: Some(executor_api::event::Kill { task_id: TaskId { value: task_id.to_string() }, kill_policy }),
+                        ..Default::default()
+                    });
+                    Action::None
+                }
+                // Still preparing: launch() sees the kill.
+                (_, _, ExecutorState::Registering) if ex.pid.is_none() => Action::None,
+                // Started, but the task is not with the executor: the agent
+                // ends it; a command executor left with nothing to run goes too.
+                _ => {
+                    let kill_executor = (only_task && ex.kind == ExecutorKind::Command).then_some(ex.pid).flatten();
+                    if kill_executor.is_some() {
+                        ex.state = ExecutorState::Terminating;
                     }
-                    // Still preparing: launch() sees the kill.
-                    (_, _, ExecutorState::Registering) if ex.pid.is_none() => Action::None,
-                    // Started, but the task is not with the executor: the agent
-                    // ends it; an executor left with nothing to run goes too.
-                    _ => Action::EndHere { kill_executor: (only_task && ex.kind == ExecutorKind::Command).then_some(ex.pid).flatten() },
-                };
-                (key, action)
-            }))
-        };
-        let Some((key, action)) = found else {
-            tracing::warn!(task = %task_id, "kill for an unknown task");
-            return;
+                    Action::EndHere { kill_executor }
+                }
+            };
+            (key, action)
         };
         if let Action::EndHere { kill_executor } = action {
             self.end_task(&key, task_id, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before its executor started it");
             if let Some(pid) = kill_executor {
-                self.mark_terminating(&key);
                 crate::agent::kill_executor(Some(pid));
             }
-        }
-    }
-
-    fn mark_terminating(&self, key: &(String, String)) {
-        if let Some(ex) = self.state.lock().unwrap().executors.get_mut(key) {
-            ex.state = ExecutorState::Terminating;
         }
     }
 
@@ -977,11 +967,8 @@ impl Agent {
         }
         ex.state = ExecutorState::Terminating;
         ex.send(event(EventType::Shutdown));
-        match &ex.runner {
-            Some(_) => ex.tell(RunnerCommand::Shutdown { grace }),
-            // Still preparing: launch() sees every task killed.
-            None => {}
-        }
+        // Without a runner yet (still preparing), launch() sees every task killed.
+        ex.tell(RunnerCommand::Shutdown { grace });
     }
 
     /// Handles a scheduler's MESSAGE for an executor (best effort, as Mesos:

@@ -43,10 +43,9 @@ impl Agent {
     /// sends the tasks that wait for it, in order (SHUTDOWN instead when it is
     /// being shut down or every task it had was killed).
     pub fn subscribe_executor(self: &Arc<Self>, key: (String, String), subscription: executor::call::Subscribe) -> Result<mpsc::UnboundedReceiver<executor::Event>, CallRefusal> {
-        let agent = self;
         let (tx, rx) = mpsc::unbounded_channel::<executor::Event>();
         let (subscribed, shutdown, dropped) = {
-            let mut state = agent.state.lock().unwrap();
+            let mut state = self.state.lock().unwrap();
             let Some(framework_info) = state.frameworks.get(&key.0).cloned() else {
                 return Err(CallRefusal::BadRequest("Framework cannot be found".into()));
             };
@@ -66,7 +65,7 @@ impl Agent {
             let shutdown = ex.state == ExecutorState::Terminating || nothing_to_run;
             if shutdown && ex.state != ExecutorState::Terminating {
                 ex.state = ExecutorState::Terminating;
-                ex.tell(crate::runner::RunnerCommand::Shutdown { grace: agent.shutdown_grace });
+                ex.tell(crate::runner::RunnerCommand::Shutdown { grace: self.shutdown_grace });
             }
             if ex.state == ExecutorState::Registering {
                 ex.state = ExecutorState::Running;
@@ -91,7 +90,7 @@ impl Agent {
                 subscribed: Some(event::Subscribed {
                     executor_info: ex.info.clone(),
                     framework_info,
-                    agent_info: agent.info(),
+                    agent_info: self.info(),
                     container_id: Some(ContainerId { value: ex.container_id.clone(), parent: None }),
                 }),
                 ..Default::default()
@@ -100,18 +99,18 @@ impl Agent {
         };
         // Updates the executor still holds (after a reconnect) enter the stream again.
         for update in subscription.unacknowledged_updates {
-            let _ = agent.executor_update(&key, update.status);
+            let _ = self.executor_update(&key, update.status);
         }
         let _ = tx.send(subscribed);
         for task_id in dropped {
-            agent.task_dropped(&key, &task_id);
+            self.task_dropped(&key, &task_id);
         }
         if shutdown {
             let _ = tx.send(executor::Event { r#type: Some(event::Type::Shutdown as i32), ..Default::default() });
         } else {
             // Its container exists now that it runs in it: sized for every
             // task that waited, then the tasks go.
-            agent.clone().grow_and_deliver(key.clone());
+            self.clone().grow_and_deliver(key.clone());
         }
         tracing::info!(executor = %key.1, "executor subscribed");
         Ok(rx)
@@ -120,7 +119,6 @@ impl Agent {
     /// Validates an executor's update like Mesos, queues it for the master and
     /// acknowledges it to the executor.
     pub fn executor_update(&self, key: &(String, String), mut status: TaskStatus) -> Result<(), CallRefusal> {
-        let agent = self;
         let uuid = status.uuid.clone().unwrap_or_default();
         if uuid.len() != 16 {
             return Err(CallRefusal::BadRequest("Expecting 'uuid' to be present and 16 bytes long".into()));
@@ -135,7 +133,7 @@ impl Agent {
             return Err(CallRefusal::BadRequest("ExecutorID in Call does not match ExecutorID in TaskStatus".into()));
         }
         let (superseded, stream) = {
-            let state = agent.state.lock().unwrap();
+            let state = self.state.lock().unwrap();
             let Some(ex) = state.executors.get(key) else {
                 return Err(CallRefusal::BadRequest("Executor cannot be found".into()));
             };
@@ -149,7 +147,7 @@ impl Agent {
             // already ended, e.g. lost on the agent's exit) is acknowledged and
             // dropped.
             let superseded = task.state.is_terminal();
-            status.agent_id = Some(mezzo_proto::mesos::v1::AgentId { value: agent.id() });
+            status.agent_id = Some(mezzo_proto::mesos::v1::AgentId { value: self.id() });
             status.executor_id = Some(ExecutorId { value: ex.executor_id.clone() });
             let container_status = status.container_status.get_or_insert_with(ContainerStatus::default);
             container_status.container_id = Some(ContainerId { value: ex.container_id.clone(), parent: None });
@@ -173,10 +171,10 @@ impl Agent {
             ack();
             return Ok(());
         }
-        if status.state() == TaskState::TaskFailed && agent.limitation_ended(key) {
+        if status.state() == TaskState::TaskFailed && self.limitation_ended(key) {
             tracing::info!(task = %status.task_id.value, "dropping the executor's TASK_FAILED: a limitation ended the container");
-        } else if !agent.adopt_executor_limitation(key, &status) {
-            agent.record_and_forward(key, status);
+        } else if !self.adopt_executor_limitation(key, &status) {
+            self.record_and_forward(key, status);
         }
         ack();
         Ok(())

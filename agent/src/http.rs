@@ -307,20 +307,25 @@ async fn state_json(State(agent): State<AppState>) -> Response {
                 "state": t.state.as_str_name(),
             })
         };
-        let live: Vec<_> = ex.tasks.iter().filter(|t| t.launched && !t.state.is_terminal()).map(task_json).collect();
-        let queued: Vec<_> = ex.tasks.iter().filter(|t| !t.launched && !t.state.is_terminal()).map(task_json).collect();
-        let completed: Vec<_> = ex.tasks.iter().filter(|t| t.state.is_terminal()).map(task_json).collect();
-        // A command task is listed as running from the start, as before.
-        let (tasks, queued) = if ex.kind == ExecutorKind::Command { ([live, queued].concat(), Vec::new()) } else { (live, queued) };
+        let list = |keep: &dyn Fn(&crate::executor::Task) -> bool| -> Vec<serde_json::Value> { ex.tasks.iter().filter(|t| keep(t)).map(task_json).collect() };
+        // A command executor's one task is listed under `tasks` whatever its state, as before.
+        let (tasks, queued, completed) = match ex.kind {
+            ExecutorKind::Command => (list(&|_| true), Vec::new(), Vec::new()),
+            ExecutorKind::Custom => (
+                list(&|t| t.launched && !t.state.is_terminal()),
+                list(&|t| !t.launched && !t.state.is_terminal()),
+                list(&|t| t.state.is_terminal()),
+            ),
+        };
         serde_json::json!({
             "id": ex.executor_id,
             "name": ex.info.name.clone().unwrap_or_default(),
             "framework_id": ex.framework_id,
             "container": ex.container_id,
             "directory": ex.sandbox.display().to_string(),
-            "tasks": if ex.kind == ExecutorKind::Command && tasks.is_empty() { completed.clone() } else { tasks },
+            "tasks": tasks,
             "queued_tasks": queued,
-            "completed_tasks": if ex.kind == ExecutorKind::Command { Vec::new() } else { completed },
+            "completed_tasks": completed,
         })
     };
     let mut frameworks: Vec<serde_json::Value> = Vec::new();

@@ -23,6 +23,7 @@ mod framework;
 mod http_auth;
 mod launch;
 mod master;
+pub mod registry;
 pub mod resources;
 mod scheduler_api;
 mod stream;

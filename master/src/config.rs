@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::acls::Acls;
 use crate::credentials::Credentials;
+use crate::registry::{InMemoryStore, RegistryStore};
 
 /// Tunables of a master; `Default` gives Mesos's values.
 #[derive(Debug, Clone)]
@@ -49,6 +50,9 @@ pub struct MasterConfig {
     /// `--acls`: the local authorizer's ACLs; `None` allows everything, as
     /// Mesos without `--acls`.
     pub acls: Option<Arc<Acls>>,
+    /// Where the registry lives (`--registry`, `--work_dir`, `--zk`); in
+    /// memory by default, as `--registry=in_memory`.
+    pub registry: Arc<dyn RegistryStore>,
 }
 
 impl Default for MasterConfig {
@@ -68,6 +72,7 @@ impl Default for MasterConfig {
             authenticate_http_readwrite: false,
             authenticate_http_readonly: false,
             acls: None,
+            registry: Arc::new(InMemoryStore::default()),
         }
     }
 }

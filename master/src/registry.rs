@@ -70,7 +70,7 @@ pub enum RegistryError {
 }
 
 /// Where the registry lives. A write that returns `Ok` is durable.
-pub trait RegistryStore: Send + Sync + 'static {
+pub trait RegistryStore: std::fmt::Debug + Send + Sync + 'static {
     /// Every entry of `kind`, as last stored.
     fn load(&self, kind: Kind) -> BoxFuture<'_, Result<Vec<Entry>, RegistryError>>;
     /// Creates or replaces the entry `id` of `kind`.

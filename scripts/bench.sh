@@ -26,11 +26,16 @@
 # docker_launch_true (docker run), image_warm_provision_{1,5,20},
 # image_cold_pull (skopeo; docker pull as image_cold_pull_vs_docker).
 #
+# master_offer_cycle_10k / master_launch_rate: a master alone with 10,000
+# simulated agents registered through the agent protocol by a load generator
+# (mezzo-bench-master): a DECLINE of every offer to all agents offered again,
+# and tasks per second launched (one ACCEPT per offer) to their TASK_RUNNING.
+#
 # Knobs: MEZZO_BENCH_RUNS (cluster runs, 20), MEZZO_BENCH_KILL_RUNS (kill and
 # exit runs, 10), MEZZO_BENCH_LAUNCH_RUNS (30), MEZZO_BENCH_PULL_RUNS (9),
 # MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY (comma separated: cluster =
 # accept_to_running_*, kill = kill_to_killed_rust and exit_to_failed_rust,
-# overhead = task_overhead_*, and the mezzo-bench groups provision,rust,many,docker,pull; empty = all).
+# overhead = task_overhead_*, master = master_*, and the mezzo-bench groups provision,rust,many,docker,pull; empty = all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${MEZZO_BENCH_RUNS:-20}
@@ -39,7 +44,7 @@ bash scripts/build-test-images.sh
 bin="$PWD/target/release"
 out="$PWD/target/bench"
 mkdir -p "$out"
-rm -f "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/overhead.json"
+rm -f "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/overhead.json" "$out/extra.jsonl"
 # MEZZO_BENCH_ONLY: which parts run (empty = all).
 wants() { [ -z "${MEZZO_BENCH_ONLY:-}" ] || [[ ",$MEZZO_BENCH_ONLY," == *",$1,"* ]]; }
 bench_groups=()
@@ -122,7 +127,13 @@ fi
 stop_cluster
 trap - EXIT
 
-# 2. Side by side with the peers (its own private mount namespace; cleans up after itself).
+# 2. A master alone with many simulated agents (one JSON object per line in extra.jsonl).
+if wants master; then
+  timeout 900 "$bin/mezzo-bench-master" --agents="${MEZZO_BENCH_AGENTS:-10000}" >>"$out/extra.jsonl" ||
+    echo "mezzo-bench-master failed" >&2
+fi
+
+# 3. Side by side with the peers (its own private mount namespace; cleans up after itself).
 bench_rc=0
 only=()
 [ -n "${MEZZO_BENCH_ONLY:-}" ] && only=(--only "$(IFS=,; echo "${bench_groups[*]}")")
@@ -133,10 +144,10 @@ timeout 3600 "$bin/mezzo-bench" \
   --launcher-dir "$bin" --out "$out/mezzo-bench.json" "${only[@]}" || bench_rc=$?
 fi
 
-# 3. One results file, one table.
-python3 - "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/results.json" "$out/overhead.json" <<'PY'
+# 4. One results file, one table.
+python3 - "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/results.json" "$out/overhead.json" "$out/extra.jsonl" <<'PY'
 import json, os, statistics, sys
-samples_path, bench_path, out_path, overhead_path = sys.argv[1:5]
+samples_path, bench_path, out_path, overhead_path, extra_path = sys.argv[1:6]
 samples = {}
 for line in open(samples_path):
     kind, ms = line.split()
@@ -165,6 +176,8 @@ if os.path.exists(overhead_path) and os.path.getsize(overhead_path):
         if "error" in overhead:
             entry["note"] = overhead["error"]
         results.append(entry)
+if os.path.exists(extra_path):
+    results.extend(json.loads(line) for line in open(extra_path) if line.strip())
 if os.path.exists(bench_path):
     results.extend(json.load(open(bench_path)))
 json.dump(results, open(out_path, "w"), indent=2)
@@ -183,6 +196,8 @@ for r in results:
         print(f"{r['name']}: {r['note']}")
     elif r["name"] == "task_overhead_rss" and r.get("detail"):
         print(f"task_overhead: {r['detail']}")
+    elif r["name"].startswith("master_") and r.get("detail"):
+        print(f"{r['name']}: {r['detail']}")
 print(f"written: {out_path}")
 PY
 if [ "$bench_rc" != 0 ]; then

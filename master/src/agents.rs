@@ -321,7 +321,7 @@ impl Master {
         if let Some(agent) = self.agents.get_mut(&agent_id) {
             agent.used.subtract(&resources);
         }
-        self.wake_allocator();
+        self.wake_allocator_for(&agent_id);
     }
 
     /// Takes a link's report on a RUN_TASK: a delivered task may be

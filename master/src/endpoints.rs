@@ -484,6 +484,7 @@ pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         let share = if total.scalar(name) > 0.0 { used.scalar(name) / total.scalar(name) } else { 0.0 };
         put(&format!("{name}_percent"), share);
     }
+    m.extend(master.allocation_timer.metrics().into_iter().map(|(k, v)| (k, json!(v))));
     drop(master);
     json_response(&Value::Object(m))
 }

@@ -155,7 +155,7 @@ impl Master {
         let agent = self.agents.get_mut(agent_id)?;
         let record = agent.executors.remove(&(fid.to_string(), executor_id.to_string()))?;
         agent.used.subtract(&record.resources);
-        self.wake_allocator();
+        self.wake_allocator_for(agent_id);
         Some(record)
     }
 

@@ -106,7 +106,7 @@ impl Master {
         // What no task took goes back, refused to this framework for a while.
         let refuse = accept.filters.as_ref().and_then(|f| f.refuse_seconds);
         self.add_filter(framework_id, &agent_id, pool, refuse);
-        self.wake_allocator();
+        self.wake_allocator_for(&agent_id);
     }
 
     /// Reports every task of an ACCEPT with invalid offers as dropped, and

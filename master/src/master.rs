@@ -255,6 +255,10 @@ pub(crate) struct Master {
     pub(crate) agent_secrets: HashMap<String, [u8; 32]>,
     /// Where agent links report what became of RUN_TASKs.
     pub(crate) link_reports: mpsc::UnboundedSender<LinkReport>,
+    /// How long allocation runs take (`allocator/mesos/allocation_run_ms`).
+    pub(crate) allocation_timer: crate::allocator::AllocationTimer,
+    /// The agents the next allocation run looks at.
+    pub(crate) allocation_candidates: crate::allocator::Candidates,
 }
 
 /// Seconds since the epoch, as Mesos timestamps are.
@@ -354,11 +358,25 @@ impl Master {
             agent_tokens: HashMap::new(),
             agent_secrets: HashMap::new(),
             link_reports,
+            allocation_timer: Default::default(),
+            allocation_candidates: Default::default(),
         }
     }
 
-    /// Asks the allocator to run soon.
-    pub(crate) fn wake_allocator(&self) {
+    /// Asks the allocator to run soon, over every agent: something changed
+    /// that may concern any of them (a framework came, revived, left...).
+    pub(crate) fn wake_allocator(&mut self) {
+        self.allocation_candidates.all = true;
+        self.allocation_wanted.notify_one();
+    }
+
+    /// Asks the allocator to run soon over `agent_id`, whose free resources
+    /// changed (Mesos's allocation candidates): with many agents, the runs
+    /// that events trigger cost what changed, not the cluster's size.
+    pub(crate) fn wake_allocator_for(&mut self, agent_id: &str) {
+        if !self.allocation_candidates.all {
+            self.allocation_candidates.agents.insert(agent_id.to_string());
+        }
         self.allocation_wanted.notify_one();
     }
 

@@ -78,7 +78,7 @@ impl Master {
             if let Some(agent) = self.agents.get_mut(&agent_id) {
                 agent.used.subtract(&resources);
             }
-            self.wake_allocator();
+            self.wake_allocator_for(&agent_id);
         }
         Ok(())
     }

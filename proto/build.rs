@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/mesos/v1/scheduler/scheduler.proto",
     "proto/mesos/v1/executor/executor.proto",
     "proto/mesos/v1/agent/agent.proto",
+    "proto/mesos/v1/master/master.proto",
     "proto/mezzo/agent.proto",
 ];
 

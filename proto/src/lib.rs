@@ -51,6 +51,12 @@ pub mod mesos {
             #![allow(clippy::all, missing_docs, rustdoc::all)]
             include!(concat!(env!("OUT_DIR"), "/mesos.v1.agent.rs"));
         }
+
+        /// The v1 master operator API, package `mesos.v1.master`.
+        pub mod master {
+            #![allow(clippy::all, missing_docs, rustdoc::all)]
+            include!(concat!(env!("OUT_DIR"), "/mesos.v1.master.rs"));
+        }
     }
 }
 

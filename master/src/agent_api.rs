@@ -51,7 +51,9 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 /// the agent does not prove who it is.
 pub(crate) async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let result = decode::<RegisterAgent>(&headers, &body).and_then(|(req, ct)| {
-        let reply = shared.lock().register_agent(req)?;
+        let mut master = shared.lock();
+        master.refuse_gone_agent(&req)?;
+        let reply = master.register_agent(req)?;
         Ok((ct, reply))
     });
     match result {

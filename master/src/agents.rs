@@ -171,6 +171,7 @@ impl Master {
                 token_hash,
             },
         );
+        if !known { self.operator.agent_added(&self.agents[&id]); }
         self.wake_allocator();
         // Agents ping three times per timeout, so one lost ping is harmless.
         let interval = (self.config.agent_ping_timeout.as_secs_f64() / 3.0).max(0.1);
@@ -246,6 +247,7 @@ impl Master {
                             delivered: true,
                         },
                     );
+                    self.operator.task_added(&fw.tasks[&task_id]);
                 }
             }
         }
@@ -296,6 +298,7 @@ impl Master {
                 epoch: 0,
             },
         );
+        self.operator.framework_changed(&self.frameworks[fid], true);
     }
 
     /// Ends a non-terminal task from the master: TASK_DROPPED, or TASK_LOST
@@ -312,6 +315,7 @@ impl Master {
             return;
         }
         let status = master_status(task_id, Some(&task.agent_id), state, reason, message);
+        self.operator.task_updated(fid, state, &status);
         task.state = state;
         task.statuses.push(status.clone());
         let (agent_id, resources) = (task.agent_id.clone(), task.resources.clone());
@@ -424,6 +428,7 @@ impl Master {
             return;
         };
         self.agent_tokens.remove(&agent.token_hash);
+        self.operator.agent_removed(id);
         tracing::warn!(agent_id = %id, hostname = %agent.info.hostname, %why, "removing agent");
         self.counters.agent_removals += 1;
         let message = format!("Agent {} is unreachable: {why}", agent.info.hostname);
@@ -440,6 +445,7 @@ impl Master {
                     continue;
                 };
                 let status = Master::agent_lost_status(&task.info.task_id, id, partition_aware, &message);
+                self.operator.task_updated(&fw.id, status.state(), &status);
                 task.state = status.state();
                 task.statuses.push(status.clone());
                 if task.state.is_terminal() {

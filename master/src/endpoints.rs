@@ -1,5 +1,5 @@
 //! Operator HTTP endpoints: the read-only `/version`, `/health`, `/state`,
-//! `/frameworks`, `/slaves`, `/tasks`, `/flags` and `/metrics/snapshot`, in
+//! `/frameworks`, `/slaves`, `/tasks` and `/flags`, in
 //! the legacy JSON shapes Mesos tools read (`src/master/http.cpp`), and
 //! `POST /teardown`.
 
@@ -15,14 +15,15 @@ use serde_json::{json, Map, Value};
 
 use crate::error::CallError;
 use crate::http_auth::{self, Realm};
-use crate::master::{now_secs, Agent, ExecutorRecord, Framework, Master, Shared, TaskRecord, MESOS_VERSION};
+use crate::master::{Agent, ExecutorRecord, Framework, Master, Shared, TaskRecord, MESOS_VERSION};
 use crate::resources::Resources;
+use mezzo_proto::mesos::v1::TaskState;
 
 /// The build identity reported by `/version` and `/state`.
-const GIT_SHA: &str = "mezzo";
-const BUILD_USER: &str = "mezzo";
+pub(crate) const GIT_SHA: &str = "mezzo";
+pub(crate) const BUILD_USER: &str = "mezzo";
 
-fn json_response(value: &Value) -> Response {
+pub(crate) fn json_response(value: &Value) -> Response {
     match to_ascii_json(value) {
         Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to encode json: {e}")).into_response(),
@@ -43,7 +44,7 @@ pub(crate) async fn version(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// Mesos prints the build date like `2024-01-01 00:00:00`; ours is the start time.
-fn build_date(secs: f64) -> String {
+pub(crate) fn build_date(secs: f64) -> String {
     let secs = secs as i64;
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -149,7 +150,7 @@ fn executor_json(executor: &ExecutorRecord, agent_id: &str) -> Value {
     Value::Object(m)
 }
 
-fn framework_json(fw: &Framework, master: &Master) -> Value {
+pub(crate) fn framework_json(fw: &Framework, master: &Master) -> Value {
     let info = &fw.info;
     let mut used = Resources::new();
     for t in fw.tasks.values() {
@@ -221,7 +222,7 @@ fn framework_json(fw: &Framework, master: &Master) -> Value {
     })
 }
 
-fn agent_json(agent: &Agent) -> Value {
+pub(crate) fn agent_json(agent: &Agent) -> Value {
     let attributes: Map<String, Value> = agent
         .info
         .attributes
@@ -311,6 +312,107 @@ pub(crate) async fn slaves(State(shared): State<Arc<Shared>>) -> Response {
     json_response(&value)
 }
 
+/// The task states `/state-summary` counts, as Mesos's `TaskStateSummary`.
+const SUMMARY_STATES: [TaskState; 10] = [
+    TaskState::TaskStaging,
+    TaskState::TaskStarting,
+    TaskState::TaskRunning,
+    TaskState::TaskKilling,
+    TaskState::TaskFinished,
+    TaskState::TaskKilled,
+    TaskState::TaskFailed,
+    TaskState::TaskLost,
+    TaskState::TaskError,
+    TaskState::TaskUnreachable,
+];
+
+/// `GET /state-summary`: Mesos's summary of agents and frameworks, each
+/// with its task counts by state and the ids of the other side.
+pub(crate) async fn state_summary(State(shared): State<Arc<Shared>>) -> Response {
+    let master = shared.lock();
+    // (framework, agent) -> task counts by state, over live and completed tasks.
+    let mut counts: HashMap<(&str, &str), HashMap<TaskState, u64>> = HashMap::new();
+    for fw in master.frameworks.values() {
+        for t in fw.tasks.values().chain(fw.completed_tasks.iter()) {
+            *counts.entry((fw.id.as_str(), t.agent_id.as_str())).or_default().entry(t.state).or_default() += 1;
+        }
+    }
+    let summed = |keep: &dyn Fn(&str, &str) -> bool, m: &mut Map<String, Value>| {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut by_state: HashMap<TaskState, u64> = HashMap::new();
+        for ((fid, aid), states) in &counts {
+            if keep(fid, aid) {
+                for (state, n) in states {
+                    *by_state.entry(*state).or_default() += n;
+                }
+                ids.insert((*fid, *aid));
+            }
+        }
+        for state in SUMMARY_STATES {
+            m.insert(state.as_str_name().into(), json!(by_state.get(&state).copied().unwrap_or(0)));
+        }
+        ids
+    };
+    let slaves: Vec<Value> = master
+        .agents
+        .values()
+        .map(|agent| {
+            let mut m = match agent_json(agent) {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            let ids = summed(&|_, aid| aid == agent.id, &mut m);
+            let mut frameworks: Vec<&str> = ids.iter().map(|(f, _)| *f).collect();
+            frameworks.dedup();
+            m.insert("framework_ids".into(), json!(frameworks));
+            Value::Object(m)
+        })
+        .collect();
+    let frameworks: Vec<Value> = master
+        .frameworks
+        .values()
+        .map(|fw| {
+            let full = framework_json(fw, &master);
+            let mut m = Map::new();
+            for key in [
+                "id", "name", "used_resources", "offered_resources", "capabilities", "hostname", "webui_url", "active",
+                "connected", "recovered",
+            ] {
+                m.insert(key.into(), full.get(key).cloned().unwrap_or(Value::Null));
+            }
+            let ids = summed(&|fid, _| fid == fw.id, &mut m);
+            let mut agents: Vec<&str> = ids.iter().map(|(_, a)| *a).collect();
+            agents.sort_unstable();
+            agents.dedup();
+            m.insert("slave_ids".into(), json!(agents));
+            Value::Object(m)
+        })
+        .collect();
+    let value = json!({
+        "hostname": master.info.hostname.clone().unwrap_or_default(),
+        "slaves": slaves,
+        "frameworks": frameworks,
+    });
+    drop(master);
+    json_response(&value)
+}
+
+/// `GET /master/redirect`: 307 to the leading master, `Location:
+/// //host:port` as Mesos answers (this master leads).
+pub(crate) async fn redirect(State(shared): State<Arc<Shared>>) -> Response {
+    let master = shared.lock();
+    let info = &master.info;
+    let host = info
+        .address
+        .as_ref()
+        .and_then(|a| a.hostname.clone().or_else(|| a.ip.clone()))
+        .or_else(|| info.hostname.clone())
+        .unwrap_or_default();
+    let location = format!("//{host}:{}", info.port);
+    drop(master);
+    (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response()
+}
+
 /// `GET /tasks?task_id=&framework_id=&limit=&offset=&order=`.
 pub(crate) async fn tasks(State(shared): State<Arc<Shared>>, Query(query): Query<HashMap<String, String>>) -> Response {
     let master = shared.lock();
@@ -342,7 +444,7 @@ pub(crate) async fn tasks(State(shared): State<Arc<Shared>>, Query(query): Query
     json_response(&json!({ "tasks": list }))
 }
 
-fn flags_json(master: &Master) -> Value {
+pub(crate) fn flags_json(master: &Master) -> Value {
     let c = &master.config;
     json!({
         "hostname": master.info.hostname.clone().unwrap_or_default(),
@@ -416,77 +518,6 @@ fn teardown_call(
     tracing::info!(framework_id = %id, principal = principal.unwrap_or(""), "teardown by an operator");
     master.teardown(id);
     Ok(())
-}
-
-/// `GET /metrics/snapshot`: the `master/*` gauges and counters we keep.
-pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let master = shared.lock();
-    let mut states: HashMap<&'static str, u64> = HashMap::new();
-    for fw in master.frameworks.values().chain(master.completed_frameworks.iter()) {
-        for t in fw.tasks.values().chain(fw.completed_tasks.iter()) {
-            let name = t.state.as_str_name();
-            *states.entry(name).or_default() += 1;
-        }
-    }
-    let mut total = Resources::new();
-    let mut used = Resources::new();
-    for a in master.agents.values() {
-        total.add(&a.total);
-        used.add(&a.used);
-    }
-    let connected = master.frameworks.values().filter(|f| f.subscription.is_some()).count();
-    let c = &master.counters;
-    let mut m = Map::new();
-    let mut put = |k: &str, v: f64| {
-        m.insert(format!("master/{k}"), json!(v));
-    };
-    put("uptime_secs", now_secs() - master.start_time);
-    put("elected", 1.0);
-    put("slaves_active", master.agents.len() as f64);
-    put("slaves_connected", master.agents.len() as f64);
-    put("slave_registrations", c.agent_registrations as f64);
-    put("slave_reregistrations", c.agent_reregistrations as f64);
-    put("slave_removals", c.agent_removals as f64);
-    put("frameworks_active", connected as f64);
-    put("frameworks_connected", connected as f64);
-    put("frameworks_disconnected", (master.frameworks.len() - connected) as f64);
-    put("frameworks_inactive", (master.frameworks.len() - connected) as f64);
-    put("outstanding_offers", master.offers.len() as f64);
-    put("messages_status_update", c.status_updates as f64);
-    put("invalid_status_updates", c.invalid_status_updates as f64);
-    put("offers_sent", c.offers_sent as f64);
-    put("offers_declined", c.offers_declined as f64);
-    put("offers_accepted", c.offers_accepted as f64);
-    put("offers_rescinded", c.offers_rescinded as f64);
-    put("tasks_launched", c.tasks_launched as f64);
-    put("invalid_tasks", c.tasks_invalid as f64);
-    put("framework_subscriptions", c.framework_subscriptions as f64);
-    put("framework_teardowns", c.framework_teardowns as f64);
-    put("invalid_scheduler_calls", c.invalid_calls as f64);
-    put("messages_framework_to_executor", c.messages_framework_to_executor as f64);
-    put("valid_framework_to_executor_messages", c.valid_framework_to_executor_messages as f64);
-    put("invalid_framework_to_executor_messages", c.invalid_framework_to_executor_messages as f64);
-    put("messages_executor_to_framework", c.messages_executor_to_framework as f64);
-    put("valid_executor_to_framework_messages", c.valid_executor_to_framework_messages as f64);
-    put("invalid_executor_to_framework_messages", c.invalid_executor_to_framework_messages as f64);
-    put("messages_exited_executor", c.messages_exited_executor as f64);
-    for state in [
-        "TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_FINISHED",
-        "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED",
-        "TASK_UNREACHABLE", "TASK_GONE", "TASK_GONE_BY_OPERATOR",
-    ] {
-        let key = state.trim_start_matches("TASK_").to_ascii_lowercase();
-        put(&format!("tasks_{key}"), states.get(state).copied().unwrap_or(0) as f64);
-    }
-    for name in ["cpus", "mem", "disk", "gpus"] {
-        put(&format!("{name}_total"), total.scalar(name));
-        put(&format!("{name}_used"), used.scalar(name));
-        let share = if total.scalar(name) > 0.0 { used.scalar(name) / total.scalar(name) } else { 0.0 };
-        put(&format!("{name}_percent"), share);
-    }
-    m.extend(master.allocation_timer.metrics().into_iter().map(|(k, v)| (k, json!(v))));
-    drop(master);
-    json_response(&Value::Object(m))
 }
 
 #[cfg(test)]

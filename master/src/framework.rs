@@ -133,6 +133,7 @@ impl Master {
         };
         info.id = Some(framework_id(&id));
         let suppressed = !suppressed_roles.is_empty();
+        let added = !self.frameworks.contains_key(&id);
         self.counters.framework_subscriptions += 1;
 
         if let Some(fw) = self.frameworks.get_mut(&id) {
@@ -182,6 +183,7 @@ impl Master {
                 stream_id: stream_id.clone(),
                 tx,
             });
+            self.operator.framework_changed(fw, added);
         }
         self.wake_allocator();
         Subscribed {
@@ -257,11 +259,13 @@ impl Master {
                     }
                     // Mesos records the tasks of a removed framework as killed.
                     task.state = TaskState::TaskKilled;
+                    self.operator.task_killed_with_framework(task);
                 }
             }
             fw.complete_task(&task_id);
         }
         self.remove_executors_of(id);
+        self.operator.framework_removed(&fw.info);
         // Dropping the sender ends the scheduler's stream.
         fw.subscription = None;
         fw.unregistered_time = Some(now_secs());
@@ -312,6 +316,7 @@ impl Master {
         info.id = Some(framework_id(id));
         fw.info = info;
         fw.suppressed = !suppressed_roles.is_empty();
+        self.operator.framework_changed(fw, false);
         self.wake_allocator();
         Ok(())
     }

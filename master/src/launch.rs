@@ -289,8 +289,7 @@ impl Master {
             }),
             ..Default::default()
         });
-        fw.tasks.insert(
-            task_id,
+        let task = fw.tasks.entry(task_id).insert_entry(
             TaskRecord {
                 info,
                 framework_id: framework_id.to_string(),
@@ -302,6 +301,7 @@ impl Master {
                 delivered: false,
             },
         );
+        self.operator.task_added(task.get());
         self.counters.tasks_launched += 1;
     }
 }

@@ -5,8 +5,10 @@
 //! - `POST /api/v1/scheduler`: the Mesos v1 scheduler API (JSON or protobuf).
 //! - `POST /mezzo/v1/agent/{register,ping,status,message,executor_exited}`:
 //!   the agent protocol.
-//! - `GET /version`, `/health`, `/state`, `/frameworks`, `/slaves`, `/tasks`,
-//!   `/flags`, `/metrics/snapshot`; `POST /teardown`; `/master/<x>`,
+//! - `POST /api/v1`: the Mesos v1 master operator API (JSON or protobuf).
+//! - `GET /version`, `/health`, `/state`, `/state-summary`, `/frameworks`,
+//!   `/slaves`, `/tasks`, `/flags`, `/metrics/snapshot`, `/metrics`
+//!   (Prometheus), `/master/redirect`; `POST /teardown`; `/master/<x>`,
 //!   `<x>.json` and trailing slashes are aliases, as in Mesos.
 
 pub mod acls;
@@ -23,6 +25,8 @@ mod framework;
 mod http_auth;
 mod launch;
 mod master;
+mod metrics;
+mod operator;
 pub mod registry;
 pub mod resources;
 mod scheduler_api;
@@ -93,10 +97,14 @@ fn router(shared: std::sync::Arc<Shared>) -> Router {
         .route("/slaves", get(endpoints::slaves))
         .route("/tasks", get(endpoints::tasks))
         .route("/flags", get(endpoints::flags))
-        .route("/metrics/snapshot", get(endpoints::metrics))
+        .route("/state-summary", get(endpoints::state_summary))
+        .route("/metrics/snapshot", get(metrics::snapshot_json))
+        .route("/metrics", get(metrics::prometheus_text))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), http_auth::readonly));
     Router::new()
         .route("/api/v1/scheduler", any(scheduler_api::handle))
+        .route("/api/v1", any(operator::handle))
+        .route("/redirect", get(endpoints::redirect))
         .route("/mezzo/v1/agent/register", post(agent_api::register))
         .route("/mezzo/v1/agent/ping", post(agent_api::ping))
         .route("/mezzo/v1/agent/status", post(agent_api::status))

@@ -259,6 +259,8 @@ pub(crate) struct Master {
     pub(crate) allocation_timer: crate::allocator::AllocationTimer,
     /// The agents the next allocation run looks at.
     pub(crate) allocation_candidates: crate::allocator::Candidates,
+    /// The operator API's event streams (SUBSCRIBE on `/api/v1`).
+    pub(crate) operator: crate::operator::Operator,
 }
 
 /// Seconds since the epoch, as Mesos timestamps are.
@@ -360,6 +362,7 @@ impl Master {
             link_reports,
             allocation_timer: Default::default(),
             allocation_candidates: Default::default(),
+            operator: Default::default(),
         }
     }
 

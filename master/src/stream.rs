@@ -52,7 +52,7 @@ struct StreamState {
 }
 
 /// Frames one event as a RecordIO record in `content_type`.
-pub(crate) fn frame(event: &Event, content_type: ContentType) -> Bytes {
+pub(crate) fn frame<M: prost_reflect::ReflectMessage>(event: &M, content_type: ContentType) -> Bytes {
     Bytes::from(recordio::encode(&codec::encode(event, content_type)))
 }
 

@@ -51,6 +51,7 @@ impl Master {
             if !duplicate {
                 let new_state = status.state();
                 let was_terminal = task.state.is_terminal();
+                if task.statuses.last().map(|s| s.state) != Some(status.state) { self.operator.task_updated(&fid, new_state, &status); }
                 task.state = new_state;
                 task.statuses.push(status.clone());
                 if task.statuses.len() > MAX_STATUSES_PER_TASK {

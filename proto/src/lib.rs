@@ -9,6 +9,7 @@ pub mod codec;
 pub mod duration;
 pub mod error;
 pub mod json;
+pub mod prometheus;
 pub mod recordio;
 
 pub use error::ProtoError;

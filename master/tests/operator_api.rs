@@ -647,3 +647,153 @@ async fn subscribe_streams_the_state_then_every_change_in_order() {
         }
     }
 }
+
+/// Every metric name Mesos's master defines that mezzo reports (`docs/monitoring.md`).
+const MESOS_MASTER_METRICS: &[&str] = &[
+    "master/uptime_secs", "master/elected", "master/slaves_active", "master/slaves_inactive", "master/slaves_connected",
+    "master/slaves_disconnected", "master/slaves_unreachable", "master/slave_registrations", "master/slave_reregistrations",
+    "master/slave_removals", "master/frameworks_active", "master/frameworks_inactive", "master/frameworks_connected",
+    "master/frameworks_disconnected", "master/outstanding_offers", "master/operator_event_stream_subscribers",
+    "master/messages_status_update", "master/valid_status_updates", "master/invalid_status_updates",
+    "master/messages_framework_to_executor", "master/valid_framework_to_executor_messages",
+    "master/invalid_framework_to_executor_messages", "master/messages_executor_to_framework",
+    "master/valid_executor_to_framework_messages", "master/invalid_executor_to_framework_messages",
+    "master/messages_exited_executor", "master/tasks_staging", "master/tasks_starting", "master/tasks_running",
+    "master/tasks_killing", "master/tasks_finished", "master/tasks_failed", "master/tasks_killed", "master/tasks_error",
+    "master/tasks_lost", "master/tasks_dropped", "master/tasks_unreachable", "master/tasks_gone",
+    "master/tasks_gone_by_operator", "master/cpus_total", "master/cpus_used", "master/cpus_percent", "master/mem_total",
+    "master/mem_used", "master/mem_percent", "master/disk_total", "master/disk_used", "master/disk_percent",
+    "master/gpus_total", "master/gpus_used", "master/gpus_percent",
+];
+
+async fn snapshot(master: &TestMaster) -> serde_json::Map<String, serde_json::Value> {
+    let resp = reqwest::get(master.url("/metrics/snapshot")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    match serde_json::from_str::<serde_json::Value>(&resp.text().await.unwrap()).unwrap() {
+        serde_json::Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn metrics_snapshot_uses_mesos_names() {
+    let c = cluster().await;
+    let m = snapshot(&c.master).await;
+    for key in MESOS_MASTER_METRICS {
+        assert!(m.contains_key(*key), "missing {key}");
+    }
+    // Only Mesos's names under master/; mezzo's own counts live under mezzo/.
+    for key in m.keys() {
+        assert!(key.starts_with("master/") && MESOS_MASTER_METRICS.contains(&key.as_str()) || key.starts_with("mezzo/master/"), "{key}");
+    }
+    assert_eq!(m["master/tasks_running"], 1.0);
+    assert_eq!(m["master/slaves_active"], 1.0);
+    assert_eq!(m["master/frameworks_active"], 1.0);
+    assert_eq!(m["master/mem_used"], 128.0);
+    assert_eq!(m["master/slave_registrations"], 1.0);
+    assert_eq!(m["master/valid_status_updates"], 1.0);
+    assert_eq!(m["mezzo/master/tasks_launched"], 1.0);
+    assert!(m["master/uptime_secs"].as_f64().unwrap() >= 0.0);
+    // Mesos's aliases of the path.
+    assert_eq!(reqwest::get(c.master.url("/master/metrics/snapshot")).await.unwrap().status(), 200);
+}
+
+/// One parsed sample line of the text exposition format.
+fn parse_prometheus(text: &str) -> BTreeMap<String, (String, f64)> {
+    let name_ok = |n: &str| {
+        let mut chars = n.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut samples = BTreeMap::new();
+    let (mut help, mut kind): (Option<String>, Option<(String, String)>) = (None, None);
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, doc) = rest.split_once(' ').expect("HELP has a name and a text");
+            assert!(name_ok(name) && !doc.is_empty(), "{line}");
+            help = Some(name.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, t) = rest.split_once(' ').expect("TYPE has a name and a type");
+            assert!(["counter", "gauge"].contains(&t), "{line}");
+            assert_eq!(help.as_deref(), Some(name), "TYPE after the HELP of the same metric: {line}");
+            kind = Some((name.to_string(), t.to_string()));
+        } else {
+            assert!(!line.starts_with('#') && !line.is_empty(), "unexpected line {line:?}");
+            let (name, value) = line.split_once(' ').expect("a sample is a name and a value");
+            assert!(name_ok(name), "{line}");
+            let (typed, t) = kind.take().expect("every sample follows its TYPE line");
+            assert_eq!(typed, name, "{line}");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            assert!(samples.insert(name.to_string(), (t, value)).is_none(), "duplicate {name}");
+        }
+    }
+    assert!(text.ends_with('\n'));
+    samples
+}
+
+#[tokio::test]
+async fn metrics_in_prometheus_text_format() {
+    let c = cluster().await;
+    let resp = reqwest::get(c.master.url("/metrics")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let samples = parse_prometheus(&resp.text().await.unwrap());
+    let m = snapshot(&c.master).await;
+    assert_eq!(samples.len(), m.len());
+    for (key, value) in &m {
+        let name = format!("mesos_{}", key.replace('/', "_"));
+        let (_, got) = samples.get(&name).unwrap_or_else(|| panic!("{name} missing"));
+        if key != "master/uptime_secs" {
+            assert_eq!(*got, value.as_f64().unwrap(), "{name}");
+        }
+    }
+    assert_eq!(samples["mesos_master_tasks_running"], ("gauge".to_string(), 1.0));
+    assert_eq!(samples["mesos_master_slave_registrations"], ("counter".to_string(), 1.0));
+    assert_eq!(samples["mesos_master_cpus_used"].1, 1.0);
+}
+
+#[tokio::test]
+async fn state_summary_counts_tasks_per_agent_and_framework() {
+    let c = cluster().await;
+    let v: serde_json::Value = serde_json::from_str(&reqwest::get(c.master.url("/state-summary")).await.unwrap().text().await.unwrap()).unwrap();
+    assert_eq!(v["hostname"], "127.0.0.1");
+    let agent = &v["slaves"][0];
+    assert_eq!(agent["id"], c.agent.agent_id.as_str());
+    assert_eq!(agent["TASK_RUNNING"], 1);
+    assert_eq!(agent["TASK_FINISHED"], 0);
+    assert_eq!(agent["framework_ids"], serde_json::json!([c.scheduler.framework_id]));
+    assert_eq!(agent["used_resources"]["cpus"], 1.0);
+    let fw = &v["frameworks"][0];
+    assert_eq!(fw["id"], c.scheduler.framework_id.as_str());
+    assert_eq!(fw["name"], "ops-test");
+    assert_eq!(fw["TASK_RUNNING"], 1);
+    assert_eq!(fw["slave_ids"], serde_json::json!([c.agent.agent_id]));
+    assert_eq!(fw["connected"], true);
+    assert!(fw.get("tasks").is_none(), "a summary has no task lists");
+    assert_eq!(reqwest::get(c.master.url("/master/state-summary")).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn redirect_points_at_this_master() {
+    let master = TestMaster::start().await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for path in ["/master/redirect", "/redirect"] {
+        let resp = client.get(master.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 307, "{path}");
+        assert_eq!(resp.headers()["location"], format!("//127.0.0.1:{}", master.addr.port()));
+    }
+}
+
+#[tokio::test]
+async fn metrics_endpoints_are_read_only_ones() {
+    let master = TestMaster::start_with(MasterConfig {
+        credentials: Some(credentials()),
+        authenticate_http_readonly: true,
+        ..MasterConfig::default()
+    })
+    .await;
+    for path in ["/metrics", "/metrics/snapshot", "/state-summary"] {
+        assert_eq!(reqwest::get(master.url(path)).await.unwrap().status(), 401, "{path}");
+        assert_eq!(client_as("ops", "ops-secret").get(master.url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
+}

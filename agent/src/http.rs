@@ -22,6 +22,7 @@ type AppState = Arc<Agent>;
 
 /// All routes of the agent.
 pub fn router(agent: Arc<Agent>) -> Router {
+    crate::metrics::mark_started();
     Router::new()
         .route("/api/v1/executor", any(executor_api))
         .route("/mezzo/v1/master", post(master_api))
@@ -34,6 +35,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/monitor/statistics", get(crate::operator::monitor_statistics))
         .route("/monitor/statistics.json", get(crate::operator::monitor_statistics))
         .route("/containers", get(crate::operator::containers_json))
+        .route("/metrics/snapshot", get(crate::metrics::snapshot_json))
+        .route("/metrics", get(crate::metrics::prometheus_text))
         .route("/version", get(|| async { axum::Json(serde_json::json!({"version": "1.11.0", "mezzo_version": env!("CARGO_PKG_VERSION")})) }))
         .layer(axum::middleware::from_fn_with_state(agent.clone(), crate::http_auth::readonly_endpoints))
         .with_state(agent)

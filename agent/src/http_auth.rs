@@ -94,7 +94,7 @@ fn challenge(message: &str) -> Response {
 fn access_of(path: &str) -> Option<Access> {
     match path {
         "/state" | "/state.json" | "/slave(1)/state" | "/slave(1)/state.json" | "/monitor/statistics"
-        | "/monitor/statistics.json" | "/containers" => Some(Access::ReadOnly),
+        | "/monitor/statistics.json" | "/containers" | "/metrics/snapshot" | "/metrics" => Some(Access::ReadOnly),
         p if p.starts_with("/files/") => Some(Access::ReadOnly),
         _ => None,
     }

@@ -11,6 +11,7 @@ pub mod flags;
 pub mod http;
 pub mod http_auth;
 pub mod master_link;
+pub mod metrics;
 pub mod operator;
 pub mod ownership;
 pub mod paths;

@@ -14,7 +14,7 @@ use mezzo_containerizer::Usage;
 use mezzo_proto::codec::ContentType;
 use mezzo_proto::mesos::v1::agent::{call, response, Call, Response as ApiResponse};
 use mezzo_proto::mesos::v1::{
-    AgentId, ContainerId, ContainerStatus, ExecutorId, Flag, FrameworkId, ResourceStatistics, Task, VersionInfo,
+    AgentId, ContainerId, ContainerStatus, ExecutorId, Flag, FrameworkId, Metric, ResourceStatistics, Task, VersionInfo,
 };
 use std::sync::Arc;
 
@@ -186,6 +186,13 @@ pub async fn operator_api(State(agent): State<Arc<Agent>>, method: Method, heade
         call::Type::GetFlags => ApiResponse {
             r#type: Some(response::Type::GetFlags as i32),
             get_flags: Some(response::GetFlags { flags: flags(&agent) }),
+            ..Default::default()
+        },
+        call::Type::GetMetrics => ApiResponse {
+            r#type: Some(response::Type::GetMetrics as i32),
+            get_metrics: Some(response::GetMetrics {
+                metrics: crate::metrics::snapshot(&agent).into_iter().map(|s| Metric { name: s.name, value: Some(s.value) }).collect(),
+            }),
             ..Default::default()
         },
         call::Type::GetAgent => ApiResponse {

@@ -152,6 +152,8 @@ mod tests {
         assert_eq!(access_of("/state"), Some(Access::ReadOnly));
         assert_eq!(access_of("/files/read"), Some(Access::ReadOnly));
         assert_eq!(access_of("/monitor/statistics.json"), Some(Access::ReadOnly));
+        assert_eq!(access_of("/metrics/snapshot"), Some(Access::ReadOnly));
+        assert_eq!(access_of("/metrics"), Some(Access::ReadOnly));
         assert_eq!(access_of("/health"), None);
         assert_eq!(access_of("/version"), None);
         assert_eq!(access_of("/api/v1/executor"), None);

@@ -155,6 +155,11 @@ async fn subscribe_sees_a_framework_run_a_task_in_order() -> Result<()> {
     assert!(text.contains("# TYPE mesos_slave_tasks_running gauge\n"), "{text}");
     let snapshot: serde_json::Value = serde_json::from_slice(&reqwest::get(format!("http://{}/metrics/snapshot", cluster.agent)).await?.bytes().await?)?;
     assert_eq!(snapshot["slave/tasks_running"], 1.0, "{snapshot}");
+    let (code, body) = cluster.agent_call_json(&serde_json::json!({"type": "GET_METRICS", "get_metrics": {}})).await?;
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let metrics = v["get_metrics"]["metrics"].as_array().context("the agent's GET_METRICS")?;
+    assert!(metrics.iter().any(|m| m["name"] == "slave/tasks_running" && m["value"] == 1.0), "{body}");
     let text = reqwest::get(format!("http://{}/metrics", cluster.master)).await?.text().await?;
     assert_eq!(prometheus_value(&text, "mesos_master_tasks_running"), Some(1.0), "{text}");
     assert_eq!(prometheus_value(&text, "mesos_master_operator_event_stream_subscribers"), Some(1.0), "{text}");

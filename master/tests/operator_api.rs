@@ -745,7 +745,8 @@ async fn metrics_in_prometheus_text_format() {
     for (key, value) in &m {
         let name = format!("mesos_{}", key.replace('/', "_"));
         let (_, got) = samples.get(&name).unwrap_or_else(|| panic!("{name} missing"));
-        if key != "master/uptime_secs" {
+        // The clock and the allocator's timer move between the two requests.
+        if key != "master/uptime_secs" && !key.starts_with("allocator/") {
             assert_eq!(*got, value.as_f64().unwrap(), "{name}");
         }
     }

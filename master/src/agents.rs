@@ -428,7 +428,6 @@ impl Master {
             return;
         };
         self.agent_tokens.remove(&agent.token_hash);
-        self.operator.agent_removed(id);
         tracing::warn!(agent_id = %id, hostname = %agent.info.hostname, %why, "removing agent");
         self.counters.agent_removals += 1;
         let message = format!("Agent {} is unreachable: {why}", agent.info.hostname);
@@ -464,5 +463,7 @@ impl Master {
                 ..Default::default()
             });
         }
+        // After its tasks' updates, as Mesos's `_removeSlave`.
+        self.operator.agent_removed(id);
     }
 }

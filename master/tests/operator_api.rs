@@ -800,3 +800,20 @@ async fn metrics_endpoints_are_read_only_ones() {
         assert_eq!(client_as("ops", "ops-secret").get(master.url(path)).send().await.unwrap().status(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_silent_agent_is_removed_after_its_tasks_are_updated() {
+    let config = MasterConfig { agent_ping_timeout: Duration::from_millis(1500), ..MasterConfig::default() };
+    let c = cluster_with(config, partition_aware("silent")).await;
+    assert_eq!(c.agent.ping().await, 200, "the agent is still registered");
+    let mut ops = Subscriber::subscribe(&c.master, ContentType::Protobuf).await;
+    assert_eq!(ops.next().await.r#type(), event::Type::Subscribed);
+    // The fake agent pings no more: it falls silent.
+    let e = ops.next_event().await;
+    assert_eq!(e.r#type(), event::Type::TaskUpdated, "{e:?}");
+    let updated = e.task_updated.unwrap();
+    assert_eq!((updated.status.task_id.value.as_str(), updated.state()), ("t1", TaskState::TaskUnreachable));
+    let e = ops.next_event().await;
+    assert_eq!(e.r#type(), event::Type::AgentRemoved, "{e:?}");
+    assert_eq!(e.agent_removed.unwrap().agent_id.value, c.agent.agent_id);
+}

@@ -448,21 +448,45 @@ fn validate(call: &Call) -> Result<call::Type, CallError> {
 
 /// The axum handler of `POST /api/v1`.
 pub(crate) async fn handle(State(shared): State<Arc<Shared>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
-    match process(&shared, &method, &headers, &body) {
-        Ok(resp) => resp,
-        Err(err) => {
-            tracing::debug!(status = %err.status(), error = %err, "rejected operator call");
-            err.into_response()
+    let result = match accept_call(&shared, &method, &headers, &body) {
+        Ok(Accepted::Refused(resp)) => Ok(resp),
+        Ok(Accepted::Call { kind: call::Type::Teardown, call, principal, .. }) => {
+            let id = call.teardown.as_ref().expect("validated").framework_id.value.clone();
+            durably(&shared, |master| teardown(master, principal.as_deref(), &id)).await.map(|()| StatusCode::OK.into_response())
         }
-    }
+        Ok(Accepted::Call { kind: call::Type::MarkAgentGone, call, principal, .. }) => {
+            let id = call.mark_agent_gone.as_ref().expect("validated").agent_id.value.clone();
+            tracing::info!(agent_id = %id, principal = principal.as_deref().unwrap_or(""), "marking agent gone");
+            durably(&shared, |master| master.mark_agent_gone(&id)).await.map(|()| StatusCode::OK.into_response())
+        }
+        Ok(Accepted::Call { kind, accept, .. }) => Ok(answer(&shared, kind, accept)),
+        Err(err) => Err(err),
+    };
+    result.unwrap_or_else(|err| {
+        tracing::debug!(status = %err.status(), error = %err, "rejected operator call");
+        err.into_response()
+    })
 }
 
-fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<Response, CallError> {
+// REPLACE WITH wt/registry's `Shared::durably` when merging (`shared.durably(f).await`):
+// the calls that change state answer once the registry holds the change.
+async fn durably<R>(shared: &Shared, f: impl FnOnce(&mut Master) -> Result<R, CallError>) -> Result<R, CallError> {
+    f(&mut shared.lock())
+}
+
+/// A call past decoding, validation and authentication, or the answer that
+/// refused it (a 401 with its challenge).
+enum Accepted {
+    Refused(Response),
+    Call { kind: call::Type, call: Call, principal: Option<String>, accept: ContentType },
+}
+
+fn accept_call(shared: &Shared, method: &Method, headers: &HeaderMap, body: &[u8]) -> Result<Accepted, CallError> {
     // Mesos serves /api/v1 in its read-write realm: that flag guards every
     // call, before anything is read.
     let mut principal = match http_auth::authenticate(&shared.config, Realm::ReadWrite, headers) {
         Ok(p) => p,
-        Err(resp) => return Ok(resp),
+        Err(resp) => return Ok(Accepted::Refused(resp)),
     };
     if method != Method::POST {
         return Err(CallError::MethodNotAllowed(format!("Expecting one of {{ 'POST' }}, but received '{method}'")));
@@ -474,16 +498,21 @@ fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u
     if reads_only(kind) && principal.is_none() {
         principal = match http_auth::authenticate(&shared.config, Realm::ReadOnly, headers) {
             Ok(p) => p,
-            Err(resp) => return Ok(resp),
+            Err(resp) => return Ok(Accepted::Refused(resp)),
         };
     }
     let accept = negotiate(headers).ok_or_else(|| {
         CallError::NotAcceptable("Expecting 'Accept' to allow 'application/x-protobuf' or 'application/json'".into())
     })?;
     tracing::debug!(call = kind.as_str_name(), principal = principal.as_deref().unwrap_or(""), "operator call");
+    Ok(Accepted::Call { kind, call, principal, accept })
+}
+
+/// Answers a call that only reads (SUBSCRIBE included).
+fn answer(shared: &Shared, kind: call::Type, accept: ContentType) -> Response {
     use call::Type::*;
     let reply = {
-        let mut master = shared.lock();
+        let master = shared.lock();
         let mut reply = ApiResponse::default();
         let answer = match kind {
             GetHealth => {
@@ -548,29 +577,18 @@ fn process(shared: &Arc<Shared>, method: &Method, headers: &HeaderMap, body: &[u
                 });
                 response::Type::GetMaster
             }
-            Teardown => {
-                let id = call.teardown.as_ref().expect("validated").framework_id.value.clone();
-                teardown(&mut master, principal.as_deref(), &id)?;
-                return Ok(StatusCode::OK.into_response());
-            }
-            MarkAgentGone => {
-                let id = call.mark_agent_gone.as_ref().expect("validated").agent_id.value.clone();
-                tracing::info!(agent_id = %id, principal = principal.as_deref().unwrap_or(""), "marking agent gone");
-                master.mark_agent_gone(&id)?;
-                return Ok(StatusCode::OK.into_response());
-            }
             Subscribe => {
                 let state = get_state(&master);
                 let rx = master.operator.events.subscribe();
                 drop(master);
-                return Ok(stream_response(shared, state, rx, accept));
+                return stream_response(shared, state, rx, accept);
             }
-            other => unreachable!("validate() refuses {other:?}"),
+            other => unreachable!("validate() refuses {other:?} and the handler answers the writes"),
         };
         reply.r#type = Some(answer as i32);
         reply
     };
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, accept.mime())], codec::encode(&reply, accept)).into_response())
+    (StatusCode::OK, [(header::CONTENT_TYPE, accept.mime())], codec::encode(&reply, accept)).into_response()
 }
 
 /// TEARDOWN, as Mesos's `_teardown`: 400 for an unknown framework, 403 when
@@ -627,11 +645,13 @@ fn stream_response(
     resp
 }
 
-// REPLACE WITH THE REGISTRY'S `Master::mark_agent_gone` (branch wt/registry):
-// a minimal stand-in with the same signature so that MARK_AGENT_GONE works
-// before the durable registry lands. Keep one implementation when merging:
-// delete this block and the `gone_agents` set of `Operator`, and let
-// `refuse_gone_agent`'s caller in agent_api.rs use the registry's check.
+// REPLACE WITH THE REGISTRY'S `Master::mark_agent_gone` (branch wt/registry,
+// master/src/failover.rs): a minimal stand-in with the same signature so that
+// MARK_AGENT_GONE works before the durable registry lands. Keep one
+// implementation when merging: delete this block, the `gone_agents` set of
+// `Operator` and the `refuse_gone_agent` call in agent_api.rs (the registry's
+// `register_agent` checks `check_not_gone`), and make `durably` above call
+// `Shared::durably`.
 impl Master {
     /// Marks an agent gone, as Mesos's `markGone`: its live tasks end
     /// TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not

@@ -80,6 +80,8 @@ pub struct Agent {
     pub executor_auth: crate::executor_auth::ExecutorAuth,
     /// Basic authentication of the operator endpoints.
     pub http_auth: crate::http_auth::HttpAuth,
+    /// Fetches `CommandInfo.uris` into sandboxes before launches.
+    pub fetcher: crate::fetcher::Fetcher,
 }
 
 /// On exit (SIGTERM): the bound on destroying the containers of
@@ -198,6 +200,13 @@ impl Agent {
             flags.authenticate_http_readwrite,
             flags.http_credentials.as_deref(),
         )?;
+        let fetcher = crate::fetcher::Fetcher::new(&crate::fetcher::FetcherOptions {
+            cache_dir: flags.fetcher_cache_dir.clone().unwrap_or_else(|| work_dir.join("fetch")),
+            cache_size: flags.fetcher_cache_size,
+            stall_timeout: flags.fetcher_stall_timeout,
+            ca_file: flags.fetcher_ca_file.clone(),
+        })
+        .map_err(anyhow::Error::msg)?;
         let agent = Arc::new_cyclic(|weak: &std::sync::Weak<Agent>| {
             let weak_me = weak.clone();
             let weak = weak.clone();
@@ -232,6 +241,7 @@ impl Agent {
                 session,
                 executor_auth,
                 http_auth,
+                fetcher,
             }
         });
         Ok(agent)
@@ -514,6 +524,20 @@ impl Agent {
                 return;
             }
         };
+        // Mesos's FETCHING: the URIs go into the sandbox before anything runs;
+        // a failed fetch fails the launch, never the task's command.
+        let uris = match kind {
+            ExecutorKind::Command => task.command.as_ref().map(|c| c.uris.clone()).unwrap_or_default(),
+            ExecutorKind::Custom => info.command.as_ref().map(|c| c.uris.clone()).unwrap_or_default(),
+        };
+        if !uris.is_empty() {
+            let disk = crate::translate::resources(&allocated_at_prepare).ok().and_then(|r| r.disk_mb).map(|mb| (mb * 1024.0 * 1024.0) as u64);
+            if let Err(e) = self.fetcher.fetch(&uris, &sandbox, disk).await {
+                tracing::warn!(task = %task_id, error = %e, "fetch failed; the launch fails");
+                self.terminate_without_executor(&key, TaskState::TaskFailed, task_status::Reason::ContainerLaunchFailed, e.to_string()).await;
+                return;
+            }
+        }
         let all_killed = self.state.lock().unwrap().executors.get(&key).is_none_or(|e| e.tasks.iter().all(|t| t.kill_requested));
         if all_killed {
             self.terminate_without_executor(&key, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before it started".to_string()).await;

@@ -157,6 +157,43 @@ pub struct Flags {
     /// (`file://` prefix accepted).
     #[arg(long = "http_credentials")]
     pub http_credentials: Option<String>,
+    /// Directory of the fetcher's cache of `CommandInfo.URI`s with `cache`
+    /// set (default: `<work_dir>/fetch`); emptied when the agent starts.
+    #[arg(long = "fetcher_cache_dir")]
+    pub fetcher_cache_dir: Option<PathBuf>,
+    /// Size of the fetcher's cache, Mesos's byte syntax (`2GB`, `512MB`);
+    /// least recently used entries are evicted beyond it.
+    #[arg(long = "fetcher_cache_size", default_value = "2GB", value_parser = parse_bytes, value_name = "BYTES")]
+    pub fetcher_cache_size: u64,
+    /// A download that receives nothing for this long fails (and so does the launch).
+    #[arg(long = "fetcher_stall_timeout", default_value = "1mins", value_parser = parse_duration, value_name = "DURATION")]
+    pub fetcher_stall_timeout: Duration,
+    /// PEM file of extra CA certificates trusted for the fetcher's `https` URIs.
+    #[arg(long = "fetcher_ca_file")]
+    pub fetcher_ca_file: Option<PathBuf>,
+}
+
+/// Parses a byte size as Mesos's `Bytes` flags: an integer and a unit
+/// (`B`, `KB`, `MB`, `GB`, `TB`; binary multiples), e.g. `2GB` or `1.5GB`.
+pub fn parse_bytes(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("'{value}' is not a size (e.g. 2GB, 512MB)"))?;
+    let scale: u64 = match unit {
+        "B" => 1,
+        "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        "TB" => 1 << 40,
+        "" => return Err(format!("'{value}' has no unit (B, KB, MB, GB or TB)")),
+        other => return Err(format!("unknown unit '{other}' in size '{value}' (B, KB, MB, GB or TB)")),
+    };
+    let bytes = number * scale as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("size '{value}' is too large"));
+    }
+    Ok(bytes as u64)
 }
 
 /// Parses a Mesos boolean flag value.
@@ -254,6 +291,18 @@ fn parse_image_providers(value: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn bytes_parse_like_stout() {
+        assert_eq!(parse_bytes("2GB").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("512MB").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("10B").unwrap(), 10);
+        assert_eq!(parse_bytes("1.5KB").unwrap(), 1536);
+        assert!(parse_bytes("10").unwrap_err().contains("no unit"));
+        assert!(parse_bytes("10XB").unwrap_err().contains("unknown unit"));
+        let flags = Flags::try_parse_from(["mezzo-agent", "--master=m:1"]).unwrap();
+        assert_eq!((flags.fetcher_cache_size, flags.fetcher_stall_timeout), (2 << 30, Duration::from_secs(60)));
+    }
 
     #[test]
     fn durations_parse_like_stout() {

@@ -6,6 +6,7 @@ pub mod backends;
 pub mod checkpoint;
 pub mod containers;
 pub mod executor_auth;
+pub mod fetcher;
 pub mod files;
 pub mod flags;
 pub mod http;

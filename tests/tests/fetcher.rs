@@ -1,0 +1,284 @@
+//! The fetcher end to end, for each containerizer: tasks whose
+//! `CommandInfo.uris` come from a loopback HTTP server the test runs and
+//! from `file://` paths, used by their commands; the cache downloading once
+//! for two tasks; a 404 and a hostile archive failing the launch (TASK_FAILED,
+//! REASON_CONTAINER_LAUNCH_FAILED, never TASK_RUNNING) with the fetcher's
+//! lines in the sandbox's stderr and nothing written outside the sandbox.
+
+use anyhow::{Context, Result};
+use axum::{body::Body, extract::Path as UrlPath, routing::get, Router};
+use mezzo_proto::mesos::v1::command_info::Uri;
+use mezzo_proto::mesos::v1::task_status::Reason;
+use mezzo_proto::mesos::v1::{Offer, TaskInfo, TaskStatus};
+use mezzo_tests::{assert_clean, command_task, states, Cluster, Kind, Scheduler};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A loopback HTTP server serving `files` at `/<name>` (404 otherwise) and
+/// counting requests per name; stopped when dropped.
+struct Server {
+    base: String,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    async fn start(files: HashMap<String, Vec<u8>>) -> Result<Server> {
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (h, files) = (hits.clone(), Arc::new(files));
+        let router = Router::new().route(
+            "/{name}",
+            get(move |UrlPath(name): UrlPath<String>| {
+                let (h, files) = (h.clone(), files.clone());
+                async move {
+                    *h.lock().unwrap().entry(name.clone()).or_default() += 1;
+                    match files.get(&name) {
+                        Some(b) => (axum::http::StatusCode::OK, Body::from(b.clone())),
+                        None => (axum::http::StatusCode::NOT_FOUND, Body::from("not found")),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Server { base, hits, task })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    fn hits(&self, name: &str) -> usize {
+        self.hits.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+}
+
+fn containerizers(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Docker => "docker",
+        _ => "rust",
+    }
+}
+
+/// Whether the test can run here (records the skip when it cannot).
+fn runnable(kind: Kind) -> bool {
+    if !mezzo_testkit::is_root() {
+        mezzo_testkit::skip("needs root");
+        return false;
+    }
+    if kind == Kind::Docker && !mezzo_testkit::docker_available() {
+        mezzo_testkit::skip("needs a running Docker engine");
+        return false;
+    }
+    true
+}
+
+/// A gzipped tar of regular files.
+fn tar_gz(members: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    for (name, body, mode) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(*mode);
+        b.append_data(&mut h, name, *body).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap()
+}
+
+/// A tar whose one member is named `name` as is (`../`, which tar's builder refuses).
+fn hostile_tar(name: &str) -> Vec<u8> {
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(b"evil");
+    out.resize(1024 + 1024, 0);
+    out
+}
+
+fn uri(value: &str) -> Uri {
+    Uri { value: value.into(), ..Default::default() }
+}
+
+fn task_with_uris(offer: &Offer, id: &str, command: &str, kind: Kind, uris: Vec<Uri>) -> TaskInfo {
+    let mut task = command_task(offer, id, command, kind, "busybox", 64.0);
+    task.command.as_mut().expect("a command task").uris = uris;
+    task
+}
+
+/// Reads a sandbox file through the agent's `/files/download`.
+async fn sandbox_file(cluster: &Cluster, sched: &Scheduler, task: &str, file: &str) -> Result<String> {
+    let url = format!(
+        "http://{}/files/download?path=/frameworks/{}/executors/{}/runs/latest/{}",
+        cluster.agent, sched.framework_id.value, task, file
+    );
+    let resp = reqwest::get(url).await?;
+    anyhow::ensure!(resp.status() == 200, "files/download of {task}/{file}: {}", resp.status());
+    Ok(resp.text().await?)
+}
+
+/// Runs one task to its end; offers that come while it runs are kept for
+/// the next task (the harness's `next_update` would drop them).
+async fn run_task(
+    cluster: &Cluster,
+    sched: &mut Scheduler,
+    offers: &mut Vec<Offer>,
+    kind: Kind,
+    id: &str,
+    command: &str,
+    uris: Vec<Uri>,
+) -> Result<Vec<TaskStatus>> {
+    let offer = match offers.pop() {
+        Some(o) => o,
+        None => sched.next_offer(TIMEOUT).await?,
+    };
+    sched.launch(&offer, task_with_uris(&offer, id, command, kind, uris)).await?;
+    let deadline = Instant::now() + TIMEOUT;
+    let mut out = Vec::new();
+    loop {
+        let ev = sched
+            .next_event(deadline.saturating_duration_since(Instant::now()))
+            .await
+            .with_context(|| format!("updates of {id} so far: {:?}; agent log:\n{}", states(&out), cluster.agent_log()))?;
+        if let Some(o) = ev.offers {
+            offers.extend(o.offers);
+        }
+        if let Some(update) = ev.update {
+            sched.acknowledge(&update.status).await?;
+            if update.status.task_id.value == id {
+                let terminal = update.status.state().is_terminal();
+                out.push(update.status);
+                if terminal {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}
+
+/// A job whose script (http, executable), tarball (http, extracted), renamed
+/// file (http, output_file) and helper (file://) are all used by its
+/// command; a second task with the same cached URI is served from the cache.
+async fn fetched_artifacts_are_used_by_the_command(kind: Kind) -> Result<()> {
+    if !runnable(kind) {
+        return Ok(());
+    }
+    let job = b"#!/bin/sh\nset -e\necho \"script ran\"\ncat data/payload.txt\ncat renamed.txt\n./helper.sh\n".to_vec();
+    let bundle = tar_gz(&[("data/payload.txt", b"payload from the tarball\n", 0o644)]);
+    let srv = Server::start(HashMap::from([
+        ("job.sh".to_string(), job),
+        ("bundle.tar.gz".to_string(), bundle),
+        ("original-name.txt".to_string(), b"renamed file\n".to_vec()),
+    ]))
+    .await?;
+    let local = tempfile::tempdir()?;
+    let helper = local.path().join("helper.sh");
+    std::fs::File::create(&helper)?.write_all(b"#!/bin/sh\necho \"helper from file://\"\n")?;
+
+    let mut cluster = Cluster::start(containerizers(kind)).await?;
+    let mut sched = Scheduler::subscribe(&cluster.master, "fetcher").await?;
+    let mut offers = Vec::new();
+    let uris = |cache: bool| {
+        vec![
+            Uri { executable: Some(true), ..uri(&srv.url("job.sh")) },
+            Uri { cache: Some(cache), ..uri(&srv.url("bundle.tar.gz")) },
+            Uri { output_file: Some("renamed.txt".into()), ..uri(&srv.url("original-name.txt")) },
+            Uri { executable: Some(true), ..uri(&format!("file://{}", helper.display())) },
+        ]
+    };
+    let command = "cd \"$MESOS_SANDBOX\" && ./job.sh";
+    let first = run_task(&cluster, &mut sched, &mut offers, kind, "fetch-job", command, uris(true)).await;
+    let second = match &first {
+        Ok(_) => Some(run_task(&cluster, &mut sched, &mut offers, kind, "fetch-job-2", command, uris(true)).await),
+        Err(_) => None,
+    };
+    let stdout = sandbox_file(&cluster, &sched, "fetch-job", "stdout").await;
+    let stderr = sandbox_file(&cluster, &sched, "fetch-job", "stderr").await;
+    sched.teardown().await.ok();
+    cluster.stop();
+    assert_clean(&cluster);
+
+    let updates = first?;
+    let (stdout, stderr) = (stdout?, stderr?);
+    assert_eq!(states(&updates), ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(stdout, "script ran\npayload from the tarball\nrenamed file\nhelper from file://\n");
+    assert!(stderr.contains(&format!("Fetching URI '{}'", srv.url("job.sh"))), "stderr: {stderr}");
+    assert!(stderr.contains("Successfully fetched all URIs"), "stderr: {stderr}");
+    let second = second.expect("ran")?;
+    assert_eq!(states(&second).last(), Some(&"TASK_FINISHED"));
+    assert_eq!(srv.hits("bundle.tar.gz"), 1, "the cached tarball is downloaded once for two tasks");
+    assert_eq!(srv.hits("job.sh"), 2, "uncached URIs are downloaded for each task");
+    Ok(())
+}
+
+/// A 404 and a hostile archive each fail the launch: TASK_FAILED with
+/// REASON_CONTAINER_LAUNCH_FAILED and no TASK_RUNNING, a message naming the
+/// URI and the cause, the fetcher's lines in the sandbox's stderr, and
+/// nothing written outside the sandbox.
+async fn failed_fetches_fail_the_launch(kind: Kind) -> Result<()> {
+    if !runnable(kind) {
+        return Ok(());
+    }
+    let srv = Server::start(HashMap::from([("evil.tar".to_string(), hostile_tar("../../../../../../../../escaped-by-fetch"))])).await?;
+    let mut cluster = Cluster::start(containerizers(kind)).await?;
+    let mut sched = Scheduler::subscribe(&cluster.master, "fetcher").await?;
+    let mut offers = Vec::new();
+    let missing = srv.url("missing.sh");
+    let not_found = run_task(&cluster, &mut sched, &mut offers, kind, "fetch-404", "./missing.sh", vec![uri(&missing)]).await;
+    let stderr = sandbox_file(&cluster, &sched, "fetch-404", "stderr").await;
+    let evil = srv.url("evil.tar");
+    let hostile = run_task(&cluster, &mut sched, &mut offers, kind, "fetch-evil", "true", vec![uri(&evil)]).await;
+    // Eight levels up from the sandbox is the agent's work dir.
+    let escaped = cluster.agent_work_dir().join("escaped-by-fetch").exists();
+    sched.teardown().await.ok();
+    cluster.stop();
+    assert_clean(&cluster);
+
+    for (updates, uri, cause) in [(not_found?, &missing, "404"), (hostile?, &evil, "escapes the sandbox")] {
+        assert_eq!(states(&updates), ["TASK_FAILED"], "{uri}: only TASK_FAILED, never TASK_RUNNING");
+        let last = updates.last().unwrap();
+        assert_eq!(last.reason(), Reason::ContainerLaunchFailed);
+        let msg = last.message.clone().unwrap_or_default();
+        assert!(msg.contains(uri.as_str()) && msg.contains(cause), "message: {msg}");
+    }
+    let stderr = stderr?;
+    assert!(stderr.contains(&format!("Fetching URI '{missing}'")), "stderr: {stderr}");
+    assert!(stderr.contains(&format!("Failed to fetch '{missing}'")) && stderr.contains("404"), "stderr: {stderr}");
+    assert!(!escaped, "the hostile archive wrote outside the sandbox");
+    Ok(())
+}
+
+macro_rules! per_containerizer {
+    ($($name:ident),* $(,)?) => {
+        mod rust_with_image {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Mesos).await } )*
+        }
+        mod rust_without_image {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::MesosNoImage).await } )*
+        }
+        mod docker {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Docker).await } )*
+        }
+    };
+}
+
+per_containerizer!(fetched_artifacts_are_used_by_the_command, failed_fetches_fail_the_launch);

@@ -532,7 +532,24 @@ impl Agent {
         };
         if !uris.is_empty() {
             let disk = crate::translate::resources(&allocated_at_prepare).ok().and_then(|r| r.disk_mb).map(|mb| (mb * 1024.0 * 1024.0) as u64);
-            if let Err(e) = self.fetcher.fetch(&uris, &sandbox, disk).await {
+            // A kill while fetching ends the fetch (Mesos destroys the container while FETCHING).
+            let killed = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if self.state.lock().unwrap().executors.get(&key).is_none_or(|e| e.tasks.iter().all(|t| t.kill_requested)) {
+                        return;
+                    }
+                }
+            };
+            let fetched = tokio::select! {
+                r = self.fetcher.fetch(&uris, &sandbox, disk) => r,
+                () = killed => {
+                    let msg = "task killed while its URIs were being fetched".to_string();
+                    self.terminate_without_executor(&key, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, msg).await;
+                    return;
+                }
+            };
+            if let Err(e) = fetched {
                 tracing::warn!(task = %task_id, error = %e, "fetch failed; the launch fails");
                 self.terminate_without_executor(&key, TaskState::TaskFailed, task_status::Reason::ContainerLaunchFailed, e.to_string()).await;
                 return;

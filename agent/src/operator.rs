@@ -278,6 +278,9 @@ fn flags(agent: &Agent) -> Vec<Flag> {
         ("executor_shutdown_grace_period", Some(format_duration(f.executor_shutdown_grace_period))),
         ("recover", Some(enum_name(&f.recover))),
         ("strict", Some(f.strict.to_string())),
+        ("fetcher_cache_dir", Some(f.fetcher_cache_dir.clone().unwrap_or_else(|| agent.work_dir.join("fetch")).display().to_string())),
+        ("fetcher_cache_size", Some(crate::fetcher::show_bytes(f.fetcher_cache_size))),
+        ("fetcher_stall_timeout", Some(format_duration(f.fetcher_stall_timeout))),
     ];
     out.retain(|(_, v)| v.is_some());
     out.into_iter().map(|(name, value)| Flag { name: name.to_string(), value }).collect()

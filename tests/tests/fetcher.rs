@@ -36,7 +36,17 @@ impl Server {
     async fn start(files: HashMap<String, Vec<u8>>) -> Result<Server> {
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let (h, files) = (hits.clone(), Arc::new(files));
-        let router = Router::new().route(
+        let stalls = hits.clone();
+        let router = Router::new()
+            .route(
+                "/stall/forever",
+                get(move || async move {
+                    *stalls.lock().unwrap().entry("forever".to_string()).or_default() += 1;
+                    let head = futures::stream::once(async { Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"abc")) });
+                    Body::from_stream(futures::StreamExt::chain(head, futures::stream::pending()))
+                }),
+            )
+            .route(
             "/{name}",
             get(move |UrlPath(name): UrlPath<String>| {
                 let (h, files) = (h.clone(), files.clone());
@@ -264,6 +274,79 @@ async fn failed_fetches_fail_the_launch(kind: Kind) -> Result<()> {
     Ok(())
 }
 
+/// A task killed while its URI is still downloading ends TASK_KILLED
+/// (REASON_TASK_KILLED_DURING_LAUNCH) at once, never having run.
+async fn a_kill_while_fetching_ends_the_launch(kind: Kind) -> Result<()> {
+    if !runnable(kind) {
+        return Ok(());
+    }
+    let srv = Server::start(HashMap::new()).await?;
+    let mut cluster = Cluster::start(containerizers(kind)).await?;
+    let mut sched = Scheduler::subscribe(&cluster.master, "fetcher").await?;
+    let result = async {
+        let offer = sched.next_offer(TIMEOUT).await?;
+        sched.launch(&offer, task_with_uris(&offer, "fetch-kill", "true", kind, vec![uri(&format!("{}/stall/forever", srv.base))])).await?;
+        // The download has started (and stalls: the stall timeout is a minute).
+        mezzo_tests::wait_until("the download started", TIMEOUT, || srv.hits("forever") > 0).await?;
+        let asked = Instant::now();
+        sched.kill("fetch-kill", Some(offer.agent_id.clone())).await?;
+        let updates = sched.updates_until_terminal("fetch-kill", TIMEOUT).await?;
+        Ok::<_, anyhow::Error>((updates, asked.elapsed()))
+    }
+    .await;
+    sched.teardown().await.ok();
+    cluster.stop();
+    assert_clean(&cluster);
+    let (updates, took) = result?;
+    assert_eq!(states(&updates), ["TASK_KILLED"]);
+    assert_eq!(updates[0].reason(), Reason::TaskKilledDuringLaunch);
+    assert!(took < Duration::from_secs(10), "the kill took {took:?}");
+    Ok(())
+}
+
+/// A custom executor's own URIs are fetched into its sandbox before it
+/// starts; one that cannot be fetched fails its task's launch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_executor_uris_are_fetched_before_it_starts() -> Result<()> {
+    if !runnable(Kind::MesosNoImage) {
+        return Ok(());
+    }
+    use mezzo_tests::{executor_task, test_executor_info, ExecutorContainer};
+    let srv = Server::start(HashMap::from([("executor-conf.txt".to_string(), b"executor configuration".to_vec())])).await?;
+    let mut cluster = Cluster::start("rust").await?;
+    let mut sched = Scheduler::subscribe(&cluster.master, "fetcher").await?;
+    let result = async {
+        let mut good = test_executor_info("fetching-executor", ExecutorContainer::Host, 32.0, &[]);
+        good.command.as_mut().expect("command").uris = vec![uri(&srv.url("executor-conf.txt"))];
+        let offer = sched.next_offer(TIMEOUT).await?;
+        sched.launch(&offer, executor_task(&offer, "exec-task", &good, "run 0", 32.0)).await?;
+        let ok = sched.updates_until_terminal("exec-task", TIMEOUT).await?;
+        let url = format!(
+            "http://{}/files/download?path=/frameworks/{}/executors/fetching-executor/runs/latest/executor-conf.txt",
+            cluster.agent, sched.framework_id.value
+        );
+        let fetched = reqwest::get(url).await?.text().await?;
+        let mut bad = test_executor_info("broken-executor", ExecutorContainer::Host, 32.0, &[]);
+        bad.command.as_mut().expect("command").uris = vec![uri(&srv.url("no-such-executor-file"))];
+        let offer = sched.next_offer(TIMEOUT).await?;
+        sched.launch(&offer, executor_task(&offer, "broken-task", &bad, "run 0", 32.0)).await?;
+        let failed = sched.updates_until_terminal("broken-task", TIMEOUT).await?;
+        Ok::<_, anyhow::Error>((ok, fetched, failed))
+    }
+    .await;
+    let log = cluster.agent_log();
+    sched.teardown().await.ok();
+    cluster.stop();
+    assert_clean(&cluster);
+    let (ok, fetched, failed) = result.with_context(|| format!("agent log:\n{log}"))?;
+    assert_eq!(states(&ok).last(), Some(&"TASK_FINISHED"), "{ok:?}");
+    assert_eq!(fetched, "executor configuration");
+    assert_eq!(states(&failed), ["TASK_FAILED"]);
+    assert_eq!(failed[0].reason(), Reason::ContainerLaunchFailed);
+    assert!(failed[0].message().contains("no-such-executor-file") && failed[0].message().contains("404"), "{:?}", failed[0].message);
+    Ok(())
+}
+
 macro_rules! per_containerizer {
     ($($name:ident),* $(,)?) => {
         mod rust_with_image {
@@ -281,4 +364,4 @@ macro_rules! per_containerizer {
     };
 }
 
-per_containerizer!(fetched_artifacts_are_used_by_the_command, failed_fetches_fail_the_launch);
+per_containerizer!(fetched_artifacts_are_used_by_the_command, failed_fetches_fail_the_launch, a_kill_while_fetching_ends_the_launch);

@@ -24,7 +24,8 @@
 # Then mezzo-bench (bench/), side by side with its peers in the same run:
 # rust_launch_true (crun; runc as rust_launch_true_vs_runc), rust_launch_1000,
 # docker_launch_true (docker run), image_warm_provision_{1,5,20},
-# image_cold_pull (skopeo; docker pull as image_cold_pull_vs_docker).
+# image_cold_pull (skopeo; docker pull as image_cold_pull_vs_docker),
+# fetch_cold (the agent's fetcher, 50 MB over loopback HTTP; curl -o) and fetch_cached.
 #
 # master_offer_cycle_10k / master_launch_rate: a master alone with 10,000
 # simulated agents registered through the agent protocol by a load generator
@@ -35,7 +36,7 @@
 # exit runs, 10), MEZZO_BENCH_LAUNCH_RUNS (30), MEZZO_BENCH_PULL_RUNS (9),
 # MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY (comma separated: cluster =
 # accept_to_running_*, kill = kill_to_killed_rust and exit_to_failed_rust,
-# overhead = task_overhead_*, master = master_*, and the mezzo-bench groups provision,rust,many,docker,pull; empty = all).
+# overhead = task_overhead_*, master = master_*, and the mezzo-bench groups provision,rust,many,docker,pull,fetch; empty = all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${MEZZO_BENCH_RUNS:-20}
@@ -48,7 +49,7 @@ rm -f "$out/cluster-samples.txt" "$out/mezzo-bench.json" "$out/overhead.json" "$
 # MEZZO_BENCH_ONLY: which parts run (empty = all).
 wants() { [ -z "${MEZZO_BENCH_ONLY:-}" ] || [[ ",$MEZZO_BENCH_ONLY," == *",$1,"* ]]; }
 bench_groups=()
-for g in provision rust many docker pull; do wants "$g" && bench_groups+=("$g"); done
+for g in provision rust many docker pull fetch; do wants "$g" && bench_groups+=("$g"); done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # 1. Through a cluster: ACCEPT to TASK_RUNNING; KILL to TASK_KILLED; exit to TASK_FAILED.

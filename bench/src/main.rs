@@ -7,6 +7,7 @@
 //! * `docker_launch_true` (peer `docker run`)
 //! * `image_warm_provision_{1,5,20}`
 //! * `image_cold_pull` (peer skopeo), `image_cold_pull_vs_docker`
+//! * `fetch_cold` (peer `curl -o`), `fetch_cached`
 //!
 //! Runs as root. The whole process lives in a private mount namespace with
 //! the cgroup2 mount removed (crun refuses hybrid hosts otherwise), so every
@@ -14,6 +15,7 @@
 //! starts are removed by guards.
 
 mod docker_launch;
+mod fetch;
 mod provision;
 mod pull;
 mod report;
@@ -27,7 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Groups of benchmarks, for `--only`.
-const GROUPS: [&str; 5] = ["provision", "rust", "many", "docker", "pull"];
+const GROUPS: [&str; 6] = ["provision", "rust", "many", "docker", "pull", "fetch"];
 
 /// Launch, provisioning and pull latency of mezzo against crun, runc, docker and skopeo.
 #[derive(Parser, Debug)]
@@ -60,7 +62,7 @@ struct Args {
     /// Parent of the scratch directory.
     #[arg(long, default_value = "/tmp")]
     scratch: PathBuf,
-    /// Run only these groups (provision, rust, many, docker, pull), comma separated.
+    /// Run only these groups (provision, rust, many, docker, pull, fetch), comma separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Also print a table of the entries on stdout.
@@ -169,6 +171,10 @@ async fn run_all(args: &Args) -> Result<(Vec<Entry>, Vec<String>)> {
     if want("pull") {
         eprintln!("== image_cold_pull vs skopeo, docker pull ({} runs)", args.pull_runs);
         record("pull", pull::cold_pull(&work, args.pull_runs, 1.min(args.warmup)).await);
+    }
+    if want("fetch") {
+        eprintln!("== fetch_cold vs curl -o, fetch_cached ({} runs)", args.runs);
+        record("fetch", fetch::fetch(&work, args.runs, args.warmup).await);
     }
     if let Err(e) = nix::mount::umount2(&fast, nix::mount::MntFlags::MNT_DETACH) {
         tracing::warn!(error = %e, "unmount the bench tmpfs");

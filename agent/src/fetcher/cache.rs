@@ -123,10 +123,12 @@ impl Cache {
             slot.last_used = tick;
             slot.lock.clone()
         };
-        let entry = |hit| Entry {
+        // Made now, so that the slot is released (users - 1) however this
+        // ends, a cancelled download included.
+        let mut held = Entry {
             key: key.to_string(),
             path: self.dir.join(key),
-            hit,
+            hit: false,
             state: self.state.clone(),
             dir: self.dir.clone(),
             capacity: self.capacity,
@@ -134,15 +136,14 @@ impl Cache {
         let _downloading = lock.lock().await;
         let ready = self.state.lock().unwrap().slots.get(key).is_some_and(|s| s.size.is_some());
         if ready {
-            return Ok(entry(true));
+            held.hit = true;
+            return Ok(held);
         }
         let tmp = self.dir.join(format!("{key}.tmp"));
         let result = download(tmp.clone()).await.and_then(|size| {
             std::fs::rename(&tmp, self.dir.join(key)).map_err(|e| format!("cannot store the download in the cache: {e}"))?;
             Ok(size)
         });
-        // The Entry made now releases the slot (users - 1) when dropped.
-        let held = entry(false);
         match result {
             Ok(size) => {
                 let mut st = self.state.lock().unwrap();

@@ -384,6 +384,22 @@ async fn the_cache_downloads_once_and_evicts_the_least_recently_used() {
 }
 
 #[tokio::test]
+async fn a_cancelled_cached_download_leaves_the_entry_evictable() {
+    let files = HashMap::from([("x".to_string(), vec![1u8; 2000]), ("y".to_string(), vec![2u8; 2000]), ("z".to_string(), vec![3u8; 2000])]);
+    let srv = Server::start(files, Duration::from_millis(300)).await;
+    let s = setup_with(4500, Duration::from_secs(10));
+    let cached = |name: &str| Uri { cache: Some(true), ..uri(&srv.url(name)) };
+    // Cancelled while the response is delayed (as a kill during the fetch does).
+    assert!(tokio::time::timeout(Duration::from_millis(100), s.fetch(&[cached("x")])).await.is_err());
+    s.fetch(&[cached("x")]).await.unwrap();
+    s.fetch(&[cached("y")]).await.unwrap();
+    s.fetch(&[cached("z")]).await.unwrap();
+    assert!(s.fetcher.cache().size() <= 4500, "x, the least recently used, was evicted");
+    s.fetch(&[cached("x")]).await.unwrap();
+    assert_eq!(srv.hits("x"), 3, "x was downloaded again after its eviction");
+}
+
+#[tokio::test]
 async fn a_stalled_download_fails_after_the_stall_timeout() {
     let s = setup_with(1 << 20, Duration::from_millis(300));
     let srv = Server::start(HashMap::new(), Duration::ZERO).await;

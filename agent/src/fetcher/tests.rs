@@ -449,3 +449,73 @@ async fn files_belong_to_the_sandbox_owner() {
     let err = s.fetch(&[uri(&secret)]).await.unwrap_err();
     assert!(err.to_string().contains("not readable by the task's user"), "{err}");
 }
+
+/// A loopback HTTPS server (certificate for 127.0.0.1 from a CA of the
+/// test's own) answering every request with `body`; the CA's PEM path.
+async fn https_server(dir: &Path, body: &'static [u8]) -> (String, PathBuf, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "mezzo fetcher test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.write_all(body).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (base, ca_file, task)
+}
+
+#[tokio::test]
+async fn https_with_the_fetcher_ca_file() {
+    let s = setup();
+    let (base, ca_file, server) = https_server(&s.outside, b"over tls").await;
+    let url = format!("{base}/secure.txt");
+    // Without the CA: the certificate is not trusted, and the message says so.
+    let err = s.fetch(&[uri(&url)]).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    let trusting = Fetcher::new(&FetcherOptions {
+        cache_dir: s.outside.join("cache"),
+        cache_size: 1 << 20,
+        stall_timeout: Duration::from_secs(10),
+        ca_file: Some(ca_file.clone()),
+    })
+    .unwrap();
+    trusting.fetch(&[uri(&url)], &s.sandbox, None).await.unwrap();
+    assert_eq!(s.read("secure.txt"), "over tls");
+    // A CA file that holds no certificate is refused when the agent starts.
+    std::fs::write(&ca_file, "not a certificate").unwrap();
+    let bad = Fetcher::new(&FetcherOptions { cache_dir: s.outside.join("cache"), cache_size: 1, stall_timeout: Duration::from_secs(1), ca_file: Some(ca_file) });
+    assert!(bad.unwrap_err().contains("--fetcher_ca_file"));
+    server.abort();
+}

@@ -245,7 +245,11 @@ async fn failed_fetches_fail_the_launch(kind: Kind) -> Result<()> {
     if !runnable(kind) {
         return Ok(());
     }
-    let srv = Server::start(HashMap::from([("evil.tar".to_string(), hostile_tar("../../../../../../../../escaped-by-fetch"))])).await?;
+    let srv = Server::start(HashMap::from([
+        ("evil.tar".to_string(), hostile_tar("../../../../../../../../escaped-by-fetch")),
+        ("big.bin".to_string(), vec![0u8; 3 << 20]),
+    ]))
+    .await?;
     let mut cluster = Cluster::start(containerizers(kind)).await?;
     let mut sched = Scheduler::subscribe(&cluster.master, "fetcher").await?;
     let mut offers = Vec::new();
@@ -254,13 +258,26 @@ async fn failed_fetches_fail_the_launch(kind: Kind) -> Result<()> {
     let stderr = sandbox_file(&cluster, &sched, "fetch-404", "stderr").await;
     let evil = srv.url("evil.tar");
     let hostile = run_task(&cluster, &mut sched, &mut offers, kind, "fetch-evil", "true", vec![uri(&evil)]).await;
+    // A task with 2 MB of disk cannot fetch 3 MB.
+    let big = srv.url("big.bin");
+    let too_big = async {
+        let offer = match offers.pop() {
+            Some(o) => o,
+            None => sched.next_offer(TIMEOUT).await?,
+        };
+        let mut task = task_with_uris(&offer, "fetch-big", "true", kind, vec![uri(&big)]);
+        task.resources.push(mezzo_tests::scalar("disk", 2.0));
+        sched.launch(&offer, task).await?;
+        sched.updates_until_terminal("fetch-big", TIMEOUT).await
+    }
+    .await;
     // Eight levels up from the sandbox is the agent's work dir.
     let escaped = cluster.agent_work_dir().join("escaped-by-fetch").exists();
     sched.teardown().await.ok();
     cluster.stop();
     assert_clean(&cluster);
 
-    for (updates, uri, cause) in [(not_found?, &missing, "404"), (hostile?, &evil, "escapes the sandbox")] {
+    for (updates, uri, cause) in [(not_found?, &missing, "404"), (hostile?, &evil, "escapes the sandbox"), (too_big?, &big, "the task's disk limit of 2MB")] {
         assert_eq!(states(&updates), ["TASK_FAILED"], "{uri}: only TASK_FAILED, never TASK_RUNNING");
         let last = updates.last().unwrap();
         assert_eq!(last.reason(), Reason::ContainerLaunchFailed);

@@ -321,6 +321,40 @@ async fn a_kill_while_fetching_ends_the_launch(kind: Kind) -> Result<()> {
     Ok(())
 }
 
+/// With `CommandInfo.user` (busybox's `nobody`) the sandbox and what is
+/// fetched into it (downloaded and extracted) belong to that user, who can
+/// write them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_files_belong_to_the_task_user() -> Result<()> {
+    if !runnable(Kind::Mesos) {
+        return Ok(());
+    }
+    let bundle = tar_gz(&[("data/payload.txt", b"payload\n", 0o644)]);
+    let srv = Server::start(HashMap::from([("bundle.tar.gz".to_string(), bundle), ("conf.txt".to_string(), b"conf\n".to_vec())])).await?;
+    let mut cluster = Cluster::start("rust").await?;
+    let mut sched = Scheduler::subscribe(&cluster.master, "fetcher").await?;
+    let command = "cd \"$MESOS_SANDBOX\" && for f in conf.txt bundle.tar.gz data data/payload.txt; do \
+                   [ \"$(stat -c %u $f)\" = \"$(id -u)\" ] || { echo \"$f is not mine\"; exit 3; }; done && \
+                   echo more >> data/payload.txt && id -un";
+    let result = async {
+        let offer = sched.next_offer(TIMEOUT).await?;
+        let mut task = task_with_uris(&offer, "fetch-user", command, Kind::Mesos, vec![uri(&srv.url("conf.txt")), uri(&srv.url("bundle.tar.gz"))]);
+        task.command.as_mut().expect("command").user = Some("nobody".into());
+        sched.launch(&offer, task).await?;
+        sched.updates_until_terminal("fetch-user", TIMEOUT).await
+    }
+    .await;
+    let stdout = sandbox_file(&cluster, &sched, "fetch-user", "stdout").await;
+    sched.teardown().await.ok();
+    cluster.stop();
+    assert_clean(&cluster);
+    let updates = result?;
+    let stdout = stdout?;
+    assert_eq!(states(&updates).last(), Some(&"TASK_FINISHED"), "stdout: {stdout}; {updates:?}");
+    assert_eq!(stdout, "nobody\n");
+    Ok(())
+}
+
 /// A custom executor's own URIs are fetched into its sandbox before it
 /// starts; one that cannot be fetched fails its task's launch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

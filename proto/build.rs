@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/mesos/v1/agent/agent.proto",
     "proto/mesos/v1/master/master.proto",
     "proto/mezzo/agent.proto",
+    "proto/mezzo/registry.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,7 +11,9 @@
 use crate::agent::Agent;
 use anyhow::Context;
 use mezzo_master::credentials::{bearer_token, constant_time_eq, random_token};
-use mezzo_proto::mezzo::agent::{AgentRegistered, Ping, RegisterAgent, ReportedTask};
+use mezzo_proto::mesos::v1::{FrameworkId, FrameworkInfo};
+use mezzo_proto::mezzo::agent::{AgentRegistered, CompletedFramework, Ping, RegisterAgent, ReportedTask};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -180,7 +182,7 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
 }
 
 async fn register(agent: &Agent) -> Result<AgentRegistered, PostError> {
-    let (tasks, frameworks, executors) = report(agent);
+    let Report { tasks, frameworks, executors, completed_frameworks } = report(agent);
     let credential = agent.flags.credential.as_ref();
     let msg = RegisterAgent {
         agent_info: agent.info(),
@@ -193,26 +195,33 @@ async fn register(agent: &Agent) -> Result<AgentRegistered, PostError> {
         tasks,
         frameworks,
         executors,
+        completed_frameworks,
     };
     let (_, body) = post(&agent.http, &agent.flags.master, "/mezzo/v1/agent/register", &msg, None).await?;
     mezzo_proto::from_protobuf::<AgentRegistered>(&body).map_err(|e| PostError { status: None, message: e.to_string() })
 }
 
-/// The tasks this agent runs, with their latest state, their frameworks
-/// and the custom executors that run them.
-fn report(agent: &Agent) -> (Vec<ReportedTask>, Vec<mezzo_proto::mesos::v1::FrameworkInfo>, Vec<mezzo_proto::mesos::v1::ExecutorInfo>) {
+/// What an agent reports when it (re-)registers, as Mesos's ReregisterSlaveMessage.
+struct Report {
+    tasks: Vec<ReportedTask>,
+    frameworks: Vec<FrameworkInfo>,
+    executors: Vec<mezzo_proto::mesos::v1::ExecutorInfo>,
+    completed_frameworks: Vec<CompletedFramework>,
+}
+
+/// The tasks this agent runs, with their latest state and their updates the
+/// scheduler has not acknowledged, their frameworks, the custom executors
+/// that run them, and the frameworks whose executors all ended here with
+/// their completed tasks.
+fn report(agent: &Agent) -> Report {
     let state = agent.state.lock().unwrap();
-    let tasks: Vec<ReportedTask> = state
-        .executors
-        .values()
-        .flat_map(|ex| {
-            ex.tasks.iter().map(|t| ReportedTask {
-                framework_id: mezzo_proto::mesos::v1::FrameworkId { value: ex.framework_id.clone() },
-                task: t.info.clone(),
-                state: Some(t.state as i32),
-            })
-        })
-        .collect();
+    let reported = |framework_id: &str, t: &crate::executor::Task| ReportedTask {
+        framework_id: FrameworkId { value: framework_id.to_string() },
+        task: t.info.clone(),
+        state: Some(t.state as i32),
+        unacknowledged_updates: agent.updates.pending_of(framework_id, t.id()),
+    };
+    let tasks: Vec<ReportedTask> = state.executors.values().flat_map(|ex| ex.tasks.iter().map(|t| reported(&ex.framework_id, t))).collect();
     let executors = state.executors.values().filter(|ex| ex.kind == crate::executor::ExecutorKind::Custom).map(|ex| ex.info.clone()).collect();
     let frameworks = state
         .frameworks
@@ -220,5 +229,14 @@ fn report(agent: &Agent) -> (Vec<ReportedTask>, Vec<mezzo_proto::mesos::v1::Fram
         .filter(|(id, _)| tasks.iter().any(|t| &t.framework_id.value == *id))
         .map(|(_, info)| info.clone())
         .collect();
-    (tasks, frameworks, executors)
+    let mut completed: BTreeMap<&str, CompletedFramework> = BTreeMap::new();
+    for ex in &state.completed {
+        if state.executors.keys().any(|(f, _)| f == &ex.framework_id) {
+            continue;
+        }
+        let Some(info) = state.frameworks.get(&ex.framework_id) else { continue };
+        let entry = completed.entry(&ex.framework_id).or_insert_with(|| CompletedFramework { info: info.clone(), tasks: Vec::new() });
+        entry.tasks.extend(ex.tasks.iter().map(|t| reported(&ex.framework_id, t)));
+    }
+    Report { tasks, frameworks, executors, completed_frameworks: completed.into_values().collect() }
 }

@@ -163,6 +163,16 @@ impl StatusUpdateManager {
             .is_some_and(|s| !s.pending.is_empty())
     }
 
+    /// The task's updates not yet acknowledged, oldest first.
+    pub fn pending_of(&self, framework_id: &str, task_id: &str) -> Vec<TaskStatus> {
+        self.streams
+            .lock()
+            .unwrap()
+            .get(&(framework_id.to_string(), task_id.to_string()))
+            .map(|s| s.pending.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Number of updates not yet acknowledged, over all tasks.
     pub fn pending(&self) -> usize {
         self.streams.lock().unwrap().values().map(|s| s.pending.len()).sum()

@@ -187,7 +187,7 @@ async fn an_undeliverable_launch_ends_task_dropped_for_partition_aware_framework
 }
 
 fn reported(fid: &str, t: mezzo_proto::mesos::v1::TaskInfo, state: TaskState) -> ReportedTask {
-    ReportedTask { framework_id: FrameworkId { value: fid.into() }, task: t, state: Some(state as i32) }
+    ReportedTask { framework_id: FrameworkId { value: fid.into() }, task: t, state: Some(state as i32), ..Default::default() }
 }
 
 #[tokio::test]

@@ -392,7 +392,7 @@ async fn a_task_with_another_executor_info_under_a_running_executor_id_is_invali
 }
 
 fn reported(fid: &str, t: TaskInfo, state: TaskState) -> ReportedTask {
-    ReportedTask { framework_id: FrameworkId { value: fid.into() }, task: t, state: Some(state as i32) }
+    ReportedTask { framework_id: FrameworkId { value: fid.into() }, task: t, state: Some(state as i32), ..Default::default() }
 }
 
 #[tokio::test]

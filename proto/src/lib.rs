@@ -68,6 +68,12 @@ pub mod mezzo {
         #![allow(clippy::all, missing_docs, rustdoc::all)]
         include!(concat!(env!("OUT_DIR"), "/mezzo.agent.rs"));
     }
+
+    /// The master's registry records, package `mezzo.registry`.
+    pub mod registry {
+        #![allow(clippy::all, missing_docs, rustdoc::all)]
+        include!(concat!(env!("OUT_DIR"), "/mezzo.registry.rs"));
+    }
 }
 
 /// A new random (version 4) UUID as its 16 raw bytes, as Mesos puts it in

@@ -50,12 +50,12 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 /// `POST /mezzo/v1/agent/register` -> 200 `AgentRegistered`; 401/403 when
 /// the agent does not prove who it is.
 pub(crate) async fn register(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let result = decode::<RegisterAgent>(&headers, &body).and_then(|(req, ct)| {
-        let mut master = shared.lock();
-        master.refuse_gone_agent(&req)?;
-        let reply = master.register_agent(req)?;
-        Ok((ct, reply))
-    });
+    // The answer goes out once the registry has the agent (Mesos's
+    // admission awaits the registrar).
+    let result = match decode::<RegisterAgent>(&headers, &body) {
+        Ok((req, ct)) => shared.durably(|master| master.register_agent(req)).await.map(|reply| (ct, reply)),
+        Err(e) => Err(e),
+    };
     match result {
         Ok((ct, reply)) => (
             StatusCode::OK,

@@ -4,8 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use mezzo_proto::mesos::v1::scheduler::{event, Event};
-use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, FrameworkInfo, TaskState};
+use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, FrameworkInfo, TaskState, TimeInfo};
 use mezzo_proto::mezzo::agent::{master_to_agent, AgentRegistered, MasterToAgent, RegisterAgent, ShutdownFramework};
 
 use crate::agent_link::{AgentLink, LinkReport, LinkTarget};
@@ -77,6 +76,9 @@ impl Master {
                 )));
             }
         }
+        if let Some(id) = &requested {
+            self.check_not_gone(id)?;
+        }
         let id = match requested {
             Some(id) => id,
             None => {
@@ -96,7 +98,11 @@ impl Master {
         let master_token = random_token();
         let token_hash = secret_hash(&master_token);
         let mut previous = self.agents.remove(&id);
-        let known = previous.is_some();
+        // Back after a master failover, or after being marked unreachable.
+        let was_recovered = self.recovered_agents.remove(&id).is_some();
+        let was_unreachable = self.unreachable_agents.remove(&id).is_some();
+        let was_registered = previous.is_some();
+        let known = was_registered || was_unreachable;
         let known_executors = previous.as_mut().map(|a| std::mem::take(&mut a.executors)).unwrap_or_default();
         let link = match previous {
             Some(old) => {
@@ -110,6 +116,11 @@ impl Master {
                     tracing::info!(agent_id = %id, endpoint = %req.endpoint, old = %old.endpoint, "agent re-registered from a new endpoint");
                     None
                 }
+            }
+            None if was_recovered || was_unreachable => {
+                tracing::info!(agent_id = %id, endpoint = %req.endpoint, was_unreachable, "agent re-registered");
+                self.counters.agent_reregistrations += 1;
+                None
             }
             None => {
                 self.counters.agent_registrations += 1;
@@ -131,6 +142,7 @@ impl Master {
             )
         });
         let mut shutdown = self.reconcile_reported_tasks(&id, &req, known);
+        self.add_completed_frameworks(&id, &req);
         let executors = self.reconcile_reported_executors(&id, &req, known_executors, &mut shutdown);
         for fid in shutdown {
             tracing::info!(agent_id = %id, framework_id = %fid, "agent runs tasks of a removed framework: shutting it down");
@@ -171,9 +183,16 @@ impl Master {
                 token_hash,
             },
         );
-        if !known { self.operator.agent_added(&self.agents[&id]); }
+        if !was_registered {
+            self.operator.agent_added(&self.agents[&id]);
+        }
+        // Admitted: the registry keeps it (and the hash of its secret, so
+        // that nobody else takes its id after a failover).
+        if let Some(record) = self.agent_record(&id) {
+            self.registrar.put_agent(&record);
+        }
         self.wake_allocator();
-        // Agents ping three times per timeout, so one lost ping is harmless.
+        // Agents ping three times per ping period, so one lost ping is harmless.
         let interval = (self.config.agent_ping_timeout.as_secs_f64() / 3.0).max(0.1);
         Ok(AgentRegistered {
             agent_id: AgentId { value: id },
@@ -221,7 +240,25 @@ impl Master {
             match fw.tasks.get_mut(&task_id) {
                 Some(task) if task.agent_id == agent_id => {
                     task.delivered = true;
-                    if state != TaskState::TaskStaging && !task.state.is_terminal() {
+                    for update in &rt.unacknowledged_updates {
+                        if update.uuid.is_some() && !task.statuses.iter().any(|s| s.uuid == update.uuid) {
+                            task.statuses.push(update.clone());
+                        }
+                    }
+                    if task.state == TaskState::TaskUnreachable {
+                        // Back from a partition: the task still runs. Its
+                        // framework hears its current state (Mesos 1.5+).
+                        task.state = state;
+                        let mut status = master_status(&task_id, Some(agent_id), state, Reason::AgentReregistered, "Agent reregistered");
+                        if let Some(last) = rt.unacknowledged_updates.last() {
+                            status.executor_id = last.executor_id.clone();
+                            status.container_status = last.container_status.clone();
+                            status.healthy = last.healthy;
+                        }
+                        tracing::info!(%agent_id, framework_id = %fid, %task_id, ?state, "unreachable task is back");
+                        self.operator.task_updated(&fid, state, &status);
+                        fw.send(crate::master::update_event(status));
+                    } else if state != TaskState::TaskStaging && !task.state.is_terminal() {
                         task.state = state;
                     }
                 }
@@ -241,7 +278,7 @@ impl Master {
                             framework_id: fid.clone(),
                             agent_id: agent_id.to_string(),
                             state,
-                            statuses: Vec::new(),
+                            statuses: rt.unacknowledged_updates.clone(),
                             resources,
                             launched_at: now_secs(),
                             delivered: true,
@@ -299,6 +336,45 @@ impl Master {
             },
         );
         self.operator.framework_changed(&self.frameworks[fid], true);
+        self.record_framework(fid);
+    }
+
+    /// Takes the completed tasks of the frameworks whose executors all ended
+    /// on the agent (`ReregisterSlaveMessage.completed_frameworks` in Mesos):
+    /// a master that failed over lists them again.
+    fn add_completed_frameworks(&mut self, agent_id: &str, req: &RegisterAgent) {
+        for completed in &req.completed_frameworks {
+            let Some(fid) = completed.info.id.as_ref().map(|i| i.value.clone()) else {
+                continue;
+            };
+            if validate_id(&fid).is_err() {
+                continue;
+            }
+            let record = |rt: &mezzo_proto::mezzo::agent::ReportedTask| TaskRecord {
+                info: rt.task.clone(),
+                framework_id: fid.clone(),
+                agent_id: agent_id.to_string(),
+                state: rt.state.and_then(|s| TaskState::try_from(s).ok()).unwrap_or(TaskState::TaskLost),
+                statuses: rt.unacknowledged_updates.clone(),
+                resources: Resources::new(),
+                launched_at: 0.0,
+                delivered: true,
+            };
+            let known = |tasks: &std::collections::VecDeque<TaskRecord>, id: &str| tasks.iter().any(|t| t.info.task_id.value == id);
+            // Only frameworks the master knows: listing an unknown one as
+            // completed would refuse its scheduler's re-subscription.
+            let Some(fw) = self.frameworks.get_mut(&fid) else {
+                continue;
+            };
+            for rt in &completed.tasks {
+                if !fw.tasks.contains_key(&rt.task.task_id.value) && !known(&fw.completed_tasks, &rt.task.task_id.value) {
+                    fw.completed_tasks.push_back(record(rt));
+                }
+            }
+            while fw.completed_tasks.len() > crate::master::MAX_COMPLETED_TASKS {
+                fw.completed_tasks.pop_front();
+            }
+        }
     }
 
     /// Ends a non-terminal task from the master: TASK_DROPPED, or TASK_LOST
@@ -403,24 +479,38 @@ impl Master {
         }
     }
 
-    /// Removes agents whose last ping is older than the ping timeout.
+    /// Marks unreachable the agents silent for `--max_agent_ping_timeouts`
+    /// ping periods (`--agent_ping_timeout`) in a row, as Mesos counts
+    /// missed pings.
     pub(crate) fn remove_silent_agents(&mut self, now: Instant) {
-        let timeout = self.config.agent_ping_timeout;
-        let silent: Vec<String> = self
+        let period = self.config.agent_ping_timeout;
+        let max = self.config.max_agent_ping_timeouts.max(1);
+        let silent: Vec<(String, u128)> = self
             .agents
             .values()
-            .filter(|a| now.saturating_duration_since(a.last_ping) > timeout)
-            .map(|a| a.id.clone())
+            .filter_map(|a| {
+                let missed = now.saturating_duration_since(a.last_ping).as_nanos() / period.as_nanos().max(1);
+                (missed >= u128::from(max)).then(|| (a.id.clone(), missed))
+            })
             .collect();
-        for id in silent {
-            self.remove_agent(&id, "ping timeout");
+        for (id, missed) in silent {
+            self.mark_agent_unreachable(&id, &format!("{missed} missed pings (--max_agent_ping_timeouts={max}, --agent_ping_timeout={period:?})"));
         }
     }
 
-    /// Removes an agent: its offer is rescinded, its tasks become TASK_LOST
-    /// (TASK_UNREACHABLE for partition-aware frameworks), and every
-    /// framework hears of the loss with a FAILURE event, as in Mesos.
+    /// Removes an agent that became unreachable: its offer is rescinded, its
+    /// tasks go TASK_UNREACHABLE (TASK_LOST for frameworks that are not
+    /// partition aware) and are kept as unreachable tasks until the agent
+    /// comes back, and every framework hears of the loss with a FAILURE
+    /// event, as in Mesos.
     pub(crate) fn remove_agent(&mut self, id: &str, why: &str) {
+        self.remove_agent_as(id, why, TaskState::TaskUnreachable, Reason::AgentRemoved);
+    }
+
+    /// Removes an agent; its non-terminal tasks go `state` with `reason`
+    /// (TASK_LOST for frameworks that are not partition aware). Unreachable
+    /// tasks are kept (the agent may come back); other states end them.
+    pub(crate) fn remove_agent_as(&mut self, id: &str, why: &str, state: TaskState, reason: Reason) {
         if let Some(offer_id) = self.agents.get(id).and_then(|a| a.offer_id.clone()) {
             self.rescind_offer(&offer_id);
         }
@@ -430,40 +520,44 @@ impl Master {
         self.agent_tokens.remove(&agent.token_hash);
         tracing::warn!(agent_id = %id, hostname = %agent.info.hostname, %why, "removing agent");
         self.counters.agent_removals += 1;
-        let message = format!("Agent {} is unreachable: {why}", agent.info.hostname);
+        let message = if state == TaskState::TaskUnreachable {
+            format!("Agent {} is unreachable: {why}", agent.info.hostname)
+        } else {
+            format!("Agent {} was removed: {why}", agent.info.hostname)
+        };
+        let now = now_secs();
         for fw in self.frameworks.values_mut() {
             let partition_aware = fw.partition_aware();
-            let lost: Vec<String> = fw
+            let affected: Vec<String> = fw
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.agent_id == id && !t.state.is_terminal() && t.state != TaskState::TaskUnreachable)
+                .filter(|(_, t)| t.agent_id == id && !t.state.is_terminal() && !(state == TaskState::TaskUnreachable && t.state == TaskState::TaskUnreachable))
                 .map(|(k, _)| k.clone())
                 .collect();
-            for task_id in lost {
+            for task_id in affected {
                 let Some(task) = fw.tasks.get_mut(&task_id) else {
                     continue;
                 };
-                let status = Master::agent_lost_status(&task.info.task_id, id, partition_aware, &message);
+                // Mesos's `__removeSlave`: TASK_LOST (REASON_AGENT_REMOVED) for frameworks that are not partition aware.
+                let (sent, sent_reason) = if partition_aware { (state, reason) } else { (TaskState::TaskLost, Reason::AgentRemoved) };
+                let mut status = master_status(&task_id, Some(id), sent, sent_reason, &message);
+                if state == TaskState::TaskUnreachable {
+                    status.unreachable_time = Some(TimeInfo { nanoseconds: (now * 1e9) as i64 });
+                    task.state = TaskState::TaskUnreachable;
+                } else {
+                    task.state = sent;
+                }
                 self.operator.task_updated(&fw.id, status.state(), &status);
-                task.state = status.state();
                 task.statuses.push(status.clone());
                 if task.state.is_terminal() {
                     fw.complete_task(&task_id);
                 }
                 fw.send(crate::master::update_event(status));
             }
-            fw.send(Event {
-                r#type: Some(event::Type::Failure as i32),
-                failure: Some(event::Failure {
-                    agent_id: Some(AgentId {
-                        value: id.to_string(),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            fw.send(crate::failover::agent_failure_event(id));
         }
         // After its tasks' updates, as Mesos's `_removeSlave`.
         self.operator.agent_removed(id);
+        self.wake_allocator();
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::acls::Acls;
 use crate::credentials::Credentials;
+use crate::registrar::FencedHook;
 use crate::registry::{InMemoryStore, RegistryStore};
 
 /// Tunables of a master; `Default` gives Mesos's values.
@@ -18,9 +19,16 @@ pub struct MasterConfig {
     pub advertise_ip: Option<IpAddr>,
     /// Interval of HEARTBEAT events on scheduler streams (Mesos: 15 s).
     pub heartbeat_interval: Duration,
-    /// An agent that has not pinged for this long is removed (Mesos: 15 s
-    /// per ping, 5 misses; our agents ping us, so one timeout suffices).
+    /// `--agent_ping_timeout`: the ping period (Mesos: 15 s). Our agents
+    /// ping the master; each period without a ping is a missed ping.
     pub agent_ping_timeout: Duration,
+    /// `--max_agent_ping_timeouts`: after this many missed pings in a row an
+    /// agent is marked unreachable (Mesos: 5).
+    pub max_agent_ping_timeouts: u32,
+    /// `--agent_reregister_timeout`: after a failover, how long the master
+    /// waits for the agents of its registry to re-register before it marks
+    /// those that did not unreachable (Mesos: 10 mins).
+    pub agent_reregister_timeout: Duration,
     /// How often the allocator runs even when nothing changed.
     pub allocation_interval: Duration,
     /// Default `Filters.refuse_seconds` for DECLINE and ACCEPT (Mesos: 5 s).
@@ -53,6 +61,9 @@ pub struct MasterConfig {
     /// Where the registry lives (`--registry`, `--work_dir`, `--zk`); in
     /// memory by default, as `--registry=in_memory`.
     pub registry: Arc<dyn RegistryStore>,
+    /// Called when the registry says another master leads now; the binary
+    /// exits, as Mesos's master does.
+    pub on_fenced: FencedHook,
 }
 
 impl Default for MasterConfig {
@@ -62,6 +73,8 @@ impl Default for MasterConfig {
             advertise_ip: None,
             heartbeat_interval: Duration::from_secs(15),
             agent_ping_timeout: Duration::from_secs(15),
+            max_agent_ping_timeouts: 5,
+            agent_reregister_timeout: Duration::from_secs(600),
             allocation_interval: Duration::from_secs(1),
             default_refuse_seconds: 5.0,
             agent_request_timeout: Duration::from_secs(5),
@@ -73,6 +86,7 @@ impl Default for MasterConfig {
             authenticate_http_readonly: false,
             acls: None,
             registry: Arc::new(InMemoryStore::default()),
+            on_fenced: FencedHook::default(),
         }
     }
 }

@@ -482,7 +482,13 @@ pub(crate) async fn teardown(
         Ok(principal) => principal,
         Err(resp) => return resp,
     };
-    match teardown_call(&shared, principal.as_deref(), &method, &query, &body) {
+    let durable = teardown_call(&shared, principal.as_deref(), &method, &query, &body);
+    let result = match durable {
+        Ok(Some(durable)) => durable.await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => e.into_response(),
     }
@@ -494,7 +500,7 @@ fn teardown_call(
     method: &Method,
     query: &HashMap<String, String>,
     body: &[u8],
-) -> Result<(), CallError> {
+) -> Result<Option<futures::future::BoxFuture<'static, Result<(), CallError>>>, CallError> {
     if method != Method::POST {
         return Err(CallError::MethodNotAllowed(format!(
             "Expecting one of {{ 'POST' }}, but received '{method}'"
@@ -516,8 +522,10 @@ fn teardown_call(
         return Err(CallError::Forbidden(message));
     }
     tracing::info!(framework_id = %id, principal = principal.unwrap_or(""), "teardown by an operator");
+    // Answered once the registry no longer has it.
+    master.registrar.begin();
     master.teardown(id);
-    Ok(())
+    Ok(master.registrar.durable())
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ pub enum MasterError {
     /// Building the HTTP client for agents failed.
     #[error("failed to build the agent http client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    /// The registry could not be read at start (a corrupt entry, an I/O error).
+    #[error("failed to recover the registry: {0}")]
+    Registry(#[source] crate::registry::RegistryError),
     /// The HTTP server failed.
     #[error("http server failed: {0}")]
     Serve(#[source] std::io::Error),
@@ -45,6 +48,10 @@ pub enum CallError {
     /// 410: the addressed object was removed or never existed.
     #[error("{0}")]
     Gone(String),
+    /// 503: the registry cannot be written (no quorum, I/O error) or this
+    /// master no longer leads.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     /// 501: call type the master does not implement.
     #[error("{0}")]
     NotImplemented(String),
@@ -63,6 +70,7 @@ impl CallError {
             CallError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             CallError::Gone(_) => StatusCode::GONE,
             CallError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            CallError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

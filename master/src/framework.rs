@@ -167,6 +167,8 @@ impl Master {
         // Offers made to the previous scheduler instance are void: it is gone
         // and the new one never saw them.
         self.remove_offers_of(&id, false);
+        // The registry keeps it (and its failover timeout) across a failover.
+        self.record_framework(&id);
 
         let subscribed = Event {
             r#type: Some(event::Type::Subscribed as i32),
@@ -204,6 +206,7 @@ impl Master {
         fw.unregistered_time = Some(now_secs());
         let result = (fw.epoch, fw.info.failover_timeout.unwrap_or(0.0));
         tracing::info!(framework_id = %id, failover_timeout = result.1, "framework disconnected");
+        self.record_framework(id);
         self.remove_offers_of(id, false);
         self.wake_allocator();
         Some(result)
@@ -228,6 +231,7 @@ impl Master {
             return;
         };
         tracing::info!(framework_id = %id, "removing framework");
+        self.registrar.delete_framework(id);
         self.counters.framework_teardowns += 1;
         let mut agents: Vec<String> = fw.tasks.values().map(|t| t.agent_id.clone()).collect();
         // Executors outlive their tasks: their agents shut them down too.
@@ -317,6 +321,7 @@ impl Master {
         fw.info = info;
         fw.suppressed = !suppressed_roles.is_empty();
         self.operator.framework_changed(fw, false);
+        self.record_framework(id);
         self.wake_allocator();
         Ok(())
     }

@@ -21,12 +21,15 @@ pub mod credentials;
 mod endpoints;
 pub mod error;
 mod executors;
+mod failover;
+pub mod file_store;
 mod framework;
 mod http_auth;
 mod launch;
 mod master;
 mod metrics;
 mod operator;
+pub mod registrar;
 pub mod registry;
 pub mod resources;
 mod scheduler_api;
@@ -162,7 +165,15 @@ pub async fn serve(config: MasterConfig, listener: TcpListener) -> Result<(), Ma
         .map_err(MasterError::HttpClient)?;
     tracing::info!(master_id = %id, address = %local, "mezzo-master listening");
     let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
-    let shared = Shared::new(Master::new(id, info, config.clone(), client, reports_tx), config);
+    // What must survive the master's loss, from the registry.
+    let recovered = registrar::load(&*config.registry).await.map_err(MasterError::Registry)?;
+    let mut master = Master::new(id, info, config.clone(), client, reports_tx);
+    let recovered_frameworks = master.recover(recovered);
+    let registry_writer = master.registry_writer.take().expect("a new master has its registry writer");
+    let (registry, on_fenced) = (config.registry.clone(), config.on_fenced.clone());
+    let shared = Shared::new(master, config);
+    let _registry_writer = AbortOnDrop(tokio::spawn(registrar::run_writer(registry, registry_writer, on_fenced)));
+    let _recovery_timers: Vec<AbortOnDrop> = failover::start_timers(&shared, recovered_frameworks).into_iter().map(AbortOnDrop).collect();
     let _allocator = AbortOnDrop(tokio::spawn(allocator::run(shared.clone())));
     let reports_shared = shared.clone();
     let _link_reports = AbortOnDrop(tokio::spawn(async move {

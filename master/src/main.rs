@@ -7,6 +7,9 @@ use anyhow::Context;
 use clap::Parser;
 use mezzo_master::acls::Acls;
 use mezzo_master::credentials::Credentials;
+use mezzo_master::file_store::FileStore;
+use mezzo_master::registrar::FencedHook;
+use mezzo_master::registry::{InMemoryStore, RegistryStore};
 use mezzo_master::MasterConfig;
 
 /// A slim master speaking the Mesos v1 scheduler HTTP API.
@@ -25,9 +28,22 @@ struct Flags {
     /// IP to advertise when listening on 0.0.0.0.
     #[arg(long = "advertise_ip", env = "MESOS_ADVERTISE_IP")]
     advertise_ip: Option<IpAddr>,
-    /// Without a ping for this long an agent is removed (`15secs`; a bare number is seconds).
+    /// The agents' ping period (`15secs`; a bare number is seconds): each period without a ping is a missed ping.
     #[arg(long = "agent_ping_timeout", default_value = "15secs", value_parser = parse_positive_duration, value_name = "DURATION")]
     agent_ping_timeout: Duration,
+    /// Missed pings in a row after which an agent is marked unreachable.
+    #[arg(long = "max_agent_ping_timeouts", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_agent_ping_timeouts: u32,
+    /// After a failover, how long agents of the registry have to re-register before they are marked unreachable.
+    #[arg(long = "agent_reregister_timeout", default_value = "10mins", value_parser = parse_positive_duration, value_name = "DURATION")]
+    agent_reregister_timeout: Duration,
+    /// Where the registry lives: `replicated_log` (durable: files under `--work_dir`, or ZooKeeper with `--zk`)
+    /// or `in_memory` (nothing survives the master). Default: `replicated_log` when `--work_dir` is given, else `in_memory`.
+    #[arg(long, env = "MESOS_REGISTRY", value_parser = ["replicated_log", "in_memory"])]
+    registry: Option<String>,
+    /// Directory of the master's persistent state (the registry, under `registry/`).
+    #[arg(long = "work_dir", env = "MESOS_WORK_DIR")]
+    work_dir: Option<std::path::PathBuf>,
     /// Default seconds a declined offer's resources are refused to its framework.
     #[arg(long = "offer_refuse_seconds", default_value_t = 5.0)]
     offer_refuse_seconds: f64,
@@ -77,6 +93,19 @@ struct Flags {
     acls: Option<Acls>,
 }
 
+/// The registry's store from `--registry` and `--work_dir`. Without `--work_dir`, `replicated_log` is refused as
+/// Mesos refuses it; without `--registry`, a `--work_dir` makes it durable.
+fn registry_store(registry: Option<&str>, work_dir: Option<&std::path::Path>) -> anyhow::Result<std::sync::Arc<dyn RegistryStore>> {
+    match (registry, work_dir) {
+        (Some("in_memory"), _) | (None, None) => Ok(std::sync::Arc::new(InMemoryStore::default())),
+        (_, Some(dir)) => {
+            let store = FileStore::open(dir).with_context(|| format!("cannot open the registry under --work_dir={}", dir.display()))?;
+            Ok(std::sync::Arc::new(store))
+        }
+        (Some(_), None) => anyhow::bail!("--work_dir needed for replicated log based registry"),
+    }
+}
+
 fn parse_acls(value: &str) -> Result<Acls, String> {
     Acls::load(value).map_err(|e| e.to_string())
 }
@@ -124,11 +153,22 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("{flag} requires --credentials (every request would be refused)");
         }
     }
+    let registry = registry_store(flags.registry.as_deref(), flags.work_dir.as_deref())?;
+    tracing::info!(registry = %registry.describe(), "registry");
+    // Another master leads now: stop, as Mesos's master does.
+    let on_fenced = FencedHook(std::sync::Arc::new(|message| {
+        tracing::error!(%message, "the registry fenced this master: another master leads; exiting");
+        std::process::exit(1);
+    }));
     let config = MasterConfig {
         hostname: flags.hostname,
         advertise_ip: flags.advertise_ip,
         heartbeat_interval: flags.heartbeat_interval,
         agent_ping_timeout: flags.agent_ping_timeout,
+        max_agent_ping_timeouts: flags.max_agent_ping_timeouts,
+        agent_reregister_timeout: flags.agent_reregister_timeout,
+        registry,
+        on_fenced,
         allocation_interval: flags.allocation_interval,
         default_refuse_seconds: flags.offer_refuse_seconds,
         credentials: flags.credentials.map(std::sync::Arc::new),
@@ -161,6 +201,10 @@ mod tests {
         assert_eq!((f.agent_ping_timeout, f.heartbeat_interval, f.allocation_interval), (Duration::from_secs(15), Duration::from_secs(15), Duration::from_secs(1)));
         let defaults = MasterConfig::default();
         assert_eq!((f.agent_ping_timeout, f.heartbeat_interval, f.allocation_interval), (defaults.agent_ping_timeout, defaults.heartbeat_interval, defaults.allocation_interval));
+        assert_eq!((f.agent_reregister_timeout, f.max_agent_ping_timeouts), (Duration::from_secs(600), 5));
+        assert_eq!((f.agent_reregister_timeout, f.max_agent_ping_timeouts), (defaults.agent_reregister_timeout, defaults.max_agent_ping_timeouts));
+        assert_eq!(parse(&["--agent_reregister_timeout=2secs"]).unwrap().agent_reregister_timeout, Duration::from_secs(2));
+        assert!(parse(&["--max_agent_ping_timeouts=0"]).is_err());
         for name in ["agent_ping_timeout", "heartbeat_interval", "allocation_interval"] {
             for (text, want) in mezzo_proto::duration::FLAG_EXAMPLES {
                 let f = parse(&[&format!("--{name}={text}")]).unwrap_or_else(|e| panic!("--{name}={text}: {e}"));
@@ -176,6 +220,20 @@ mod tests {
                 assert!(err.to_string().contains(&format!("invalid value '{bad}' for '--{name} <DURATION>'")), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn registry_flags_choose_the_store_as_mesos() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(registry_store(None, None).unwrap().describe(), "in_memory");
+        assert_eq!(registry_store(Some("in_memory"), Some(dir.path())).unwrap().describe(), "in_memory");
+        let err = registry_store(Some("replicated_log"), None).err().unwrap();
+        assert_eq!(err.to_string(), "--work_dir needed for replicated log based registry");
+        let store = registry_store(None, Some(dir.path())).unwrap();
+        assert_eq!(store.describe(), dir.path().join("registry").display().to_string());
+        // The work_dir is locked while a master holds it.
+        assert!(registry_store(Some("replicated_log"), Some(dir.path())).is_err());
+        assert!(parse(&["--registry=log"]).is_err());
     }
 
     #[test]

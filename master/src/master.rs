@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::agent_link::{AgentLink, LinkReport};
 use crate::config::MasterConfig;
+use crate::registrar::{Registrar, Writer};
+use mezzo_proto::mezzo::registry::RegistryAgent;
 use crate::resources::Resources;
 
 /// How many completed tasks a framework remembers (Mesos: `--max_completed_tasks_per_framework` 1000).
@@ -261,6 +263,18 @@ pub(crate) struct Master {
     pub(crate) allocation_candidates: crate::allocator::Candidates,
     /// The operator API's event streams (SUBSCRIBE on `/api/v1`).
     pub(crate) operator: crate::operator::Operator,
+    /// Queues the registry's writes (see `registrar`).
+    pub(crate) registrar: Registrar,
+    /// The writer of `registrar`'s queue, until `serve` starts it.
+    pub(crate) registry_writer: Option<Writer>,
+    /// Agents of the registry that have not re-registered since this master
+    /// recovered it (Mesos's `slaves.recovered`).
+    pub(crate) recovered_agents: BTreeMap<String, RegistryAgent>,
+    /// Agents marked unreachable (Mesos's `slaves.unreachable`); they may
+    /// come back.
+    pub(crate) unreachable_agents: BTreeMap<String, RegistryAgent>,
+    /// Agents marked gone (Mesos's `slaves.gone`); they never come back.
+    pub(crate) gone_agents: BTreeMap<String, RegistryAgent>,
 }
 
 /// Seconds since the epoch, as Mesos timestamps are.
@@ -342,6 +356,7 @@ impl Master {
         client: reqwest::Client,
         link_reports: mpsc::UnboundedSender<LinkReport>,
     ) -> Self {
+        let (registrar, registry_writer) = Registrar::new(config.registry.describe());
         Self {
             id,
             info,
@@ -363,6 +378,11 @@ impl Master {
             allocation_timer: Default::default(),
             allocation_candidates: Default::default(),
             operator: Default::default(),
+            registrar,
+            registry_writer: Some(registry_writer),
+            recovered_agents: BTreeMap::new(),
+            unreachable_agents: BTreeMap::new(),
+            gone_agents: BTreeMap::new(),
         }
     }
 

@@ -17,7 +17,7 @@
 //! `--authenticate_http_readonly` guards the calls that only read (GET_*,
 //! SUBSCRIBE), so that `/api/v1` opens nothing `/state` keeps closed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -31,7 +31,6 @@ use mezzo_proto::mesos::v1::{
     task_status::Reason, AgentId, AgentInfo, ExecutorId, Flag, FrameworkInfo, Metric, Role, Task, TaskState, TaskStatus,
     TimeInfo, VersionInfo,
 };
-use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent, RegisterAgent, ShutdownFramework};
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
@@ -50,15 +49,11 @@ const EVENT_BUFFER: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Operator {
     events: broadcast::Sender<Arc<Event>>,
-    // REPLACE WITH THE REGISTRY'S: the agents an operator marked gone, kept
-    // only until `Master::mark_agent_gone` of the `registry` work lands (it
-    // keeps them in the durable registry).
-    gone_agents: BTreeSet<String>,
 }
 
 impl Default for Operator {
     fn default() -> Self {
-        Self { events: broadcast::channel(EVENT_BUFFER).0, gone_agents: BTreeSet::new() }
+        Self { events: broadcast::channel(EVENT_BUFFER).0 }
     }
 }
 
@@ -468,10 +463,10 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, method: Method, he
     })
 }
 
-// REPLACE WITH wt/registry's `Shared::durably` when merging (`shared.durably(f).await`):
-// the calls that change state answer once the registry holds the change.
+/// The calls that change state answer once the registry holds the change
+/// (`Shared::durably`: 503 when it cannot be written).
 async fn durably<R>(shared: &Shared, f: impl FnOnce(&mut Master) -> Result<R, CallError>) -> Result<R, CallError> {
-    f(&mut shared.lock())
+    shared.durably(f).await
 }
 
 /// A call past decoding, validation and authentication, or the answer that
@@ -643,77 +638,6 @@ fn stream_response(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type.mime()));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
-}
-
-// REPLACE WITH THE REGISTRY'S `Master::mark_agent_gone` (branch wt/registry,
-// master/src/failover.rs): a minimal stand-in with the same signature so that
-// MARK_AGENT_GONE works before the durable registry lands. Keep one
-// implementation when merging: delete this block, the `gone_agents` set of
-// `Operator` and the `refuse_gone_agent` call in agent_api.rs (the registry's
-// `register_agent` checks `check_not_gone`), and make `durably` above call
-// `Shared::durably`.
-impl Master {
-    /// Marks an agent gone, as Mesos's `markGone`: its live tasks end
-    /// TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not
-    /// partition aware), the agent is told to shut its frameworks down and is
-    /// removed, and it may never register again under that id. An agent
-    /// already gone is fine (200); an unknown one is 404.
-    pub(crate) fn mark_agent_gone(&mut self, agent_id: &str) -> Result<(), CallError> {
-        if self.operator.gone_agents.contains(agent_id) {
-            tracing::warn!(%agent_id, "not marking agent gone: it is gone already");
-            return Ok(());
-        }
-        let Some(agent) = self.agents.get(agent_id) else {
-            return Err(CallError::NotFound(format!("Agent '{agent_id}' not found")));
-        };
-        let message = "Agent has been marked gone";
-        let mut shutdown: BTreeSet<String> = agent.executors.keys().map(|(fid, _)| fid.clone()).collect();
-        for fw in self.frameworks.values_mut() {
-            let (state, reason) = if fw.partition_aware() {
-                (TaskState::TaskGoneByOperator, Reason::AgentRemovedByOperator)
-            } else {
-                (TaskState::TaskLost, Reason::AgentRemoved)
-            };
-            let live: Vec<String> = fw
-                .tasks
-                .values()
-                .filter(|t| t.agent_id == agent_id && !t.state.is_terminal())
-                .map(|t| t.info.task_id.value.clone())
-                .collect();
-            for task_id in live {
-                shutdown.insert(fw.id.clone());
-                let Some(task) = fw.tasks.get_mut(&task_id) else { continue };
-                let mut status = master_status(&task_id, Some(agent_id), state, reason, message);
-                status.executor_id = task.info.executor.as_ref().map(|e| e.executor_id.clone());
-                task.state = state;
-                task.statuses.push(status.clone());
-                self.operator.task_updated(&fw.id, state, &status);
-                fw.complete_task(&task_id);
-                fw.send(crate::master::update_event(status));
-            }
-        }
-        for fid in shutdown {
-            agent.link.send(MasterToAgent {
-                r#type: Some(master_to_agent::Type::ShutdownFramework as i32),
-                shutdown_framework: Some(ShutdownFramework { framework_id: framework_id(&fid) }),
-                ..Default::default()
-            });
-        }
-        self.operator.gone_agents.insert(agent_id.to_string());
-        self.remove_agent(agent_id, "marked gone by an operator");
-        Ok(())
-    }
-
-    /// Refuses the registration of an agent an operator marked gone (403).
-    pub(crate) fn refuse_gone_agent(&self, req: &RegisterAgent) -> Result<(), CallError> {
-        match req.agent_info.id.as_ref().map(|id| id.value.as_str()) {
-            Some(id) if self.operator.gone_agents.contains(id) => {
-                tracing::warn!(agent_id = %id, endpoint = %req.endpoint, "refusing the registration of an agent marked gone");
-                Err(CallError::Forbidden(format!("Agent {id} has been marked gone by an operator: it may not register again")))
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]

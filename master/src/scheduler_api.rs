@@ -225,7 +225,15 @@ pub(crate) async fn handle(
         Ok(principal) => principal,
         Err(resp) => return resp,
     };
-    match process(&shared, principal.as_deref(), &method, &headers, &body) {
+    // A call that changed what the registry keeps (SUBSCRIBE, UPDATE_FRAMEWORK,
+    // TEARDOWN) is answered once the registry has it; the SUBSCRIBED event
+    // sits in the stream's channel until then.
+    let result = match process(&shared, principal.as_deref(), &method, &headers, &body) {
+        Ok((resp, Some(durable))) => durable.await.map(|()| resp),
+        Ok((resp, None)) => Ok(resp),
+        Err(err) => Err(err),
+    };
+    match result {
         Ok(resp) => resp,
         Err(err) => {
             tracing::debug!(status = %err.status(), error = %err, "rejected scheduler call");
@@ -252,7 +260,7 @@ fn process(
     method: &Method,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, CallError> {
+) -> Result<(Response, Option<futures::future::BoxFuture<'static, Result<(), CallError>>>), CallError> {
     if method != Method::POST {
         return Err(CallError::MethodNotAllowed(format!(
             "Expecting one of {{ 'POST' }}, but received '{method}'"
@@ -282,8 +290,13 @@ fn process(
         if info.id.is_none() {
             info.id = call.framework_id.clone();
         }
-        let subscribed = shared.lock().subscribe(info, &sub.suppressed_roles);
-        return Ok(stream::response(shared.clone(), subscribed, accept));
+        let (subscribed, durable) = {
+            let mut master = shared.lock();
+            master.registrar.begin();
+            let subscribed = master.subscribe(info, &sub.suppressed_roles);
+            (subscribed, master.registrar.durable())
+        };
+        return Ok((stream::response(shared.clone(), subscribed, accept), durable));
     }
 
     let fid = call.framework_id.as_ref().map(|f| f.value.clone()).unwrap_or_default();
@@ -306,6 +319,7 @@ fn process(
         )));
     }
 
+    master.registrar.begin();
     match kind {
         CallType::Teardown => master.teardown(&fid),
         CallType::Accept => master.accept(&fid, call.accept.as_ref().expect("validated")),
@@ -323,13 +337,13 @@ fn process(
             master
                 .update_framework(&fid, info, &update.suppressed_roles)
                 .map_err(|m| CallError::BadRequest(format!("Failed to update framework: {m}")))?;
-            return Ok(StatusCode::OK.into_response());
+            return Ok((StatusCode::OK.into_response(), master.registrar.durable()));
         }
         // No inverse offers, resource requests or operations exist in this
         // master: these are accepted and have nothing to act on.
         other => tracing::info!(framework_id = %fid, call = ?other, "call accepted without effect"),
     }
-    Ok(StatusCode::ACCEPTED.into_response())
+    Ok((StatusCode::ACCEPTED.into_response(), master.registrar.durable()))
 }
 
 /// Builds the 200 streaming response headers of a subscription.

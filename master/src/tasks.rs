@@ -1,7 +1,7 @@
 //! Task updates: status updates from agents, ACKNOWLEDGE, KILL and RECONCILE.
 
 use mezzo_proto::mesos::v1::scheduler::call;
-use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, TaskId, TaskState, TaskStatus};
+use mezzo_proto::mesos::v1::{task_status, task_status::Reason, AgentId, TaskState, TaskStatus};
 use mezzo_proto::mezzo::agent::{
     master_to_agent, AcknowledgeUpdate, KillTask, MasterToAgent, StatusUpdate,
 };
@@ -160,14 +160,17 @@ impl Master {
         };
         let partition_aware = fw.partition_aware();
         let latest = |t: &crate::master::TaskRecord| -> TaskStatus {
-            let mut status = master_status(
-                &t.info.task_id.value,
-                Some(&t.agent_id),
-                t.state,
-                Reason::Reconciliation,
-                "Reconciliation: Latest task state",
-            );
-            if let Some(last) = t.statuses.last() {
+            // An unreachable task is TASK_LOST to a framework that is not partition aware.
+            let (state, message) = match t.state {
+                TaskState::TaskUnreachable if partition_aware => (TaskState::TaskUnreachable, "Reconciliation: Task is unreachable"),
+                TaskState::TaskUnreachable => (TaskState::TaskLost, "Reconciliation: Task is unreachable"),
+                state => (state, "Reconciliation: Latest task state"),
+            };
+            let mut status = master_status(&t.info.task_id.value, Some(&t.agent_id), state, Reason::Reconciliation, message);
+            if t.state == TaskState::TaskUnreachable {
+                status.unreachable_time = t.statuses.iter().rev().find_map(|s| s.unreachable_time.clone());
+            }
+            if let Some(last) = t.statuses.iter().rev().find(|s| s.source() != task_status::Source::Master) {
                 status.healthy = last.healthy;
                 status.executor_id = last.executor_id.clone();
                 status.container_status = last.container_status.clone();
@@ -186,16 +189,18 @@ impl Master {
                     answers.push(latest(task));
                     continue;
                 }
+                // Mesos's `_reconcileTasks`: what the master knows of the agent decides.
                 let (state, message) = match agent_id {
-                    Some(a) if self.agents.contains_key(a) => (
-                        if partition_aware { TaskState::TaskGone } else { TaskState::TaskLost },
-                        "Reconciliation: Task is unknown to the agent",
-                    ),
-                    _ => (
-                        if partition_aware { TaskState::TaskUnknown } else { TaskState::TaskLost },
-                        "Reconciliation: Task is unknown",
-                    ),
+                    // Recovered from the registry, not re-registered yet (or no agent
+                    // given while some are): the agent may still report the task.
+                    Some(a) if self.recovered_agents.contains_key(a) => continue,
+                    None if !self.recovered_agents.is_empty() => continue,
+                    Some(a) if self.agents.contains_key(a) => (TaskState::TaskGone, "Reconciliation: Task is unknown to the agent"),
+                    Some(a) if self.unreachable_agents.contains_key(a) => (TaskState::TaskUnreachable, "Reconciliation: Task is unreachable"),
+                    Some(a) if self.gone_agents.contains_key(a) => (TaskState::TaskGoneByOperator, "Reconciliation: Task is gone"),
+                    _ => (TaskState::TaskUnknown, "Reconciliation: Task is unknown"),
                 };
+                let state = if partition_aware { state } else { TaskState::TaskLost };
                 answers.push(master_status(
                     task_id,
                     agent_id,
@@ -208,20 +213,5 @@ impl Master {
         for status in answers {
             fw.send(crate::master::update_event(status));
         }
-    }
-
-    /// A status for a task reported lost or unreachable by the master.
-    pub(crate) fn agent_lost_status(
-        task_id: &TaskId,
-        agent_id: &str,
-        partition_aware: bool,
-        message: &str,
-    ) -> TaskStatus {
-        let state = if partition_aware {
-            TaskState::TaskUnreachable
-        } else {
-            TaskState::TaskLost
-        };
-        master_status(&task_id.value, Some(agent_id), state, Reason::AgentRemoved, message)
     }
 }

@@ -270,3 +270,249 @@ pub(crate) fn start_timers(shared: &Arc<Shared>, frameworks: Vec<(String, f64)>)
     }
     handles
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{InMemoryStore, Kind, RegistryStore};
+    use mezzo_proto::mesos::v1::framework_info::{capability::Type as Cap, Capability};
+    use mezzo_proto::mesos::v1::scheduler::{call, event};
+    use mezzo_proto::mesos::v1::{
+        task_status::Source, value, AgentInfo, CommandInfo, FrameworkId, FrameworkInfo, MasterInfo, Resource, TaskId, TaskInfo,
+        TaskStatus,
+    };
+    use mezzo_proto::mezzo::agent::{RegisterAgent, ReportedTask};
+    use prost::Message;
+    use std::time::Instant;
+    use tokio::sync::mpsc;
+
+    fn scalar(name: &str, v: f64) -> Resource {
+        Resource { name: name.into(), r#type: value::Type::Scalar as i32, scalar: Some(value::Scalar { value: v }), ..Default::default() }
+    }
+
+    /// A master on `store` whose registry writer runs; recovered from the store.
+    fn master_on(store: Arc<dyn RegistryStore>, recovered: Recovered) -> (Master, Vec<(String, f64)>) {
+        let config = crate::MasterConfig {
+            registry: store.clone(),
+            agent_ping_timeout: Duration::from_secs(1),
+            max_agent_ping_timeouts: 3,
+            ..Default::default()
+        };
+        let (reports, _) = mpsc::unbounded_channel();
+        let mut master = Master::new("M".into(), MasterInfo::default(), config.clone(), reqwest::Client::new(), reports);
+        let timeouts = master.recover(recovered);
+        let writer = master.registry_writer.take().unwrap();
+        tokio::spawn(crate::registrar::run_writer(store, writer, config.on_fenced.clone()));
+        (master, timeouts)
+    }
+
+    fn framework(name: &str, partition_aware: bool) -> FrameworkInfo {
+        FrameworkInfo {
+            user: "u".into(),
+            name: name.into(),
+            failover_timeout: Some(3600.0),
+            capabilities: if partition_aware { vec![Capability { r#type: Some(Cap::PartitionAware as i32) }] } else { vec![] },
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str) -> TaskInfo {
+        TaskInfo {
+            name: id.into(),
+            task_id: TaskId { value: id.into() },
+            agent_id: AgentId { value: "A1".into() },
+            resources: vec![scalar("cpus", 1.0), scalar("mem", 128.0)],
+            command: Some(CommandInfo { value: Some("sleep 1000".into()), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    /// The registration of agent A1 running `tasks` (framework id, task id).
+    fn registration(tasks: &[(&FrameworkInfo, &str)]) -> RegisterAgent {
+        RegisterAgent {
+            agent_info: AgentInfo { hostname: "h1".into(), id: Some(AgentId { value: "A1".into() }), ..Default::default() },
+            endpoint: "127.0.0.1:9".into(),
+            total_resources: vec![scalar("cpus", 2.0), scalar("mem", 1024.0)],
+            agent_secret: Some("secret-of-a1".into()),
+            agent_token: Some("token".into()),
+            tasks: tasks
+                .iter()
+                .map(|(fw, id)| ReportedTask {
+                    framework_id: fw.id.clone().unwrap(),
+                    task: task(id),
+                    state: Some(TaskState::TaskRunning as i32),
+                    unacknowledged_updates: vec![TaskStatus {
+                        task_id: TaskId { value: id.to_string() },
+                        state: TaskState::TaskRunning as i32,
+                        uuid: Some(vec![1; 16]),
+                        source: Some(Source::Executor as i32),
+                        ..Default::default()
+                    }],
+                })
+                .collect(),
+            frameworks: tasks.iter().map(|(fw, _)| (*fw).clone()).collect(),
+            ..Default::default()
+        }
+    }
+
+    async fn flush(master: &mut Master) {
+        master.registrar.begin();
+        master.registrar.barrier();
+        if let Some(durable) = master.registrar.durable() {
+            durable.await.unwrap();
+        }
+    }
+
+    fn updates(rx: &mut mpsc::UnboundedReceiver<Event>) -> Vec<TaskStatus> {
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            if ev.r#type == Some(event::Type::Update as i32) {
+                out.push(ev.update.unwrap().status);
+            }
+        }
+        out
+    }
+
+    fn reconcile(master: &mut Master, fid: &str, tasks: &[(&str, &str)]) {
+        let tasks = tasks
+            .iter()
+            .map(|(t, a)| call::reconcile::Task { task_id: TaskId { value: t.to_string() }, agent_id: Some(AgentId { value: a.to_string() }) })
+            .collect();
+        master.reconcile(fid, &call::Reconcile { tasks });
+    }
+
+    #[tokio::test]
+    async fn after_a_failover_agents_bring_back_their_tasks_and_frameworks_their_subscription() {
+        let store: Arc<dyn RegistryStore> = Arc::new(InMemoryStore::default());
+        let (mut first, _) = master_on(store.clone(), Recovered::default());
+        let sub = first.subscribe(framework("web", true), &[]);
+        let fid = sub.framework_id.clone().unwrap();
+        let mut info = framework("web", true);
+        info.id = Some(FrameworkId { value: fid.clone() });
+        first.register_agent(registration(&[])).unwrap();
+        flush(&mut first).await;
+        drop(first);
+
+        // The new master knows the agent (waiting for it) and the framework (disconnected).
+        let recovered = crate::registrar::load(&*store).await.unwrap();
+        let (mut master, timeouts) = master_on(store.clone(), recovered);
+        assert_eq!(timeouts, vec![(fid.clone(), 3600.0)]);
+        assert!(master.recovered_agents.contains_key("A1") && master.agents.is_empty());
+        assert!(master.frameworks[&fid].subscription.is_none());
+        // Another agent cannot take A1's id.
+        let mut thief = registration(&[]);
+        thief.agent_secret = Some("guess".into());
+        assert!(matches!(master.register_agent(thief), Err(CallError::Forbidden(_))));
+
+        let mut sub = master.subscribe(info.clone(), &[]);
+        assert_eq!(sub.framework_id.as_deref(), Some(fid.as_str()));
+        // The agent is not back yet: an unknown task on it gets no answer.
+        reconcile(&mut master, &fid, &[("t1", "A1")]);
+        updates(&mut sub.rx);
+        assert!(updates(&mut sub.rx).is_empty());
+
+        master.register_agent(registration(&[(&info, "t1"), (&info, "t2")])).unwrap();
+        assert_eq!(master.counters.agent_reregistrations, 1);
+        let agent = &master.agents["A1"];
+        assert_eq!((agent.used.scalar("cpus"), agent.available().scalar("cpus")), (2.0, 0.0), "running tasks hold their resources");
+        // The scheduler's acknowledgement of the pending update retires nothing but matches it.
+        assert_eq!(master.frameworks[&fid].tasks["t1"].latest_uuid(), Some(&[1u8; 16][..]));
+
+        reconcile(&mut master, &fid, &[("t1", "A1"), ("t3", "A1"), ("t4", "A9")]);
+        let answers = updates(&mut sub.rx);
+        let got: Vec<(String, TaskState)> = answers.iter().map(|s| (s.task_id.value.clone(), s.state())).collect();
+        assert_eq!(
+            got,
+            vec![("t1".into(), TaskState::TaskRunning), ("t3".into(), TaskState::TaskGone), ("t4".into(), TaskState::TaskUnknown)]
+        );
+        for s in &answers {
+            assert_eq!((s.reason(), s.source(), s.uuid.is_none()), (Reason::Reconciliation, Source::Master, true), "{s:?}");
+        }
+        master.reconcile(&fid, &call::Reconcile { tasks: vec![] });
+        let mut implicit: Vec<(String, TaskState)> = updates(&mut sub.rx).iter().map(|s| (s.task_id.value.clone(), s.state())).collect();
+        implicit.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(implicit, vec![("t1".into(), TaskState::TaskRunning), ("t2".into(), TaskState::TaskRunning)]);
+    }
+
+    #[tokio::test]
+    async fn agents_not_back_in_time_and_silent_agents_become_unreachable_and_come_back() {
+        let store: Arc<dyn RegistryStore> = Arc::new(InMemoryStore::default());
+        let (mut master, _) = master_on(store.clone(), Recovered::default());
+        let mut aware = master.subscribe(framework("aware", true), &[]);
+        let mut plain = master.subscribe(framework("plain", false), &[]);
+        let (fa, fp) = (aware.framework_id.clone().unwrap(), plain.framework_id.clone().unwrap());
+        let info = |fw: &Master, id: &str| fw.frameworks[id].info.clone();
+        let (ia, ip) = (info(&master, &fa), info(&master, &fp));
+        master.register_agent(registration(&[(&ia, "a1"), (&ip, "p1")])).unwrap();
+
+        // Silent for fewer than --max_agent_ping_timeouts periods: still there.
+        let last = master.agents["A1"].last_ping;
+        master.remove_silent_agents(last + Duration::from_millis(2500));
+        assert!(master.agents.contains_key("A1"));
+        master.remove_silent_agents(last + Duration::from_millis(3100));
+        assert!(!master.agents.contains_key("A1") && master.unreachable_agents.contains_key("A1"));
+        let a: Vec<TaskState> = updates(&mut aware.rx).iter().map(|s| s.state()).collect();
+        let p: Vec<TaskState> = updates(&mut plain.rx).iter().map(|s| s.state()).collect();
+        assert_eq!((a, p), (vec![TaskState::TaskUnreachable], vec![TaskState::TaskLost]));
+        flush(&mut master).await;
+        let stored = store.load(Kind::Agent).await.unwrap();
+        let record = RegistryAgent::decode(&stored[0].bytes[..]).unwrap();
+        assert_eq!(record.state(), AgentState::Unreachable);
+
+        // Reconciliation while it is away: UNREACHABLE, or LOST when not partition aware.
+        reconcile(&mut master, &fa, &[("a1", "A1"), ("a9", "A1")]);
+        reconcile(&mut master, &fp, &[("p1", "A1")]);
+        let a: Vec<TaskState> = updates(&mut aware.rx).iter().map(|s| s.state()).collect();
+        let p: Vec<TaskState> = updates(&mut plain.rx).iter().map(|s| s.state()).collect();
+        assert_eq!((a, p), (vec![TaskState::TaskUnreachable, TaskState::TaskUnreachable], vec![TaskState::TaskLost]));
+
+        // Back: both frameworks hear their task runs (Mesos 1.5+), nothing is killed.
+        master.register_agent(registration(&[(&ia, "a1"), (&ip, "p1")])).unwrap();
+        for rx in [&mut aware.rx, &mut plain.rx] {
+            let back = updates(rx);
+            assert_eq!(back.len(), 1, "{back:?}");
+            assert_eq!((back[0].state(), back[0].reason(), back[0].source()), (TaskState::TaskRunning, Reason::AgentReregistered, Source::Master));
+        }
+        assert_eq!(master.agents["A1"].used.scalar("cpus"), 2.0);
+        flush(&mut master).await;
+        let record = RegistryAgent::decode(&store.load(Kind::Agent).await.unwrap()[0].bytes[..]).unwrap();
+        assert_eq!(record.state(), AgentState::Admitted);
+
+        // A failover: the agent does not come back within --agent_reregister_timeout.
+        drop(master);
+        let (mut master, _) = master_on(store.clone(), crate::registrar::load(&*store).await.unwrap());
+        let mut aware = master.subscribe(ia.clone(), &[]);
+        master.recovered_agents_timeout();
+        assert!(master.unreachable_agents.contains_key("A1") && master.recovered_agents.is_empty());
+        reconcile(&mut master, &fa, &[("a1", "A1")]);
+        let a: Vec<TaskState> = updates(&mut aware.rx).iter().map(|s| s.state()).collect();
+        assert_eq!(a, vec![TaskState::TaskUnreachable]);
+        let _ = Instant::now();
+    }
+
+    #[tokio::test]
+    async fn an_agent_marked_gone_never_comes_back() {
+        let store: Arc<dyn RegistryStore> = Arc::new(InMemoryStore::default());
+        let (mut master, _) = master_on(store.clone(), Recovered::default());
+        let mut aware = master.subscribe(framework("aware", true), &[]);
+        let mut plain = master.subscribe(framework("plain", false), &[]);
+        let (fa, fp) = (aware.framework_id.clone().unwrap(), plain.framework_id.clone().unwrap());
+        let (ia, ip) = (master.frameworks[&fa].info.clone(), master.frameworks[&fp].info.clone());
+        master.register_agent(registration(&[(&ia, "a1"), (&ip, "p1")])).unwrap();
+        assert!(matches!(master.mark_agent_gone("nobody"), Err(CallError::NotFound(_))));
+        master.mark_agent_gone("A1").unwrap();
+        master.mark_agent_gone("A1").unwrap();
+        let a: Vec<(TaskState, Reason)> = updates(&mut aware.rx).iter().map(|s| (s.state(), s.reason())).collect();
+        let p: Vec<(TaskState, Reason)> = updates(&mut plain.rx).iter().map(|s| (s.state(), s.reason())).collect();
+        assert_eq!(a, vec![(TaskState::TaskGoneByOperator, Reason::AgentRemovedByOperator)]);
+        assert_eq!(p, vec![(TaskState::TaskLost, Reason::AgentRemovedByOperator)]);
+        assert!(matches!(master.register_agent(registration(&[])), Err(CallError::Forbidden(_))));
+        reconcile(&mut master, &fa, &[("a1", "A1")]);
+        assert_eq!(updates(&mut aware.rx)[0].state(), TaskState::TaskGoneByOperator);
+        flush(&mut master).await;
+        drop(master);
+        // After a failover too.
+        let (mut master, _) = master_on(store.clone(), crate::registrar::load(&*store).await.unwrap());
+        assert!(matches!(master.register_agent(registration(&[])), Err(CallError::Forbidden(_))));
+    }
+}

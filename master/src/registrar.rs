@@ -57,6 +57,8 @@ pub(crate) enum WriteFailure {
 enum OpKind {
     Put(Vec<u8>),
     Delete,
+    /// Writes nothing: done once every write queued before it is.
+    Barrier,
 }
 
 struct Op {
@@ -112,6 +114,11 @@ impl Registrar {
         self.queue(Kind::Framework, id, OpKind::Delete);
     }
 
+    /// Queues a barrier: awaiting it (`durable`) waits for every write queued before.
+    pub(crate) fn barrier(&mut self) {
+        self.queue(Kind::Agent, "", OpKind::Barrier);
+    }
+
     /// Forgets the writes queued so far (background work does not await them).
     pub(crate) fn begin(&mut self) {
         self.pending.clear();
@@ -160,6 +167,7 @@ pub(crate) async fn run_writer(store: Arc<dyn RegistryStore>, mut writer: Writer
                 let outcome = match op.op {
                     OpKind::Put(bytes) => store.put(op.kind, &op.id, bytes).await,
                     OpKind::Delete => store.delete(op.kind, &op.id).await,
+                    OpKind::Barrier => Ok(()),
                 };
                 match outcome {
                     Ok(()) => Ok(()),

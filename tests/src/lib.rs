@@ -252,6 +252,36 @@ impl Cluster {
         self.wait_for_agent(Duration::from_secs(30)).await
     }
 
+    /// Kills the master with SIGKILL (a crash) and starts it again with the
+    /// same flags on the same port; waits until the agent has registered
+    /// with it again when `wait_for_agent`.
+    pub async fn crash_and_restart_master(&mut self, wait_for_agent: bool) -> Result<()> {
+        if let Some(mut m) = self.master_proc.take() {
+            m.crash();
+        }
+        let log = self.work_dir.path().join("master.log");
+        self.master_proc = Some(Proc::spawn("mezzo-master", &bin_dir().join("mezzo-master"), &self.master_args, &log)?);
+        if wait_for_agent {
+            return self.wait_for_agent(Duration::from_secs(30)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if reqwest::get(format!("http://{}/health", self.master)).await.is_ok_and(|r| r.status() == 200) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the master did not come back within 30 s; log:\n{}", self.master_log())
+    }
+
+    /// Freezes (SIGSTOP) or resumes (SIGCONT) the agent process, as a host
+    /// that stops answering and comes back.
+    pub fn signal_agent(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.agent_pid().context("the agent is not running")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
     /// The master's log so far.
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(self.work_dir.path().join("master.log")).unwrap_or_default()
@@ -311,6 +341,8 @@ impl Cluster {
     /// containers; SIGTERM would leave those of checkpointing frameworks).
     pub fn stop(&mut self) {
         if let Some(mut a) = self.agent_proc.take() {
+            // A frozen agent (SIGSTOP) must run to stop.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), nix::sys::signal::Signal::SIGCONT);
             match a.signal_and_wait(nix::sys::signal::Signal::SIGUSR1, Duration::from_secs(30)) {
                 Some(status) if status.success() => {}
                 // Killed, failed or hung: what it left is cleaned up below.

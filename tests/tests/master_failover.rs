@@ -14,6 +14,25 @@ use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Whether the test can run here (root, and a Docker engine when `docker`); records the skip otherwise.
+fn runnable(docker: bool) -> bool {
+    if !mezzo_testkit::is_root() {
+        mezzo_testkit::skip("needs root (real agent, containers and cgroups)");
+        return false;
+    }
+    if docker && !mezzo_testkit::docker_available() {
+        mezzo_testkit::skip("needs a running Docker engine");
+        return false;
+    }
+    true
+}
+
+/// GET `/state` of the master.
+async fn state(master: &str) -> Result<serde_json::Value> {
+    let body = reqwest::get(format!("http://{master}/state")).await?.bytes().await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
 fn framework(name: &str, partition_aware: bool) -> FrameworkInfo {
     FrameworkInfo {
         user: "root".into(),
@@ -110,11 +129,14 @@ async fn failover_keeps_tasks(tasks: &[(&str, Kind)], containerizers: &str) -> R
     let agent_id = offer.agent_id.clone();
     launch_running(&mut sched, &cluster, &offer, tasks).await?;
     // What the tasks leave free, as this master offers it.
-    let before = offered(&sched.next_offer(TIMEOUT).await?);
+    let before = offered(&sched.next_offer(TIMEOUT).await.context("the offer of what the tasks leave")?);
 
     cluster.crash_and_restart_master(true).await?;
     assert!(std::fs::read_dir(master_dir.path().join("registry/agents"))?.count() == 1, "the registry holds the agent");
     let mut sched = resubscribe(&cluster.master, &info, &sched.framework_id).await?;
+    // The first offer of the new master holds only what the tasks leave free.
+    let after = offered(&sched.next_offer(TIMEOUT).await.with_context(|| format!("the first offer after the failover; master log:\n{}", cluster.master_log()))?);
+    assert!((before.0 - after.0).abs() < 1e-9 && (before.1 - after.1).abs() < 1e-9, "offered before the crash {before:?}, after {after:?}");
     let ids: Vec<&str> = tasks.iter().map(|(id, _)| *id).collect();
     let explicit: Vec<(&str, &AgentId)> = ids.iter().map(|id| (*id, &agent_id)).collect();
     reconcile(&sched, &explicit).await?;
@@ -130,8 +152,6 @@ async fn failover_keeps_tasks(tasks: &[(&str, Kind)], containerizers: &str) -> R
         assert_reconciled(status, id, TaskState::TaskRunning);
     }
     no_update(&mut sched, Duration::from_secs(1)).await?;
-    let after = offered(&sched.next_offer(TIMEOUT).await?);
-    assert!((before.0 - after.0).abs() < 1e-9 && (before.1 - after.1).abs() < 1e-9, "offered before the crash {before:?}, after {after:?}");
 
     for id in &ids {
         sched.kill(id, Some(agent_id.clone())).await?;
@@ -146,19 +166,23 @@ async fn failover_keeps_tasks(tasks: &[(&str, Kind)], containerizers: &str) -> R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_master_restarted_on_its_work_dir_keeps_rust_tasks() -> Result<()> {
-    mezzo_testkit::require_root!();
+    if !runnable(false) {
+        return Ok(());
+    }
     failover_keeps_tasks(&[("rust-a", Kind::MesosNoImage), ("rust-b", Kind::MesosNoImage)], "rust").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_master_restarted_on_its_work_dir_keeps_rust_and_docker_tasks() -> Result<()> {
-    mezzo_testkit::require_docker!();
+    if !runnable(true) {
+        return Ok(());
+    }
     failover_keeps_tasks(&[("docker-a", Kind::Docker), ("rust-a", Kind::MesosNoImage)], "rust,docker").await
 }
 
 /// The frameworks `/state` lists: (id, active).
 async fn state_frameworks(master: &str) -> Result<Vec<(String, bool)>> {
-    let state: serde_json::Value = reqwest::get(format!("http://{master}/state")).await?.json().await?;
+    let state = state(master).await?;
     Ok(state["frameworks"]
         .as_array()
         .context("frameworks")?
@@ -175,7 +199,9 @@ async fn state_frameworks(master: &str) -> Result<Vec<(String, bool)>> {
 /// timeout, after which its re-subscription is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frameworks_survive_the_master_only_in_the_durable_registry() -> Result<()> {
-    mezzo_testkit::require_root!();
+    if !runnable(false) {
+        return Ok(());
+    }
     let mut cluster = Cluster::start_full("rust", &["--registry=in_memory"], &[]).await?;
     let info = framework("forgotten", true);
     let sched = Scheduler::subscribe_with(&cluster.master, info.clone()).await?;
@@ -191,11 +217,11 @@ async fn frameworks_survive_the_master_only_in_the_durable_registry() -> Result<
     let work_dir = format!("--work_dir={}", master_dir.path().display());
     let mut cluster = Cluster::start_full("rust", &[&work_dir], &[]).await?;
     let mut short = framework("short-failover", true);
-    short.failover_timeout = Some(3.0);
+    short.failover_timeout = Some(6.0);
     let kept = Scheduler::subscribe_with(&cluster.master, framework("kept", true)).await?;
     let gone = Scheduler::subscribe_with(&cluster.master, short.clone()).await?;
     let (kept_id, gone_id) = (kept.framework_id.clone(), gone.framework_id.clone());
-    cluster.crash_and_restart_master(true).await?;
+    cluster.crash_and_restart_master(false).await?;
     let restarted = Instant::now();
     let mut listed = state_frameworks(&cluster.master).await?;
     listed.sort();
@@ -204,12 +230,12 @@ async fn frameworks_survive_the_master_only_in_the_durable_registry() -> Result<
     assert_eq!(listed, want, "the durable registry keeps both, disconnected");
     // Back within its failover timeout: accepted with its id.
     let kept = resubscribe(&cluster.master, &framework("kept", true), &kept_id).await?;
-    // Not back within 3 s of the recovery: torn down, and a late re-subscription is refused as Mesos does.
+    // Not back within 6 s of the recovery: torn down, and a late re-subscription is refused as Mesos does.
     mezzo_tests::wait_until("the framework is torn down after its failover timeout", Duration::from_secs(15), || {
         std::fs::read_dir(master_dir.path().join("registry/frameworks")).map(|d| d.count() == 1).unwrap_or(false)
     })
     .await?;
-    assert!(restarted.elapsed() >= Duration::from_millis(2900), "torn down after {:?}", restarted.elapsed());
+    assert!(restarted.elapsed() >= Duration::from_millis(5500), "torn down after {:?}", restarted.elapsed());
     let mut info = short.clone();
     info.id = Some(gone_id.clone());
     match Scheduler::subscribe_with(&cluster.master, info).await {
@@ -257,7 +283,9 @@ async fn expect_update(sched: &mut Scheduler, task: &str, state: TaskState, reas
 /// REASON_AGENT_REREGISTERED, nothing killed), and KILL works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_frozen_past_its_ping_timeouts_is_unreachable_and_comes_back() -> Result<()> {
-    mezzo_testkit::require_root!();
+    if !runnable(false) {
+        return Ok(());
+    }
     let mut cluster = Cluster::start_full("rust", &["--agent_ping_timeout=1secs", "--max_agent_ping_timeouts=2"], &[]).await?;
     let (mut aware, agent_id) = running_task(&cluster, "aware", true, "aware-task").await?;
     let (mut plain, _) = running_task(&cluster, "plain", false, "plain-task").await?;
@@ -299,7 +327,9 @@ async fn agent_frozen_past_its_ping_timeouts_is_unreachable_and_comes_back() -> 
 /// again: RUNNING.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_not_back_within_the_reregister_timeout_is_unreachable() -> Result<()> {
-    mezzo_testkit::require_root!();
+    if !runnable(false) {
+        return Ok(());
+    }
     let master_dir = tempfile::Builder::new().prefix("mezzo-master-").tempdir()?;
     let work_dir = format!("--work_dir={}", master_dir.path().display());
     let mut cluster = Cluster::start_full("rust", &[&work_dir, "--agent_reregister_timeout=4secs"], &[]).await?;
@@ -323,7 +353,7 @@ async fn agent_not_back_within_the_reregister_timeout_is_unreachable() -> Result
     cluster.signal_agent(Signal::SIGCONT)?;
     let registered = Instant::now() + Duration::from_secs(30);
     loop {
-        let state: serde_json::Value = reqwest::get(format!("http://{}/state", cluster.master)).await?.json().await?;
+        let state = state(&cluster.master).await?;
         if state["slaves"].as_array().is_some_and(|a| !a.is_empty()) {
             break;
         }

@@ -372,3 +372,145 @@ async fn agent_not_back_within_the_reregister_timeout_is_unreachable() -> Result
     assert_clean(&cluster);
     Ok(())
 }
+
+/// A network namespace joined to the host by a veth pair on a private /24:
+/// "another host" for an agent. Removed on drop.
+struct OtherHost {
+    netns: String,
+    host_veth: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip").args(args).output().context("run ip")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+impl OtherHost {
+    fn create() -> Result<OtherHost> {
+        let tag = std::process::id() % 10_000;
+        let used = String::from_utf8_lossy(&std::process::Command::new("ip").args(["-o", "addr"]).output()?.stdout).into_owned();
+        let subnet = (0..250u32)
+            .map(|i| (std::process::id() + i) % 250 + 1)
+            .map(|x| format!("10.213.{x}"))
+            .find(|s| !used.contains(&format!("{s}.")))
+            .context("no free 10.213.x.0/24")?;
+        let host = OtherHost {
+            netns: format!("mzfo-{tag}"),
+            host_veth: format!("mzfo{tag}h"),
+            host_ip: format!("{subnet}.1"),
+            ns_ip: format!("{subnet}.2"),
+        };
+        let ns_veth = format!("mzfo{tag}n");
+        ip(&["netns", "add", &host.netns])?;
+        // From here on, drop removes what exists.
+        ip(&["link", "add", &host.host_veth, "type", "veth", "peer", "name", &ns_veth])?;
+        ip(&["link", "set", &ns_veth, "netns", &host.netns])?;
+        ip(&["addr", "add", &format!("{}/24", host.host_ip), "dev", &host.host_veth])?;
+        ip(&["link", "set", &host.host_veth, "up"])?;
+        ip(&["-n", &host.netns, "addr", "add", &format!("{}/24", host.ns_ip), "dev", &ns_veth])?;
+        ip(&["-n", &host.netns, "link", "set", &ns_veth, "up"])?;
+        ip(&["-n", &host.netns, "link", "set", "lo", "up"])?;
+        Ok(host)
+    }
+}
+
+impl Drop for OtherHost {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its end of the pair, which deletes ours.
+        let _ = ip(&["link", "del", &self.host_veth]);
+        if let Err(e) = ip(&["netns", "del", &self.netns]) {
+            eprintln!("cannot remove network namespace {}: {e}", self.netns);
+        }
+    }
+}
+
+/// Nothing relies on loopback: the master listens on a veth address only,
+/// its agent runs in another network namespace ("another host"). kill -9 of
+/// the master on its work_dir: the agent re-registers across the veth pair
+/// with its task, which reconciles RUNNING and is killed through the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_on_another_host_comes_back_to_a_restarted_master() -> Result<()> {
+    if !runnable(false) {
+        return Ok(());
+    }
+    let other = OtherHost::create()?;
+    let dir = tempfile::Builder::new().prefix("mezzo-otherhost-").tempdir()?;
+    let bins = mezzo_tests::bin_dir();
+    let master_port = mezzo_tests::free_port();
+    let master = format!("{}:{master_port}", other.host_ip);
+    let master_args = vec![format!("--ip={}", other.host_ip), format!("--port={master_port}"), format!("--work_dir={}", dir.path().join("master").display())];
+    let master_log = dir.path().join("master.log");
+    let mut master_proc = mezzo_tests::Proc::spawn("mezzo-master", &bins.join("mezzo-master"), &master_args, &master_log)?;
+    let cgroups_root = format!("mezzo-otherhost-{}", std::process::id());
+    // nsenter enters only the network namespace (`ip netns exec` would also
+    // remount /sys, hiding the cgroup hierarchy from the agent).
+    let mut agent_args = vec![format!("--net=/run/netns/{}", other.netns), "--".into(), bins.join("mezzo-agent").display().to_string()];
+    agent_args.extend([
+        format!("--master={master}"),
+        format!("--ip={}", other.ns_ip),
+        "--port=5051".into(),
+        format!("--work_dir={}", dir.path().join("agent").display()),
+        "--containerizers=rust".into(),
+        format!("--cgroups_root={cgroups_root}"),
+        "--resources=cpus:2;mem:2048;disk:4096;ports:[31000-32000]".into(),
+        "--executor_shutdown_grace_period=2secs".into(),
+    ]);
+    let agent_log = dir.path().join("agent.log");
+    let mut agent = mezzo_tests::Proc::spawn("mezzo-agent", std::path::Path::new("nsenter"), &agent_args, &agent_log)?;
+    let logs = || format!("master log:\n{}\nagent log:\n{}", std::fs::read_to_string(&master_log).unwrap_or_default(), std::fs::read_to_string(&agent_log).unwrap_or_default());
+
+    let result = async {
+        // Until the agent has registered with the master.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !state(&master).await.is_ok_and(|s| s["slaves"].as_array().is_some_and(|a| !a.is_empty())) {
+            if Instant::now() > deadline {
+                bail!("the agent did not register across the veth pair; {}", logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let info = framework("other-host", true);
+        let mut sched = Scheduler::subscribe_with(&master, info.clone()).await?;
+        let offer = sched.next_offer(TIMEOUT).await.with_context(logs)?;
+        assert!(offer.url.as_ref().is_some_and(|u| u.address.ip.as_deref() == Some(other.ns_ip.as_str())), "the agent is reached at {}: {offer:?}", other.ns_ip);
+        let agent_id = offer.agent_id.clone();
+        let task = command_task(&offer, "far", "sleep 1000", Kind::MesosNoImage, "busybox", 32.0);
+        sched.launch_and_wait_running(&offer, task, TIMEOUT).await.with_context(logs)?;
+
+        master_proc.crash();
+        master_proc = mezzo_tests::Proc::spawn("mezzo-master", &bins.join("mezzo-master"), &master_args, &master_log)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(state) = state(&master).await {
+                if state["slaves"].as_array().is_some_and(|a| !a.is_empty()) {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the agent did not re-register across the veth pair; {}", logs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut sched = resubscribe(&master, &info, &sched.framework_id).await?;
+        reconcile(&sched, &[("far", &agent_id)]).await?;
+        assert_reconciled(&sched.next_update(Duration::from_secs(10)).await?, "far", TaskState::TaskRunning);
+        sched.kill("far", Some(agent_id)).await?;
+        let updates = sched.updates_until_terminal("far", TIMEOUT).await.with_context(logs)?;
+        assert_eq!(updates.last().unwrap().state(), TaskState::TaskKilled, "{:?}", states(&updates));
+        sched.teardown().await?;
+        Ok(())
+    }
+    .await;
+    // SIGUSR1: the agent destroys its containers and exits.
+    agent.stop_with(Signal::SIGUSR1, Duration::from_secs(30));
+    master_proc.stop(Duration::from_secs(10));
+    for controller in ["cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "systemd", "unified"] {
+        let _ = std::fs::remove_dir(mezzo_tests::cgroup_dir(controller, &cgroups_root));
+    }
+    drop(other);
+    result
+}

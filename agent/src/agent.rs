@@ -66,6 +66,8 @@ pub struct Agent {
     pub registration_timeout: Duration,
     /// Signalled once the master assigned an id.
     pub registered: Notify,
+    /// The master marked this agent gone: shut down (as on SIGUSR1).
+    pub shutdown_requested: Notify,
     /// Checkpoints under `<work_dir>/meta`.
     pub meta: Meta,
     /// After an agent restart, how long recovered executors have to subscribe again.
@@ -138,11 +140,12 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             return Ok(());
         }
         stop = stop_signal() => stop?,
+        () = agent.shutdown_requested.notified() => Stop::Shutdown,
     };
     match stop {
         Stop::Leave(signal) => agent.leave(signal).await,
         Stop::Shutdown => {
-            tracing::info!("SIGUSR1: killing every executor and destroying every container");
+            tracing::info!("shutting down (SIGUSR1, or the master marked this agent gone): killing every executor and destroying every container");
             agent.shutdown_all().await;
         }
     }
@@ -234,6 +237,7 @@ impl Agent {
                 shutdown_grace,
                 registration_timeout,
                 registered: Notify::new(),
+                shutdown_requested: Notify::new(),
                 meta,
                 reregistration_timeout,
                 recovery_timeout,

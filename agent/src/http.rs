@@ -290,6 +290,11 @@ async fn master_api(State(agent): State<AppState>, headers: HeaderMap, body: Byt
             let Some(s) = msg.shutdown_executor else { return error(StatusCode::BAD_REQUEST, "Expecting 'shutdown_executor'") };
             agent.shutdown_executor(&s.framework_id.value, &s.executor_id.value);
         }
+        master_to_agent::Type::ShutdownAgent => {
+            let message = msg.shutdown_agent.and_then(|s| s.message).unwrap_or_default();
+            tracing::warn!(%message, "the master asks this agent to shut down");
+            agent.shutdown_requested.notify_one();
+        }
         master_to_agent::Type::Unknown => return error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
     }
     StatusCode::ACCEPTED.into_response()

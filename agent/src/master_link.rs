@@ -151,6 +151,12 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
                 tracing::info!(agent_id = %reg.agent_id.value, "registered with master");
                 Duration::from_secs_f64(reg.ping_interval_seconds.unwrap_or(5.0).clamp(0.1, 60.0))
             }
+            Err(e) if e.status == Some(410) => {
+                // Marked gone by an operator: this id never comes back (Mesos's ShutdownMessage).
+                tracing::error!(error = %e, "the master marked this agent gone: shutting down");
+                agent.shutdown_requested.notify_one();
+                return;
+            }
             Err(e) if matches!(e.status, Some(401 | 403)) => {
                 // Refused: a wrong --credential, or another agent's id. Say
                 // so loudly and keep trying slowly (an operator may fix the master).

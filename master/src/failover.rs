@@ -11,19 +11,19 @@
 //! (since Mesos 1.5 the tasks of non-partition-aware frameworks are no
 //! longer killed then). An agent marked gone never comes back: its tasks go
 //! TASK_GONE_BY_OPERATOR (TASK_LOST for frameworks that are not partition
-//! aware), it is told to shut its frameworks down, and a re-registration
-//! under its id is refused.
+//! aware), it is told to shut down, and a re-registration under its id is
+//! refused with 410 (the agent shuts down on it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mezzo_proto::mesos::v1::scheduler::{event, Event};
 use mezzo_proto::mesos::v1::{task_status::Reason, AgentId, TaskState};
-use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent, ShutdownFramework};
+use mezzo_proto::mezzo::agent::{master_to_agent, MasterToAgent, ShutdownAgent};
 use mezzo_proto::mezzo::registry::{registry_agent::State as AgentState, RegistryAgent, RegistryFramework};
 
 use crate::error::CallError;
-use crate::master::{framework_id, master_status, now_secs, Framework, Master, Shared};
+use crate::master::{master_status, now_secs, Framework, Master, Shared};
 use crate::registrar::Recovered;
 
 impl Master {
@@ -149,8 +149,9 @@ impl Master {
     /// gone for good. Its tasks go TASK_GONE_BY_OPERATOR (TASK_LOST for
     /// frameworks that are not partition aware) with
     /// REASON_AGENT_REMOVED_BY_OPERATOR, a registered agent is told to shut
-    /// down its frameworks, and the registry records it gone, so that it may
-    /// never register again under this id (after a failover too).
+    /// down (SHUTDOWN_AGENT: it destroys its containers and exits), and the
+    /// registry records it gone, so that it may never register again under
+    /// this id (after a failover too: 410, on which the agent shuts down).
     ///
     /// Durability: the registry write is queued on `self.registrar`; call it
     /// through `Shared::durably(|m| m.mark_agent_gone(id))` and answer once
@@ -164,21 +165,13 @@ impl Master {
             return Ok(());
         }
         let record = if let Some(record) = self.agent_record(agent_id) {
-            let frameworks: std::collections::BTreeSet<String> = self
-                .frameworks
-                .values()
-                .filter(|fw| fw.tasks.values().any(|t| t.agent_id == agent_id))
-                .map(|fw| fw.id.clone())
-                .chain(self.agents.get(agent_id).into_iter().flat_map(|a| a.executors.keys().map(|(f, _)| f.clone())))
-                .collect();
             if let Some(agent) = self.agents.get(agent_id) {
-                for fid in &frameworks {
-                    agent.link.send(MasterToAgent {
-                        r#type: Some(master_to_agent::Type::ShutdownFramework as i32),
-                        shutdown_framework: Some(ShutdownFramework { framework_id: framework_id(fid) }),
-                        ..Default::default()
-                    });
-                }
+                // Queued before the link is dropped: its worker delivers what it holds.
+                agent.link.send(MasterToAgent {
+                    r#type: Some(master_to_agent::Type::ShutdownAgent as i32),
+                    shutdown_agent: Some(ShutdownAgent { message: Some("Agent was marked gone by an operator".into()) }),
+                    ..Default::default()
+                });
             }
             self.remove_agent_as(agent_id, "marked gone by an operator", TaskState::TaskGoneByOperator, Reason::AgentRemovedByOperator);
             record
@@ -229,7 +222,8 @@ impl Master {
     pub(crate) fn check_not_gone(&self, id: &str) -> Result<(), CallError> {
         if self.gone_agents.contains_key(id) {
             tracing::warn!(agent_id = %id, "refusing the registration of an agent marked gone");
-            return Err(CallError::Forbidden(format!("Agent {id} was marked gone: it may not register again under this id")));
+            // 410: the agent shuts down, as on Mesos's ShutdownMessage.
+            return Err(CallError::Gone(format!("Agent {id} was marked gone: it may not register again under this id")));
         }
         Ok(())
     }
@@ -506,13 +500,16 @@ mod tests {
         let p: Vec<(TaskState, Reason)> = updates(&mut plain.rx).iter().map(|s| (s.state(), s.reason())).collect();
         assert_eq!(a, vec![(TaskState::TaskGoneByOperator, Reason::AgentRemovedByOperator)]);
         assert_eq!(p, vec![(TaskState::TaskLost, Reason::AgentRemovedByOperator)]);
-        assert!(matches!(master.register_agent(registration(&[])), Err(CallError::Forbidden(_))));
+        assert!(matches!(master.register_agent(registration(&[])), Err(CallError::Gone(_))));
         reconcile(&mut master, &fa, &[("a1", "A1")]);
         assert_eq!(updates(&mut aware.rx)[0].state(), TaskState::TaskGoneByOperator);
         flush(&mut master).await;
         drop(master);
-        // After a failover too.
+        // After a failover too; someone else presenting its id is refused as before.
         let (mut master, _) = master_on(store.clone(), crate::registrar::load(&*store).await.unwrap());
-        assert!(matches!(master.register_agent(registration(&[])), Err(CallError::Forbidden(_))));
+        assert!(matches!(master.register_agent(registration(&[])), Err(CallError::Gone(_))));
+        let mut thief = registration(&[]);
+        thief.agent_secret = Some("guess".into());
+        assert!(matches!(master.register_agent(thief), Err(CallError::Forbidden(_))));
     }
 }

@@ -514,3 +514,50 @@ async fn agent_on_another_host_comes_back_to_a_restarted_master() -> Result<()> 
     drop(other);
     result
 }
+
+/// An agent the registry holds as gone (MARK_AGENT_GONE before a failover)
+/// never comes back: its re-registration is answered 410, on which it kills
+/// its tasks, destroys its containers and exits; the tasks reconcile as
+/// TASK_GONE_BY_OPERATOR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_recorded_gone_is_refused_after_a_failover_and_shuts_down() -> Result<()> {
+    use mezzo_proto::mezzo::registry::{registry_agent, RegistryAgent};
+    use prost::Message;
+    if !runnable(false) {
+        return Ok(());
+    }
+    let master_dir = tempfile::Builder::new().prefix("mezzo-master-").tempdir()?;
+    let work_dir = format!("--work_dir={}", master_dir.path().display());
+    let mut cluster = Cluster::start_full("rust", &[&work_dir], &[]).await?;
+    let info = framework("gone", true);
+    let mut sched = Scheduler::subscribe_with(&cluster.master, info.clone()).await?;
+    let offer = sched.next_offer(TIMEOUT).await?;
+    let agent_id = offer.agent_id.clone();
+    launch_running(&mut sched, &cluster, &offer, &[("doomed", Kind::MesosNoImage)]).await?;
+    let agent_pid = cluster.agent_pid().context("agent pid")? as i32;
+
+    // The agent is frozen and the master dies; the registry then says the
+    // agent was marked gone (as the operator API's MARK_AGENT_GONE records
+    // it), and the next master recovers that.
+    cluster.signal_agent(Signal::SIGSTOP)?;
+    cluster.crash_and_restart_master(false).await?;
+    let entry = master_dir.path().join("registry/agents").join(&agent_id.value);
+    let mut record = RegistryAgent::decode(&std::fs::read(&entry)?[..])?;
+    assert_eq!(record.state(), registry_agent::State::Admitted);
+    record.state = Some(registry_agent::State::Gone as i32);
+    std::fs::write(&entry, record.encode_to_vec())?;
+    cluster.crash_and_restart_master(false).await?;
+    cluster.signal_agent(Signal::SIGCONT)?;
+    mezzo_tests::wait_until("the gone agent shuts down", Duration::from_secs(60), || !mezzo_tests::alive(agent_pid)).await.with_context(|| cluster.agent_log())?;
+    assert!(cluster.agent_log().contains("the master marked this agent gone: shutting down"), "{}", cluster.agent_log());
+    let state = state(&cluster.master).await?;
+    assert_eq!(state["slaves"].as_array().map(Vec::len), Some(0), "{state}");
+
+    let mut sched = resubscribe(&cluster.master, &info, &sched.framework_id).await?;
+    reconcile(&sched, &[("doomed", &agent_id)]).await?;
+    assert_reconciled(&sched.next_update(Duration::from_secs(10)).await?, "doomed", TaskState::TaskGoneByOperator);
+    sched.teardown().await?;
+    cluster.stop();
+    assert_clean(&cluster);
+    Ok(())
+}

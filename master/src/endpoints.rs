@@ -500,7 +500,7 @@ fn teardown_call(
     method: &Method,
     query: &HashMap<String, String>,
     body: &[u8],
-) -> Result<Option<futures::future::BoxFuture<'static, Result<(), CallError>>>, CallError> {
+) -> Result<Option<crate::registrar::Durable>, CallError> {
     if method != Method::POST {
         return Err(CallError::MethodNotAllowed(format!(
             "Expecting one of {{ 'POST' }}, but received '{method}'"

@@ -28,6 +28,9 @@ use crate::error::CallError;
 use crate::master::{Master, Shared};
 use crate::registry::{Kind, RegistryError, RegistryStore};
 
+/// Resolves when the writes a call queued are durable (503 otherwise).
+pub(crate) type Durable = BoxFuture<'static, Result<(), CallError>>;
+
 /// Called once when the store says this master was fenced (lost leadership).
 #[derive(Clone)]
 pub struct FencedHook(pub Arc<dyn Fn(&str) + Send + Sync>);
@@ -131,7 +134,7 @@ impl Registrar {
     /// A future that resolves when every write queued since `begin` is
     /// durable, or with the 503 of the first that failed; `None` when
     /// nothing was queued.
-    pub(crate) fn durable(&mut self) -> Option<BoxFuture<'static, Result<(), CallError>>> {
+    pub(crate) fn durable(&mut self) -> Option<Durable> {
         if self.pending.is_empty() {
             return None;
         }

@@ -260,7 +260,7 @@ fn process(
     method: &Method,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(Response, Option<futures::future::BoxFuture<'static, Result<(), CallError>>>), CallError> {
+) -> Result<(Response, Option<crate::registrar::Durable>), CallError> {
     if method != Method::POST {
         return Err(CallError::MethodNotAllowed(format!(
             "Expecting one of {{ 'POST' }}, but received '{method}'"

@@ -168,7 +168,7 @@ impl Master {
             };
             let mut status = master_status(&t.info.task_id.value, Some(&t.agent_id), state, Reason::Reconciliation, message);
             if t.state == TaskState::TaskUnreachable {
-                status.unreachable_time = t.statuses.iter().rev().find_map(|s| s.unreachable_time.clone());
+                status.unreachable_time = t.statuses.iter().rev().find_map(|s| s.unreachable_time);
             }
             if let Some(last) = t.statuses.iter().rev().find(|s| s.source() != task_status::Source::Master) {
                 status.healthy = last.healthy;

@@ -68,6 +68,8 @@ pub struct Agent {
     pub registered: Notify,
     /// The master marked this agent gone: shut down (as on SIGUSR1).
     pub shutdown_requested: Notify,
+    /// A master recovered its registry: ping (and re-register) now.
+    pub ping_now: Notify,
     /// Checkpoints under `<work_dir>/meta`.
     pub meta: Meta,
     /// After an agent restart, how long recovered executors have to subscribe again.
@@ -238,6 +240,7 @@ impl Agent {
                 registration_timeout,
                 registered: Notify::new(),
                 shutdown_requested: Notify::new(),
+                ping_now: Notify::new(),
                 meta,
                 reregistration_timeout,
                 recovery_timeout,

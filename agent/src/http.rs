@@ -26,6 +26,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/api/v1/executor", any(executor_api))
         .route("/mezzo/v1/master", post(master_api))
+        .route(crate::master_link::MASTER_CHANGED_PATH, post(master_changed))
         .route("/files/download", get(crate::files::files_download))
         .route("/files/read", get(crate::files::files_read))
         .route("/state", get(state_json))
@@ -298,6 +299,16 @@ async fn master_api(State(agent): State<AppState>, headers: HeaderMap, body: Byt
         master_to_agent::Type::Unknown => return error(StatusCode::BAD_REQUEST, "Expecting 'type' to be present"),
     }
     StatusCode::ACCEPTED.into_response()
+}
+
+/// `POST /mezzo/v1/master_changed` -> 202: a master that recovered its
+/// registry says it is there; the agent pings its `--master` at once (and
+/// re-registers if that master does not know its session). Nothing else is
+/// taken from the request, so it needs no credentials: the worst a forged one
+/// does is an early ping.
+async fn master_changed(State(agent): State<AppState>) -> StatusCode {
+    agent.ping_now.notify_one();
+    StatusCode::ACCEPTED
 }
 
 /// Agent `/state`, in the shape of Mesos's (the parts we keep).

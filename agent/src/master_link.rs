@@ -133,6 +133,13 @@ pub async fn post_authenticated<M: prost::Message>(agent: &Agent, path: &str, ms
     post(&agent.http, &agent.flags.master, path, msg, Some(&token)).await
 }
 
+/// Where a master that recovered its registry tells its agents to ping now
+/// (`POST`, no body; answered 202).
+pub const MASTER_CHANGED_PATH: &str = mezzo_master::AGENT_MASTER_CHANGED_PATH;
+
+/// Time between pings while the master does not answer.
+const MASTER_LOST_RETRY: Duration = Duration::from_millis(250);
+
 /// Registers with the master (retrying with backoff), then pings it and
 /// re-registers whenever the master no longer knows this agent's session.
 pub async fn register_and_ping(agent: Arc<Agent>) {
@@ -171,17 +178,29 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
                 continue;
             }
         };
-        // Ping until the master forgets us.
+        // Ping until the master forgets us. While the master cannot be
+        // reached (it failed), ping more often: a master restarted on its
+        // work_dir waits for its agents, and they come back within a retry.
+        let retry = MASTER_LOST_RETRY.min(interval);
+        let mut wait = interval;
         loop {
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = agent.ping_now.notified() => tracing::info!("a master recovered its registry: pinging the master now"),
+            }
             let ping = Ping { agent_id: mezzo_proto::mesos::v1::AgentId { value: agent.id() } };
             match post_authenticated(&agent, "/mezzo/v1/agent/ping", &ping).await {
-                Ok(_) => {}
+                Ok(_) => wait = interval,
                 Err(e) if matches!(e.status, Some(401 | 404)) => {
                     tracing::warn!(error = %e, "master does not know this agent's session; re-registering");
                     break;
                 }
-                Err(e) => tracing::warn!(error = %e, "ping to master failed"),
+                Err(e) => {
+                    if wait == interval {
+                        tracing::warn!(error = %e, "ping to master failed");
+                    }
+                    wait = retry;
+                }
             }
         }
     }

@@ -238,6 +238,10 @@ pub(crate) fn agent_failure_event(id: &str) -> Event {
     }
 }
 
+/// The agent's path on which a master that recovered its registry tells it
+/// to ping now (`mezzo_agent::master_link::MASTER_CHANGED_PATH`).
+pub const AGENT_MASTER_CHANGED_PATH: &str = "/mezzo/v1/master_changed";
+
 /// Starts the timers of a recovery: each recovered framework is torn down
 /// when it has not re-subscribed within its failover timeout (from now), and
 /// the agents that did not re-register within `--agent_reregister_timeout`
@@ -253,7 +257,25 @@ pub(crate) fn start_timers(shared: &Arc<Shared>, frameworks: Vec<(String, f64)>)
             shared.lock().failover_expired(&id, 0);
         }));
     }
-    let has_recovered = !shared.lock().recovered_agents.is_empty();
+    // Tell the recovered agents this master is up: they ping it at once and
+    // re-register instead of waiting for their next ping. Best effort; the
+    // request carries nothing they trust.
+    let (endpoints, client) = {
+        let master = shared.lock();
+        let endpoints: Vec<String> = master.recovered_agents.values().filter_map(|r| r.endpoint.clone()).collect();
+        (endpoints, master.client.clone())
+    };
+    let has_recovered = !endpoints.is_empty();
+    for endpoint in endpoints {
+        let client = client.clone();
+        let timeout = shared.config.agent_request_timeout;
+        handles.push(tokio::spawn(async move {
+            let url = format!("http://{endpoint}{AGENT_MASTER_CHANGED_PATH}");
+            if let Err(e) = client.post(&url).timeout(timeout).send().await {
+                tracing::debug!(%url, error = %e, "could not tell a recovered agent this master is up");
+            }
+        }));
+    }
     if has_recovered {
         let shared = shared.clone();
         let timeout = shared.config.agent_reregister_timeout;

@@ -46,6 +46,7 @@ use mezzo_proto::mesos::v1::{Address, MasterInfo};
 use tokio::net::TcpListener;
 
 pub use agent_link::AGENT_MASTER_PATH;
+pub use failover::AGENT_MASTER_CHANGED_PATH;
 pub use config::MasterConfig;
 pub use error::{CallError, MasterError};
 pub use master::MESOS_VERSION;

@@ -131,7 +131,12 @@ async fn failover_keeps_tasks(tasks: &[(&str, Kind)], containerizers: &str) -> R
     // What the tasks leave free, as this master offers it.
     let before = offered(&sched.next_offer(TIMEOUT).await.context("the offer of what the tasks leave")?);
 
+    let crashed = Instant::now();
     cluster.crash_and_restart_master(true).await?;
+    let back = crashed.elapsed();
+    eprintln!("master_failover: kill -9 to the agent re-registered with the restarted master: {back:?}");
+    // The recovered master tells its agents it is up: they do not wait for their next ping (5 s here).
+    assert!(back < Duration::from_secs(4), "the agent re-registered {back:?} after the crash");
     assert!(std::fs::read_dir(master_dir.path().join("registry/agents"))?.count() == 1, "the registry holds the agent");
     let mut sched = resubscribe(&cluster.master, &info, &sched.framework_id).await?;
     // The first offer of the new master holds only what the tasks leave free.
@@ -141,6 +146,7 @@ async fn failover_keeps_tasks(tasks: &[(&str, Kind)], containerizers: &str) -> R
     let explicit: Vec<(&str, &AgentId)> = ids.iter().map(|id| (*id, &agent_id)).collect();
     reconcile(&sched, &explicit).await?;
     let answers = updates(&mut sched, ids.len(), Duration::from_secs(10)).await?;
+    eprintln!("master_failover: kill -9 to the reconciliation answered by the restarted master: {:?}", crashed.elapsed());
     let mut sorted = ids.clone();
     sorted.sort();
     for (status, id) in answers.iter().zip(&sorted) {

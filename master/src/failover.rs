@@ -521,7 +521,7 @@ mod tests {
         let a: Vec<(TaskState, Reason)> = updates(&mut aware.rx).iter().map(|s| (s.state(), s.reason())).collect();
         let p: Vec<(TaskState, Reason)> = updates(&mut plain.rx).iter().map(|s| (s.state(), s.reason())).collect();
         assert_eq!(a, vec![(TaskState::TaskGoneByOperator, Reason::AgentRemovedByOperator)]);
-        assert_eq!(p, vec![(TaskState::TaskLost, Reason::AgentRemovedByOperator)]);
+        assert_eq!(p, vec![(TaskState::TaskLost, Reason::AgentRemoved)]);
         assert!(matches!(master.register_agent(registration(&[])), Err(CallError::Gone(_))));
         reconcile(&mut master, &fa, &[("a1", "A1")]);
         assert_eq!(updates(&mut aware.rx)[0].state(), TaskState::TaskGoneByOperator);

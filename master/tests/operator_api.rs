@@ -396,17 +396,18 @@ async fn mark_agent_gone_ends_its_tasks_and_keeps_it_out() {
         // Every framework hears the agent is lost.
         let failure = c.scheduler.expect(mezzo_proto::mesos::v1::scheduler::event::Type::Failure).await;
         assert_eq!(failure.event.failure.unwrap().agent_id.unwrap().value, c.agent.agent_id);
-        // The agent is told to shut the framework down.
+        // The agent is told to shut down (Mesos's ShutdownMessage).
         let shutdown = c.agent.next_message().await;
-        assert_eq!(shutdown.r#type(), master_to_agent::Type::ShutdownFramework);
+        assert_eq!(shutdown.r#type(), master_to_agent::Type::ShutdownAgent);
         let state_now = get(&c.master, call::Type::GetState, ct, response::Type::GetState).await.get_state.unwrap();
         assert!(state_now.get_agents.unwrap().agents.is_empty());
         let tasks = state_now.get_tasks.unwrap();
         assert!(tasks.tasks.is_empty());
         assert_eq!(tasks.completed_tasks[0].state(), state);
-        // Gone for good: it may not register again under its id; marking it again is fine.
+        // Gone for good: it may not register again under its id (410: the
+        // agent shuts down); marking it again is fine.
         let (status, _) = c.agent.try_register(c.agent.request(Some(&c.agent.agent_id), agent_resources())).await;
-        assert_eq!(status, 403);
+        assert_eq!(status, 410);
         assert_eq!(call_as(&client, &c.master, &call, ct).await.0, 200);
     }
 }

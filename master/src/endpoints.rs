@@ -210,9 +210,10 @@ pub(crate) fn framework_json(fw: &Framework, master: &Master) -> Value {
         "capabilities": capabilities,
         "registered_time": fw.registered_time,
         "unregistered_time": fw.unregistered_time.unwrap_or(0.0),
-        "tasks": fw.tasks.values().map(task_json).collect::<Vec<_>>(),
+        "tasks": fw.tasks.values().filter(|t| t.state != TaskState::TaskUnreachable).map(task_json).collect::<Vec<_>>(),
         "completed_tasks": fw.completed_tasks.iter().map(task_json).collect::<Vec<_>>(),
-        "unreachable_tasks": [],
+        // On agents marked unreachable, as Mesos lists them apart.
+        "unreachable_tasks": fw.tasks.values().filter(|t| t.state == TaskState::TaskUnreachable).map(task_json).collect::<Vec<_>>(),
         "executors": executors,
         "completed_executors": [],
         "offers": offers,
@@ -277,7 +278,7 @@ pub(crate) async fn state(State(shared): State<Arc<Shared>>) -> Response {
         "hostname": master.info.hostname.clone().unwrap_or_default(),
         "activated_slaves": master.agents.len(),
         "deactivated_slaves": 0,
-        "unreachable_slaves": 0,
+        "unreachable_slaves": master.unreachable_agents.len(),
         "leader": leader_pid(&master),
         "leader_info": to_json_value(&master.info),
         "flags": flags_json(&master),
@@ -307,7 +308,8 @@ pub(crate) async fn frameworks(State(shared): State<Arc<Shared>>) -> Response {
 pub(crate) async fn slaves(State(shared): State<Arc<Shared>>) -> Response {
     let value = json!({
         "slaves": shared.lock().agents.values().map(agent_json).collect::<Vec<_>>(),
-        "recovered_slaves": [],
+        // Known from the registry, not re-registered since the failover.
+        "recovered_slaves": shared.lock().recovered_agents.values().map(|r| to_json_value(&r.info)).collect::<Vec<_>>(),
     });
     json_response(&value)
 }

@@ -267,7 +267,7 @@ fn roles_of(info: &FrameworkInfo) -> Vec<String> {
 }
 
 fn get_agents(master: &Master) -> response::GetAgents {
-    response::GetAgents { agents: master.agents.values().map(agent_entry).collect(), recovered_agents: Vec::<AgentInfo>::new() }
+    response::GetAgents { agents: master.agents.values().map(agent_entry).collect(), recovered_agents: master.recovered_agents.values().map(|r| r.info.clone()).collect::<Vec<AgentInfo>>() }
 }
 
 fn get_frameworks(master: &Master) -> response::GetFrameworks {

@@ -302,6 +302,10 @@ async fn agent_frozen_past_its_ping_timeouts_is_unreachable_and_comes_back() -> 
     expect_update(&mut aware, "aware-task", TaskState::TaskUnreachable, Reason::AgentRemoved, Duration::from_secs(10)).await?;
     expect_update(&mut plain, "plain-task", TaskState::TaskLost, Reason::AgentRemoved, Duration::from_secs(10)).await?;
     assert!(frozen.elapsed() >= Duration::from_millis(1500), "unreachable after {:?}: not before 2 missed pings", frozen.elapsed());
+    let st = state(&cluster.master).await?;
+    assert_eq!((st["unreachable_slaves"].as_u64(), st["slaves"].as_array().map(Vec::len)), (Some(1), Some(0)), "{st}");
+    let listed = st["frameworks"].as_array().context("frameworks")?.iter().find(|f| f["id"] == aware.framework_id.value.as_str()).context("aware")?.clone();
+    assert_eq!((listed["tasks"].as_array().map(Vec::len), listed["unreachable_tasks"][0]["id"].as_str()), (Some(0), Some("aware-task")), "{listed}");
     reconcile(&aware, &[("aware-task", &agent_id)]).await?;
     assert_reconciled(&aware.next_update(Duration::from_secs(10)).await?, "aware-task", TaskState::TaskUnreachable);
     reconcile(&plain, &[("plain-task", &agent_id)]).await?;

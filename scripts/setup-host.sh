@@ -3,7 +3,8 @@
 # Debian machine: docker.io with a running dockerd, busybox-static,
 # libseccomp-dev, pkg-config, docker-registry (tests' loopback registry),
 # skopeo, crun and runc (benchmark peers), qemu-system-x86 (the cgroups v2
-# guest of scripts/v2-guest.sh). Idempotent. A dockerd it starts is recorded in
+# guest of scripts/v2-guest.sh), zookeeper (the tests' private ZooKeeper for
+# master groups; the testkit starts its server, never the package's service). Idempotent. A dockerd it starts is recorded in
 # target/host/dockerd.pid so that scripts/teardown-host.sh stops only that.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +24,7 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 # The cgroups v2 guest of scripts/v2-guest.sh (its kernel is fetched there).
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+[ -f /usr/share/java/zookeeper.jar ] && [ -x /usr/bin/java ] || need+=(zookeeper)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -78,3 +78,16 @@ macro_rules! require_docker {
         }
     };
 }
+
+pub mod zookeeper;
+
+/// Returns from the calling test, recorded as skipped, unless Debian's `zookeeper` package and java are installed.
+#[macro_export]
+macro_rules! require_zookeeper {
+    () => {
+        if let Err(reason) = $crate::zookeeper::available() {
+            $crate::skip(&reason);
+            return;
+        }
+    };
+}

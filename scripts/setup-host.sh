@@ -4,8 +4,9 @@
 # libseccomp-dev, pkg-config, docker-registry (tests' loopback registry),
 # skopeo, crun and runc (benchmark peers), qemu-system-x86 (the cgroups v2
 # guest of scripts/v2-guest.sh), zookeeper (the tests' private ZooKeeper for
-# master groups; the testkit starts its server, never the package's service). Idempotent. A dockerd it starts is recorded in
-# target/host/dockerd.pid so that scripts/teardown-host.sh stops only that.
+# master groups: the testkit starts its server, not the package's service).
+# Idempotent. A dockerd it starts is recorded in target/host/dockerd.pid so
+# that scripts/teardown-host.sh stops only that.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 state="$here/target/host"

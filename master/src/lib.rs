@@ -31,6 +31,7 @@ mod metrics;
 mod operator;
 pub mod registrar;
 pub mod registry;
+pub mod zk_store;
 pub mod resources;
 mod scheduler_api;
 mod stream;

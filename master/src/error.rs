@@ -18,6 +18,12 @@ pub enum MasterError {
     /// The HTTP server failed.
     #[error("http server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// ZooKeeper refused what a master of a group must do (`--zk`).
+    #[error("{0}")]
+    Zk(#[from] mezzo_zk::ZkError),
+    /// This master of a group lost its candidacy or its leadership: it stops, as Mesos's master does.
+    #[error("lost leadership: {0}")]
+    LostLeadership(String),
 }
 
 /// A rejected HTTP call; becomes a plain-text response with the status code,

@@ -24,6 +24,7 @@ mod executors;
 mod failover;
 pub mod file_store;
 mod framework;
+pub mod ha;
 mod http_auth;
 mod launch;
 mod master;
@@ -31,12 +32,12 @@ mod metrics;
 mod operator;
 pub mod registrar;
 pub mod registry;
-pub mod zk_store;
 pub mod resources;
 mod scheduler_api;
 mod stream;
 mod tasks;
 mod validation;
+pub mod zk_store;
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -134,6 +135,12 @@ impl Drop for AbortOnDrop {
 /// Serves the master on `listener` until the server fails.
 pub async fn serve(config: MasterConfig, listener: TcpListener) -> Result<(), MasterError> {
     let local = listener.local_addr().map_err(MasterError::LocalAddr)?;
+    let info = master_info(&config, local);
+    serve_as(config, listener, info).await
+}
+
+/// The `MasterInfo` of a new master listening on `local` (a new id).
+pub fn master_info(config: &MasterConfig, local: std::net::SocketAddr) -> MasterInfo {
     let ip = config.advertise_ip.unwrap_or_else(|| {
         if local.ip().is_unspecified() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -147,8 +154,8 @@ pub async fn serve(config: MasterConfig, listener: TcpListener) -> Result<(), Ma
         IpAddr::V4(v4) => pack_ip(v4),
         IpAddr::V6(_) => 0,
     };
-    let info = MasterInfo {
-        id: id.clone(),
+    MasterInfo {
+        id,
         ip: packed,
         port: u32::from(local.port()),
         pid: Some(format!("master@{ip}:{}", local.port())),
@@ -160,7 +167,13 @@ pub async fn serve(config: MasterConfig, listener: TcpListener) -> Result<(), Ma
             port: i32::from(local.port()),
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// Serves the master described by `info` on `listener` until the server fails.
+pub async fn serve_as(config: MasterConfig, listener: TcpListener, info: MasterInfo) -> Result<(), MasterError> {
+    let local = listener.local_addr().map_err(MasterError::LocalAddr)?;
+    let id = info.id.clone();
     let client = reqwest::Client::builder()
         .connect_timeout(config.agent_request_timeout)
         .build()

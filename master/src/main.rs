@@ -91,6 +91,36 @@ struct Flags {
     /// path of a JSON file.
     #[arg(long, env = "MESOS_ACLS", value_parser = parse_acls)]
     acls: Option<Acls>,
+    /// `zk://host:port[,host:port]/path` (or a `file://` path holding it): the
+    /// masters sharing it form a group that ZooKeeper elects a leader in; the
+    /// registry then lives in ZooKeeper under that path.
+    #[arg(long, env = "MESOS_ZK", value_parser = parse_zk)]
+    zk: Option<mezzo_zk::ZkUrl>,
+    /// With `--zk`: masters that must be in the group for the registry to accept
+    /// writes (more than half of the group's masters).
+    #[arg(long, env = "MESOS_QUORUM", value_parser = clap::value_parser!(u64).range(1..))]
+    quorum: Option<u64>,
+    /// With `--zk`: the ZooKeeper session timeout (`10secs`); a leader whose session ends loses leadership.
+    #[arg(long = "zk_session_timeout", env = "MESOS_ZK_SESSION_TIMEOUT", default_value = "10secs", value_parser = parse_positive_duration, value_name = "DURATION")]
+    zk_session_timeout: Duration,
+}
+
+fn parse_zk(value: &str) -> Result<mezzo_zk::ZkUrl, String> {
+    mezzo_zk::ZkUrl::parse("zk", value).map_err(|e| e.reason)
+}
+
+/// With `--zk`, how this master joins its group: `--quorum` is needed unless the registry is in memory (as Mesos).
+fn group_config(flags: &Flags) -> anyhow::Result<Option<mezzo_master::ha::GroupConfig>> {
+    let Some(zk) = flags.zk.clone() else {
+        return Ok(None);
+    };
+    let registry_in_zk = flags.registry.as_deref() != Some("in_memory");
+    let quorum = match flags.quorum {
+        Some(q) => q as usize,
+        None if registry_in_zk => anyhow::bail!("Need to specify --quorum for replicated log based registry when using ZooKeeper"),
+        None => 1,
+    };
+    Ok(Some(mezzo_master::ha::GroupConfig { zk, quorum, session_timeout: flags.zk_session_timeout, registry_in_zk }))
 }
 
 /// The registry's store from `--registry` and `--work_dir`. Without `--work_dir`, `replicated_log` is refused as
@@ -153,7 +183,12 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("{flag} requires --credentials (every request would be refused)");
         }
     }
-    let registry = registry_store(flags.registry.as_deref(), flags.work_dir.as_deref())?;
+    let group = group_config(&flags)?;
+    // In a group the registry is claimed in ZooKeeper once this master is elected.
+    let registry = match &group {
+        Some(g) if g.registry_in_zk => std::sync::Arc::new(InMemoryStore::default()),
+        _ => registry_store(flags.registry.as_deref(), flags.work_dir.as_deref())?,
+    };
     tracing::info!(registry = %registry.describe(), "registry");
     // Another master leads now: stop, as Mesos's master does.
     let on_fenced = FencedHook(std::sync::Arc::new(|message| {
@@ -180,6 +215,12 @@ async fn main() -> anyhow::Result<()> {
         ..MasterConfig::default()
     };
     let addr = SocketAddr::new(flags.ip, flags.port);
+    if let Some(group) = group {
+        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("failed to bind {addr}"))?;
+        // Losing leadership ends the process with a failure, for a supervisor to restart it as a contender.
+        mezzo_master::ha::serve_group(config, listener, group).await?;
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("failed to bind {addr}"))?;
@@ -234,6 +275,24 @@ mod tests {
         // The work_dir is locked while a master holds it.
         assert!(registry_store(Some("replicated_log"), Some(dir.path())).is_err());
         assert!(parse(&["--registry=log"]).is_err());
+    }
+
+    #[test]
+    fn zk_flags_parse_as_mesos() {
+        let f = parse(&[]).unwrap();
+        assert!(group_config(&f).unwrap().is_none());
+        assert_eq!(f.zk_session_timeout, Duration::from_secs(10));
+        let f = parse(&["--zk=zk://10.0.0.1:2181,10.0.0.2:2181/mesos"]).unwrap();
+        let err = group_config(&f).err().unwrap();
+        assert_eq!(err.to_string(), "Need to specify --quorum for replicated log based registry when using ZooKeeper");
+        let f = parse(&["--zk=zk://10.0.0.1:2181/mesos", "--quorum=2", "--zk_session_timeout=2secs"]).unwrap();
+        let g = group_config(&f).unwrap().unwrap();
+        assert_eq!((g.zk.path.as_str(), g.quorum, g.session_timeout, g.registry_in_zk), ("/mesos", 2, Duration::from_secs(2), true));
+        let f = parse(&["--zk=zk://10.0.0.1:2181/mesos", "--registry=in_memory"]).unwrap();
+        assert_eq!(group_config(&f).unwrap().map(|g| (g.quorum, g.registry_in_zk)), Some((1, false)));
+        let err = parse(&["--zk=http://h:1/mesos"]).err().unwrap();
+        assert!(err.to_string().contains("invalid value 'http://h:1/mesos' for '--zk <ZK>'"), "{err}");
+        assert!(parse(&["--zk=zk://h:1/m", "--quorum=0"]).is_err());
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct ZkStore {
     fenced: watch::Sender<Option<String>>,
     /// Bound of one operation.
     op_timeout: Duration,
+    /// Why writes are refused now (`Some`): set by the master group (no quorum of masters).
+    gate: Option<watch::Receiver<Option<String>>>,
 }
 
 impl std::fmt::Debug for ZkStore {
@@ -60,7 +62,7 @@ impl ZkStore {
     pub async fn claim(client: Client, url: &ZkUrl, candidacy: &str, owner: &str, op_timeout: Duration) -> Result<ZkStore, RegistryError> {
         let root = url.child(mezzo_zk::REGISTRY_NODE);
         let (fenced, _) = watch::channel(None);
-        let mut store = ZkStore { client, url: url.clone(), root, epoch: -1, versions: Mutex::new(HashMap::new()), fenced, op_timeout };
+        let mut store = ZkStore { client, url: url.clone(), root, epoch: -1, versions: Mutex::new(HashMap::new()), fenced, op_timeout, gate: None };
         for kind in Kind::ALL {
             let path = store.kind_path(kind);
             let options = CreateMode::Persistent.with_acls(mezzo_zk::acls(url));
@@ -84,6 +86,12 @@ impl ZkStore {
         };
         tracing::info!(registry = %store.root, epoch = store.epoch, "claimed the registry");
         Ok(store)
+    }
+
+    /// Refuses writes (`Unavailable`, with the reason) while `gate` holds `Some(reason)`.
+    pub fn with_gate(mut self, gate: watch::Receiver<Option<String>>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Becomes `Some(reason)` when a write was fenced.
@@ -116,6 +124,9 @@ impl ZkStore {
 
     /// Refuses at once without a connected session: no quorum, no write.
     fn connected(&self) -> Result<(), RegistryError> {
+        if let Some(reason) = self.gate.as_ref().and_then(|g| g.borrow().clone()) {
+            return Err(RegistryError::Unavailable(reason));
+        }
         match self.client.state() {
             SessionState::SyncConnected => Ok(()),
             SessionState::Expired | SessionState::Closed | SessionState::AuthFailed => Err(self.fence(format!("ZooKeeper session {}", self.client.state()))),

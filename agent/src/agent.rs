@@ -193,7 +193,8 @@ impl Agent {
         let reregistration_timeout = flags.executor_reregistration_timeout;
         let recovery_timeout = flags.recovery_timeout;
         let meta = Meta::new(&work_dir);
-        let session = crate::master_link::Session::load(&work_dir)?;
+        let leader = crate::master_link::MasterLocator::new(&flags.master, flags.zk_session_timeout)?;
+        let session = crate::master_link::Session::load(&work_dir, leader)?;
         let executor_auth = crate::executor_auth::ExecutorAuth::load(
             flags.jwt_secret_key.as_deref(),
             &work_dir.join("meta"),

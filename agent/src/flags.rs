@@ -9,9 +9,13 @@ use std::time::Duration;
 // A flag given twice takes its last value, so wrappers can append overrides.
 #[command(name = "mezzo-agent", version, about = "mezzo agent: runs tasks in containers", args_override_self = true)]
 pub struct Flags {
-    /// Master address, `host:port`.
-    #[arg(long)]
+    /// Master address: `host:port`, `zk://host:port[,host:port]/path` (the
+    /// leader of a master group, followed as it changes), or a `file://` path holding one.
+    #[arg(long, value_parser = parse_master)]
     pub master: String,
+    /// With `--master=zk://...`: the ZooKeeper session timeout (`10secs`).
+    #[arg(long = "zk_session_timeout", default_value = "10secs", value_parser = parse_zk_session_timeout, value_name = "DURATION")]
+    pub zk_session_timeout: Duration,
     /// Path (or `file://` path) of this agent's credential for the master's
     /// `--authenticate_agents`: `{"principal":..,"secret":..}` or `principal secret`.
     #[arg(long, value_parser = parse_credential)]
@@ -454,6 +458,18 @@ mod tests {
         let f = parse(&["--isolation=cgroups/cpu, namespaces/pid,"]).unwrap();
         assert_eq!(f.isolation, Some(Isolation(vec!["cgroups/cpu".into(), "namespaces/pid".into()])));
         assert_eq!(f.isolation.unwrap().to_string(), "cgroups/cpu,namespaces/pid");
+    }
+}
+
+/// Checks `--master` (a `zk://` URL's form, a `file://` path's content); the value is kept as given.
+fn parse_master(value: &str) -> Result<String, String> {
+    mezzo_zk::MasterAddress::parse("master", value).map(|_| value.to_string()).map_err(|e| e.reason)
+}
+
+fn parse_zk_session_timeout(value: &str) -> Result<Duration, String> {
+    match mezzo_proto::duration::parse_flag(value)? {
+        d if d.is_zero() => Err("must be longer than zero".to_string()),
+        d => Ok(d),
     }
 }
 

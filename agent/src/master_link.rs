@@ -28,12 +28,64 @@ pub struct Session {
     agent_secret: String,
     /// What this agent presents to the master; none before registration.
     master_token: RwLock<Option<String>>,
+    /// Where the (leading) master is.
+    pub leader: MasterLocator,
+}
+
+/// Where the agent finds its master: `--master=host:port`, or the leader of
+/// a group on ZooKeeper (`--master=zk://...`), followed as it changes.
+pub enum MasterLocator {
+    Fixed(String),
+    Zk(mezzo_zk::Detector),
+}
+
+impl MasterLocator {
+    /// From `--master` (and `--zk_session_timeout`); starts following the group for `zk://`.
+    pub fn new(master: &str, session_timeout: Duration) -> anyhow::Result<MasterLocator> {
+        Ok(match mezzo_zk::MasterAddress::parse("master", master)? {
+            mezzo_zk::MasterAddress::Fixed(address) => MasterLocator::Fixed(address),
+            mezzo_zk::MasterAddress::Zk(url) => {
+                tracing::info!(zk = %url, "following the leading master of a group on ZooKeeper");
+                MasterLocator::Zk(mezzo_zk::Detector::start(url, session_timeout))
+            }
+        })
+    }
+
+    /// `host:port` of the (leading) master; none while no master leads.
+    pub fn current(&self) -> Option<String> {
+        match self {
+            MasterLocator::Fixed(address) => Some(address.clone()),
+            MasterLocator::Zk(detector) => detector.leader().map(|info| mezzo_zk::master_endpoint(&info)),
+        }
+    }
+
+    /// Leader changes, for a group.
+    fn changes(&self) -> Option<tokio::sync::watch::Receiver<Option<mezzo_proto::mesos::v1::MasterInfo>>> {
+        match self {
+            MasterLocator::Fixed(_) => None,
+            MasterLocator::Zk(detector) => Some(detector.watch()),
+        }
+    }
+}
+
+/// Waits `delay`, or less when the leading master changes first (`changes` of a group).
+async fn wait_or_new_leader(delay: Duration, changes: &mut Option<tokio::sync::watch::Receiver<Option<mezzo_proto::mesos::v1::MasterInfo>>>) -> bool {
+    match changes {
+        Some(rx) => tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            changed = rx.changed() => changed.is_ok(),
+        },
+        None => {
+            tokio::time::sleep(delay).await;
+            false
+        }
+    }
 }
 
 impl Session {
     /// Loads the agent's secret from `<work_dir>/meta/agent.secret`,
     /// creating it (0600) when absent, and starts a new session token.
-    pub fn load(work_dir: &Path) -> anyhow::Result<Self> {
+    pub fn load(work_dir: &Path, leader: MasterLocator) -> anyhow::Result<Self> {
         let meta = work_dir.join("meta");
         std::fs::create_dir_all(&meta).with_context(|| format!("create {}", meta.display()))?;
         let path = meta.join("agent.secret");
@@ -50,7 +102,7 @@ impl Session {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_secret(&path)?,
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };
-        Ok(Session { agent_token: random_token(), agent_secret, master_token: RwLock::new(None) })
+        Ok(Session { agent_token: random_token(), agent_secret, master_token: RwLock::new(None), leader })
     }
 
     /// Whether an `Authorization` header value carries this session's token.
@@ -130,7 +182,12 @@ pub async fn post_authenticated<M: prost::Message>(agent: &Agent, path: &str, ms
     let Some(token) = token else {
         return Err(PostError { status: None, message: "not registered with the master yet".into() });
     };
-    post(&agent.http, &agent.flags.master, path, msg, Some(&token)).await
+    let master = leading_master(agent)?;
+    post(&agent.http, &master, path, msg, Some(&token)).await
+}
+
+fn leading_master(agent: &Agent) -> Result<String, PostError> {
+    agent.session.leader.current().ok_or_else(|| PostError { status: None, message: "no master leads (ZooKeeper names none)".into() })
 }
 
 /// Where a master that recovered its registry tells its agents to ping now
@@ -144,7 +201,12 @@ const MASTER_LOST_RETRY: Duration = Duration::from_millis(250);
 /// re-registers whenever the master no longer knows this agent's session.
 pub async fn register_and_ping(agent: Arc<Agent>) {
     let mut refusals = 0u32;
+    // A new leading master: register with it at once (Mesos's agent re-registers on a new leader).
+    let mut changes = agent.session.leader.changes();
     loop {
+        if let Some(rx) = changes.as_mut() {
+            rx.borrow_and_update();
+        }
         let registered = register(&agent).await;
         let interval = match registered {
             Ok(reg) => {
@@ -174,19 +236,27 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "registration with master failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                wait_or_new_leader(Duration::from_millis(500), &mut changes).await;
                 continue;
             }
         };
-        // Ping until the master forgets us. While the master cannot be
-        // reached (it failed), ping more often: a master restarted on its
-        // work_dir waits for its agents, and they come back within a retry.
+        // Ping until the master forgets us or another master leads. While the
+        // master cannot be reached (it failed), ping more often: a master
+        // restarted on its work_dir waits for its agents, and they come back
+        // within a retry.
         let retry = MASTER_LOST_RETRY.min(interval);
         let mut wait = interval;
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = agent.ping_now.notified() => tracing::info!("a master recovered its registry: pinging the master now"),
+            let new_leader = tokio::select! {
+                new_leader = wait_or_new_leader(wait, &mut changes) => new_leader,
+                () = agent.ping_now.notified() => {
+                    tracing::info!("a master recovered its registry: pinging the master now");
+                    false
+                }
+            };
+            if new_leader {
+                tracing::info!(master = ?agent.session.leader.current(), "a new master leads; re-registering");
+                break;
             }
             let ping = Ping { agent_id: mezzo_proto::mesos::v1::AgentId { value: agent.id() } };
             match post_authenticated(&agent, "/mezzo/v1/agent/ping", &ping).await {
@@ -222,7 +292,8 @@ async fn register(agent: &Agent) -> Result<AgentRegistered, PostError> {
         executors,
         completed_frameworks,
     };
-    let (_, body) = post(&agent.http, &agent.flags.master, "/mezzo/v1/agent/register", &msg, None).await?;
+    let master = leading_master(agent)?;
+    let (_, body) = post(&agent.http, &master, "/mezzo/v1/agent/register", &msg, None).await?;
     mezzo_proto::from_protobuf::<AgentRegistered>(&body).map_err(|e| PostError { status: None, message: e.to_string() })
 }
 

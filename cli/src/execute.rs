@@ -1,6 +1,6 @@
 //! `mezzo execute`: run one task through the master, like `mesos-execute`.
 
-use crate::scheduler::{master_base_url, Scheduler};
+use crate::scheduler::{MasterSource, Scheduler};
 use crate::task::{build_task, offer_fits, TaskSpec};
 use anyhow::{Context, Result};
 use mezzo_proto::mesos::v1::scheduler::{call, event, Event};
@@ -95,8 +95,14 @@ struct Launched {
 /// Runs the task; returns the process exit code (0 only for TASK_FINISHED).
 pub async fn execute(options: ExecuteOptions) -> Result<i32> {
     let deadline = Instant::now() + options.timeout;
-    let base = master_base_url(&options.master);
-    let (scheduler, mut events) = Scheduler::subscribe(&base, framework_info(options.checkpoint), options.timeout)
+    let source = MasterSource::new(&options.master)?;
+    let mut base = source.base_url(options.timeout).await?;
+    let mut framework = framework_info(options.checkpoint);
+    if source.is_group() {
+        // The framework outlives a failover of the leading master (it re-subscribes to the next one).
+        framework.failover_timeout = Some(options.timeout.as_secs_f64());
+    }
+    let (mut scheduler, mut events) = Scheduler::subscribe(&base, framework.clone(), options.timeout)
         .await
         .with_context(|| format!("subscribing to the master at {base}"))?;
     println!("Subscribed with ID {}", scheduler.framework_id().value);
@@ -110,13 +116,35 @@ pub async fn execute(options: ExecuteOptions) -> Result<i32> {
             event = events.recv() => {
                 let event = match event {
                     Some(Ok(event)) => event,
-                    Some(Err(reason)) => {
+                    lost => {
+                        let reason = match lost {
+                            Some(Err(reason)) => reason,
+                            _ => "event stream ended".to_string(),
+                        };
                         eprintln!("Lost the master: {reason}");
-                        break 1;
-                    }
-                    None => {
-                        eprintln!("Lost the master: event stream ended");
-                        break 1;
+                        if !source.is_group() {
+                            break 1;
+                        }
+                        // A group: follow its next leader, as the same framework.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        base = source.next_leader(&base, left).await?;
+                        eprintln!("Following the new leading master at {base}");
+                        framework.id = Some(scheduler.framework_id().clone());
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        (scheduler, events) = Scheduler::subscribe(&base, framework.clone(), left)
+                            .await
+                            .with_context(|| format!("re-subscribing to the master at {base}"))?;
+                        if let Some(launched) = &launched {
+                            let task = &launched.task;
+                            scheduler
+                                .send(call::Type::Reconcile, |c| {
+                                    c.reconcile = Some(call::Reconcile {
+                                        tasks: vec![call::reconcile::Task { task_id: task.task_id.clone(), agent_id: Some(task.agent_id.clone()) }],
+                                    })
+                                })
+                                .await?;
+                        }
+                        continue;
                     }
                 };
                 match handle_event(&scheduler, &options, event, &mut launched, &mut seen_running).await? {

@@ -91,7 +91,7 @@ enum ImageCommand {
 
 #[derive(clap::Args)]
 struct ExecuteArgs {
-    /// Master address, `host:port`.
+    /// Master address: `host:port`, `zk://host:port[,host:port]/path` (a master group's leader) or a `file://` path holding one.
     #[arg(long, default_value = "127.0.0.1:5050")]
     master: String,
     /// Task name, also its id.
@@ -125,7 +125,7 @@ struct ExecuteArgs {
 
 #[derive(clap::Args)]
 struct StateArgs {
-    /// Master address, `host:port`.
+    /// Master address: `host:port`, `zk://host:port[,host:port]/path` (a master group's leader) or a `file://` path holding one.
     #[arg(long, default_value = "127.0.0.1:5050")]
     master: String,
     /// Give up after this many seconds.

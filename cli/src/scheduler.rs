@@ -32,6 +32,54 @@ pub fn master_base_url(master: &str) -> String {
     }
 }
 
+/// A `--master` value: `host:port`, a URL, `zk://host:port[,host:port]/path`
+/// (the leader of a master group) or a `file://` path holding one of those.
+pub enum MasterSource {
+    Fixed(String),
+    Zk(mezzo_zk::Detector),
+}
+
+impl MasterSource {
+    /// Parses `--master`; for a group, starts following its leader.
+    pub fn new(master: &str) -> Result<MasterSource> {
+        Ok(match mezzo_zk::MasterAddress::parse("master", master)? {
+            mezzo_zk::MasterAddress::Fixed(address) => MasterSource::Fixed(master_base_url(&address)),
+            mezzo_zk::MasterAddress::Zk(url) => MasterSource::Zk(mezzo_zk::Detector::start(url, mezzo_zk::DEFAULT_SESSION_TIMEOUT)),
+        })
+    }
+
+    /// Whether the master is a group (its leader may change).
+    pub fn is_group(&self) -> bool {
+        matches!(self, MasterSource::Zk(_))
+    }
+
+    /// `http://host:port` of the (leading) master, waiting up to `timeout` for a group to have a leader.
+    pub async fn base_url(&self, timeout: Duration) -> Result<String> {
+        match self {
+            MasterSource::Fixed(url) => Ok(url.clone()),
+            MasterSource::Zk(detector) => match detector.wait_for_leader(timeout).await {
+                Some(info) => Ok(format!("http://{}", mezzo_zk::master_endpoint(&info))),
+                None => bail!("no master leads the group (ZooKeeper named none within {timeout:?})"),
+            },
+        }
+    }
+
+    /// Waits up to `timeout` for a group's leader other than the master at `base_url`; its base URL.
+    pub async fn next_leader(&self, base_url: &str, timeout: Duration) -> Result<String> {
+        let MasterSource::Zk(detector) = self else { bail!("the master is not a group: no other master to follow") };
+        let mut changes = detector.watch();
+        let other = |l: &Option<mezzo_proto::mesos::v1::MasterInfo>| l.as_ref().is_some_and(|i| format!("http://{}", mezzo_zk::master_endpoint(i)) != base_url);
+        let found = match tokio::time::timeout(timeout, changes.wait_for(other)).await {
+            Ok(Ok(info)) => info.clone(),
+            _ => None,
+        };
+        match found {
+            Some(info) => Ok(format!("http://{}", mezzo_zk::master_endpoint(&info))),
+            None => bail!("no other master was elected within {timeout:?}"),
+        }
+    }
+}
+
 /// A subscribed framework's connection to the master.
 pub struct Scheduler {
     http: reqwest::Client,
@@ -181,6 +229,13 @@ async fn read_events(response: reqwest::Response, tx: mpsc::UnboundedSender<Even
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn master_sources() {
+        assert!(matches!(MasterSource::new("127.0.0.1:5050").unwrap(), MasterSource::Fixed(u) if u == "http://127.0.0.1:5050"));
+        let e = MasterSource::new("zk://h:notaport/mesos").err().unwrap();
+        assert!(e.to_string().contains("invalid --master"), "{e}");
+    }
 
     #[test]
     fn master_addresses_become_base_urls() {

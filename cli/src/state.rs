@@ -1,12 +1,12 @@
 //! `mezzo state`: the master's `/state` document, pretty-printed.
 
-use crate::scheduler::master_base_url;
+use crate::scheduler::MasterSource;
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
 
-/// Fetches `/state` from the master and returns it pretty-printed.
+/// Fetches `/state` from the (leading) master and returns it pretty-printed.
 pub async fn fetch_state(master: &str, timeout: Duration) -> Result<String> {
-    let url = format!("{}/state", master_base_url(master));
+    let url = format!("{}/state", MasterSource::new(master)?.base_url(timeout).await?);
     let response = reqwest::Client::new()
         .get(&url)
         .timeout(timeout)

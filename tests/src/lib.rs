@@ -15,6 +15,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+pub mod group;
+
 /// Directory holding the workspace's built binaries (`target/debug`).
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("MEZZO_BIN_DIR") {

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use mezzo_proto::mesos::v1::scheduler::{call, Call};
 use mezzo_proto::mesos::v1::task_status::Reason;
-use mezzo_proto::mesos::v1::{AgentId, FrameworkInfo, TaskId, TaskState};
+use mezzo_proto::mesos::v1::{AgentId, FrameworkInfo, Offer, TaskId, TaskState};
 use mezzo_tests::group::{pymesos_leader, Group};
 use mezzo_tests::{command_task, states, Kind, Scheduler};
 use std::time::{Duration, Instant};
@@ -28,9 +28,11 @@ fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
-/// Sends an explicit RECONCILE of `task` until the master answers it; the answer.
-async fn reconcile(sched: &mut Scheduler, task: &str, agent: &AgentId) -> Result<mezzo_proto::mesos::v1::TaskStatus> {
+/// Sends an explicit RECONCILE of `task` until the master answers it; the
+/// answer, and the offers that came meanwhile.
+async fn reconcile(sched: &mut Scheduler, task: &str, agent: &AgentId) -> Result<(mezzo_proto::mesos::v1::TaskStatus, Vec<Offer>)> {
     let deadline = Instant::now() + TIMEOUT;
+    let mut offers = Vec::new();
     while Instant::now() < deadline {
         let code = sched
             .call(Call {
@@ -43,9 +45,16 @@ async fn reconcile(sched: &mut Scheduler, task: &str, agent: &AgentId) -> Result
             bail!("RECONCILE answered {code}");
         }
         // The agent may not have re-registered yet: Mesos answers nothing for its tasks then.
-        if let Ok(status) = sched.next_update(Duration::from_millis(500)).await {
-            if status.task_id.value == task {
-                return Ok(status);
+        let wait = Instant::now() + Duration::from_millis(500);
+        while let Ok(ev) = sched.next_event(wait.saturating_duration_since(Instant::now())).await {
+            if let Some(o) = ev.offers {
+                offers.extend(o.offers);
+            }
+            if let Some(update) = ev.update {
+                sched.acknowledge(&update.status).await?;
+                if update.status.task_id.value == task {
+                    return Ok((update.status, offers));
+                }
             }
         }
     }
@@ -149,7 +158,7 @@ async fn the_leaders_loss_elects_another_that_the_agent_and_the_framework_follow
     again.id = Some(framework_id.clone());
     let mut sched = Scheduler::subscribe_with(&group.masters[new], again).await.map_err(|e| e.context(group.logs())).unwrap();
     assert_eq!(sched.framework_id, framework_id);
-    let status = reconcile(&mut sched, "ha-1", &agent_id).await.map_err(|e| e.context(group.logs())).unwrap();
+    let (status, mut offers) = reconcile(&mut sched, "ha-1", &agent_id).await.map_err(|e| e.context(group.logs())).unwrap();
     assert_eq!(status.state(), TaskState::TaskRunning, "{status:?}");
     assert_eq!(status.reason(), Reason::Reconciliation);
     let failover = killed.elapsed();
@@ -159,7 +168,10 @@ async fn the_leaders_loss_elects_another_that_the_agent_and_the_framework_follow
     let state = group.state(new).await.unwrap();
     let tasks: Vec<_> = state["frameworks"].as_array().unwrap().iter().flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default()).collect();
     assert!(tasks.iter().any(|t| t["id"] == "ha-1" && t["state"] == "TASK_RUNNING"), "tasks on the new leader: {tasks:?}");
-    let offer = sched.next_offer(TIMEOUT).await.unwrap();
+    let offer = match offers.pop() {
+        Some(offer) => offer,
+        None => sched.next_offer(TIMEOUT).await.unwrap(),
+    };
     let cpus: f64 = offer.resources.iter().filter(|r| r.name == "cpus").filter_map(|r| r.scalar.as_ref().map(|s| s.value)).sum();
     assert!(cpus <= 1.9 + 1e-9, "the offer includes the running task's cpus: {cpus}");
 

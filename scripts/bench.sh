@@ -21,6 +21,12 @@
 # `sleep` tasks on the rust containerizer without an image, launched by one
 # framework (bench/task_overhead.py): RSS sums every process's resident pages,
 # PSS counts a page shared by N processes as 1/N (the binaries' text once).
+# master_failover (s): three masters on a private ZooKeeper (Debian's), an
+# agent and a framework with a running task; the median over
+# MEZZO_BENCH_FAILOVER_RUNS (5) of the time from kill -9 of the leading master
+# to the framework's RECONCILE answered by the new leader (it learns the
+# leader from ZooKeeper, re-subscribes, reconciles); --zk_session_timeout=2secs
+# (mezzo-bench-master-failover).
 # Then mezzo-bench (bench/), side by side with its peers in the same run:
 # rust_launch_true (crun; runc as rust_launch_true_vs_runc), rust_launch_1000,
 # docker_launch_true (docker run), image_warm_provision_{1,5,20},
@@ -36,7 +42,7 @@
 # exit runs, 10), MEZZO_BENCH_LAUNCH_RUNS (30), MEZZO_BENCH_PULL_RUNS (9),
 # MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY (comma separated: cluster =
 # accept_to_running_*, kill = kill_to_killed_rust and exit_to_failed_rust,
-# overhead = task_overhead_*, master = master_*, and the mezzo-bench groups provision,rust,many,docker,pull,fetch; empty = all).
+# overhead = task_overhead_*, master = master_*, failover = master_failover, and the mezzo-bench groups provision,rust,many,docker,pull,fetch; empty = all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${MEZZO_BENCH_RUNS:-20}
@@ -132,6 +138,12 @@ trap - EXIT
 if wants master; then
   timeout 900 "$bin/mezzo-bench-master" --agents="${MEZZO_BENCH_AGENTS:-10000}" >>"$out/extra.jsonl" ||
     echo "mezzo-bench-master failed" >&2
+fi
+
+# 2b. A master group's failover (its own ZooKeeper, masters and agent; stops them all).
+if wants failover; then
+  MEZZO_BIN_DIR="$bin" timeout 900 "$bin/mezzo-bench-master-failover" --runs="${MEZZO_BENCH_FAILOVER_RUNS:-5}" \
+    >>"$out/extra.jsonl" || echo "mezzo-bench-master-failover failed" >&2
 fi
 
 # 3. Side by side with the peers (its own private mount namespace; cleans up after itself).

@@ -236,7 +236,9 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "registration with master failed; retrying");
-                wait_or_new_leader(Duration::from_millis(500), &mut changes).await;
+                // 503: a newly elected master finishing its recovery, soon ready.
+                let delay = if e.status == Some(503) { Duration::from_millis(100) } else { Duration::from_millis(500) };
+                wait_or_new_leader(delay, &mut changes).await;
                 continue;
             }
         };

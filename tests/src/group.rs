@@ -5,7 +5,9 @@ use anyhow::{bail, Context, Result};
 use mezzo_testkit::zookeeper::ZooKeeper;
 use std::time::{Duration, Instant};
 
-use crate::{bin_dir, cgroup_dir, free_port, test_images_dir, Proc};
+use crate::{bin_dir, cgroup_dir, free_port, test_images_dir, Proc, Scheduler};
+use mezzo_proto::mesos::v1::scheduler::{call, Call};
+use mezzo_proto::mesos::v1::{AgentId, Offer, TaskId, TaskStatus};
 
 /// The masters' path in ZooKeeper.
 pub const ZK_PATH: &str = "/mezzo";
@@ -200,4 +202,37 @@ pub async fn pymesos_leader(group: &Group) -> Result<serde_json::Value> {
     let first = children.first().context("the group's path has no children")?;
     let (data, _) = client.get_data(&url.child(first)).await.with_context(|| format!("read {first}"))?;
     serde_json::from_slice(&data).with_context(|| format!("{first} is not JSON: {}", String::from_utf8_lossy(&data)))
+}
+
+/// Sends an explicit RECONCILE of `task` until the master answers it; the
+/// answer, and the offers that came meanwhile.
+pub async fn reconcile(sched: &mut Scheduler, task: &str, agent: &AgentId) -> Result<(TaskStatus, Vec<Offer>)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut offers = Vec::new();
+    while Instant::now() < deadline {
+        let code = sched
+            .call(Call {
+                r#type: Some(call::Type::Reconcile as i32),
+                reconcile: Some(call::Reconcile { tasks: vec![call::reconcile::Task { task_id: TaskId { value: task.into() }, agent_id: Some(agent.clone()) }] }),
+                ..Default::default()
+            })
+            .await?;
+        if code != 202 {
+            bail!("RECONCILE answered {code}");
+        }
+        // The agent may not have re-registered yet: Mesos answers nothing for its tasks then.
+        let wait = Instant::now() + Duration::from_millis(500);
+        while let Ok(ev) = sched.next_event(wait.saturating_duration_since(Instant::now())).await {
+            if let Some(o) = ev.offers {
+                offers.extend(o.offers);
+            }
+            if let Some(update) = ev.update {
+                sched.acknowledge(&update.status).await?;
+                if update.status.task_id.value == task {
+                    return Ok((update.status, offers));
+                }
+            }
+        }
+    }
+    bail!("no answer to RECONCILE of {task}")
 }

@@ -1,11 +1,11 @@
 //! Masters as a high-availability group on a real ZooKeeper: the leader's
 //! loss, clients' detectors, redirects of non-leaders, no writes without quorum.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use mezzo_proto::mesos::v1::scheduler::{call, Call};
 use mezzo_proto::mesos::v1::task_status::Reason;
-use mezzo_proto::mesos::v1::{AgentId, FrameworkInfo, Offer, TaskId, TaskState};
-use mezzo_tests::group::{pymesos_leader, Group};
+use mezzo_proto::mesos::v1::{FrameworkInfo, TaskState};
+use mezzo_tests::group::{pymesos_leader, reconcile, Group};
 use mezzo_tests::{command_task, states, Kind, Scheduler};
 use std::time::{Duration, Instant};
 
@@ -26,39 +26,6 @@ fn framework(name: &str) -> FrameworkInfo {
 
 fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-}
-
-/// Sends an explicit RECONCILE of `task` until the master answers it; the
-/// answer, and the offers that came meanwhile.
-async fn reconcile(sched: &mut Scheduler, task: &str, agent: &AgentId) -> Result<(mezzo_proto::mesos::v1::TaskStatus, Vec<Offer>)> {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut offers = Vec::new();
-    while Instant::now() < deadline {
-        let code = sched
-            .call(Call {
-                r#type: Some(call::Type::Reconcile as i32),
-                reconcile: Some(call::Reconcile { tasks: vec![call::reconcile::Task { task_id: TaskId { value: task.into() }, agent_id: Some(agent.clone()) }] }),
-                ..Default::default()
-            })
-            .await?;
-        if code != 202 {
-            bail!("RECONCILE answered {code}");
-        }
-        // The agent may not have re-registered yet: Mesos answers nothing for its tasks then.
-        let wait = Instant::now() + Duration::from_millis(500);
-        while let Ok(ev) = sched.next_event(wait.saturating_duration_since(Instant::now())).await {
-            if let Some(o) = ev.offers {
-                offers.extend(o.offers);
-            }
-            if let Some(update) = ev.update {
-                sched.acknowledge(&update.status).await?;
-                if update.status.task_id.value == task {
-                    return Ok((update.status, offers));
-                }
-            }
-        }
-    }
-    bail!("no answer to RECONCILE of {task}")
 }
 
 /// POSTs a JSON SUBSCRIBE of a new framework to `master` (no redirects followed); the status and the body.

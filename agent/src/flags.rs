@@ -332,6 +332,17 @@ mod tests {
     }
 
     #[test]
+    fn master_takes_mesos_forms() {
+        let f = Flags::try_parse_from(["mezzo-agent", "--master=zk://10.0.0.1:2181,10.0.0.2:2181/mesos", "--zk_session_timeout=3secs"]).unwrap();
+        assert_eq!((f.master.as_str(), f.zk_session_timeout), ("zk://10.0.0.1:2181,10.0.0.2:2181/mesos", Duration::from_secs(3)));
+        assert_eq!(Flags::try_parse_from(["mezzo-agent", "--master=m:1"]).unwrap().zk_session_timeout, Duration::from_secs(10));
+        let err = Flags::try_parse_from(["mezzo-agent", "--master=zk://h:port/mesos"]).unwrap_err().to_string();
+        assert!(err.contains("invalid value 'zk://h:port/mesos' for '--master <MASTER>'") && err.contains("bad port"), "{err}");
+        assert!(Flags::try_parse_from(["mezzo-agent", "--master=file:///nonexistent/master"]).is_err());
+        assert!(Flags::try_parse_from(["mezzo-agent", "--master=m:1", "--zk_session_timeout=0secs"]).is_err());
+    }
+
+    #[test]
     fn boolean_flags_parse_like_mesos() {
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1"]).unwrap();
         assert!(!f.cgroups_enable_cfs && f.strict && f.docker_kill_orphans);

@@ -170,6 +170,25 @@ fn group_state_pid(group: &Group, i: usize) -> serde_json::Value {
 }
 
 #[tokio::test]
+async fn the_cli_finds_the_leader_through_zookeeper() {
+    mezzo_testkit::require_zookeeper!();
+    let group = Group::start(2, &["--quorum=1", "--zk_session_timeout=2secs"]).await.unwrap();
+    let leader = group.state(group.leader(TIMEOUT).await.unwrap()).await.unwrap();
+    // The URL itself, and a file:// path holding it, as Mesos's --master takes.
+    let file = group.work_dir.path().join("master");
+    std::fs::write(&file, format!("{}\n", group.url)).unwrap();
+    for master in [group.url.clone(), format!("file://{}", file.display())] {
+        let out = std::process::Command::new(mezzo_tests::bin_dir().join("mezzo"))
+            .args(["state", &format!("--master={master}"), "--timeout=30"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mezzo state --master={master}: {}", String::from_utf8_lossy(&out.stderr));
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(state["id"], leader["id"], "mezzo state --master={master}");
+    }
+}
+
+#[tokio::test]
 async fn a_lone_master_without_a_quorum_of_masters_refuses_writes() {
     mezzo_testkit::require_zookeeper!();
     // Elected, but alone where two masters must be in the group.

@@ -125,15 +125,29 @@ pub async fn execute(options: ExecuteOptions) -> Result<i32> {
                         if !source.is_group() {
                             break 1;
                         }
-                        // A group: follow its next leader, as the same framework.
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        base = source.next_leader(&base, left).await?;
-                        eprintln!("Following the new leading master at {base}");
+                        // A group: follow whoever leads it now (the detector names the dead
+                        // leader until its session ends; a newly elected master answers 503
+                        // until it has recovered), as the same framework.
                         framework.id = Some(scheduler.framework_id().clone());
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        (scheduler, events) = Scheduler::subscribe(&base, framework.clone(), left)
-                            .await
-                            .with_context(|| format!("re-subscribing to the master at {base}"))?;
+                        (scheduler, events) = loop {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            let attempt = match source.base_url(left).await {
+                                Ok(url) => {
+                                    base = url;
+                                    Scheduler::subscribe(&base, framework.clone(), left).await
+                                }
+                                Err(e) => Err(e),
+                            };
+                            match attempt {
+                                Ok(subscribed) => break subscribed,
+                                Err(e) if left > Duration::from_millis(100) => {
+                                    eprintln!("Re-subscribing to the master at {base}: {e:#}; retrying");
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                }
+                                Err(e) => return Err(e.context(format!("re-subscribing to the master at {base}"))),
+                            }
+                        };
+                        eprintln!("Following the leading master at {base}");
                         if let Some(launched) = &launched {
                             let task = &launched.task;
                             scheduler
@@ -147,7 +161,17 @@ pub async fn execute(options: ExecuteOptions) -> Result<i32> {
                         continue;
                     }
                 };
-                match handle_event(&scheduler, &options, event, &mut launched, &mut seen_running).await? {
+                let step = match handle_event(&scheduler, &options, event, &mut launched, &mut seen_running).await {
+                    Ok(step) => step,
+                    // The leader may be gone: its stream ends next, and the next leader gets
+                    // the agent's unacknowledged updates again.
+                    Err(e) if source.is_group() => {
+                        eprintln!("{e:#}");
+                        Step::Continue
+                    }
+                    Err(e) => return Err(e),
+                };
+                match step {
                     Step::Continue => {}
                     Step::Running => {
                         if let Some(after) = options.kill_after {

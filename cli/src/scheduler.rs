@@ -63,21 +63,6 @@ impl MasterSource {
             },
         }
     }
-
-    /// Waits up to `timeout` for a group's leader other than the master at `base_url`; its base URL.
-    pub async fn next_leader(&self, base_url: &str, timeout: Duration) -> Result<String> {
-        let MasterSource::Zk(detector) = self else { bail!("the master is not a group: no other master to follow") };
-        let mut changes = detector.watch();
-        let other = |l: &Option<mezzo_proto::mesos::v1::MasterInfo>| l.as_ref().is_some_and(|i| format!("http://{}", mezzo_zk::master_endpoint(i)) != base_url);
-        let found = match tokio::time::timeout(timeout, changes.wait_for(other)).await {
-            Ok(Ok(info)) => info.clone(),
-            _ => None,
-        };
-        match found {
-            Some(info) => Ok(format!("http://{}", mezzo_zk::master_endpoint(&info))),
-            None => bail!("no other master was elected within {timeout:?}"),
-        }
-    }
 }
 
 /// A subscribed framework's connection to the master.

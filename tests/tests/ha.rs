@@ -170,6 +170,52 @@ fn group_state_pid(group: &Group, i: usize) -> serde_json::Value {
 }
 
 #[tokio::test]
+async fn mezzo_execute_follows_a_new_leader_to_its_task_s_end() {
+    mezzo_testkit::require_root!();
+    mezzo_testkit::require_zookeeper!();
+    use tokio::io::AsyncBufReadExt;
+    let mut group = Group::start(3, &MASTER_FLAGS).await.unwrap();
+    group.start_agent("rust", &[]).await.unwrap();
+    let leader = group.leader(TIMEOUT).await.unwrap();
+    let mut execute = tokio::process::Command::new(mezzo_tests::bin_dir().join("mezzo"))
+        .args(["execute", &format!("--master={}", group.url), "--name=cli-ha", "--command=sleep 6", "--timeout=90"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(execute.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    let running = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            out.push(line.clone());
+            if line.contains("status update TASK_RUNNING") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(running, Ok(true)), "no TASK_RUNNING: {out:?}\n{}", group.logs());
+    group.crash_master(leader);
+    let finished = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            out.push(line);
+        }
+        execute.wait().await.unwrap()
+    })
+    .await
+    .expect("mezzo execute ended");
+    let mut err = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut execute.stderr.take().unwrap(), &mut err).await.unwrap();
+    assert!(finished.success(), "mezzo execute: {finished}\nstdout: {out:#?}\nstderr: {err}\n{}", group.logs());
+    assert!(err.contains("Following the leading master"), "{err}");
+    let updates: Vec<_> = out.iter().filter(|l| l.contains("status update")).collect();
+    assert!(updates.last().is_some_and(|l| l.contains("TASK_FINISHED")), "{updates:?}");
+    assert_eq!(updates.iter().filter(|l| !l.contains("TASK_RUNNING") && !l.contains("TASK_STARTING")).count(), 1, "one terminal update: {updates:?}");
+}
+
+#[tokio::test]
 async fn the_cli_finds_the_leader_through_zookeeper() {
     mezzo_testkit::require_zookeeper!();
     let group = Group::start(2, &["--quorum=1", "--zk_session_timeout=2secs"]).await.unwrap();

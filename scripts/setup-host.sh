@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what mezzo's demo, tests and benchmarks need on a fresh
 # Debian machine: docker.io with a running dockerd, busybox-static,
-# libseccomp-dev, pkg-config, docker-registry (tests' loopback registry),
+# libseccomp-dev, liblzma-dev, pkg-config, docker-registry (tests' loopback registry),
 # skopeo, crun and runc (benchmark peers), qemu-system-x86 (the cgroups v2
 # guest of scripts/v2-guest.sh), zookeeper (the tests' private ZooKeeper for
 # master groups: the testkit starts its server, not the package's service).
@@ -15,6 +15,8 @@ need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
+# The fetcher's xz support links the system liblzma.
+dpkg -s liblzma-dev >/dev/null 2>&1 || need+=(liblzma-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)

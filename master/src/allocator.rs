@@ -63,7 +63,8 @@ impl Master {
     /// One allocation run over every agent (`all`, the periodic run) or over
     /// the candidates events named: offers each allocatable agent to the
     /// eligible framework that has received the fewest offers.
-    pub(crate) fn allocate(&mut self, now: Instant, all: bool) {
+    /// Returns how many offers it made.
+    pub(crate) fn allocate(&mut self, now: Instant, all: bool) -> usize {
         let candidates = std::mem::take(&mut self.allocation_candidates);
         let all = all || candidates.all;
         for fw in self.frameworks.values_mut() {
@@ -91,7 +92,7 @@ impl Master {
                 })
                 .collect();
             if eligible.is_empty() {
-                return;
+                return 0;
             }
             let agents: Box<dyn Iterator<Item = &Agent>> = if all {
                 Box::new(self.agents.values())
@@ -116,6 +117,7 @@ impl Master {
             decisions
         };
         let mut batches: BTreeMap<String, Vec<Offer>> = BTreeMap::new();
+        let made = decisions.len();
         for (agent_id, free, fid) in decisions {
             let Some(agent) = self.agents.get(&agent_id) else {
                 continue;
@@ -182,6 +184,7 @@ impl Master {
                 });
             }
         }
+        made
     }
 
     /// Removes an offer and returns its resources to the agent's pool.
@@ -281,10 +284,16 @@ const ALLOCATION_TIMER_WINDOW: usize = 1000;
 pub(crate) struct AllocationTimer {
     runs: u64,
     recent_ms: std::collections::VecDeque<f64>,
+    /// The latest run that made offers: how long it took and how many it made.
+    last_offering: Option<(f64, usize)>,
 }
 
 impl AllocationTimer {
-    pub(crate) fn record(&mut self, took: Duration) {
+    /// Records a run that took `took` and made `offers` offers.
+    pub(crate) fn record(&mut self, took: Duration, offers: usize) {
+        if offers > 0 {
+            self.last_offering = Some((took.as_secs_f64() * 1000.0, offers));
+        }
         self.runs += 1;
         if self.recent_ms.len() == ALLOCATION_TIMER_WINDOW {
             self.recent_ms.pop_front();
@@ -298,6 +307,11 @@ impl AllocationTimer {
     pub(crate) fn metrics(&self) -> Vec<(String, f64)> {
         const KEY: &str = "allocator/mesos/allocation_run_ms";
         let mut out = vec![("allocator/mesos/allocation_runs".to_string(), self.runs as f64)];
+        // Ours: most runs an event asks for offer nothing; this is the one that did.
+        if let Some((ms, offers)) = self.last_offering {
+            out.push(("mezzo/master/allocation_last_offering_run_ms".to_string(), ms));
+            out.push(("mezzo/master/allocation_last_offering_run_offers".to_string(), offers as f64));
+        }
         let Some(&latest) = self.recent_ms.back() else {
             return out;
         };
@@ -330,8 +344,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let now = Instant::now();
         let mut master = shared.lock();
         master.remove_silent_agents(now);
-        master.allocate(now, periodic);
-        master.allocation_timer.record(now.elapsed());
+        let offers = master.allocate(now, periodic);
+        master.allocation_timer.record(now.elapsed(), offers);
     }
 }
 
@@ -414,7 +428,7 @@ mod tests {
         }
         // An event named agent a: b, although free, waits for a periodic run.
         m.wake_allocator_for("a");
-        m.allocate(Instant::now(), false);
+        assert_eq!(m.allocate(Instant::now(), false), 1);
         assert_eq!(offered_agents(&mut rx), ["a"]);
         // Nothing named: nothing looked at.
         m.allocate(Instant::now(), false);
@@ -461,8 +475,8 @@ mod tests {
     fn the_allocation_timer_reports_mesos_names() {
         let mut timer = AllocationTimer::default();
         assert_eq!(timer.metrics(), vec![("allocator/mesos/allocation_runs".to_string(), 0.0)]);
-        for ms in [3u64, 1, 2] {
-            timer.record(Duration::from_millis(ms));
+        for (ms, offers) in [(3u64, 5), (1, 0), (2, 0)] {
+            timer.record(Duration::from_millis(ms), offers);
         }
         let m: std::collections::HashMap<String, f64> = timer.metrics().into_iter().collect();
         assert_eq!(m["allocator/mesos/allocation_runs"], 3.0);
@@ -471,8 +485,10 @@ mod tests {
         assert_eq!(m["allocator/mesos/allocation_run_ms/min"], 1.0);
         assert_eq!(m["allocator/mesos/allocation_run_ms/max"], 3.0);
         assert_eq!(m["allocator/mesos/allocation_run_ms/p50"], 2.0);
+        assert_eq!(m["mezzo/master/allocation_last_offering_run_ms"], 3.0);
+        assert_eq!(m["mezzo/master/allocation_last_offering_run_offers"], 5.0);
         for _ in 0..ALLOCATION_TIMER_WINDOW {
-            timer.record(Duration::from_millis(5));
+            timer.record(Duration::from_millis(5), 0);
         }
         let m: std::collections::HashMap<String, f64> = timer.metrics().into_iter().collect();
         assert_eq!(m["allocator/mesos/allocation_run_ms/count"], ALLOCATION_TIMER_WINDOW as f64);

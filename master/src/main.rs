@@ -1,5 +1,12 @@
 //! The mezzo-master binary: parses flags and serves.
 
+
+/// The master allocates and frees many small objects per allocation run (an
+/// offer per agent) and per call; mimalloc does that markedly faster than
+/// glibc's malloc, whose consolidation showed in profiles of 10,000 agents.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 

@@ -276,6 +276,9 @@ impl Master {
     }
 }
 
+/// How often, at most, the allocator looks for agents that stopped pinging.
+const SILENCE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How many recent allocation runs the `allocation_run_ms` timer keeps.
 const ALLOCATION_TIMER_WINDOW: usize = 1000;
 
@@ -334,6 +337,7 @@ impl AllocationTimer {
 pub(crate) async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(shared.config.allocation_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut silence_checked = Instant::now();
     loop {
         // The periodic run looks at every agent; a run an event asked for, at
         // the agents it named (or all, when it named none).
@@ -343,7 +347,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         let now = Instant::now();
         let mut master = shared.lock();
-        master.remove_silent_agents(now);
+        // Looking for silent agents costs O(agents): at most every
+        // SILENCE_CHECK_INTERVAL, not at every event (thousands a second
+        // while frameworks launch), which is finer than any ping timeout.
+        if periodic || now.saturating_duration_since(silence_checked) >= SILENCE_CHECK_INTERVAL {
+            silence_checked = now;
+            master.remove_silent_agents(now);
+        }
         let offers = master.allocate(now, periodic);
         master.allocation_timer.record(now.elapsed(), offers);
     }

@@ -86,6 +86,12 @@ pub struct CommandExecutor {
     task_acknowledged: bool,
     container: Container,
     killing: Option<Killing>,
+    /// `TaskInfo.max_completion_time`: when the running task is killed if it
+    /// has not ended, counted from TASK_RUNNING (as Mesos's command executor).
+    completion_deadline: Option<Instant>,
+    /// The task was killed for reaching its max_completion_time (its end is
+    /// TASK_FAILED with REASON_MAX_COMPLETION_TIME_REACHED).
+    completion_expired: Option<Duration>,
     pending: UnacknowledgedUpdates,
     terminal_sent_at: Option<Instant>,
 }
@@ -118,6 +124,8 @@ impl CommandExecutor {
             task_acknowledged: false,
             container: Container::Idle,
             killing: None,
+            completion_deadline: None,
+            completion_expired: None,
             pending: UnacknowledgedUpdates::default(),
             terminal_sent_at: None,
         }
@@ -147,6 +155,10 @@ impl CommandExecutor {
                 status = wait_container(&mut self.container) => self.on_reaped(status),
                 _ = sleep_until_some(kill_deadline) => {
                     self.escalate().await;
+                    None
+                }
+                _ = sleep_until_some(self.completion_deadline) => {
+                    self.completion_timeout().await;
                     None
                 }
                 _ = sleep_until_some(self.resubscribe_at) => {
@@ -335,6 +347,7 @@ impl CommandExecutor {
             Ok(launcher) => {
                 let ips = launcher.ip_addresses().await;
                 self.container = Container::Running(launcher);
+                self.completion_deadline = self.max_completion_time().map(|limit| Instant::now() + limit);
                 tracing::info!(task = %task_id.value, ?ips, "task is running");
                 let container_status = self.container_status(&ips);
                 self.update_with(&task_id, TaskState::TaskRunning, None, None, |status| {
@@ -383,6 +396,27 @@ impl CommandExecutor {
             }]
         };
         ContainerStatus { container_id, network_infos, ..Default::default() }
+    }
+
+    /// `TaskInfo.max_completion_time`, when the task has one (the master
+    /// refuses a negative one; zero means at once, as in Mesos).
+    fn max_completion_time(&self) -> Option<Duration> {
+        let d = self.task.as_ref()?.max_completion_time.as_ref()?;
+        Some(Duration::from_nanos(u64::try_from(d.nanoseconds).unwrap_or(0)))
+    }
+
+    /// The task ran past its max_completion_time: it is killed with its
+    /// kill policy's grace and will end TASK_FAILED.
+    async fn completion_timeout(&mut self) {
+        self.completion_deadline = None;
+        if self.killing.is_some() || !matches!(self.container, Container::Running(_)) {
+            return;
+        }
+        let limit = self.max_completion_time().unwrap_or_default();
+        tracing::info!(?limit, "killing the task: it reached its max_completion_time");
+        self.completion_expired = Some(limit);
+        let grace = self.kill_grace(None);
+        self.kill(grace).await;
     }
 
     /// Grace period for a kill: KILL's policy, else the task's, else 3 s.
@@ -467,6 +501,17 @@ impl CommandExecutor {
             self.update_with(&task_id, TaskState::TaskFailed, Some(message), Some(limitation_reason(&limitation)), |s| {
                 s.limitation = Some(TaskResourceLimitation { resources });
             });
+            return self.finished_if_acknowledged();
+        }
+        self.completion_deadline = None;
+        if let Some(limit) = self.completion_expired {
+            let exit = match &status {
+                Ok(status) => format!("Command {status}"),
+                Err(e) => format!("Failed to wait for the container: {e}"),
+            };
+            let message = format!("Task exceeded its max_completion_time of {}; {exit}", mezzo_proto::duration::format(limit));
+            tracing::info!(task = %task_id.value, message = %message, "task ended at its max_completion_time");
+            self.update(&task_id, TaskState::TaskFailed, Some(message), Some(task_status::Reason::MaxCompletionTimeReached));
             return self.finished_if_acknowledged();
         }
         let killed = self.killing.is_some();

@@ -194,6 +194,9 @@ impl Master {
         if task.command.is_some() == task.executor.is_some() {
             return Err("Task should have at least one (but not both) of CommandInfo or ExecutorInfo present".into());
         }
+        if task.max_completion_time.as_ref().is_some_and(|d| d.nanoseconds < 0) {
+            return Err("Task's `max_completion_time` must be non-negative".into());
+        }
         let resources = Resources::from_protos(&task.resources)
             .map_err(|e| format!("Task uses invalid resources: {e}"))?;
         let mut needed = resources.clone();

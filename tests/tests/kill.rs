@@ -280,6 +280,55 @@ async fn exit_to_failed_is_prompt(kind: Kind) -> Result<()> {
     result.map_err(|e| e.context(format!("agent log:\n{log}")))
 }
 
+/// `TaskInfo.max_completion_time`: a task still running then is killed (its
+/// kill policy's grace applies) and ends TASK_FAILED with
+/// REASON_MAX_COMPLETION_TIME_REACHED; a task that ends in time is not
+/// touched; a negative one is refused by the master.
+async fn max_completion_time_fails_a_task_still_running(kind: Kind) -> Result<()> {
+    if !runnable(kind) {
+        return Ok(());
+    }
+    let mut cluster = Cluster::start(containerizers(kind)).await?;
+    let mut sched = Scheduler::subscribe(&cluster.master, "deadline").await?;
+    let result = async {
+        let within = |offer: &mezzo_proto::mesos::v1::Offer, id: &str, command: &str, nanos: i64| TaskInfo {
+            max_completion_time: Some(DurationInfo { nanoseconds: nanos }),
+            ..with_grace(command_task(offer, id, command, kind, "busybox", 32.0), Duration::from_secs(1))
+        };
+        // Runs past its 1 s: killed.
+        let offer = sched.next_offer(TIMEOUT).await?;
+        let launched = Instant::now();
+        sched.launch(&offer, within(&offer, "late", "sleep 1000", 1_000_000_000)).await?;
+        let updates = sched.updates_until_terminal("late", TIMEOUT).await?;
+        let elapsed = launched.elapsed();
+        let last = updates.last().cloned().context("no update")?;
+        assert!(states(&updates).contains(&"TASK_RUNNING"), "{:?}", states(&updates));
+        assert_eq!(last.state(), TaskState::TaskFailed, "{:?}", states(&updates));
+        assert_eq!(last.reason(), Reason::MaxCompletionTimeReached, "{last:?}");
+        assert!(message(&last).starts_with("Task exceeded its max_completion_time of 1secs"), "{}", message(&last));
+        assert!(elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(30), "{elapsed:?}");
+        // Ends before its 60 s: finishes as usual.
+        let offer = sched.next_offer(TIMEOUT).await?;
+        sched.launch(&offer, within(&offer, "in-time", "true", 60_000_000_000)).await?;
+        let updates = sched.updates_until_terminal("in-time", TIMEOUT).await?;
+        assert_eq!(updates.last().map(|u| u.state()), Some(TaskState::TaskFinished), "{:?}", states(&updates));
+        // Negative: refused before it runs.
+        let offer = sched.next_offer(TIMEOUT).await?;
+        sched.launch(&offer, within(&offer, "negative", "true", -1)).await?;
+        let updates = sched.updates_until_terminal("negative", TIMEOUT).await?;
+        let last = updates.last().cloned().context("no update")?;
+        assert_eq!(last.state(), TaskState::TaskError, "{:?}", states(&updates));
+        assert!(message(&last).contains("max_completion_time"), "{}", message(&last));
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    let log = cluster.agent_log();
+    sched.teardown().await.ok();
+    cluster.stop();
+    assert_clean(&cluster);
+    result.map_err(|e| e.context(format!("agent log:\n{log}")))
+}
+
 /// The file `name` in the (only) sandbox of executor `task` on the cluster's agent.
 fn sandbox_file(cluster: &Cluster, task: &str, name: &str) -> Result<std::path::PathBuf> {
     let slaves = cluster.agent_work_dir().join("slaves");
@@ -315,6 +364,7 @@ per_containerizer!(
     task_trapping_term_exits_on_its_own_and_is_killed,
     task_ignoring_term_is_killed_after_the_grace,
     kill_of_a_task_in_wait_names_the_signal,
+    max_completion_time_fails_a_task_still_running,
 );
 
 /// The rust containerizer's exit to TASK_FAILED (the docker engine's own

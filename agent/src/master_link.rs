@@ -248,14 +248,19 @@ pub async fn register_and_ping(agent: Arc<Agent>) {
         // within a retry.
         let retry = MASTER_LOST_RETRY.min(interval);
         let mut wait = interval;
+        let mut last_ping = tokio::time::Instant::now();
         loop {
             let new_leader = tokio::select! {
                 new_leader = wait_or_new_leader(wait, &mut changes) => new_leader,
                 () = agent.ping_now.notified() => {
-                    tracing::info!("a master recovered its registry: pinging the master now");
+                    // The nudge needs no credentials (any task can send it):
+                    // at most one early ping per MASTER_LOST_RETRY, however often it comes.
+                    tokio::time::sleep_until(last_ping + MASTER_LOST_RETRY).await;
+                    tracing::debug!("told a master recovered its registry: pinging the master now");
                     false
                 }
             };
+            last_ping = tokio::time::Instant::now();
             if new_leader {
                 tracing::info!(master = ?agent.session.leader.current(), "a new master leads; re-registering");
                 break;

@@ -509,9 +509,10 @@ impl Agent {
             }
         };
         let allocated_at_prepare = allocated.clone();
+        let role = allocation_role(&framework_info, &allocated_at_prepare);
         let config = match kind {
-            ExecutorKind::Command => self.container_config(&framework_info, &task, &key.1, &container_id, &sandbox),
-            ExecutorKind::Custom => self.executor_container_config(&framework_info, &info, allocated, &container_id, &sandbox),
+            ExecutorKind::Command => self.container_config(&framework_info, &task, &key.1, &role, &container_id, &sandbox),
+            ExecutorKind::Custom => self.executor_container_config(&framework_info, &info, allocated, &role, &container_id, &sandbox),
         };
         let prepared = match config {
             Ok(config) => self.containerizer.prepare(&config).await.map_err(|e| e.to_string()),
@@ -568,7 +569,7 @@ impl Agent {
             self.terminate_without_executor(&key, TaskState::TaskKilled, task_status::Reason::TaskKilledDuringLaunch, "task killed before it started".to_string()).await;
             return;
         }
-        let child = match self.spawn_executor(&framework_info, kind, &key.1, &container_id, &sandbox, runtime_dir.path()) {
+        let child = match self.spawn_executor(&framework_info, kind, &key.1, &role, &container_id, &sandbox, runtime_dir.path()) {
             Ok(child) => child,
             Err(e) => {
                 self.terminate_without_executor(&key, TaskState::TaskFailed, task_status::Reason::ContainerLaunchFailed, format!("failed to start executor: {e:#}")).await;
@@ -814,10 +815,18 @@ impl Agent {
         labels
     }
 
-    fn container_config(&self, framework: &FrameworkInfo, task: &TaskInfo, executor_id: &str, container_id: &str, sandbox: &std::path::Path) -> Result<ContainerConfig, String> {
+    /// A task's container. Its environment is, as a Mesos command task's:
+    /// `--executor_environment_variables`, then the variables Mesos gives
+    /// executors (`MESOS_FRAMEWORK_ID`, `MESOS_ALLOCATION_ROLE`, ...), then
+    /// the task's own `CommandInfo.environment`, each winning over the one before.
+    fn container_config(&self, framework: &FrameworkInfo, task: &TaskInfo, executor_id: &str, role: &str, container_id: &str, sandbox: &std::path::Path) -> Result<ContainerConfig, String> {
         let labels = self.labels(framework, executor_id, container_id);
         let mut config = crate::translate::container_config(task, container_id, sandbox, labels).map_err(|e| e.to_string())?;
         config.command.user = crate::translate::task_user(task, framework, self.flags.switch_user);
+        let mut env = self.flags.executor_environment_variables.as_ref().map(|e| e.0.clone()).unwrap_or_default();
+        crate::translate::merge_env(&mut env, self.executor_env(framework, executor_id, role, sandbox));
+        crate::translate::merge_env(&mut env, std::mem::take(&mut config.command.env));
+        config.command.env = env;
         Ok(config)
     }
 
@@ -829,6 +838,7 @@ impl Agent {
         framework: &FrameworkInfo,
         info: &mezzo_proto::mesos::v1::ExecutorInfo,
         allocated: Vec<Resource>,
+        role: &str,
         container_id: &str,
         sandbox: &std::path::Path,
     ) -> Result<ContainerConfig, String> {
@@ -844,7 +854,7 @@ impl Agent {
         if as_task.command.is_none() {
             return Err("ExecutorInfo has no command".to_string());
         }
-        let mut config = self.container_config(framework, &as_task, &info.executor_id.value, container_id, sandbox)?;
+        let mut config = self.container_config(framework, &as_task, &info.executor_id.value, role, container_id, sandbox)?;
         let framework_id = framework.id.clone().map(|f| f.value).unwrap_or_default();
         let token = self.executor_auth.issue(&crate::executor_auth::Claims {
             fid: framework_id.clone(),
@@ -852,16 +862,15 @@ impl Agent {
             cid: container_id.to_string(),
         });
         // The agent's variables win over the executor's own (as Mesos).
-        let mut env: Vec<(String, String)> = self.executor_env(framework, &info.executor_id.value, sandbox);
+        let mut env: Vec<(String, String)> = self.executor_env(framework, &info.executor_id.value, role, sandbox);
         env.push(("MESOS_EXECUTOR_AUTHENTICATION_TOKEN".into(), token));
-        config.command.env.retain(|(k, _)| !env.iter().any(|(name, _)| name == k));
-        config.command.env.extend(env);
+        crate::translate::merge_env(&mut config.command.env, env);
         Ok(config)
     }
 
     /// The environment Mesos gives every executor (`executorEnvironment`),
     /// but the token.
-    fn executor_env(&self, framework: &FrameworkInfo, executor_id: &str, sandbox: &std::path::Path) -> Vec<(String, String)> {
+    fn executor_env(&self, framework: &FrameworkInfo, executor_id: &str, role: &str, sandbox: &std::path::Path) -> Vec<(String, String)> {
         let framework_id = framework.id.clone().map(|f| f.value).unwrap_or_default();
         let checkpoint = framework.checkpoint.unwrap_or(false);
         let mut env = vec![
@@ -875,6 +884,7 @@ impl Agent {
             ("MESOS_CHECKPOINT".to_string(), if checkpoint { "1" } else { "0" }.to_string()),
             ("MESOS_HTTP_COMMAND_EXECUTOR".to_string(), "1".to_string()),
             ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD".to_string(), format_duration(self.shutdown_grace)),
+            ("MESOS_ALLOCATION_ROLE".to_string(), role.to_string()),
         ];
         if checkpoint {
             env.push(("MESOS_RECOVERY_TIMEOUT".to_string(), format_duration(self.recovery_timeout)));
@@ -890,7 +900,17 @@ impl Agent {
     /// container (whose first process is the framework's executor), waits
     /// for it and records its exit. Either outlives the agent, so a
     /// restarted agent adopts it the same way.
-    fn spawn_executor(&self, framework: &FrameworkInfo, kind: ExecutorKind, executor_id: &str, container_id: &str, sandbox: &std::path::Path, runtime_dir: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_executor(
+        &self,
+        framework: &FrameworkInfo,
+        kind: ExecutorKind,
+        executor_id: &str,
+        role: &str,
+        container_id: &str,
+        sandbox: &std::path::Path,
+        runtime_dir: &std::path::Path,
+    ) -> anyhow::Result<tokio::process::Child> {
         let program = self.launcher_dir.join("mezzo-executor");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -909,7 +929,11 @@ impl Agent {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(false);
-        for (k, v) in self.executor_env(framework, executor_id, sandbox) {
+        // `--executor_environment_variables` first (its PATH too), the agent's variables over it.
+        for (k, v) in self.flags.executor_environment_variables.iter().flat_map(|e| e.0.iter()) {
+            cmd.env(k, v);
+        }
+        for (k, v) in self.executor_env(framework, executor_id, role, sandbox) {
             cmd.env(k, v);
         }
         match kind {
@@ -1173,6 +1197,20 @@ impl Agent {
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// `MESOS_ALLOCATION_ROLE`: the role the executor's resources are
+/// allocated to (`Resource.allocation_info.role`), else the framework's
+/// only role, else `*`.
+fn allocation_role(framework: &FrameworkInfo, resources: &[Resource]) -> String {
+    #[allow(deprecated)] // FrameworkInfo.role: what frameworks without MULTI_ROLE set
+    let framework_role = framework.roles.first().cloned().or_else(|| framework.role.clone());
+    resources
+        .iter()
+        .find_map(|r| r.allocation_info.as_ref().and_then(|a| a.role.clone()))
+        .or(framework_role)
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "*".to_string())
 }
 
 fn create_sandbox(sandbox: &std::path::Path) -> std::io::Result<()> {

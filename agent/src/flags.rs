@@ -46,6 +46,12 @@ pub struct Flags {
     /// as Mesos's `--switch_user`; with `false` they run as the agent's user.
     #[arg(long = "switch_user", default_value_t = true, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
     pub switch_user: bool,
+    /// Mesos's `--executor_environment_variables`: a JSON object of string
+    /// values (or `file:///path` holding one). Executors, and the tasks of
+    /// the command executor, start from this environment; the `MESOS_*`
+    /// variables and the task's own environment go over it.
+    #[arg(long = "executor_environment_variables", value_parser = parse_env_object, value_name = "JSON")]
+    pub executor_environment_variables: Option<EnvVars>,
     /// Where images come from: a registry URL (`http://host:port`) or a
     /// local directory of image archives (`busybox.tar`, `busybox:latest.tar`, OCI layouts).
     #[arg(long = "docker_registry")]
@@ -343,6 +349,22 @@ mod tests {
     }
 
     #[test]
+    fn executor_environment_variables_take_a_json_object_of_strings() {
+        let f = parse(&[r#"--executor_environment_variables={"PATH":"/opt/bin:/bin","JAVA_HOME":"/opt/java"}"#]).unwrap();
+        let mut vars = f.executor_environment_variables.unwrap().0;
+        vars.sort();
+        assert_eq!(vars, vec![("JAVA_HOME".to_string(), "/opt/java".to_string()), ("PATH".to_string(), "/opt/bin:/bin".to_string())]);
+        for (bad, says) in [(r#"["A"]"#, "JSON object"), (r#"{"A":1}"#, "'A' must be a string"), (r#"{"A=B":"x"}"#, "valid variable name"), ("{", "not JSON")] {
+            let err = parse(&[&format!("--executor_environment_variables={bad}")]).unwrap_err().to_string();
+            assert!(err.contains("--executor_environment_variables") && err.contains(says), "{bad}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("env.json"), r#"{"X":"1"}"#).unwrap();
+        let f = parse(&[&format!("--executor_environment_variables=file://{}", dir.path().join("env.json").display())]).unwrap();
+        assert_eq!(f.executor_environment_variables.unwrap().0, vec![("X".to_string(), "1".to_string())]);
+    }
+
+    #[test]
     fn boolean_flags_parse_like_mesos() {
         let f = Flags::try_parse_from(["mezzo-agent", "--master=m:1"]).unwrap();
         assert!(!f.cgroups_enable_cfs && f.strict && f.docker_kill_orphans);
@@ -473,6 +495,35 @@ mod tests {
 }
 
 /// Checks `--master` (a `zk://` URL's form, a `file://` path's content); the value is kept as given.
+/// The variables of `--executor_environment_variables`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVars(pub Vec<(String, String)>);
+
+fn parse_env_object(value: &str) -> Result<EnvVars, String> {
+    let text = match value.strip_prefix("file://") {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| format!("cannot read '{path}': {e}"))?,
+        None => value.to_string(),
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))?;
+    let serde_json::Value::Object(map) = parsed else {
+        return Err("must be a JSON object of environment variables".into());
+    };
+    let mut vars = Vec::with_capacity(map.len());
+    for (name, value) in map {
+        let serde_json::Value::String(value) = value else {
+            return Err(format!("the value of '{name}' must be a string"));
+        };
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(format!("'{}' is not a valid variable name (empty, '=' or NUL)", name.escape_debug()));
+        }
+        if value.contains('\0') {
+            return Err(format!("the value of '{name}' contains a NUL byte"));
+        }
+        vars.push((name, value));
+    }
+    Ok(EnvVars(vars))
+}
+
 fn parse_master(value: &str) -> Result<String, String> {
     mezzo_zk::MasterAddress::parse("master", value).map(|_| value.to_string()).map_err(|e| e.reason)
 }

@@ -276,6 +276,11 @@ fn flags(agent: &Agent) -> Vec<Flag> {
         ("executor_registration_timeout", Some(format_duration(f.executor_registration_timeout))),
         ("executor_reregistration_timeout", Some(format_duration(f.executor_reregistration_timeout))),
         ("executor_shutdown_grace_period", Some(format_duration(f.executor_shutdown_grace_period))),
+        ("switch_user", Some(f.switch_user.to_string())),
+        (
+            "executor_environment_variables",
+            f.executor_environment_variables.as_ref().map(|e| serde_json::Value::Object(e.0.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect()).to_string()),
+        ),
         ("recover", Some(enum_name(&f.recover))),
         ("strict", Some(f.strict.to_string())),
         ("fetcher_cache_dir", Some(f.fetcher_cache_dir.clone().unwrap_or_else(|| agent.work_dir.join("fetch")).display().to_string())),

@@ -82,6 +82,18 @@ fn check_strings(task: &TaskInfo) -> Result<(), TranslateError> {
     Ok(())
 }
 
+/// Sets each of `over`'s variables in `env`: a name already there takes
+/// the new value in its place (a name twice in an environment would leave
+/// which one a program sees to its libc), a new one goes at the end.
+pub fn merge_env(env: &mut Vec<(String, String)>, over: Vec<(String, String)>) {
+    for (name, value) in over {
+        match env.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => env.push((name, value)),
+        }
+    }
+}
+
 /// The user a task runs as, as Mesos's `--switch_user` decides:
 /// `CommandInfo.user`, else `FrameworkInfo.user`; `None` (the agent's own
 /// user) when `switch_user` is off. A framework user of `root` is the
@@ -413,6 +425,14 @@ mod tests {
 
     fn vol(container_path: &str, mode: volume::Mode) -> mezzo_proto::mesos::v1::Volume {
         mezzo_proto::mesos::v1::Volume { container_path: container_path.into(), mode: mode as i32, ..Default::default() }
+    }
+
+    #[test]
+    fn merge_env_overrides_in_place_and_appends_new_names() {
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let mut env = vec![pair("PATH", "/bin"), pair("A", "1")];
+        merge_env(&mut env, vec![pair("A", "2"), pair("B", "3"), pair("B", "4")]);
+        assert_eq!(env, vec![pair("PATH", "/bin"), pair("A", "2"), pair("B", "4")]);
     }
 
     #[test]

@@ -628,6 +628,37 @@ impl Scheduler {
     }
 }
 
+/// Whether a test running tasks of `kind` can run here: root, and for
+/// docker a running engine. Records the skip when it cannot.
+pub fn runnable(kind: Kind) -> bool {
+    if !mezzo_testkit::is_root() {
+        mezzo_testkit::skip("needs root");
+        return false;
+    }
+    if kind == Kind::Docker && !mezzo_testkit::docker_available() {
+        mezzo_testkit::skip("needs a running Docker engine");
+        return false;
+    }
+    true
+}
+
+/// The containerizer that runs tasks of `kind`.
+pub fn containerizer_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Docker => "docker",
+        _ => "rust",
+    }
+}
+
+/// The file `file` of executor `executor_id`'s latest sandbox, through the
+/// agent's `/files/download`.
+pub async fn sandbox_file(cluster: &Cluster, framework_id: &str, executor_id: &str, file: &str) -> Result<String> {
+    let url = format!("http://{}/files/download?path=/frameworks/{framework_id}/executors/{executor_id}/runs/latest/{file}", cluster.agent);
+    let resp = reqwest::get(url).await?;
+    anyhow::ensure!(resp.status() == 200, "files/download of {executor_id}/{file}: {}", resp.status());
+    Ok(resp.text().await?)
+}
+
 /// Names of the states in `updates`.
 pub fn states(updates: &[TaskStatus]) -> Vec<&'static str> {
     updates.iter().map(|s| s.state().as_str_name()).collect()

@@ -10,7 +10,7 @@ use axum::{body::Body, extract::Path as UrlPath, routing::get, Router};
 use mezzo_proto::mesos::v1::command_info::Uri;
 use mezzo_proto::mesos::v1::task_status::Reason;
 use mezzo_proto::mesos::v1::{Offer, TaskInfo, TaskStatus};
-use mezzo_tests::{assert_clean, command_task, states, Cluster, Kind, Scheduler};
+use mezzo_tests::{assert_clean, command_task, containerizer_of as containerizers, runnable, states, Cluster, Kind, Scheduler};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -76,26 +76,6 @@ impl Server {
     }
 }
 
-fn containerizers(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Docker => "docker",
-        _ => "rust",
-    }
-}
-
-/// Whether the test can run here (records the skip when it cannot).
-fn runnable(kind: Kind) -> bool {
-    if !mezzo_testkit::is_root() {
-        mezzo_testkit::skip("needs root");
-        return false;
-    }
-    if kind == Kind::Docker && !mezzo_testkit::docker_available() {
-        mezzo_testkit::skip("needs a running Docker engine");
-        return false;
-    }
-    true
-}
-
 /// A gzipped tar of regular files.
 fn tar_gz(members: &[(&str, &[u8], u32)]) -> Vec<u8> {
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
@@ -134,13 +114,7 @@ fn task_with_uris(offer: &Offer, id: &str, command: &str, kind: Kind, uris: Vec<
 
 /// Reads a sandbox file through the agent's `/files/download`.
 async fn sandbox_file(cluster: &Cluster, sched: &Scheduler, task: &str, file: &str) -> Result<String> {
-    let url = format!(
-        "http://{}/files/download?path=/frameworks/{}/executors/{}/runs/latest/{}",
-        cluster.agent, sched.framework_id.value, task, file
-    );
-    let resp = reqwest::get(url).await?;
-    anyhow::ensure!(resp.status() == 200, "files/download of {task}/{file}: {}", resp.status());
-    Ok(resp.text().await?)
+    mezzo_tests::sandbox_file(cluster, &sched.framework_id.value, task, file).await
 }
 
 /// Runs one task to its end; offers that come while it runs are kept for

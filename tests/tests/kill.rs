@@ -7,29 +7,10 @@
 use anyhow::{Context, Result};
 use mezzo_proto::mesos::v1::task_status::Reason;
 use mezzo_proto::mesos::v1::{CommandInfo, DurationInfo, KillPolicy, TaskInfo, TaskState, TaskStatus};
-use mezzo_tests::{assert_clean, command_task, container_id_of, states, Cluster, Kind, Scheduler};
+use mezzo_tests::{assert_clean, command_task, container_id_of, containerizer_of as containerizers, runnable, states, Cluster, Kind, Scheduler};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn containerizers(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Docker => "docker",
-        _ => "rust",
-    }
-}
-
-fn runnable(kind: Kind) -> bool {
-    if !mezzo_testkit::is_root() {
-        mezzo_testkit::skip("needs root");
-        return false;
-    }
-    if kind == Kind::Docker && !mezzo_testkit::docker_available() {
-        mezzo_testkit::skip("needs a running Docker engine");
-        return false;
-    }
-    true
-}
 
 fn with_grace(mut task: TaskInfo, grace: Duration) -> TaskInfo {
     task.kill_policy = Some(KillPolicy { grace_period: Some(DurationInfo { nanoseconds: grace.as_nanos() as i64 }) });

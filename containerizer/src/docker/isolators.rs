@@ -224,6 +224,16 @@ impl Isolator for DockerRuntimeIsolator {
             return Err(invalid("a shell command needs a value".into()));
         }
         let mounts = volume_mounts(config)?;
+        if let Some(user) = &command.user {
+            // As Mesos: the sandbox belongs to the task's user (a host user);
+            // one that does not exist fails the launch before any pull.
+            let resolved = crate::user::resolve_user(user, &[PathBuf::from("/")])
+                .map_err(|_| invalid(format!("the task's user '{user}' (the sandbox's owner) does not exist on this host")))?;
+            let (sandbox, stdout, stderr) = (config.sandbox.clone(), spec.stdout.clone(), spec.stderr.clone());
+            tokio::task::spawn_blocking(move || crate::user::chown_sandbox(&sandbox, &[&stdout, &stderr], resolved.uid, resolved.gid))
+                .await
+                .map_err(|e| ContainerizerError::Other(format!("chown sandbox task: {e}")))??;
+        }
 
         let inspect = self.images.ensure(&self.engine, &image, options.force_pull_image).await?;
         let image_config = inspect.config.unwrap_or_default();

@@ -182,6 +182,21 @@ fn readable_by(meta: &std::fs::Metadata, uid: u32, gid: u32) -> bool {
     uid == 0 || (meta.uid() == uid && mode & 0o400 != 0) || (meta.gid() == gid && mode & 0o040 != 0) || mode & 0o004 != 0
 }
 
+/// Makes a cache entry shareable by hard link: root's, read-only for
+/// everyone (0444, or 0555 for an `executable` URI's entry).
+fn share_read_only(entry: &File, executable: bool) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = if executable { 0o555 } else { 0o444 };
+    let meta = entry.metadata().map_err(|e| format!("cannot inspect the cache entry: {e}"))?;
+    if meta.uid() != 0 || meta.gid() != 0 {
+        std::os::unix::fs::fchown(entry, Some(0), Some(0)).map_err(|e| format!("cannot chown the cache entry: {e}"))?;
+    }
+    if meta.mode() & 0o7777 != mode {
+        entry.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| format!("cannot chmod the cache entry: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Copies `src` (a cache entry) into the new file `dst`: a reflink when the
 /// filesystem has them, else an in-kernel copy.
 fn clone_or_copy(src: &File, dst: &mut File) -> std::io::Result<()> {
@@ -256,10 +271,13 @@ impl Fetcher {
         let shown: PathBuf = parts.iter().collect();
         let (name, dirs) = parts.split_last().expect("destination has a name");
         let parent = sandbox.descend(dirs)?;
-        let file = parent.create_file(name)?;
+        let mut file = parent.create_file(name)?;
         let cached = uri.cache.unwrap_or(false);
+        let executable = uri.executable.unwrap_or(false);
+        let mut linked = false;
         if cached {
-            let key = cache::Cache::key(sandbox.owner.0, value);
+            // Entries are shared read-only, so the mode is part of the key.
+            let key = cache::Cache::key(sandbox.owner.0, &if executable { format!("{value}\0executable") } else { value.to_string() });
             let capacity = self.cache.capacity();
             let owner = sandbox.owner;
             let from = &source;
@@ -277,11 +295,27 @@ impl Fetcher {
                     let src = File::open(&entry.path).map_err(|e| format!("cannot read the cache entry: {e}"))?;
                     let len = src.metadata().map_err(|e| format!("cannot read the cache entry: {e}"))?.len();
                     budget.take(len)?;
-                    let mut dst = file.try_clone().map_err(|e| e.to_string())?;
-                    tokio::task::spawn_blocking(move || clone_or_copy(&src, &mut dst))
-                        .await
-                        .map_err(|e| format!("copy task failed: {e}"))?
-                        .map_err(|e| format!("cannot copy from the cache: {e}"))?;
+                    // A task user other than root gets a hard link to the
+                    // entry, made root's and read-only first: it can read
+                    // (and run) the file but not change what later tasks
+                    // get. Root would write through read-only bits, so a
+                    // root task gets its own copy, as Mesos's fetcher makes.
+                    if sandbox.owner.0 != 0 {
+                        match share_read_only(&src, executable).and_then(|()| parent.replace_with_link(&entry.path, name)) {
+                            Ok(()) => linked = true,
+                            Err(e) => {
+                                tracing::debug!(uri = %value, error = %e, "cannot link the cache entry; copying it");
+                                file = parent.create_file(name)?;
+                            }
+                        }
+                    }
+                    if !linked {
+                        let mut dst = file.try_clone().map_err(|e| e.to_string())?;
+                        tokio::task::spawn_blocking(move || clone_or_copy(&src, &mut dst))
+                            .await
+                            .map_err(|e| format!("copy task failed: {e}"))?
+                            .map_err(|e| format!("cannot copy from the cache: {e}"))?;
+                    }
                     drop(entry);
                 }
                 Err(e) if e.contains("--fetcher_cache_size") => {
@@ -294,7 +328,7 @@ impl Fetcher {
             log.info(&format!("Downloading resource from '{value}' to '{}'", shown.display()));
             self.download(&source, file.try_clone().map_err(|e| e.to_string())?, budget, sandbox.owner).await?;
         }
-        if uri.executable.unwrap_or(false) {
+        if executable && !linked {
             safe_fs::set_mode(&file, 0o755)?;
         } else if uri.extract() {
             let name_str = name.to_string_lossy().into_owned();

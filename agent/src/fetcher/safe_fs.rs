@@ -130,6 +130,17 @@ impl Dir {
         Ok(file)
     }
 
+    /// Replaces the file `name` (one component, just made by
+    /// [`Dir::create_file`]) with a hard link to `target`, a file outside
+    /// the sandbox (a cache entry). Fails, leaving `name` absent, when the
+    /// two are on different filesystems.
+    pub fn replace_with_link(&self, target: &Path, name: &OsStr) -> Result<(), String> {
+        let shown = name.to_string_lossy();
+        let dir = self.fd.as_raw_fd();
+        nix::unistd::unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir).map_err(|e| format!("cannot replace '{shown}': {e}"))?;
+        nix::unistd::linkat(None, target, Some(dir), Path::new(name), AtFlags::empty()).map_err(|e| format!("cannot link '{shown}': {e}"))
+    }
+
     /// Sets this directory's permission bits.
     pub fn chmod(&self, mode: u32) -> nix::Result<()> {
         nix::sys::stat::fchmod(self.fd.as_raw_fd(), Mode::from_bits_truncate(mode & 0o777))

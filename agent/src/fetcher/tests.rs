@@ -450,6 +450,45 @@ async fn files_belong_to_the_sandbox_owner() {
     assert!(err.to_string().contains("not readable by the task's user"), "{err}");
 }
 
+/// A cached URI reaches a task user other than root as a hard link to
+/// the cache entry, made root's and read-only (0444, 0555 when executable,
+/// a separate entry); root's sandbox gets its own copy.
+#[tokio::test]
+async fn cached_files_are_hard_links_for_users_and_copies_for_root() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        mezzo_testkit::skip("chown needs root");
+        return;
+    }
+    let s = setup();
+    std::os::unix::fs::chown(&s.sandbox, Some(4321), Some(4322)).unwrap();
+    let u = s.file("tool", b"#!/bin/sh\necho hi\n");
+    let cached = Uri { cache: Some(true), ..uri(&u) };
+    let executable = Uri { cache: Some(true), executable: Some(true), output_file: Some("tool.sh".into()), ..uri(&u) };
+    s.fetch(&[cached.clone(), executable]).await.unwrap();
+    let (data, tool) = (std::fs::metadata(s.sandbox.join("tool")).unwrap(), std::fs::metadata(s.sandbox.join("tool.sh")).unwrap());
+    assert_eq!((data.nlink(), data.uid(), data.mode() & 0o7777), (2, 0, 0o444), "linked to its cache entry, read-only");
+    assert_eq!((tool.nlink(), tool.uid(), tool.mode() & 0o7777), (2, 0, 0o555), "its own entry, executable");
+    assert_ne!(data.ino(), tool.ino());
+    assert_eq!(s.read("tool"), "#!/bin/sh\necho hi\n");
+    // Another sandbox of that user shares the same inode.
+    let other = s.sandbox.parent().unwrap().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("stderr"), b"").unwrap();
+    std::os::unix::fs::chown(&other, Some(4321), Some(4322)).unwrap();
+    s.fetcher.fetch(std::slice::from_ref(&cached), &other, None).await.unwrap();
+    assert_eq!(std::fs::metadata(other.join("tool")).unwrap().ino(), data.ino());
+    // Root's sandbox: a copy of its own, writable.
+    let root = s.sandbox.parent().unwrap().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("stderr"), b"").unwrap();
+    s.fetcher.fetch(&[cached], &root, None).await.unwrap();
+    let copy = std::fs::metadata(root.join("tool")).unwrap();
+    assert_eq!((copy.nlink(), copy.mode() & 0o200), (1, 0o200));
+    assert_eq!(std::fs::read(root.join("tool")).unwrap(), b"#!/bin/sh\necho hi\n");
+    s.outside_is_empty();
+}
+
 /// A loopback HTTPS server (certificate for 127.0.0.1 from a CA of the
 /// test's own) answering every request with `body`; the CA's PEM path.
 async fn https_server(dir: &Path, body: &'static [u8]) -> (String, PathBuf, tokio::task::JoinHandle<()>) {

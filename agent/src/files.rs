@@ -1,4 +1,11 @@
-//! Mesos's `/files/read` and `/files/download` on the agent's sandboxes.
+//! Mesos's files API on the agent's sandboxes: `/files/browse`,
+//! `/files/read`, `/files/download`, `/files/debug`, and the `browse` and
+//! `read` behind the operator API's `LIST_FILES` and `READ_FILE`.
+//!
+//! Paths are Mesos's: the virtual `/frameworks/<f>/executors/<e>/runs/latest`
+//! (or `runs/<container id>`) and the host paths of sandboxes under
+//! `<work_dir>/slaves/<agent id>`. A custom executor's tasks share its
+//! sandbox, as in Mesos, so they have no paths of their own.
 //!
 //! Sandboxes are written by their tasks, so every file is opened beneath its
 //! sandbox with [`mezzo_containerizer::sandbox_fs`]: no symlink leads out of
@@ -12,7 +19,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use mezzo_containerizer::sandbox_fs::{read_at, SandboxDir, SandboxFsError};
+use mezzo_containerizer::sandbox_fs::{read_at, Listing, SandboxDir, SandboxFsError};
+use mezzo_proto::mesos::v1::{FileInfo, TimeInfo};
+use nix::sys::stat::FileStat;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -34,26 +43,21 @@ fn path_param(q: &HashMap<String, String>) -> Result<&str, Response> {
         Some(p) if !p.is_empty() => p.as_str(),
         _ => return Err(error(StatusCode::BAD_REQUEST, "Expecting 'path=value' in query")),
     };
-    if path.contains('\0') {
-        return Err(error(StatusCode::BAD_REQUEST, "'path' must not contain NUL bytes"));
-    }
-    if path.split('/').any(|c| c == "." || c == "..") {
-        return Err(error(StatusCode::BAD_REQUEST, "'path' must not contain '.' or '..' components"));
-    }
+    check_path(path).map_err(FilesError::response)?;
     Ok(path)
 }
 
 /// Splits a `/files` path into the sandbox part and the part inside it.
 /// `path` is Mesos's virtual `/frameworks/<f>/executors/<e>/runs/<latest|cid>/...`
 /// or the same below this agent's sandboxes' root as a host path.
-fn split_path(root: &Path, path: &str) -> Result<(PathBuf, PathBuf), Response> {
+fn split_path(root: &Path, path: &str) -> Result<(PathBuf, PathBuf), FilesError> {
     let mut rel: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     if rel.first() != Some(&"frameworks") {
         let host = PathBuf::from(format!("/{}", rel.join("/")));
         let roots = [Some(root.to_path_buf()), root.canonicalize().ok()];
         let inside = roots.iter().flatten().find_map(|r| host.strip_prefix(r).ok().map(Path::to_path_buf));
         let Some(inside) = inside.filter(|p| p.starts_with("frameworks")) else {
-            return Err(error(StatusCode::FORBIDDEN, format!("'{path}' is outside the sandboxes")));
+            return Err(FilesError::Forbidden(format!("'{path}' is outside the sandboxes")));
         };
         let skip = rel.len() - inside.components().count();
         rel.drain(..skip);
@@ -64,30 +68,75 @@ fn split_path(root: &Path, path: &str) -> Result<(PathBuf, PathBuf), Response> {
     Ok((sandbox, inside))
 }
 
-/// The HTTP reply for a file that could not be opened.
-fn open_error(path: &str, e: SandboxFsError) -> Response {
-    match e {
-        SandboxFsError::NotFound { .. } => error(StatusCode::NOT_FOUND, format!("'{path}' not found")),
-        SandboxFsError::Escapes { .. } => {
-            error(StatusCode::FORBIDDEN, format!("'{path}' leads outside its sandbox (a symlink or mount point on the way)"))
-        }
-        SandboxFsError::NotRegular { kind: "directory", .. } => {
-            error(StatusCode::BAD_REQUEST, format!("Cannot read a directory: '{path}'"))
-        }
-        SandboxFsError::NotRegular { kind, .. } => {
-            error(StatusCode::BAD_REQUEST, format!("'{path}' is a {kind}, not a regular file: refused"))
-        }
-        SandboxFsError::Io { source, .. } => {
-            tracing::warn!(path, error = %source, "cannot open a sandbox file");
-            error(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to open '{path}': {source}"))
+/// Why a files call failed, as Mesos's `FilesError`: each is an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl FilesError {
+    /// The HTTP reply.
+    pub fn response(self) -> Response {
+        match self {
+            FilesError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+            FilesError::Forbidden(m) => error(StatusCode::FORBIDDEN, m),
+            FilesError::NotFound(m) => error(StatusCode::NOT_FOUND, m),
+            FilesError::Internal(m) => error(StatusCode::INTERNAL_SERVER_ERROR, m),
         }
     }
 }
 
+/// A path that cannot name a sandbox file: NUL bytes, `.` or `..` components.
+fn check_path(path: &str) -> Result<(), FilesError> {
+    if path.is_empty() {
+        return Err(FilesError::Invalid("Expecting 'path' to be present".into()));
+    }
+    if path.contains('\0') {
+        return Err(FilesError::Invalid("'path' must not contain NUL bytes".into()));
+    }
+    if path.split('/').any(|c| c == "." || c == "..") {
+        return Err(FilesError::Invalid("'path' must not contain '.' or '..' components".into()));
+    }
+    Ok(())
+}
+
+/// What a file that could not be opened (or listed) answers.
+fn open_error(path: &str, e: SandboxFsError) -> FilesError {
+    match e {
+        SandboxFsError::NotFound { .. } => FilesError::NotFound(format!("'{path}' not found")),
+        SandboxFsError::Escapes { .. } => {
+            FilesError::Forbidden(format!("'{path}' leads outside its sandbox (a symlink or mount point on the way)"))
+        }
+        SandboxFsError::NotRegular { kind: "directory", .. } => FilesError::Invalid(format!("Cannot read a directory: '{path}'")),
+        SandboxFsError::NotRegular { kind, .. } => FilesError::Invalid(format!("'{path}' is a {kind}, not a regular file: refused")),
+        SandboxFsError::Io { source, .. } => {
+            tracing::warn!(path, error = %source, "cannot open a sandbox file");
+            FilesError::Internal(format!("Failed to open '{path}': {source}"))
+        }
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> FilesError {
+    FilesError::Internal(format!("file task: {e}"))
+}
+
+/// The root of this agent's sandboxes: `<work_dir>/slaves/<agent id>`.
+fn sandboxes_root(agent: &Agent) -> PathBuf {
+    agent.work_dir.join("slaves").join(agent.id())
+}
+
 /// Opens the regular file that `path` names, beneath its sandbox; returns
 /// it with its size. Runs on the blocking pool.
-async fn open(agent: &Agent, path: &str) -> Result<(File, u64), Response> {
-    let root = agent.work_dir.join("slaves").join(agent.id());
+async fn open(agent: &Agent, path: &str) -> Result<(File, u64), FilesError> {
+    check_path(path)?;
+    let root = sandboxes_root(agent);
     let (sandbox, inside) = split_path(&root, path)?;
     let owned = path.to_string();
     let opened = tokio::task::spawn_blocking(move || -> Result<(File, u64), SandboxFsError> {
@@ -99,8 +148,225 @@ async fn open(agent: &Agent, path: &str) -> Result<(File, u64), Response> {
         Ok((file, u64::try_from(stat.st_size).unwrap_or(0)))
     })
     .await
-    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, format!("file task: {e}")))?;
+    .map_err(join_error)?;
     opened.map_err(|e| open_error(&owned, e))
+}
+
+/// Mesos's `Files::read`: the file's size and at most `length` bytes
+/// (capped at 16 pages) from `offset`; `length` 0 gives the size alone,
+/// an offset at or past the end no data.
+pub async fn read(agent: &Agent, path: &str, offset: u64, length: Option<u64>) -> Result<(u64, Vec<u8>), FilesError> {
+    let (file, size) = open(agent, path).await?;
+    if offset >= size {
+        return Ok((size, Vec::new()));
+    }
+    let length = length.unwrap_or(size - offset).min(MAX_READ_LENGTH).min(size - offset);
+    if length == 0 {
+        return Ok((size, Vec::new()));
+    }
+    let read = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; length as usize];
+        let n = read_at(&file, &mut buf, offset)?;
+        buf.truncate(n);
+        Ok::<_, std::io::Error>(buf)
+    })
+    .await
+    .map_err(join_error)?;
+    read.map(|data| (size, data)).map_err(|e| FilesError::Internal(format!("Failed to read '{path}': {e}")))
+}
+
+/// Most entries one listing returns. Mesos lists a directory whole; a task
+/// can make millions of files, so the listing stops here (the HTTP answer
+/// then carries [`TRUNCATED_HEADER`], and the agent logs it).
+pub const MAX_BROWSE_ENTRIES: usize = 10_000;
+
+/// Header of a `/files/browse` answer that holds only the first
+/// [`MAX_BROWSE_ENTRIES`] entries of a larger directory.
+pub const TRUNCATED_HEADER: &str = "x-mezzo-listing-truncated";
+
+/// Mesos's `Files::browse`: the entries of the directory `path`, sorted by
+/// path, each with its `lstat` (a symlink is listed as itself, never
+/// followed); a path that is not a directory lists nothing, as Mesos's.
+/// Only a sandbox or a directory inside one can be listed. The flag says
+/// the directory held more than [`MAX_BROWSE_ENTRIES`].
+pub async fn browse(agent: &Agent, path: &str) -> Result<(Vec<FileInfo>, bool), FilesError> {
+    check_path(path)?;
+    let root = sandboxes_root(agent);
+    let (sandbox, inside) = split_path(&root, path)?;
+    if sandbox.components().count() < SANDBOX_DEPTH {
+        return Err(FilesError::NotFound(format!("'{path}' is not a sandbox or a directory in one")));
+    }
+    let owned = path.to_string();
+    let listed = tokio::task::spawn_blocking(move || -> Result<(Vec<FileInfo>, bool), SandboxFsError> {
+        let sandbox = SandboxDir::open(&root)?.open_dir(&sandbox)?;
+        let listing = sandbox.list(if inside.as_os_str().is_empty() { Path::new(".") } else { &inside }, MAX_BROWSE_ENTRIES)?;
+        let Listing::Directory { entries, truncated } = listing else { return Ok((Vec::new(), false)) };
+        let base = owned.trim_end_matches('/');
+        let mut names = Names::default();
+        let mut files: Vec<FileInfo> = entries
+            .iter()
+            .map(|e| file_info(&format!("{base}/{}", e.name.to_string_lossy()), &e.stat, &mut names))
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((files, truncated))
+    })
+    .await
+    .map_err(join_error)?;
+    let (files, truncated) = listed.map_err(|e| open_error(path, e))?;
+    if truncated {
+        tracing::warn!(path, entries = MAX_BROWSE_ENTRIES, "a sandbox directory has more entries than a listing returns");
+    }
+    Ok((files, truncated))
+}
+
+/// User and group names by id, looked up once per listing.
+#[derive(Default)]
+struct Names {
+    users: HashMap<u32, String>,
+    groups: HashMap<u32, String>,
+}
+
+impl Names {
+    /// The user's name, or the number when it has none (as Mesos).
+    fn user(&mut self, uid: u32) -> String {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+                Ok(Some(u)) => u.name,
+                _ => uid.to_string(),
+            })
+            .clone()
+    }
+
+    fn group(&mut self, gid: u32) -> String {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+                Ok(Some(g)) => g.name,
+                _ => gid.to_string(),
+            })
+            .clone()
+    }
+}
+
+/// Mesos's `createFileInfo`: the modification time in whole seconds.
+fn file_info(path: &str, stat: &FileStat, names: &mut Names) -> FileInfo {
+    FileInfo {
+        path: path.to_string(),
+        nlink: Some(i32::try_from(stat.st_nlink).unwrap_or(i32::MAX)),
+        size: Some(u64::try_from(stat.st_size).unwrap_or(0)),
+        mtime: Some(TimeInfo { nanoseconds: stat.st_mtime.saturating_mul(1_000_000_000) }),
+        mode: Some(stat.st_mode),
+        uid: Some(names.user(stat.st_uid)),
+        gid: Some(names.group(stat.st_gid)),
+    }
+}
+
+/// `ls -l`'s mode string, as Mesos's `model(FileInfo)` writes it ("drwxr-xr-x").
+pub fn mode_string(mode: u32) -> String {
+    let kind = match mode & libc_mode::S_IFMT {
+        libc_mode::S_IFDIR => 'd',
+        libc_mode::S_IFCHR => 'c',
+        libc_mode::S_IFBLK => 'b',
+        libc_mode::S_IFIFO => 'p',
+        libc_mode::S_IFLNK => 'l',
+        libc_mode::S_IFSOCK => 's',
+        _ => '-',
+    };
+    let mut out = String::with_capacity(10);
+    out.push(kind);
+    for (bit, c) in [(0o400, 'r'), (0o200, 'w'), (0o100, 'x'), (0o040, 'r'), (0o020, 'w'), (0o010, 'x'), (0o004, 'r'), (0o002, 'w'), (0o001, 'x')] {
+        out.push(if mode & bit != 0 { c } else { '-' });
+    }
+    out
+}
+
+/// File type bits of `st_mode` (the same on every Linux).
+mod libc_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFSOCK: u32 = 0o140000;
+    pub const S_IFLNK: u32 = 0o120000;
+    pub const S_IFBLK: u32 = 0o060000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFIFO: u32 = 0o010000;
+}
+
+/// One entry of `/files/browse`, as Mesos's `model(FileInfo)`: `mtime` in
+/// seconds (a float), `mode` as `ls -l` shows it, `uid`/`gid` as names.
+pub fn file_json(f: &FileInfo) -> serde_json::Value {
+    let mtime = f.mtime.as_ref().map(|t| t.nanoseconds as f64 / 1e9).unwrap_or(0.0);
+    serde_json::json!({
+        "path": f.path,
+        "nlink": f.nlink.unwrap_or(0),
+        "size": f.size.unwrap_or(0),
+        "mtime": mtime,
+        "mode": mode_string(f.mode.unwrap_or(0)),
+        "uid": f.uid.clone().unwrap_or_default(),
+        "gid": f.gid.clone().unwrap_or_default(),
+    })
+}
+
+/// Mesos's `/files/browse?path=..`: a JSON array of the directory's entries.
+pub async fn files_browse(State(agent): State<Arc<Agent>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let path = match path_param(&q) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match browse(&agent, path).await {
+        Ok((files, truncated)) => {
+            let listing: Vec<serde_json::Value> = files.iter().map(file_json).collect();
+            let mut resp = axum::Json(listing).into_response();
+            if truncated {
+                resp.headers_mut().insert(TRUNCATED_HEADER, axum::http::HeaderValue::from(MAX_BROWSE_ENTRIES));
+            }
+            resp
+        }
+        Err(e) => e.response(),
+    }
+}
+
+/// The paths Mesos's agent attaches for one executor run, each with the
+/// sandbox it names: the sandbox's own host path, its executor's
+/// `runs/latest` host path and the virtual `/frameworks/<f>/executors/<e>/runs/latest`.
+pub fn attached_paths(root: &Path, framework_id: &str, executor_id: &str, sandbox: &Path) -> [(String, PathBuf); 3] {
+    let latest = format!("frameworks/{framework_id}/executors/{executor_id}/runs/latest");
+    [
+        (sandbox.display().to_string(), sandbox.to_path_buf()),
+        (root.join(&latest).display().to_string(), sandbox.to_path_buf()),
+        (format!("/{latest}"), sandbox.to_path_buf()),
+    ]
+}
+
+/// Mesos's `/files/debug`: the attached paths and the host paths they name,
+/// for the running executors and the completed ones whose sandboxes are
+/// still there (a collected sandbox is detached, as in Mesos).
+pub async fn files_debug(State(agent): State<Arc<Agent>>) -> Response {
+    let root = sandboxes_root(&agent);
+    let runs: Vec<(String, String, PathBuf, bool)> = {
+        let state = agent.state.lock().unwrap();
+        // Completed runs first, oldest first: a newer run of the same executor takes `latest`.
+        let completed = state.completed.iter().map(|e| (e.framework_id.clone(), e.executor_id.clone(), e.sandbox.clone(), true));
+        let running = state.executors.values().map(|e| (e.framework_id.clone(), e.executor_id.clone(), e.sandbox.clone(), false));
+        completed.chain(running).collect()
+    };
+    let attached = tokio::task::spawn_blocking(move || {
+        let mut out = serde_json::Map::new();
+        for (fid, eid, sandbox, completed) in runs {
+            if completed && std::fs::symlink_metadata(&sandbox).is_err() {
+                continue;
+            }
+            for (virt, host) in attached_paths(&root, &fid, &eid, &sandbox) {
+                out.insert(virt, serde_json::Value::String(host.display().to_string()));
+            }
+        }
+        out
+    })
+    .await;
+    match attached {
+        Ok(map) => axum::Json(serde_json::Value::Object(map)).into_response(),
+        Err(e) => join_error(e).response(),
+    }
 }
 
 /// An integer query parameter as Mesos reads it (`off_t`/`ssize_t`): absent
@@ -126,29 +392,18 @@ pub async fn files_read(State(agent): State<Arc<Agent>>, Query(q): Query<HashMap
         (Ok(o), Ok(l)) => (o, l),
         (Err(r), _) | (_, Err(r)) => return r,
     };
-    let (file, size) = match open(&agent, path).await {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
     // Both are >= -1 here; -1 means "the size" and "to the end".
-    let offset = u64::try_from(offset).unwrap_or(size);
-    if offset >= size {
-        return axum::Json(serde_json::json!({"data": "", "offset": size})).into_response();
-    }
-    let length = u64::try_from(length).unwrap_or(size - offset).min(MAX_READ_LENGTH).min(size - offset);
-    let read = tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; length as usize];
-        let n = read_at(&file, &mut buf, offset)?;
-        buf.truncate(n);
-        Ok::<_, std::io::Error>(buf)
-    })
-    .await;
-    match read {
-        Ok(Ok(data)) => {
-            axum::Json(serde_json::json!({"data": String::from_utf8_lossy(&data), "offset": offset})).into_response()
+    let (offset, length) = match u64::try_from(offset) {
+        Ok(o) => (Some(o), u64::try_from(length).ok()),
+        Err(_) => (None, Some(0)),
+    };
+    match read(&agent, path, offset.unwrap_or(0), length).await {
+        // Past the end, the offset answered is the size (as Mesos before 1.0 and as the pailer expects).
+        Ok((size, data)) => {
+            let at = offset.filter(|o| *o < size).unwrap_or(size);
+            axum::Json(serde_json::json!({"data": String::from_utf8_lossy(&data), "offset": at})).into_response()
         }
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("Failed to read '{path}': {e}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("file task: {e}")),
+        Err(e) => e.response(),
     }
 }
 
@@ -161,7 +416,7 @@ pub async fn files_download(State(agent): State<Arc<Agent>>, Query(q): Query<Has
     };
     let (file, size) = match open(&agent, path).await {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(e) => return e.response(),
     };
     let name = path.rsplit('/').find(|c| !c.is_empty()).unwrap_or("file").replace(['"', '\\', '\r', '\n'], "_");
     let file = Arc::new(file);
@@ -216,6 +471,64 @@ mod tests {
         assert!(split_path(root, "/etc/shadow").is_err());
         assert!(split_path(root, "/w/slaves/B/frameworks/x").is_err());
         assert!(split_path(root, "/w/slaves/A/meta").is_err());
+    }
+
+    #[test]
+    fn modes_are_formatted_as_ls_and_mesos_do() {
+        assert_eq!(mode_string(0o100644), "-rw-r--r--");
+        assert_eq!(mode_string(0o040755), "drwxr-xr-x");
+        assert_eq!(mode_string(0o120777), "lrwxrwxrwx");
+        assert_eq!(mode_string(0o010600), "prw-------");
+        assert_eq!(mode_string(0o060660), "brw-rw----");
+        assert_eq!(mode_string(0o020666), "crw-rw-rw-");
+        assert_eq!(mode_string(0o140700), "srwx------");
+        // Set-id and sticky bits are not shown, as in Mesos's model.
+        assert_eq!(mode_string(0o104755), "-rwxr-xr-x");
+    }
+
+    #[test]
+    fn a_file_info_is_modelled_as_mesos_does() {
+        let mut names = Names::default();
+        let stat = nix::sys::stat::stat("/").unwrap();
+        let info = file_info("/frameworks/f/executors/e/runs/latest/dir", &stat, &mut names);
+        assert_eq!(info.uid.as_deref(), Some("root"));
+        assert_eq!(info.gid.as_deref(), Some("root"));
+        let mut unnamed = stat;
+        unnamed.st_uid = 4_000_000_123;
+        unnamed.st_gid = 4_000_000_124;
+        unnamed.st_mtime = 1_764_945_000;
+        unnamed.st_mode = 0o040750;
+        unnamed.st_nlink = 3;
+        unnamed.st_size = 4096;
+        let info = file_info("/x/dir", &unnamed, &mut names);
+        assert_eq!(info.mtime.as_ref().unwrap().nanoseconds, 1_764_945_000_000_000_000);
+        // Mesos's JSON: mtime a float of whole seconds, numbers for unnamed ids.
+        assert_eq!(
+            serde_json::to_string(&file_json(&info)).unwrap(),
+            r#"{"gid":"4000000124","mode":"drwxr-x---","mtime":1764945000.0,"nlink":3,"path":"/x/dir","size":4096,"uid":"4000000123"}"#
+        );
+    }
+
+    #[test]
+    fn each_run_attaches_its_sandbox_as_mesos_does() {
+        let root = Path::new("/w/slaves/A");
+        let sandbox = root.join("frameworks/f/executors/e/runs/c1");
+        let paths = attached_paths(root, "f", "e", &sandbox);
+        let keys: Vec<&str> = paths.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["/w/slaves/A/frameworks/f/executors/e/runs/c1", "/w/slaves/A/frameworks/f/executors/e/runs/latest", "/frameworks/f/executors/e/runs/latest"]
+        );
+        assert!(paths.iter().all(|(_, v)| v == &sandbox));
+    }
+
+    #[test]
+    fn bad_paths_are_refused_before_any_lookup() {
+        assert!(matches!(check_path(""), Err(FilesError::Invalid(_))));
+        assert!(matches!(check_path("/frameworks/f/../x"), Err(FilesError::Invalid(_))));
+        assert!(matches!(check_path("/frameworks/f/./x"), Err(FilesError::Invalid(_))));
+        assert!(matches!(check_path("/a\0b"), Err(FilesError::Invalid(_))));
+        assert!(check_path("/frameworks/f/executors/e/runs/latest/..x").is_ok());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route(crate::master_link::MASTER_CHANGED_PATH, post(master_changed))
         .route("/files/download", get(crate::files::files_download))
         .route("/files/read", get(crate::files::files_read))
+        .route("/files/browse", get(crate::files::files_browse))
+        .route("/files/debug", get(crate::files::files_debug))
         .route("/state", get(state_json))
         .route("/slave(1)/state", get(state_json))
         .route("/health", get(|| async { StatusCode::OK }))

@@ -162,8 +162,9 @@ pub async fn operator_api(State(agent): State<Arc<Agent>>, method: Method, heade
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("Failed to parse body into Call: {e}")),
     };
-    // GET_* calls read; every other call may change state.
-    let access = if call.r#type().as_str_name().starts_with("GET_") {
+    // GET_* calls and the files' reads read; every other call may change state.
+    let reads = matches!(call.r#type(), call::Type::ListFiles | call::Type::ReadFile);
+    let access = if reads || call.r#type().as_str_name().starts_with("GET_") {
         crate::http_auth::Access::ReadOnly
     } else {
         crate::http_auth::Access::ReadWrite
@@ -243,6 +244,28 @@ pub async fn operator_api(State(agent): State<Arc<Agent>>, method: Method, heade
             }),
             ..Default::default()
         },
+        call::Type::ListFiles => {
+            let Some(list) = &call.list_files else { return error(StatusCode::BAD_REQUEST, "Expecting 'list_files' to be present") };
+            match crate::files::browse(&agent, &list.path).await {
+                Ok((file_infos, _truncated)) => ApiResponse {
+                    r#type: Some(response::Type::ListFiles as i32),
+                    list_files: Some(response::ListFiles { file_infos }),
+                    ..Default::default()
+                },
+                Err(e) => return e.response(),
+            }
+        }
+        call::Type::ReadFile => {
+            let Some(read) = &call.read_file else { return error(StatusCode::BAD_REQUEST, "Expecting 'read_file' to be present") };
+            match crate::files::read(&agent, &read.path, read.offset, read.length).await {
+                Ok((size, data)) => ApiResponse {
+                    r#type: Some(response::Type::ReadFile as i32),
+                    read_file: Some(response::ReadFile { size, data }),
+                    ..Default::default()
+                },
+                Err(e) => return e.response(),
+            }
+        }
         other => {
             return error(StatusCode::NOT_IMPLEMENTED, format!("Call type {} is not supported by this agent", other.as_str_name()));
         }

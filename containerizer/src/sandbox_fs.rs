@@ -132,6 +132,21 @@ fn reopen(fd: &OwnedFd, flags: OFlag, path: &Path) -> Result<File, SandboxFsErro
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
 }
 
+/// One entry of a directory listing: its name and its `lstat`.
+#[derive(Debug)]
+pub struct DirEntry {
+    pub name: std::ffi::OsString,
+    pub stat: FileStat,
+}
+
+/// What [`SandboxDir::list`] found.
+#[derive(Debug)]
+pub enum Listing {
+    Directory { entries: Vec<DirEntry>, truncated: bool },
+    /// Not a directory: what `fstat` says of it (it was not opened).
+    NotDirectory(FileStat),
+}
+
 /// A directory (a sandbox, or the root of the sandboxes) that paths are
 /// resolved beneath.
 #[derive(Debug)]
@@ -180,6 +195,42 @@ impl SandboxDir {
             return Err(SandboxFsError::NotRegular { path: rel.display().to_string(), kind: file_kind(&stat) });
         }
         Ok((reopen(&fd, OFlag::O_RDONLY, rel)?, stat))
+    }
+
+    /// Lists the directory `rel` (resolved beneath this directory, so a
+    /// symlink on the way may point elsewhere inside, never out): each
+    /// entry with its `lstat`, so a symlink is an entry of its own and is
+    /// never followed. Entries that vanish while listing are left out; at
+    /// most `max_entries` are returned (`truncated` says more were there).
+    /// Anything but a directory is [`Listing::NotDirectory`], never opened.
+    pub fn list(&self, rel: &Path, max_entries: usize) -> Result<Listing, SandboxFsError> {
+        let (fd, stat) = self.lookup(rel)?;
+        if !is_type(&stat, SFlag::S_IFDIR) {
+            return Ok(Listing::NotDirectory(stat));
+        }
+        let dir = OwnedFd::from(reopen(&fd, OFlag::O_RDONLY | OFlag::O_DIRECTORY, rel)?);
+        let mut dir = nix::dir::Dir::from(dir).map_err(|e| SandboxFsError::from_errno(rel, e))?;
+        let dir_fd = dir.as_raw_fd();
+        let (mut entries, mut truncated) = (Vec::new(), false);
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| SandboxFsError::from_errno(rel, e))?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            if entries.len() == max_entries {
+                truncated = true;
+                break;
+            }
+            match nix::sys::stat::fstatat(Some(dir_fd), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(stat) => {
+                    use std::os::unix::ffi::OsStrExt;
+                    entries.push(DirEntry { name: std::ffi::OsStr::from_bytes(name.to_bytes()).to_os_string(), stat });
+                }
+                Err(e) => tracing::debug!(dir = %rel.display(), error = %e, "an entry vanished while listing"),
+            }
+        }
+        Ok(Listing::Directory { entries, truncated })
     }
 
     /// Opens the file `name` directly in this directory for appending,
@@ -448,6 +499,29 @@ mod tests {
         let mut buf = [1u8; 10];
         assert_eq!(read_at(&f, &mut buf, (4 << 30) - 4).unwrap(), 4);
         assert_eq!(&buf[..4], &[0; 4]);
+    }
+
+    #[test]
+    fn list_shows_symlinks_as_entries_and_never_lists_outside() {
+        let (_tmp, sandbox, outside) = fixture();
+        symlink(&outside, sandbox.join("dirlink")).unwrap();
+        symlink("sub", sandbox.join("inner")).unwrap();
+        nix::unistd::mkfifo(&sandbox.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        let dir = SandboxDir::open(&sandbox).unwrap();
+        let Listing::Directory { mut entries, truncated } = dir.list(Path::new("."), 100).unwrap() else { panic!("a directory") };
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<_> = entries.iter().map(|e| e.name.to_string_lossy().into_owned()).collect();
+        assert_eq!((names, truncated), (vec!["dirlink".to_string(), "fifo".into(), "inner".into(), "sub".into()], false));
+        assert!(is_type(&entries[0].stat, SFlag::S_IFLNK), "lstat, not the target's stat");
+        assert!(is_type(&entries[1].stat, SFlag::S_IFIFO));
+        // A symlink inside is followed, one out of the sandbox is refused.
+        let Listing::Directory { entries, .. } = dir.list(Path::new("inner"), 100).unwrap() else { panic!("a directory") };
+        assert_eq!(entries.len(), 1);
+        assert!(matches!(dir.list(Path::new("dirlink"), 100), Err(SandboxFsError::Escapes { .. })));
+        assert!(matches!(dir.list(Path::new("sub/file"), 100), Ok(Listing::NotDirectory(_))));
+        assert!(matches!(dir.list(Path::new("fifo"), 100), Ok(Listing::NotDirectory(_))));
+        let Listing::Directory { entries, truncated } = dir.list(Path::new("."), 2).unwrap() else { panic!("a directory") };
+        assert_eq!((entries.len(), truncated), (2, true));
     }
 
     #[test]

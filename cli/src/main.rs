@@ -25,6 +25,51 @@ enum Commands {
     State(StateArgs),
     /// Manage the images of an agent's image store (works on the store directory).
     Image(ImageArgs),
+    /// List tasks, or print (and follow) a task's output.
+    Task(TaskArgs),
+}
+
+#[derive(clap::Args)]
+struct TaskArgs {
+    /// Master address: `host:port`, `zk://host:port[,host:port]/path` (a master group's leader) or a `file://` path holding one.
+    #[arg(long, default_value = "127.0.0.1:5050", global = true)]
+    master: String,
+    /// Principal for HTTP basic authentication at the master and the agents (`--authenticate_http_readonly`).
+    #[arg(long, env = "MEZZO_PRINCIPAL", global = true)]
+    principal: Option<String>,
+    /// Its secret.
+    #[arg(long, env = "MEZZO_SECRET", hide_env_values = true, global = true)]
+    secret: Option<String>,
+    /// Give up on a request after this many seconds.
+    #[arg(long, default_value_t = 30, global = true)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: TaskCommand,
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// List the running tasks (all with --all): state, framework, executor, agent and sandbox.
+    #[command(alias = "ls")]
+    List {
+        /// List every task, not only the running ones.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Print a task's stdout or stderr through its agent's files API.
+    Log {
+        /// Keep printing what the task writes until it ends (Ctrl-C stops).
+        #[arg(short, long)]
+        follow: bool,
+        /// The framework of the task, when tasks of several frameworks have its id.
+        #[arg(long)]
+        framework: Option<String>,
+        /// The task's id.
+        task: String,
+        /// Which file of the sandbox.
+        #[arg(default_value = "stdout", value_parser = ["stdout", "stderr"])]
+        file: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -190,6 +235,21 @@ async fn run(cli: Cli) -> Result<u8> {
                 ImageCommand::Import { tarball, name_tag } => image::import(&store, &tarball, &name_tag).await?,
             };
             print!("{out}");
+            Ok(0)
+        }
+        Commands::Task(args) => {
+            let credentials = mezzo_cli::tasks::Credentials { principal: args.principal, secret: args.secret };
+            let client = mezzo_cli::tasks::Client::new(credentials, Duration::from_secs(args.timeout))?;
+            match args.command {
+                TaskCommand::List { all } => println!("{}", mezzo_cli::tasks::list(&args.master, &client, all).await?),
+                TaskCommand::Log { follow, framework, task, file } => {
+                    let options = mezzo_cli::tasks::LogOptions { master: args.master, task_id: task, framework_id: framework, file, follow };
+                    let ctrl_c = async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    };
+                    mezzo_cli::tasks::log(options, &client, &mut std::io::stdout(), ctrl_c).await?;
+                }
+            }
             Ok(0)
         }
         Commands::State(args) => {

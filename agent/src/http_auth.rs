@@ -3,7 +3,7 @@
 //! `--http_credentials` (Mesos's JSON credentials file). Off by default.
 //!
 //! Read-only: `/state`, `/slave(1)/state`, `/monitor/statistics(.json)`,
-//! `/containers`, `/files/*`, and the `GET_*` calls of `/api/v1`.
+//! `/containers`, `/files/*`, and the `GET_*`, `LIST_FILES` and `READ_FILE` calls of `/api/v1`.
 //! Read-write: every other `/api/v1` call. Open: `/health`, `/version`.
 //! The executor API and the master's internal calls have their own schemes.
 

@@ -1,4 +1,4 @@
-//! The agent's `/files/read` and `/files/download` against a hostile sandbox,
+//! The agent's `/files/read`, `/files/download` and `/files/browse` against a hostile sandbox,
 //! as a task would make it: device nodes, FIFOs, symlinks out of it, a
 //! directory swapped for a symlink while it is read, huge sparse files,
 //! overflowing parameters. The sandbox is made by hand under the agent's
@@ -299,3 +299,64 @@ async fn files_read_refuses_bad_numbers_naming_them_and_the_agent_lives() {
     assert!(w.healthy().await, "agent still answers");
 }
 
+
+/// `/files/browse` on the same hostile sandbox: a directory swapped for a
+/// symlink to a host directory while it is listed never lists the host's
+/// (the host's `data` holds the secret, 18 bytes; the sandbox's 6), and a
+/// FIFO, a device node or a symlink out is answered at once, never opened.
+#[tokio::test]
+async fn files_browse_never_lists_a_host_directory_while_a_directory_is_swapped_for_a_symlink() {
+    mezzo_testkit::require_root!();
+    use nix::fcntl::{renameat2, RenameFlags};
+    let w = World::new().await.unwrap();
+    symlink(&w.outside, w.sandbox.join("swap")).unwrap();
+    nix::unistd::mkfifo(&w.sandbox.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    mknod(&w.sandbox.join("loop0"), nix::sys::stat::SFlag::S_IFBLK, 7, 0);
+    let browse = |rel: &str| {
+        let w = &w;
+        let path = format!("{}/{rel}", w.virt);
+        async move { w.get("browse", &[("path", &path)]).await }
+    };
+    for (rel, code, body) in [("fifo", 200, "[]"), ("loop0", 200, "[]"), ("swap", 403, "")] {
+        let (c, b) = tokio::time::timeout(Duration::from_secs(5), browse(rel)).await.expect("answered at once").unwrap();
+        assert_eq!(c, code, "{rel}: {b}");
+        if code == 200 {
+            assert_eq!(b, body, "{rel}");
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let racer = {
+        let (stop, sandbox) = (stop.clone(), w.sandbox.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                renameat2(None, &sandbox.join("dir"), None, &sandbox.join("swap"), RenameFlags::RENAME_EXCHANGE).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut inside, mut refused, mut leaked) = (0, 0, Vec::new());
+    while Instant::now() < deadline {
+        for r in futures::future::join_all((0..8).map(|_| browse("dir"))).await {
+            let (code, body) = r.unwrap();
+            if code != 200 {
+                refused += 1;
+                continue;
+            }
+            let listing: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+            if listing.iter().any(|e| e["size"] == SECRET.len()) {
+                leaked.push(body);
+            } else {
+                assert_eq!(listing.len(), 1, "{body}");
+                assert_eq!(listing[0]["size"], 6, "{body}");
+                inside += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = racer.join().unwrap();
+    assert!(leaked.is_empty(), "a host directory was listed {} times: {:?}", leaked.len(), leaked.first());
+    assert!(swaps > 1000 && inside > 0 && refused > 0, "the race ran: {swaps} swaps, {inside} listings inside, {refused} refused");
+}

@@ -357,6 +357,17 @@ async fn browse_and_list(containerizer: &str) {
     let out = w.cli(&["list"], false).output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.starts_with("browsed ") && l.trim_end().ends_with(" -")), "{text}");
+
+    // `mezzo task log -f` of a task that runs on: its output so far, then Ctrl-C ends it.
+    let mut follow = w.cli(&["log", "-f", "browsed"], true).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(TIMEOUT, lines.next_line()).await.expect("the task's output").unwrap();
+    assert_eq!(first.as_deref(), Some("hello-files"));
+    let pid = nix::unistd::Pid::from_raw(follow.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), follow.wait()).await.expect("Ctrl-C ends it").unwrap();
+    assert!(status.success(), "{status}");
     w.finish().await;
 }
 
@@ -432,6 +443,10 @@ async fn log_follows(containerizer: &str) {
     let updates = w.scheduler.updates_until_terminal("chatty", TIMEOUT).await.unwrap();
     assert_eq!(updates.last().map(|u| u.state()), Some(TaskState::TaskFinished));
 
+    // A completed executor's sandbox stays attached while it is there.
+    let debug = w.agent_get_json("/files/debug", &[]).await.unwrap();
+    assert_eq!(debug[w.virt.as_str()].as_str(), Some(w.sandbox.display().to_string().as_str()), "{debug}");
+
     // Without -f: the whole file, and stderr too.
     let out = w.cli(&["log", "chatty"], auth).output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -458,4 +473,40 @@ async fn mezzo_task_log_follows_a_task_rust() {
 async fn mezzo_task_log_follows_a_task_docker() {
     mezzo_testkit::require_docker!();
     log_follows("docker").await;
+}
+
+/// `mezzo task list` and `mezzo task log` find the leading master of a group through ZooKeeper.
+#[tokio::test]
+async fn mezzo_task_list_and_log_follow_a_master_group() {
+    mezzo_testkit::require_root!();
+    mezzo_testkit::require_zookeeper!();
+    let mut group = mezzo_tests::group::Group::start(1, &["--quorum=1", "--zk_session_timeout=2secs"]).await.unwrap();
+    group.start_agent("rust", &[]).await.unwrap();
+    let leader = group.leader(TIMEOUT).await.unwrap();
+    let mut scheduler = Scheduler::subscribe(&group.masters[leader], "files-zk").await.unwrap();
+    let offer = scheduler.next_offer(TIMEOUT).await.unwrap();
+    let task = command_task(&offer, "zk-task", "echo via-zk; sleep 300", Kind::MesosNoImage, "", 32.0);
+    scheduler.launch_and_wait_running(&offer, task, TIMEOUT).await.unwrap();
+    let cli = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(mezzo_tests::bin_dir().join("mezzo"));
+        cmd.arg("task").args(args).arg(format!("--master={}", group.url)).arg("--timeout=20");
+        cmd.output().unwrap()
+    };
+    let out = cli(&["list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.lines().any(|l| l.starts_with("zk-task ") && l.contains("TASK_RUNNING")), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    // The output may take a moment to reach the file.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let out = cli(&["log", "zk-task"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        if String::from_utf8_lossy(&out.stdout).contains("via-zk") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no output: {}", String::from_utf8_lossy(&out.stdout));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    scheduler.teardown().await.unwrap();
+    let _ = scheduler.updates_until_terminal("zk-task", TIMEOUT).await;
+    group.stop();
 }

@@ -363,8 +363,11 @@ pub async fn log(options: LogOptions, client: &Client, out: &mut (dyn Write + Se
             () = &mut stop => return Ok(()),
         };
         if !data.is_empty() {
-            out.write_all(&data)?;
-            out.flush()?;
+            // A reader that went away (`| head`) ends the log, as it ends `tail`.
+            match out.write_all(&data).and_then(|()| out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                r => r?,
+            }
             offset += data.len() as u64;
             continue;
         }

@@ -77,9 +77,11 @@ impl World {
             _creds: creds,
         };
         let state = w.agent_get_json("/state", &[]).await?;
-        let executor = state["frameworks"][0]["executors"]
-            .as_array()
-            .and_then(|e| e.iter().find(|e| e["id"] == task_id))
+        // The task may have ended already (a short one, on a loaded machine).
+        let executor = ["executors", "completed_executors"]
+            .iter()
+            .flat_map(|k| state["frameworks"][0][k].as_array().into_iter().flatten())
+            .find(|e| e["id"] == task_id)
             .with_context(|| format!("no executor {task_id} in the agent's state: {state}"))?;
         w.sandbox = PathBuf::from(executor["directory"].as_str().context("no directory")?);
         Ok(w)
@@ -414,7 +416,9 @@ async fn files_browse_bounds_the_entries_it_returns() {
 /// `mezzo task log -f` prints a task's lines as it writes them (one every
 /// 100 ms) and ends by itself when the task has ended and all is read.
 async fn log_follows(containerizer: &str) {
-    let command = "echo to-stderr >&2; i=0; while [ $i -lt 30 ]; do echo line-$i; i=$((i+1)); sleep 0.1; done";
+    // The task waits for the test's go (a file in its sandbox) once `mezzo task log -f` shows its first line.
+    let command = "cd \"$MESOS_SANDBOX\"; echo to-stderr >&2; echo ready; while [ ! -e go ]; do sleep 0.05; done; \
+                   i=0; while [ $i -lt 30 ]; do echo line-$i; i=$((i+1)); sleep 0.1; done";
     let mut w = World::start(containerizer, "chatty", command, containerizer == "rust").await.unwrap();
     let auth = w.auth;
     let started = Instant::now();
@@ -422,6 +426,9 @@ async fn log_follows(containerizer: &str) {
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(follow.stdout.take().unwrap()).lines();
     let mut seen: Vec<(String, Duration)> = Vec::new();
+    let ready = tokio::time::timeout(TIMEOUT, lines.next_line()).await.expect("the task's first line").unwrap();
+    assert_eq!(ready.as_deref(), Some("ready"));
+    std::fs::write(w.sandbox.join("go"), "").unwrap();
     let read_all = tokio::time::timeout(TIMEOUT, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             seen.push((line, started.elapsed()));

@@ -244,8 +244,10 @@ async fn run(cli: Cli) -> Result<u8> {
                 TaskCommand::List { all } => println!("{}", mezzo_cli::tasks::list(&args.master, &client, all).await?),
                 TaskCommand::Log { follow, framework, task, file } => {
                     let options = mezzo_cli::tasks::LogOptions { master: args.master, task_id: task, framework_id: framework, file, follow };
-                    let ctrl_c = async {
-                        let _ = tokio::signal::ctrl_c().await;
+                    // Ctrl-C ends it: listened for from the start, before any output.
+                    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+                    let ctrl_c = async move {
+                        interrupt.recv().await;
                     };
                     mezzo_cli::tasks::log(options, &client, &mut std::io::stdout(), ctrl_c).await?;
                 }

@@ -5,7 +5,9 @@
 //! running tasks unless `--all`) with the agent and the sandbox added; the
 //! sandbox comes from the agent's `/state` (the executor's `directory`).
 //! `task log` finds the task's agent and sandbox the same way and reads
-//! `stdout` or `stderr` with the agent operator API's `READ_FILE` in
+//! `stdout` or `stderr` (the task's own, `tasks/<task id>/`, when it has a
+//! sandbox inside its executor's, as Mesos's default executor lays them
+//! out) with the agent operator API's `READ_FILE` in
 //! protobuf, which carries the file's bytes exactly (the JSON of
 //! `/files/read` holds text, so bytes that are not UTF-8 could not be told
 //! apart); with `--follow` it polls until the task is terminal and the file
@@ -295,6 +297,7 @@ fn pick_task(tasks: Vec<MasterTask>, options: &LogOptions) -> Result<MasterTask>
 }
 
 /// Where the file is and how to ask whether the task ended.
+#[derive(Clone)]
 struct Located {
     agent: String,
     path: String,
@@ -317,8 +320,25 @@ async fn locate(client: &Client, options: &LogOptions) -> Result<(Located, Strin
             (format!("/frameworks/{}/executors/{executor}/runs/latest", task.framework_id), task.state.clone())
         }
     };
-    let path = format!("{}/{}", sandbox.trim_end_matches('/'), options.file);
-    Ok((Located { agent, path, framework_id: task.framework_id, task_id: task.id }, state))
+    let sandbox = sandbox.trim_end_matches('/');
+    let mut at = Located { agent, path: format!("{sandbox}/{}", options.file), framework_id: task.framework_id, task_id: task.id };
+    // A task of Mesos's default executor has its own sandbox in the executor's, `tasks/<task id>`: its output is there.
+    let own = Located { path: format!("{sandbox}/tasks/{}/{}", at.task_id, options.file), ..at.clone() };
+    if read_file_size(client, &own).await.is_ok() {
+        at = own;
+    }
+    Ok((at, state))
+}
+
+/// `READ_FILE` with length 0: the file's size, or the agent's refusal (404 when it is not there).
+async fn read_file_size(client: &Client, at: &Located) -> Result<u64> {
+    let call = Call {
+        r#type: Some(call::Type::ReadFile as i32),
+        read_file: Some(call::ReadFile { path: at.path.clone(), offset: 0, length: Some(0) }),
+        ..Default::default()
+    };
+    let response = client.agent_call(&at.agent, &call).await?;
+    Ok(response.read_file.context("the agent's READ_FILE response has no 'read_file'")?.size)
 }
 
 /// Whether the task ended, as its agent says (the master when the agent no longer knows it).

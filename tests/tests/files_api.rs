@@ -215,6 +215,11 @@ fn plant(sandbox: &Path) {
 async fn browse_and_list(containerizer: &str) {
     let w = World::start(containerizer, "browsed", "echo hello-files; sleep 300", true).await.unwrap();
     plant(&w.sandbox);
+    // The docker containerizer copies the engine's log into the sandbox as it comes: wait for the task's line.
+    let stdout = w.sandbox.join("stdout");
+    mezzo_tests::wait_until("the task's line in its stdout", TIMEOUT, || std::fs::read_to_string(&stdout).is_ok_and(|s| s.contains("hello-files")))
+        .await
+        .unwrap();
     let names = ["data", "fifo", "hardlink", "rootlink", "stderr", "stdout", "sub", "unnamed"];
 
     // The listing: sorted by path, every field as Mesos formats it.
@@ -465,6 +470,11 @@ async fn log_follows(containerizer: &str) {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    // A task with a sandbox of its own in its executor's (`tasks/<task id>`, Mesos's default executor): that one is read.
+    std::fs::create_dir_all(w.sandbox.join("tasks/chatty")).unwrap();
+    std::fs::write(w.sandbox.join("tasks/chatty/stdout"), "from-the-task-sandbox\n").unwrap();
+    let out = w.cli(&["log", "chatty"], auth).output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-the-task-sandbox\n", "{}", String::from_utf8_lossy(&out.stderr));
     let out = w.cli(&["log", "no-such-task"], auth).output().await.unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no task 'no-such-task'"));
     w.finish().await;
@@ -516,4 +526,59 @@ async fn mezzo_task_list_and_log_follow_a_master_group() {
     scheduler.teardown().await.unwrap();
     let _ = scheduler.updates_until_terminal("zk-task", TIMEOUT).await;
     group.stop();
+}
+
+async fn get_json(url: &str) -> Value {
+    serde_json::from_slice(&reqwest::get(url).await.unwrap().bytes().await.unwrap()).unwrap()
+}
+
+/// A custom executor's task shares its executor's sandbox (as in Mesos):
+/// `mezzo task list` shows the executor and that sandbox, `mezzo task log`
+/// reads the executor's output there, and `/files/browse` lists it.
+#[tokio::test]
+async fn a_custom_executor_task_is_listed_and_logged_from_its_executor_s_sandbox() {
+    mezzo_testkit::require_root!();
+    use mezzo_tests::{executor_task, test_executor_info, ExecutorContainer};
+    let mut cluster = Cluster::start("rust").await.unwrap();
+    let mut scheduler = Scheduler::subscribe(&cluster.master, "files-custom").await.unwrap();
+    let offer = scheduler.next_offer(TIMEOUT).await.unwrap();
+    let executor = test_executor_info("exec-files", ExecutorContainer::Host, 64.0, &[]);
+    scheduler.launch_tasks(&offer, vec![executor_task(&offer, "ct-1", &executor, "run 120", 32.0)]).await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let st = scheduler.next_update(deadline.saturating_duration_since(Instant::now())).await.unwrap();
+        assert!(!st.state().is_terminal(), "{st:?}");
+        if st.task_id.value == "ct-1" && st.state() == TaskState::TaskRunning {
+            break;
+        }
+    }
+    let state: Value = get_json(&format!("http://{}/state", cluster.agent)).await;
+    let sandbox = state["frameworks"][0]["executors"][0]["directory"].as_str().unwrap().to_string();
+    assert!(sandbox.contains("/executors/exec-files/runs/"), "{sandbox}");
+    let cli = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(mezzo_tests::bin_dir().join("mezzo"));
+        cmd.arg("task").args(args).arg(format!("--master={}", cluster.master)).arg("--timeout=20");
+        cmd.output().unwrap()
+    };
+    let out = cli(&["list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = text.lines().find(|l| l.starts_with("ct-1 ")).unwrap_or_else(|| panic!("{text}")).split_whitespace().collect();
+    assert_eq!(row, ["ct-1", "TASK_RUNNING", &scheduler.framework_id.value, "exec-files", &offer.agent_id.value, &sandbox], "{text}");
+    let out = cli(&["log", "ct-1", "stderr"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mezzo-test-executor"), "{}", String::from_utf8_lossy(&out.stderr));
+    let virt = format!("/frameworks/{}/executors/exec-files/runs/latest", scheduler.framework_id.value);
+    let listing: Vec<Value> = serde_json::from_value(get_json(&format!("http://{}/files/browse?path={virt}", cluster.agent)).await).unwrap();
+    assert!(listing.iter().any(|e| e["path"] == format!("{virt}/stderr")), "{listing:?}");
+    scheduler.teardown().await.unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let state: Value = get_json(&format!("http://{}/state", cluster.agent)).await;
+        if state["frameworks"].as_array().into_iter().flatten().all(|f| f["executors"].as_array().is_none_or(|e| e.is_empty())) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the executor did not end: {state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.stop();
+    assert_clean(&cluster);
 }

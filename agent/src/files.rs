@@ -180,8 +180,8 @@ pub async fn read(agent: &Agent, path: &str, offset: u64, length: Option<u64>) -
 /// then carries [`TRUNCATED_HEADER`], and the agent logs it).
 pub const MAX_BROWSE_ENTRIES: usize = 10_000;
 
-/// Header of a `/files/browse` answer that holds only the first
-/// [`MAX_BROWSE_ENTRIES`] entries of a larger directory.
+/// Header of a `/files/browse` answer that holds only [`MAX_BROWSE_ENTRIES`]
+/// entries of a larger directory (the first the directory gave, then sorted).
 pub const TRUNCATED_HEADER: &str = "x-mezzo-listing-truncated";
 
 /// Mesos's `Files::browse`: the entries of the directory `path`, sorted by

@@ -405,3 +405,63 @@ fn new_uuid_is_random_v4() {
     assert_eq!(a[6] >> 4, 4, "version nibble");
     assert_eq!(a[8] >> 6, 0b10, "variant bits");
 }
+
+#[test]
+fn golden_agent_files_calls_and_responses_have_mesos_numbers() {
+    use mezzo_proto::mesos::v1::agent::{call, response, Call, Response};
+    let read = Call {
+        r#type: Some(call::Type::ReadFile as i32),
+        read_file: Some(call::ReadFile { path: "p".into(), offset: 5, length: Some(3) }),
+        ..Default::default()
+    };
+    let expected: &[u8] = &[
+        0x08, 0x08, // type = 1, READ_FILE = 8
+        0x2a, 0x07, // read_file = 5
+        0x0a, 0x01, b'p', // path = 1
+        0x10, 0x05, // offset = 2
+        0x18, 0x03, // length = 3
+    ];
+    assert_eq!(read.encode_to_vec(), expected);
+    let list = Call { r#type: Some(call::Type::ListFiles as i32), list_files: Some(call::ListFiles { path: "p".into() }), ..Default::default() };
+    assert_eq!(list.encode_to_vec(), [0x08, 0x07, 0x22, 0x03, 0x0a, 0x01, b'p']); // LIST_FILES = 7, list_files = 4
+    let listed = Response {
+        r#type: Some(response::Type::ListFiles as i32),
+        list_files: Some(response::ListFiles {
+            file_infos: vec![v1::FileInfo {
+                path: "a".into(),
+                nlink: Some(2),
+                size: Some(3),
+                mtime: Some(v1::TimeInfo { nanoseconds: 4 }),
+                mode: Some(5),
+                uid: Some("u".into()),
+                gid: Some("g".into()),
+            }],
+        }),
+        ..Default::default()
+    };
+    let expected: &[u8] = &[
+        0x08, 0x06, // type = 1, LIST_FILES = 6
+        0x3a, 0x15, // list_files = 7
+        0x0a, 0x13, // file_infos = 1
+        0x0a, 0x01, b'a', // path = 1
+        0x10, 0x02, // nlink = 2
+        0x18, 0x03, // size = 3
+        0x22, 0x02, 0x08, 0x04, // mtime = 4 (nanoseconds = 1)
+        0x28, 0x05, // mode = 5
+        0x32, 0x01, b'u', // uid = 6
+        0x3a, 0x01, b'g', // gid = 7
+    ];
+    assert_eq!(listed.encode_to_vec(), expected);
+    let data = Response {
+        r#type: Some(response::Type::ReadFile as i32),
+        read_file: Some(response::ReadFile { size: 10, data: b"hi".to_vec() }),
+        ..Default::default()
+    };
+    // READ_FILE = 7, read_file = 8 (size = 1, data = 2).
+    assert_eq!(data.encode_to_vec(), [0x08, 0x07, 0x42, 0x06, 0x08, 0x0a, 0x12, 0x02, b'h', b'i']);
+    // JSON: Mesos's names, bytes as base64, int64 as a number.
+    assert_eq!(
+        mezzo_proto::to_json_value(&data),
+        serde_json::json!({"type": "READ_FILE", "read_file": {"size": 10, "data": "aGk="}})
+    );
+}

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use mezzo_proto::codec::{decode, encode, ContentType};
 use mezzo_proto::mesos::v1::agent::{call, Call};
 use mezzo_proto::mesos::v1::agent::Response as AgentResponse;
+use futures::StreamExt;
 use serde_json::Value;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -26,6 +27,9 @@ use std::time::{Duration, Instant};
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// How often `--follow` asks the agent whether the task ended, while it writes nothing.
 const STATE_POLL: Duration = Duration::from_millis(500);
+
+/// Agents whose `/state` `task list` asks for at the same time.
+const AGENTS_AT_ONCE: usize = 16;
 
 /// Task states after which a task writes nothing more.
 const TERMINAL_STATES: [&str; 9] = [
@@ -238,11 +242,15 @@ pub async fn list(master: &str, client: &Client, all: bool) -> Result<String> {
     if tasks.is_empty() {
         return Ok(if all { "There are no tasks in the cluster.".into() } else { "There are no tasks running in the cluster.".into() });
     }
-    // Each agent's `/state` once, all at the same time; an agent that does not answer leaves its sandboxes unknown.
+    // Each agent's `/state` once, a few at a time; an agent that does not answer leaves its sandboxes unknown.
     let mut agents: Vec<String> = tasks.iter().filter_map(|t| t.agent.clone()).collect();
     agents.sort();
     agents.dedup();
-    let states = futures::future::join_all(agents.iter().map(|a| async move { client.get_json(&format!("http://{a}/state")).await })).await;
+    let states: Vec<Result<Value>> = futures::stream::iter(agents.iter())
+        .map(|a| async move { client.get_json(&format!("http://{a}/state")).await })
+        .buffered(AGENTS_AT_ONCE)
+        .collect()
+        .await;
     let agent_states: std::collections::HashMap<&str, Value> = agents
         .iter()
         .zip(states)

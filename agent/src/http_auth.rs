@@ -151,6 +151,8 @@ mod tests {
     fn paths_needing_read_only_access() {
         assert_eq!(access_of("/state"), Some(Access::ReadOnly));
         assert_eq!(access_of("/files/read"), Some(Access::ReadOnly));
+        assert_eq!(access_of("/files/browse"), Some(Access::ReadOnly));
+        assert_eq!(access_of("/files/debug"), Some(Access::ReadOnly));
         assert_eq!(access_of("/monitor/statistics.json"), Some(Access::ReadOnly));
         assert_eq!(access_of("/metrics/snapshot"), Some(Access::ReadOnly));
         assert_eq!(access_of("/metrics"), Some(Access::ReadOnly));

@@ -582,3 +582,26 @@ async fn a_custom_executor_task_is_listed_and_logged_from_its_executor_s_sandbox
     cluster.stop();
     assert_clean(&cluster);
 }
+
+/// `LIST_FILES` and `READ_FILE` read: with only `--authenticate_http_readwrite`
+/// they need no credentials (a call that writes does), as `/files/*`.
+#[tokio::test]
+async fn files_calls_need_only_read_only_access() {
+    mezzo_testkit::require_root!();
+    let creds = tempfile::tempdir().unwrap();
+    let flag = credentials_flag(creds.path());
+    let mut cluster = Cluster::start_with("rust", &["--authenticate_http_readwrite", &flag]).await.unwrap();
+    let path = "/frameworks/none/executors/none/runs/latest";
+    for call in [
+        serde_json::json!({"type": "LIST_FILES", "list_files": {"path": path}}),
+        serde_json::json!({"type": "READ_FILE", "read_file": {"path": format!("{path}/stdout"), "offset": 0}}),
+    ] {
+        let (code, body) = cluster.agent_call_json(&call).await.unwrap();
+        assert_eq!(code, 404, "{call}: {body}");
+    }
+    let (code, body) = cluster.agent_call_json(&serde_json::json!({"type": "SET_LOGGING_LEVEL"})).await.unwrap();
+    assert_eq!(code, 401, "a call that writes: {body}");
+    let resp = reqwest::get(format!("http://{}/files/browse?path={path}", cluster.agent)).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    cluster.stop();
+}

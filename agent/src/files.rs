@@ -307,6 +307,24 @@ pub fn file_json(f: &FileInfo) -> serde_json::Value {
     })
 }
 
+/// A JSON answer, or with `jsonp=<callback>` (what Mesos's web UI sends)
+/// `<callback>(<json>);` as `text/javascript`, as Mesos answers. The
+/// callback is reflected into a script, so only a JavaScript name (dotted
+/// path) is taken; anything else is a 400.
+fn json_reply(q: &HashMap<String, String>, value: serde_json::Value) -> Response {
+    let Some(callback) = q.get("jsonp") else { return axum::Json(value).into_response() };
+    let valid = !callback.is_empty()
+        && callback.len() <= 128
+        && callback.split('.').all(|part| {
+            part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        });
+    if !valid {
+        return error(StatusCode::BAD_REQUEST, "'jsonp' must be a JavaScript function name");
+    }
+    ([(header::CONTENT_TYPE, "text/javascript")], format!("{callback}({value});")).into_response()
+}
+
 /// Mesos's `/files/browse?path=..`: a JSON array of the directory's entries.
 pub async fn files_browse(State(agent): State<Arc<Agent>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let path = match path_param(&q) {
@@ -316,7 +334,7 @@ pub async fn files_browse(State(agent): State<Arc<Agent>>, Query(q): Query<HashM
     match browse(&agent, path).await {
         Ok((files, truncated)) => {
             let listing: Vec<serde_json::Value> = files.iter().map(file_json).collect();
-            let mut resp = axum::Json(listing).into_response();
+            let mut resp = json_reply(&q, serde_json::Value::Array(listing));
             if truncated {
                 resp.headers_mut().insert(TRUNCATED_HEADER, axum::http::HeaderValue::from(MAX_BROWSE_ENTRIES));
             }
@@ -341,7 +359,7 @@ pub fn attached_paths(root: &Path, framework_id: &str, executor_id: &str, sandbo
 /// Mesos's `/files/debug`: the attached paths and the host paths they name,
 /// for the running executors and the completed ones whose sandboxes are
 /// still there (a collected sandbox is detached, as in Mesos).
-pub async fn files_debug(State(agent): State<Arc<Agent>>) -> Response {
+pub async fn files_debug(State(agent): State<Arc<Agent>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let root = sandboxes_root(&agent);
     let runs: Vec<(String, String, PathBuf, bool)> = {
         let state = agent.state.lock().unwrap();
@@ -364,7 +382,7 @@ pub async fn files_debug(State(agent): State<Arc<Agent>>) -> Response {
     })
     .await;
     match attached {
-        Ok(map) => axum::Json(serde_json::Value::Object(map)).into_response(),
+        Ok(map) => json_reply(&q, serde_json::Value::Object(map)),
         Err(e) => join_error(e).response(),
     }
 }
@@ -401,7 +419,7 @@ pub async fn files_read(State(agent): State<Arc<Agent>>, Query(q): Query<HashMap
         // Past the end, the offset answered is the size (as Mesos before 1.0 and as the pailer expects).
         Ok((size, data)) => {
             let at = offset.filter(|o| *o < size).unwrap_or(size);
-            axum::Json(serde_json::json!({"data": String::from_utf8_lossy(&data), "offset": at})).into_response()
+            json_reply(&q, serde_json::json!({"data": String::from_utf8_lossy(&data), "offset": at}))
         }
         Err(e) => e.response(),
     }
@@ -520,6 +538,21 @@ mod tests {
             ["/w/slaves/A/frameworks/f/executors/e/runs/c1", "/w/slaves/A/frameworks/f/executors/e/runs/latest", "/frameworks/f/executors/e/runs/latest"]
         );
         assert!(paths.iter().all(|(_, v)| v == &sandbox));
+    }
+
+    #[tokio::test]
+    async fn jsonp_wraps_the_answer_for_a_javascript_name_only() {
+        let q = |v: &str| HashMap::from([("jsonp".to_string(), v.to_string())]);
+        let body = |r: Response| async move { String::from_utf8(axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap() };
+        let r = json_reply(&q("jQuery.cb_12$"), serde_json::json!({"offset": 3}));
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/javascript");
+        assert_eq!(body(r).await, r#"jQuery.cb_12$({"offset":3});"#);
+        for bad in ["", "alert(1)//", "a..b", "1a", "a-b", "a b", "a;b"] {
+            assert_eq!(json_reply(&q(bad), serde_json::json!([])).status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let r = json_reply(&HashMap::new(), serde_json::json!([]));
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body(r).await, "[]");
     }
 
     #[test]

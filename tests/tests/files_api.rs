@@ -350,6 +350,10 @@ async fn browse_and_list(containerizer: &str) {
     // /files/read's offset=-1 still gives the size.
     let size = w.agent_get_json("/files/read", &[("path", &format!("{}/data", w.virt)), ("offset", "-1")]).await.unwrap();
     assert_eq!(size, serde_json::json!({"data": "", "offset": 10}));
+    // Mesos's web UI asks with jsonp.
+    let (code, headers, body) = w.agent_get("/files/read", &[("path", &format!("{}/data", w.virt)), ("offset", "-1"), ("jsonp", "cb_1")]).await.unwrap();
+    assert_eq!((code, body.as_str()), (200, r#"cb_1({"data":"","offset":10});"#));
+    assert_eq!(headers.get("content-type").and_then(|v| v.to_str().ok()), Some("text/javascript"));
 
     // `mezzo task list`: the running task with its state, framework, executor, agent and sandbox.
     let out = w.cli(&["list"], true).output().await.unwrap();

@@ -36,6 +36,6 @@ pub use containerizer::{launcher, Containerizer};
 pub use error::ContainerizerError;
 pub use ids::validate_id;
 pub use isolator::{Isolator, Limitation, LimitationReason, Usage};
-pub use launcher::Launcher;
+pub use launcher::{foreign_network_namespace, CommandOutcome, ContainerCommand, Launcher};
 pub use runtime_dir::RuntimeDir;
 pub use spec::{signal_description, ContainerSpec, ExitStatus, Limits, Mount, Namespace, Rootfs};

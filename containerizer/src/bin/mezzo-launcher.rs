@@ -15,6 +15,12 @@
 //! * `mezzo-launcher kill --runtime-dir DIR --signal N`: a forwarded signal
 //!   goes to the supervisor (which passes it on); any other (SIGKILL) to
 //!   every process of the container.
+//! * `mezzo-launcher exec --runtime-dir DIR [--timeout-ms N] [--env K=V]...
+//!   -- PROGRAM ARG...`: runs a command inside the running container (the
+//!   executor's COMMAND checks): in its namespaces and cgroups, on its root
+//!   filesystem, as its user, with its capabilities, `no_new_privs` and
+//!   seccomp filter, and its environment plus `--env`; prints `exited
+//!   <status>` (a raw wait status) or `timeout` (it was killed after N ms).
 //!
 //! The container's init is this program's own code (see `container_init`):
 //! libcontainer's init process forks the task into a process group of its
@@ -60,7 +66,10 @@ fn forwarded() -> SigSet {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: mezzo-launcher run --runtime-dir DIR | kill --runtime-dir DIR --signal N");
+    eprintln!(
+        "usage: mezzo-launcher run --runtime-dir DIR | kill --runtime-dir DIR --signal N | \
+         exec --runtime-dir DIR [--timeout-ms N] [--env K=V]... -- PROGRAM [ARG]..."
+    );
     ExitCode::from(2)
 }
 
@@ -79,15 +88,44 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut runtime_dir = None;
     let mut signal = None;
+    let mut timeout = None;
+    let mut env = Vec::new();
+    let mut argv = Vec::new();
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {
+        if flag == "--" {
+            argv = rest.cloned().collect();
+            break;
+        }
         match (flag.as_str(), rest.next()) {
             ("--runtime-dir", Some(v)) => runtime_dir = Some(PathBuf::from(v)),
             ("--signal", Some(v)) => signal = v.parse::<i32>().ok(),
+            ("--timeout-ms", Some(v)) => match v.parse::<u64>() {
+                Ok(ms) => timeout = Some(std::time::Duration::from_millis(ms)),
+                Err(_) => return usage(),
+            },
+            ("--env", Some(v)) => match v.split_once('=') {
+                Some((k, v)) if !k.is_empty() => env.push((k.to_string(), v.to_string())),
+                _ => return usage(),
+            },
             _ => return usage(),
         }
     }
     let Some(dir) = runtime_dir.map(RuntimeDir::new) else { return usage() };
+    if args.first().map(String::as_str) == Some("exec") {
+        if argv.is_empty() || signal.is_some() {
+            return usage();
+        }
+        return match exec_in_container(&dir, &argv, &env, timeout) {
+            Ok(code) => code,
+            Err(e) => {
+                let msg = format!("{e:#}").replace('\n', " ");
+                println!("error {msg}");
+                eprintln!("mezzo-launcher exec: {msg}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match (args.first().map(String::as_str), signal) {
         (Some("run"), None) => run(&dir),
         (Some("kill"), Some(sig)) => match kill(&dir, sig) {
@@ -673,5 +711,204 @@ fn kill(dir: &RuntimeDir, sig: i32) -> Result<()> {
         Ok(()) => Ok(()),
         Err(_) if !root.exists() || dir.has_exit_status() => Ok(()),
         Err(e) => Err(anyhow!(e).context(format!("signal {sig}"))),
+    }
+}
+
+/// The namespaces a command joins, in the order it joins them: the mount
+/// namespace last (the host's `/proc` and cgroupfs are gone after it).
+const EXEC_NAMESPACES: [(&str, CloneFlags); 5] = [
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// `exec`: runs `argv` inside the running container of `dir` and reports
+/// how it ended on stdout, bounded by `timeout`.
+///
+/// The container's OCI spec (`config.json` of its bundle) says what its
+/// process is (user and groups, environment, working directory,
+/// capabilities, no_new_privs, seccomp); its first process's `/proc/<pid>/ns/*`
+/// are the namespaces to join; its cgroups are the placement's or the
+/// spec's. This process joins the PID namespace (which only its children
+/// enter), forks, and the child joins the cgroups and the other namespaces
+/// (mount last: entering it makes the container's root the child's root and
+/// working directory), drops to the container's user and privileges and
+/// execs. This binary is single-threaded, as `setns(CLONE_NEWNS)` requires.
+fn exec_in_container(dir: &RuntimeDir, argv: &[String], env: &[(String, String)], timeout: Option<std::time::Duration>) -> Result<ExitCode> {
+    use std::ffi::CString;
+    use std::os::unix::fs::MetadataExt;
+    let spec = dir.read_spec()?;
+    if mezzo_containerizer::rust::live_supervisor(dir).is_none() {
+        bail!("container {} is not running", spec.container_id);
+    }
+    let pid = dir.pid()?.ok_or_else(|| anyhow!("container {} has no recorded pid", spec.container_id))?;
+    let config_path = dir.bundle_dir().join("config.json");
+    let oci = Spec::load(&config_path).with_context(|| format!("read {}", config_path.display()))?;
+    let process = oci.process().clone().ok_or_else(|| anyhow!("{} has no process", config_path.display()))?;
+
+    // Namespaces the container has of its own, opened before anything changes.
+    let mut namespaces = Vec::new();
+    for (name, flag) in EXEC_NAMESPACES {
+        let theirs = File::open(format!("/proc/{pid}/ns/{name}")).with_context(|| format!("open the container's {name} namespace"))?;
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}")).with_context(|| format!("stat this process's {name} namespace"))?;
+        let meta = theirs.metadata().with_context(|| format!("stat the container's {name} namespace"))?;
+        if meta.ino() != ours.ino() || meta.dev() != ours.dev() {
+            namespaces.push((name, flag, theirs));
+        }
+    }
+    // The container's cgroups (cgroup.procs of each).
+    let cgroup_dirs: Vec<PathBuf> = match Placement::load(dir)? {
+        Some(p) => p.hierarchies.iter().map(|h| h.dir.clone()).collect(),
+        None if !spec.cgroup_path.is_empty() => mezzo_containerizer::isolators::CgroupFs::detect().existing_dirs(&spec.cgroup_path),
+        None => Vec::new(),
+    };
+    let procs: Vec<CString> = cgroup_dirs
+        .iter()
+        .map(|d| CString::new(d.join("cgroup.procs").into_os_string().into_encoded_bytes()))
+        .collect::<Result<_, _>>()
+        .context("cgroup path with NUL")?;
+
+    // The environment: the container's, then the command's own.
+    let mut vars: Vec<(String, String)> = process
+        .env()
+        .iter()
+        .flatten()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    for (k, v) in env {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k.clone(), v.clone()));
+    }
+    let path_var = vars.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+    let envp: Vec<CString> = vars.iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<_, _>>().context("NUL in the environment")?;
+    let c_argv: Vec<CString> = argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<_, _>>().context("NUL in the command")?;
+    // Where the program may be, looked up in the container after it is entered.
+    let candidates: Vec<CString> = if argv[0].contains('/') {
+        vec![c_argv[0].clone()]
+    } else {
+        path_var
+            .as_deref()
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .filter_map(|d| CString::new(format!("{}/{}", d.trim_end_matches('/'), argv[0])).ok())
+            .collect()
+    };
+    let cwd = CString::new(process.cwd().as_os_str().as_encoded_bytes()).context("NUL in the working directory")?;
+    let user = process.user();
+    let (uid, gid) = (nix::unistd::Uid::from_raw(user.uid()), nix::unistd::Gid::from_raw(user.gid()));
+    let groups: Vec<nix::unistd::Gid> = user.additional_gids().iter().flatten().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    let capabilities = process.capabilities().clone();
+    let no_new_privileges = process.no_new_privileges().unwrap_or(false);
+    let seccomp = oci.linux().as_ref().and_then(|l| l.seccomp().clone());
+
+    // SIGCHLD blocked, so that its arrival can be waited for with a timeout.
+    let mut chld = SigSet::empty();
+    chld.add(Signal::SIGCHLD);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&chld), None).context("block SIGCHLD")?;
+    if let Some((_, _, fd)) = namespaces.iter().find(|(name, _, _)| *name == "pid") {
+        setns(fd, CloneFlags::CLONE_NEWPID).context("join the container's PID namespace")?;
+    }
+    // SAFETY: this process is single-threaded (no runtime, no threads), so
+    // the child is a complete copy and may run any code before it execs.
+    let child = match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Child => {
+            let failed = (|| -> Result<std::convert::Infallible> {
+                let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+                nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).context("unblock signals")?;
+                // SAFETY: the default disposition installs no handler; single-threaded, about to exec.
+                unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) }.context("reset SIGPIPE")?;
+                // The command's output goes where this helper's errors go;
+                // stdout carries only the result.
+                nix::unistd::dup2(2, 1).context("stdout to stderr")?;
+                for path in &procs {
+                    // SAFETY: a valid NUL-terminated path; "0" is one valid byte.
+                    let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+                    if fd < 0 || unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+                        bail!("join cgroup {}: {}", path.to_string_lossy(), std::io::Error::last_os_error());
+                    }
+                    // SAFETY: fd was opened just above.
+                    unsafe { libc::close(fd) };
+                }
+                for (name, flag, fd) in namespaces.iter().filter(|(name, _, _)| *name != "pid") {
+                    setns(fd, *flag).with_context(|| format!("join the container's {name} namespace"))?;
+                }
+                if nix::unistd::chdir(cwd.as_c_str()).is_err() {
+                    nix::unistd::chdir("/").context("chdir to /")?;
+                }
+                if no_new_privileges {
+                    // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only.
+                    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                        bail!("set no_new_privs: {}", std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(seccomp) = &seccomp {
+                    libcontainer::seccomp::initialize_seccomp(seccomp).context("load the seccomp filter")?;
+                }
+                let syscall = libcontainer::syscall::syscall::create_syscall();
+                syscall.set_groups(&groups).map_err(|e| anyhow!("set groups: {e}"))?;
+                syscall.set_id(uid, gid).map_err(|e| anyhow!("set user {uid}:{gid}: {e}"))?;
+                if let Some(caps) = &capabilities {
+                    libcontainer::capabilities::drop_privileges(caps, &*syscall).map_err(|e| anyhow!("drop capabilities: {e}"))?;
+                }
+                let mut last = nix::errno::Errno::ENOENT;
+                for program in &candidates {
+                    match nix::unistd::execve(program, &c_argv, &envp) {
+                        Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => {}
+                        Err(e) => last = e,
+                        Ok(never) => match never {},
+                    }
+                }
+                bail!("exec {}: {last}", argv[0])
+            })();
+            let Err(e) = failed;
+            eprintln!("mezzo-launcher exec: {e:#}");
+            // SAFETY: _exit ends this process at once; it never returns.
+            unsafe { libc::_exit(127) }
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let status = loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only into `status`.
+        let reaped = unsafe { libc::waitpid(child.as_raw(), &mut status, libc::WNOHANG) };
+        if reaped == child.as_raw() {
+            break Some(status);
+        }
+        if reaped < 0 {
+            bail!("wait for the command: {}", std::io::Error::last_os_error());
+        }
+        let left = match deadline {
+            Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => break None,
+            },
+            None => None,
+        };
+        let ts = left.map(|l| libc::timespec { tv_sec: l.as_secs() as libc::time_t, tv_nsec: l.subsec_nanos() as libc::c_long });
+        let set_ptr: *const libc::sigset_t = chld.as_ref();
+        // SAFETY: valid sigset and timespec pointers (or null for no timeout) for the call.
+        unsafe { libc::sigtimedwait(set_ptr, std::ptr::null_mut(), ts.as_ref().map_or(std::ptr::null(), |t| t as *const _)) };
+    };
+    let mut out = std::io::stdout().lock();
+    match status {
+        Some(status) => {
+            writeln!(out, "exited {status}")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            // Its whole process group, then the child itself if it left it.
+            // SAFETY: kill takes plain integers; the child is not reaped, so its pid is its own.
+            unsafe {
+                libc::kill(-child.as_raw(), libc::SIGKILL);
+                libc::kill(child.as_raw(), libc::SIGKILL);
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            writeln!(out, "timeout")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

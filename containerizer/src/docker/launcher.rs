@@ -2,7 +2,7 @@
 //! request `prepare` rendered, stream its output into the sandbox files while
 //! it runs, stop or signal it, wait for its exit code and report an OOM kill.
 
-use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher, Limitation, LimitationReason, RuntimeDir};
+use crate::{CommandOutcome, ContainerCommand, ContainerSpec, ContainerizerError, ExitStatus, Launcher, Limitation, LimitationReason, RuntimeDir};
 use async_trait::async_trait;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
@@ -280,6 +280,66 @@ impl Launcher for DockerLauncher {
 
     fn min_stop_grace(&self) -> Duration {
         self.stop_timeout
+    }
+
+    /// The network namespace of the container's first process, unless the
+    /// container is on the host's network.
+    async fn network_namespace(&self) -> Option<std::fs::File> {
+        let inspect = self.inspect().await.ok()?;
+        if inspect.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) == Some("host") {
+            return None;
+        }
+        let pid = inspect.state.as_ref().and_then(|s| s.pid).filter(|p| *p > 0)?;
+        crate::launcher::foreign_network_namespace(i32::try_from(pid).ok()?)
+    }
+
+    /// `docker exec` (create, start detached, then inspect until it ends):
+    /// the engine runs it in the container as the container's user. The
+    /// engine has no call to kill an exec: at the timeout its process (the
+    /// engine reports its host pid) is killed.
+    async fn run_in_container(&self, command: &ContainerCommand, timeout: Duration) -> Result<CommandOutcome, ContainerizerError> {
+        let config = bollard::models::ExecConfig {
+            cmd: Some(command.argv.clone()),
+            env: (!command.env.is_empty()).then(|| command.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            ..Default::default()
+        };
+        let created = self
+            .engine
+            .call("create exec in", |d| d.create_exec(&self.name, config))
+            .await
+            .map_err(|e| self.engine_error("exec in", e))?;
+        let options = bollard::exec::StartExecOptions { detach: true, tty: false, output_capacity: None };
+        self.engine
+            .call("start exec in", |d| d.start_exec(&created.id, Some(options)))
+            .await
+            .map_err(|e| self.engine_error("start exec in", e))?;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let inspect = self
+                .engine
+                .call("inspect exec in", |d| d.inspect_exec(&created.id))
+                .await
+                .map_err(|e| self.engine_error("inspect exec in", e))?;
+            if inspect.running == Some(false) {
+                if let Some(code) = inspect.exit_code {
+                    return Ok(CommandOutcome::Exited(ExitStatus::from_code(code.clamp(0, 255) as i32)));
+                }
+            }
+            if Instant::now() >= deadline {
+                if let Some(pid) = inspect.pid.filter(|p| *p > 0).and_then(|p| i32::try_from(p).ok()) {
+                    // SAFETY: kill takes plain integers; the pid is the exec's
+                    // process as the engine reported it a moment ago.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                return Ok(CommandOutcome::TimedOut);
+            }
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 }
 

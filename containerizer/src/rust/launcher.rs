@@ -4,7 +4,7 @@
 
 use super::LAUNCHER_BIN;
 use crate::Limitation;
-use crate::{ContainerSpec, ContainerizerError, ExitStatus, Launcher, RuntimeDir};
+use crate::{CommandOutcome, ContainerCommand, ContainerSpec, ContainerizerError, ExitStatus, Launcher, RuntimeDir};
 use async_trait::async_trait;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -208,6 +208,54 @@ impl Launcher for RustLauncher {
 
     fn limitation(&self) -> Option<Limitation> {
         self.runtime_dir.limitation().ok().flatten()
+    }
+
+    async fn network_namespace(&self) -> Option<std::fs::File> {
+        if !self.spec.namespaces.contains(&crate::Namespace::Network) {
+            return None;
+        }
+        let pid = self.runtime_dir.pid().ok()??;
+        crate::launcher::foreign_network_namespace(pid)
+    }
+
+    /// `mezzo-launcher exec` (a single-threaded helper: it joins the
+    /// container's namespaces, which a multi-threaded process cannot do
+    /// for its mount namespace) runs the command and enforces the timeout.
+    async fn run_in_container(&self, command: &ContainerCommand, timeout: Duration) -> Result<CommandOutcome, ContainerizerError> {
+        if command.argv.is_empty() {
+            return Err(launcher_err("empty command"));
+        }
+        let mut run = tokio::process::Command::new(&self.helper);
+        run.arg("exec").arg("--runtime-dir").arg(self.runtime_dir.path());
+        run.arg("--timeout-ms").arg(timeout.as_millis().min(u64::MAX as u128).to_string());
+        for (k, v) in &command.env {
+            run.arg("--env").arg(format!("{k}={v}"));
+        }
+        run.arg("--").args(&command.argv);
+        // The command's output goes to the executor's stderr (the sandbox's),
+        // as Mesos's checks write it; only the helper's report is read.
+        run.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(k, _)| k == "PATH" || k == "RUST_LOG" || k == "MEZZO_LOG"))
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(timeout + EXIT_TIMEOUT, run.output())
+            .await
+            .map_err(|_| launcher_err(format!("mezzo-launcher exec in container {} did not end", self.spec.container_id)))?
+            .map_err(ContainerizerError::io("run mezzo-launcher exec", &self.helper))?;
+        let report = String::from_utf8_lossy(&out.stdout);
+        let line = report.lines().next().unwrap_or_default();
+        if line == "timeout" {
+            return Ok(CommandOutcome::TimedOut);
+        }
+        if let Some(status) = line.strip_prefix("exited ").and_then(|s| s.trim().parse().ok()) {
+            return Ok(CommandOutcome::Exited(ExitStatus(status)));
+        }
+        Err(launcher_err(format!(
+            "run a command in container {}: {}",
+            self.spec.container_id,
+            line.strip_prefix("error ").unwrap_or(if line.is_empty() { "no report from mezzo-launcher exec" } else { line })
+        )))
     }
 
     async fn wait(&mut self) -> Result<ExitStatus, ContainerizerError> {

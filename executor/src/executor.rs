@@ -3,6 +3,7 @@
 //! exits once the agent has acknowledged the terminal update.
 
 use crate::agent_api::{AgentApi, Connection};
+use crate::checks::{HealthCheckSpec, HealthState, HealthUpdate, ProbeOutcome, RunningCheck};
 use crate::config::Config;
 use crate::status::{new_status, UnacknowledgedUpdates};
 use mezzo_containerizer::{ExitStatus, Launcher};
@@ -92,6 +93,17 @@ pub struct CommandExecutor {
     /// The task was killed for reaching its max_completion_time (its end is
     /// TASK_FAILED with REASON_MAX_COMPLETION_TIME_REACHED).
     completion_expired: Option<Duration>,
+    /// The task's health check while it runs, with its state.
+    health: Option<(RunningCheck, HealthState, HealthCheckSpec)>,
+    /// The task's general check while it runs, with the last status reported.
+    check: Option<(RunningCheck, mezzo_proto::mesos::v1::CheckStatusInfo)>,
+    /// The task was killed for failing its health check: why (its end is
+    /// TASK_KILLED with `healthy=false`, as Mesos).
+    killed_by_health_check: Option<String>,
+    /// The latest update made: health and check updates are copies of it
+    /// (as Mesos's command executor makes them), so they keep the container
+    /// status and the other result.
+    last_status: Option<TaskStatus>,
     pending: UnacknowledgedUpdates,
     terminal_sent_at: Option<Instant>,
 }
@@ -126,6 +138,10 @@ impl CommandExecutor {
             killing: None,
             completion_deadline: None,
             completion_expired: None,
+            health: None,
+            check: None,
+            killed_by_health_check: None,
+            last_status: None,
             pending: UnacknowledgedUpdates::default(),
             terminal_sent_at: None,
         }
@@ -159,6 +175,14 @@ impl CommandExecutor {
                 }
                 _ = sleep_until_some(self.completion_deadline) => {
                     self.completion_timeout().await;
+                    None
+                }
+                Some(outcome) = next_outcome(self.health.as_mut().map(|h| &mut h.0)) => {
+                    self.on_health_outcome(outcome).await;
+                    None
+                }
+                Some(outcome) = next_outcome(self.check.as_mut().map(|c| &mut c.0)) => {
+                    self.on_check_outcome(outcome);
                     None
                 }
                 _ = sleep_until_some(self.resubscribe_at) => {
@@ -353,6 +377,7 @@ impl CommandExecutor {
                 self.update_with(&task_id, TaskState::TaskRunning, None, None, |status| {
                     status.container_status = Some(container_status);
                 });
+                self.start_checks();
             }
             Err(e) => {
                 tracing::error!(task = %task_id.value, error = %e, "failed to launch container");
@@ -443,6 +468,11 @@ impl CommandExecutor {
     /// sends TASK_KILLING where the framework understands it, and arms
     /// SIGKILL after `grace`. A second kill may only shorten the grace.
     async fn kill(&mut self, grace: Duration) {
+        // No health or check results once the task is being killed (Mesos
+        // pauses its checkers): a dying task is not reported unhealthy.
+        if matches!(self.container, Container::Running(_)) {
+            self.stop_checks();
+        }
         let Container::Running(launcher) = &self.container else {
             tracing::info!("kill requested but no task is running");
             return;
@@ -487,6 +517,7 @@ impl CommandExecutor {
             _ => None,
         };
         self.container = Container::Ended;
+        self.stop_checks();
         let task_id = self.task.as_ref()?.task_id.clone();
         if let Some(limitation) = limitation {
             // The runtime ended the task for exceeding a limit (docker's
@@ -535,7 +566,12 @@ impl CommandExecutor {
             }
         };
         tracing::info!(task = %task_id.value, state = ?state, message = %message, "task ended");
-        self.update(&task_id, state, Some(message), reason);
+        match self.killed_by_health_check.clone().filter(|_| killed) {
+            // Mesos's command executor: TASK_KILLED with healthy=false; the
+            // message also says which failures killed it.
+            Some(why) => self.update_with(&task_id, state, Some(format!("{message}; {why}")), reason, |s| s.healthy = Some(false)),
+            None => self.update(&task_id, state, Some(message), reason),
+        }
         self.finished_if_acknowledged()
     }
 
@@ -614,6 +650,22 @@ impl CommandExecutor {
         let mut status = new_status(task_id, state, &self.executor_id.value, self.agent_id.as_ref(), message);
         status.reason = reason.map(|r| r as i32);
         fill(&mut status);
+        self.send_status(status);
+    }
+
+    /// Keeps `status` until acknowledged and sends it when subscribed.
+    fn send_status(&mut self, mut status: TaskStatus) {
+        let task_id = &status.task_id;
+        let state = status.state();
+        let ours = self.task.as_ref().filter(|t| &t.task_id == task_id);
+        // A task with a check: every update carries a check status, empty
+        // until there is a result (as Mesos).
+        if let Some(check) = ours.and_then(|t| t.check.as_ref()).filter(|_| status.check_status.is_none()) {
+            status.check_status = Some(crate::checks::empty_check_status(check));
+        }
+        if ours.is_some() {
+            self.last_status = Some(status.clone());
+        }
         if state.is_terminal() && self.task.as_ref().map(|t| &t.task_id) == Some(task_id) {
             self.terminal_sent_at = Some(Instant::now());
         }
@@ -653,6 +705,115 @@ impl CommandExecutor {
             .as_ref()
             .map(|f| f.capabilities.iter().any(|c| c.r#type() == capability))
             .unwrap_or(false)
+    }
+
+    /// Starts the task's health check and check, if it has them, once it
+    /// runs. A check that cannot be made is logged and not run (the master
+    /// refuses invalid ones before they get here).
+    fn start_checks(&mut self) {
+        let Some(task) = self.task.clone() else { return };
+        let launcher = || mezzo_containerizer::launcher(&self.config.runtime_dir, &self.config.launcher_dir);
+        if let Some(proto) = &task.health_check {
+            match HealthCheckSpec::from_proto(proto) {
+                Ok(spec) => match launcher() {
+                    Ok(l) => {
+                        tracing::info!(probe = ?spec.probe, timing = ?spec.timing, grace = ?spec.grace_period, consecutive_failures = spec.consecutive_failures, "starting the health check");
+                        let state = HealthState::new(&spec, Instant::now());
+                        let running = crate::checks::start_probing(spec.probe.clone(), spec.timing, l);
+                        self.health = Some((running, state, spec));
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot start the health check"),
+                },
+                Err(e) => tracing::error!(error = %e, "invalid health check (not run)"),
+            }
+        }
+        if let Some(proto) = &task.check {
+            match crate::checks::check_from_proto(proto) {
+                Ok((probe, timing)) => match launcher() {
+                    Ok(l) => {
+                        tracing::info!(?probe, ?timing, "starting the check");
+                        self.check = Some((crate::checks::start_probing(probe, timing, l), crate::checks::empty_check_status(proto)));
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot start the check"),
+                },
+                Err(e) => tracing::error!(error = %e, "invalid check (not run)"),
+            }
+        }
+    }
+
+    fn stop_checks(&mut self) {
+        if self.health.take().is_some() {
+            tracing::info!("health checking stopped");
+        }
+        if self.check.take().is_some() {
+            tracing::info!("checking stopped");
+        }
+    }
+
+    /// A health check result: a TASK_RUNNING update with `healthy` on the
+    /// transitions Mesos reports; the task is killed (with its kill
+    /// policy's grace) after `consecutive_failures` failures in a row.
+    async fn on_health_outcome(&mut self, outcome: ProbeOutcome) {
+        if self.killing.is_some() || !matches!(self.container, Container::Running(_)) {
+            return;
+        }
+        let Some((_, state, spec)) = self.health.as_mut() else { return };
+        let failure = outcome.health_failure(&spec.probe);
+        match &failure {
+            Some(why) => tracing::warn!(%why, "health check failed"),
+            None => tracing::debug!("health check passed"),
+        }
+        let Some(update) = state.on_result(failure.map_or(Ok(()), Err), Instant::now()) else {
+            if let Err(why) = outcome.health_failure(&spec.probe).map_or(Ok(()), Err) {
+                tracing::info!(%why, "ignoring the failure: the health check is still in its grace period");
+            }
+            return;
+        };
+        let (healthy, kill) = match &update {
+            HealthUpdate::Healthy => (true, None),
+            HealthUpdate::Unhealthy { consecutive, kill, message } => {
+                (false, kill.then(|| format!("killed after {consecutive} consecutive failed health checks: {message}")))
+            }
+        };
+        tracing::info!(healthy, "task health changed");
+        self.send_copy(task_status::Reason::TaskHealthCheckStatusUpdated, |s| s.healthy = Some(healthy));
+        if let Some(why) = kill {
+            tracing::warn!(%why, "killing the task");
+            self.killed_by_health_check = Some(why);
+            let grace = self.kill_grace(None);
+            self.kill(grace).await;
+        }
+    }
+
+    /// A check result: a TASK_RUNNING update with the new `check_status`
+    /// when it differs from the last one reported (as Mesos).
+    fn on_check_outcome(&mut self, outcome: ProbeOutcome) {
+        if self.killing.is_some() || !matches!(self.container, Container::Running(_)) {
+            return;
+        }
+        let Some(check) = self.task.as_ref().and_then(|t| t.check.clone()) else { return };
+        let Some((_, last)) = self.check.as_mut() else { return };
+        if let ProbeOutcome::Failed(why) = &outcome {
+            tracing::warn!(%why, "check could not be done");
+        }
+        let status = crate::checks::check_status(&check, &outcome);
+        if &status == last {
+            return;
+        }
+        *last = status.clone();
+        tracing::info!(check_status = ?status, "check status changed");
+        self.send_copy(task_status::Reason::TaskCheckStatusUpdated, |s| s.check_status = Some(status));
+    }
+
+    /// A copy of the latest update with a fresh uuid and time, `reason`,
+    /// and what `fill` changes.
+    fn send_copy(&mut self, reason: task_status::Reason, fill: impl FnOnce(&mut TaskStatus)) {
+        let Some(mut status) = self.last_status.clone() else { return };
+        status.uuid = Some(mezzo_proto::new_uuid());
+        status.timestamp = Some(crate::status::now_seconds());
+        status.reason = Some(reason as i32);
+        fill(&mut status);
+        self.send_status(status);
     }
 
     /// Leaves nothing running behind when the executor gives up.
@@ -704,6 +865,14 @@ async fn wait_container(container: &mut Container) -> Result<ExitStatus, mezzo_c
         // again later is how the executor signals the container meanwhile.
         Container::Running(launcher) => launcher.wait().await,
         _ => std::future::pending().await,
+    }
+}
+
+/// The next outcome of a running check; pending forever when none runs.
+async fn next_outcome(check: Option<&mut RunningCheck>) -> Option<ProbeOutcome> {
+    match check {
+        Some(check) => check.next().await,
+        None => std::future::pending().await,
     }
 }
 

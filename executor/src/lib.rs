@@ -4,6 +4,7 @@
 //! reliable `TaskStatus` update.
 
 pub mod agent_api;
+pub mod checks;
 pub mod config;
 pub mod container_mode;
 pub mod executor;

@@ -254,6 +254,7 @@ impl Master {
                             status.executor_id = last.executor_id.clone();
                             status.container_status = last.container_status.clone();
                             status.healthy = last.healthy;
+                            status.check_status = last.check_status.clone();
                         }
                         tracing::info!(%agent_id, framework_id = %fid, %task_id, ?state, "unreachable task is back");
                         self.operator.task_updated(&fid, state, &status);

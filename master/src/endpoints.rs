@@ -83,6 +83,9 @@ fn task_json(task: &TaskRecord) -> Value {
             if let Some(h) = s.healthy {
                 m.insert("healthy".into(), json!(h));
             }
+            if let Some(cs) = &s.check_status {
+                m.insert("check_status".into(), to_json_value(cs));
+            }
             if let Some(cs) = &s.container_status {
                 m.insert("container_status".into(), to_json_value(cs));
             }

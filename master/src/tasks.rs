@@ -172,6 +172,7 @@ impl Master {
             }
             if let Some(last) = t.statuses.iter().rev().find(|s| s.source() != task_status::Source::Master) {
                 status.healthy = last.healthy;
+                status.check_status = last.check_status.clone();
                 status.executor_id = last.executor_id.clone();
                 status.container_status = last.container_status.clone();
                 status.labels = last.labels.clone();

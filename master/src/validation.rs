@@ -8,7 +8,7 @@
 //! must not contain NUL, which cannot cross `execve`. Every message names the
 //! offending field.
 
-use mezzo_proto::mesos::v1::{CommandInfo, ContainerInfo, ExecutorInfo, FrameworkInfo, TaskInfo};
+use mezzo_proto::mesos::v1::{check_info, health_check, CheckInfo, CommandInfo, ContainerInfo, ExecutorInfo, FrameworkInfo, HealthCheck, TaskInfo};
 
 /// Longest ID accepted, in bytes (`NAME_MAX`, as Mesos).
 pub(crate) const MAX_ID_BYTES: usize = 255;
@@ -136,7 +136,95 @@ pub(crate) fn task(task: &TaskInfo) -> Result<(), String> {
     if let Some(c) = &task.container {
         container("container", c)?;
     }
+    if let Some(h) = &task.health_check {
+        health(h).map_err(|e| format!("Task uses invalid health check: {e}"))?;
+    }
+    if let Some(c) = &task.check {
+        check(c).map_err(|e| format!("Task uses invalid check: {e}"))?;
+    }
     Ok(())
+}
+
+/// A check's durations (seconds as doubles): finite and non-negative.
+fn check_seconds(field: &str, pairs: &[(&str, Option<f64>)]) -> Result<(), String> {
+    for (name, value) in pairs {
+        if let Some(v) = value {
+            if !v.is_finite() || *v < 0.0 || *v > 1e9 {
+                return Err(format!("Expecting '{field}.{name}' to be a non-negative number of seconds, got {v}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_port(field: &str, port: u32) -> Result<(), String> {
+    if port == 0 || port > u32::from(u16::MAX) {
+        return Err(format!("'{field}' must be a port in 1..65535, got {port}"));
+    }
+    Ok(())
+}
+
+fn check_path(field: &str, path: Option<&str>) -> Result<(), String> {
+    match path {
+        Some(p) if !p.starts_with('/') => Err(format!("The path '{}' of '{field}' must start with '/'", quote(p))),
+        Some(p) => no_nul(field, p),
+        None => Ok(()),
+    }
+}
+
+fn check_command(field: &str, cmd: Option<&CommandInfo>) -> Result<(), String> {
+    let cmd = cmd.ok_or_else(|| format!("Expecting '{field}' to be set for a COMMAND check"))?;
+    if cmd.value.as_deref().is_none_or(str::is_empty) {
+        return Err(format!("'{field}.value' must be set"));
+    }
+    command(field, cmd)
+}
+
+/// Mesos's `checks::validation::healthCheck`, naming the field.
+fn health(h: &HealthCheck) -> Result<(), String> {
+    match health_check::Type::try_from(h.r#type.unwrap_or(0)) {
+        Ok(health_check::Type::Http) => {
+            let http = h.http.as_ref().ok_or("Expecting 'health_check.http' to be set for an HTTP health check")?;
+            if let Some(scheme) = http.scheme.as_deref().filter(|s| *s != "http" && *s != "https") {
+                return Err(format!("Unsupported 'health_check.http.scheme': '{}'", quote(scheme)));
+            }
+            check_port("health_check.http.port", http.port)?;
+            check_path("health_check.http.path", http.path.as_deref())?;
+        }
+        Ok(health_check::Type::Tcp) => {
+            check_port("health_check.tcp.port", h.tcp.as_ref().ok_or("Expecting 'health_check.tcp' to be set for a TCP health check")?.port)?;
+        }
+        Ok(health_check::Type::Command) => check_command("health_check.command", h.command.as_ref())?,
+        Ok(health_check::Type::Unknown) | Err(_) => {
+            return Err(format!("'health_check.type' must be COMMAND, HTTP or TCP, got {}", h.r#type.map_or("none".to_string(), |t| t.to_string())))
+        }
+    }
+    check_seconds(
+        "health_check",
+        &[
+            ("delay_seconds", h.delay_seconds),
+            ("interval_seconds", h.interval_seconds),
+            ("timeout_seconds", h.timeout_seconds),
+            ("grace_period_seconds", h.grace_period_seconds),
+        ],
+    )
+}
+
+/// Mesos's `checks::validation::checkInfo`, naming the field.
+fn check(c: &CheckInfo) -> Result<(), String> {
+    match check_info::Type::try_from(c.r#type.unwrap_or(0)) {
+        Ok(check_info::Type::Http) => {
+            let http = c.http.as_ref().ok_or("Expecting 'check.http' to be set for an HTTP check")?;
+            check_port("check.http.port", http.port)?;
+            check_path("check.http.path", http.path.as_deref())?;
+        }
+        Ok(check_info::Type::Tcp) => check_port("check.tcp.port", c.tcp.as_ref().ok_or("Expecting 'check.tcp' to be set for a TCP check")?.port)?,
+        Ok(check_info::Type::Command) => check_command("check.command.command", c.command.as_ref().map(|c| &c.command))?,
+        Ok(check_info::Type::Unknown) | Err(_) => {
+            return Err(format!("'check.type' must be COMMAND, HTTP or TCP, got {}", c.r#type.map_or("none".to_string(), |t| t.to_string())))
+        }
+    }
+    check_seconds("check", &[("delay_seconds", c.delay_seconds), ("interval_seconds", c.interval_seconds), ("timeout_seconds", c.timeout_seconds)])
 }
 
 /// Checks the strings of a FrameworkInfo that reach agents (ID, user);
@@ -157,6 +245,44 @@ pub(crate) fn framework_info(field: &str, info: &FrameworkInfo) -> Result<(), St
 mod tests {
     use super::*;
     use mezzo_proto::mesos::v1::{environment, Environment, TaskId};
+
+    #[test]
+    fn bad_checks_are_refused_naming_the_field() {
+        use mezzo_proto::mesos::v1::health_check::{HttpCheckInfo, TcpCheckInfo};
+        let task = |h: Option<HealthCheck>, c: Option<CheckInfo>| TaskInfo {
+            task_id: TaskId { value: "t".into() },
+            agent_id: mezzo_proto::mesos::v1::AgentId { value: "a".into() },
+            health_check: h,
+            check: c,
+            ..Default::default()
+        };
+        let http = |port, path: Option<&str>, interval| HealthCheck {
+            r#type: Some(health_check::Type::Http as i32),
+            http: Some(HttpCheckInfo { port, path: path.map(Into::into), ..Default::default() }),
+            interval_seconds: interval,
+            ..Default::default()
+        };
+        assert!(super::task(&task(Some(http(80, Some("/h"), Some(0.01))), None)).is_ok());
+        for (h, field) in [
+            (http(80, None, Some(-1.0)), "health_check.interval_seconds"),
+            (http(80, None, Some(f64::NAN)), "health_check.interval_seconds"),
+            (http(0, None, None), "health_check.http.port"),
+            (http(80, Some("h"), None), "health_check.http.path"),
+            (HealthCheck { r#type: Some(health_check::Type::Http as i32), ..Default::default() }, "health_check.http"),
+            (HealthCheck { r#type: Some(health_check::Type::Tcp as i32), tcp: Some(TcpCheckInfo { port: 70000, ..Default::default() }), ..Default::default() }, "health_check.tcp.port"),
+            (HealthCheck { r#type: Some(health_check::Type::Command as i32), ..Default::default() }, "health_check.command"),
+            (HealthCheck { r#type: Some(42), ..Default::default() }, "health_check.type"),
+            (HealthCheck { ..Default::default() }, "health_check.type"),
+        ] {
+            let e = super::task(&task(Some(h), None)).unwrap_err();
+            assert!(e.starts_with("Task uses invalid health check: ") && e.contains(&format!("'{field}")), "{field}: {e}");
+        }
+        let c = CheckInfo { r#type: Some(check_info::Type::Tcp as i32), tcp: Some(check_info::Tcp { port: 0 }), ..Default::default() };
+        let e = super::task(&task(None, Some(c))).unwrap_err();
+        assert!(e.starts_with("Task uses invalid check: ") && e.contains("'check.tcp.port'"), "{e}");
+        let c = CheckInfo { r#type: Some(check_info::Type::Tcp as i32), tcp: Some(check_info::Tcp { port: 1 }), timeout_seconds: Some(-2.0), ..Default::default() };
+        assert!(super::task(&task(None, Some(c))).unwrap_err().contains("'check.timeout_seconds'"));
+    }
 
     #[test]
     fn ids_follow_mesos_rules() {

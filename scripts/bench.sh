@@ -27,6 +27,10 @@
 # to the framework's RECONCILE answered by the new leader (it learns the
 # leader from ZooKeeper, re-subscribes, reconciles); --zk_session_timeout=2secs
 # (mezzo-bench-master-failover).
+# health_check_overhead (ms CPU / 1000 checks): utime+stime of the agent and
+# of the task's mezzo-executor while the executor makes MEZZO_BENCH_HEALTH_CHECKS
+# (2,000) HTTP health checks, every 0.01 s, of a loopback busybox httpd task
+# (rust containerizer, no image; its own master and agent; mezzo-bench-health).
 # Then mezzo-bench (bench/), side by side with its peers in the same run:
 # rust_launch_true (crun; runc as rust_launch_true_vs_runc), rust_launch_1000,
 # docker_launch_true (docker run), image_warm_provision_{1,5,20},
@@ -42,7 +46,8 @@
 # exit runs, 10), MEZZO_BENCH_LAUNCH_RUNS (30), MEZZO_BENCH_PULL_RUNS (9),
 # MEZZO_BENCH_MANY (1000), MEZZO_BENCH_ONLY (comma separated: cluster =
 # accept_to_running_*, kill = kill_to_killed_rust and exit_to_failed_rust,
-# overhead = task_overhead_*, master = master_*, failover = master_failover, and the mezzo-bench groups provision,rust,many,docker,pull,fetch; empty = all).
+# overhead = task_overhead_*, master = master_*, failover = master_failover,
+# health = health_check_overhead, and the mezzo-bench groups provision,rust,many,docker,pull,fetch; empty = all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${MEZZO_BENCH_RUNS:-20}
@@ -146,6 +151,12 @@ if wants failover; then
     >>"$out/extra.jsonl" || echo "mezzo-bench-master-failover failed" >&2
 fi
 
+# 2c. What health checks cost (its own master and agent; stops them).
+if wants health; then
+  MEZZO_BIN_DIR="$bin" timeout 900 "$bin/mezzo-bench-health" --checks="${MEZZO_BENCH_HEALTH_CHECKS:-2000}" \
+    >>"$out/extra.jsonl" || echo "mezzo-bench-health failed" >&2
+fi
+
 # 3. Side by side with the peers (its own private mount namespace; cleans up after itself).
 bench_rc=0
 only=()
@@ -209,7 +220,7 @@ for r in results:
         print(f"{r['name']}: {r['note']}")
     elif r["name"] == "task_overhead_rss" and r.get("detail"):
         print(f"task_overhead: {r['detail']}")
-    elif r["name"].startswith("master_") and r.get("detail"):
+    elif (r["name"].startswith("master_") or r["name"] == "health_check_overhead") and r.get("detail"):
         print(f"{r['name']}: {r['detail']}")
 print(f"written: {out_path}")
 PY

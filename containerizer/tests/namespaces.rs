@@ -107,3 +107,45 @@ async fn sandbox_is_at_mnt_mesos_sandbox_in_an_image() {
     let c = h.config("sandbox2", Some(IMAGE), shell(&format!("test -e {host_sandbox} || echo host-path-invisible")));
     assert_eq!(h.run_ok(&c).await, "host-path-invisible\n");
 }
+
+/// `Launcher::run_in_container` (the executor's COMMAND checks): the
+/// command runs in the container's PID, mount, IPC and UTS namespaces, on
+/// its rootfs, in its working directory and cgroups, with the container's
+/// environment plus its own; its exit code comes back; one past its
+/// timeout is killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_run_inside_a_running_container() {
+    mezzo_testkit::require_root!();
+    use mezzo_containerizer::{CommandOutcome, ContainerCommand, ExitStatus};
+    let h = Harness::new("ns-exec");
+    let mut c = h.config("exec", Some(IMAGE), shell("touch /tmp/only-inside; echo up > $MESOS_SANDBOX/ready; sleep 1000"));
+    c.hostname = Some("exec-host".into());
+    let mut launcher = h.start(&c).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !c.sandbox.join("ready").exists() {
+        assert!(std::time::Instant::now() < deadline, "task never got ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", std::process::id())).unwrap();
+    let script = format!(
+        "test -f /tmp/only-inside || exit 10; test \"$(hostname)\" = exec-host || exit 11; \
+         test \"$(readlink /proc/self/ns/pid)\" != '{}' || exit 12; test \"$(readlink /proc/self/ns/ipc)\" != '{}' || exit 13; \
+         test \"$(pwd)\" = /mnt/mesos/sandbox || exit 14; test \"$CHECK_VAR\" = yes || exit 15; test -n \"$MESOS_SANDBOX\" || exit 16; \
+         test \"$(cat /proc/self/cgroup)\" != '{}' || exit 17; exit 7",
+        host_ns("pid"),
+        host_ns("ipc"),
+        cgroup.trim_end()
+    );
+    let command = ContainerCommand { argv: vec!["/bin/sh".into(), "-c".into(), script], env: vec![("CHECK_VAR".into(), "yes".into())] };
+    let outcome = launcher.run_in_container(&command, Duration::from_secs(20)).await.expect("run in the container");
+    assert_eq!(outcome, CommandOutcome::Exited(ExitStatus::from_code(7)), "exit code 7 means every test passed; 10+ names the one that failed");
+    let missing = ContainerCommand { argv: vec!["no-such-program".into()], env: vec![] };
+    assert_eq!(launcher.run_in_container(&missing, Duration::from_secs(20)).await.unwrap(), CommandOutcome::Exited(ExitStatus::from_code(127)));
+    let started = std::time::Instant::now();
+    let slow = ContainerCommand { argv: vec!["sleep".into(), "30".into()], env: vec![] };
+    assert_eq!(launcher.run_in_container(&slow, Duration::from_millis(300)).await.unwrap(), CommandOutcome::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    h.containerizer.destroy("exec").await.unwrap();
+    tokio::time::timeout(WAIT, launcher.wait()).await.expect("end in time").expect("wait");
+    assert!(host_mounts_under(h.tmp.path()).is_empty());
+}

@@ -763,9 +763,10 @@ impl CommandExecutor {
             Some(why) => tracing::warn!(%why, "health check failed"),
             None => tracing::debug!("health check passed"),
         }
+        let failed = failure.is_some();
         let Some(update) = state.on_result(failure.map_or(Ok(()), Err), Instant::now()) else {
-            if let Err(why) = outcome.health_failure(&spec.probe).map_or(Ok(()), Err) {
-                tracing::info!(%why, "ignoring the failure: the health check is still in its grace period");
+            if failed {
+                tracing::info!("ignoring the failure: the health check is still in its grace period");
             }
             return;
         };

@@ -16,29 +16,10 @@ use mezzo_proto::mesos::v1::{
     check_info, container_info, environment, health_check, CheckInfo, CommandInfo, DurationInfo, Environment, HealthCheck, KillPolicy,
     Offer, TaskInfo, TaskState, TaskStatus,
 };
-use mezzo_tests::{assert_clean, command_task, free_port, states, Cluster, Kind, Scheduler};
+use mezzo_tests::{assert_clean, command_task, containerizer_of, free_port, runnable, states, Cluster, Kind, Scheduler};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn containerizers(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Docker => "docker",
-        _ => "rust",
-    }
-}
-
-fn runnable(kind: Kind) -> bool {
-    if !mezzo_testkit::is_root() {
-        mezzo_testkit::skip("needs root");
-        return false;
-    }
-    if kind == Kind::Docker && !mezzo_testkit::docker_available() {
-        mezzo_testkit::skip("needs a running Docker engine");
-        return false;
-    }
-    true
-}
 
 /// A shell command serving `ok` over HTTP on `listen` (`127.0.0.1:PORT`)
 /// from the task's working directory, then `rest`.
@@ -78,7 +59,7 @@ where
     F: FnOnce(Scheduler) -> Fut,
     Fut: std::future::Future<Output = Result<Scheduler>>,
 {
-    let mut cluster = Cluster::start(containerizers(kind)).await?;
+    let mut cluster = Cluster::start(containerizer_of(kind)).await?;
     let sched = Scheduler::subscribe(&cluster.master, "health").await?;
     let result = test(sched).await;
     let log = cluster.agent_log();

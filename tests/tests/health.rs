@@ -218,35 +218,59 @@ async fn killed_task_reports_no_unhealthy_update(kind: Kind) -> Result<()> {
 /// A COMMAND `CheckInfo`: its exit code in `check_status`, reported with
 /// REASON_TASK_CHECK_STATUS_UPDATED each time it changes (3, then 0 once
 /// the task made its flag file), and an empty check status of the check's
-/// type on the task's other updates.
+/// type on the task's other updates; an HTTP `CheckInfo`: the server's
+/// status code (404 for a missing page).
 async fn check_reports_check_status(kind: Kind) -> Result<()> {
     if !runnable(kind) {
         return Ok(());
     }
     with_cluster(kind, |mut sched| async move {
-        let port = free_port();
-        let offer = sched.next_offer(TIMEOUT).await?;
-        let command = httpd(&format!("127.0.0.1:{port}"), "& sleep 2; touch flag; exec sleep 1000");
-        let task = task_with(&offer, "checked", &command, kind, |t| {
-            t.check = Some(CheckInfo {
-                r#type: Some(check_info::Type::Command as i32),
-                command: Some(check_info::Command {
-                    command: CommandInfo { value: Some("test -f flag || exit 3".into()), ..Default::default() },
-                }),
+        let check = |kind: check_info::Type, fill: &dyn Fn(&mut CheckInfo)| {
+            let mut check = CheckInfo {
+                r#type: Some(kind as i32),
                 delay_seconds: Some(0.0),
                 interval_seconds: Some(0.3),
                 timeout_seconds: Some(5.0),
                 ..Default::default()
-            });
-        });
-        sched.launch(&offer, task).await?;
+            };
+            fill(&mut check);
+            check
+        };
+        let (port, http_port) = (free_port(), free_port());
+        let offer = sched.next_offer(TIMEOUT).await?;
+        let command = httpd(&format!("127.0.0.1:{port}"), "& sleep 2; touch flag; exec sleep 1000");
+        let mut tasks = vec![
+            task_with(&offer, "checked", &command, kind, |t| {
+                t.check = Some(check(check_info::Type::Command, &|c| {
+                    c.command = Some(check_info::Command { command: CommandInfo { value: Some("test -f flag || exit 3".into()), ..Default::default() } });
+                }));
+            }),
+            task_with(&offer, "http-checked", &httpd(&format!("127.0.0.1:{http_port}"), ""), kind, |t| {
+                t.check = Some(check(check_info::Type::Http, &|c| {
+                    c.http = Some(check_info::Http { port: http_port.into(), path: Some("/missing".into()) });
+                }));
+            }),
+        ];
+        for t in &mut tasks {
+            t.resources = vec![mezzo_tests::scalar("cpus", 0.1), mezzo_tests::scalar("mem", 32.0)];
+        }
+        sched.launch_tasks(&offer, tasks).await?;
         let deadline = Instant::now() + TIMEOUT;
-        let mut codes = Vec::new();
-        let mut seen = Vec::new();
-        while codes.last() != Some(&0) {
+        let (mut codes, mut http_code, mut seen) = (Vec::new(), None, Vec::new());
+        while codes.last() != Some(&0) || http_code.is_none() {
             let st = sched.next_update(deadline.saturating_duration_since(Instant::now())).await.with_context(|| format!("{seen:?}"))?;
             assert!(!st.state().is_terminal(), "{st:?}");
             let cs = st.check_status.clone().with_context(|| format!("every update of a task with a check has a check status: {st:?}"))?;
+            seen.push(format!("{} {}", st.task_id.value, st.state().as_str_name()));
+            if st.task_id.value == "http-checked" {
+                assert_eq!(cs.r#type, Some(check_info::Type::Http as i32), "{st:?}");
+                if st.reason() == Reason::TaskCheckStatusUpdated {
+                    assert!(http_code.is_none(), "reported on change only: {st:?}");
+                    http_code = cs.http.and_then(|h| h.status_code);
+                    assert_eq!(http_code, Some(404), "{st:?}");
+                }
+                continue;
+            }
             assert_eq!(cs.r#type, Some(check_info::Type::Command as i32), "{st:?}");
             if st.reason() == Reason::TaskCheckStatusUpdated {
                 assert_eq!(st.state(), TaskState::TaskRunning);
@@ -254,7 +278,6 @@ async fn check_reports_check_status(kind: Kind) -> Result<()> {
             } else {
                 assert_eq!(cs.command.and_then(|c| c.exit_code), None, "no result yet: {st:?}");
             }
-            seen.push(st.state().as_str_name());
         }
         assert_eq!(codes, [3, 0], "reported on change only");
         Ok(sched)

@@ -637,6 +637,52 @@ mod tests {
         }
     }
 
+    /// HTTPS through `curl -k` against `openssl s_server` with a
+    /// self-signed certificate: the status code comes back; a plain HTTP
+    /// port is a failure.
+    #[tokio::test]
+    async fn https_probes_use_curl_and_accept_any_certificate() {
+        for tool in ["openssl", "curl"] {
+            if std::process::Command::new(tool).arg("--version").output().is_err() {
+                return mezzo_testkit::skip(&format!("needs {tool}"));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = tokio::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "openssl s_server did not listen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let outcome = https_get(None, address(false, port), "/", Some(Duration::from_secs(10))).await;
+        assert_eq!(outcome, ProbeOutcome::Http(200));
+        server.kill().await.unwrap();
+        let outcome = https_get(None, address(false, port), "/", Some(Duration::from_secs(10))).await;
+        assert!(matches!(&outcome, ProbeOutcome::Failed(why) if why.starts_with("curl returned")), "{outcome:?}");
+    }
+
     /// Real probes against loopback servers in this network namespace.
     #[tokio::test]
     async fn tcp_and_http_probes_reach_loopback_servers() {

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod runtime_dir;
 pub mod rust;
 pub mod sandbox_fs;
+pub mod tree;
 pub mod spec;
 pub mod user;
 

@@ -86,6 +86,8 @@ pub struct Agent {
     pub http_auth: crate::http_auth::HttpAuth,
     /// Fetches `CommandInfo.uris` into sandboxes before launches.
     pub fetcher: crate::fetcher::Fetcher,
+    /// Removes the sandboxes and meta directories of ended runs.
+    pub gc: crate::gc::Gc,
 }
 
 /// On exit (SIGTERM): the bound on destroying the containers of
@@ -131,6 +133,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         agent.remove_cgroups_root();
         return Ok(());
     }
+    agent.schedule_gc_on_disk();
+    tokio::spawn(crate::gc::Gc::run(agent.clone()));
     tokio::spawn(crate::master_link::register_and_ping(agent.clone()));
     let app = crate::http::router(agent.clone());
     tracing::info!(address = %listener.local_addr()?, "agent listening");
@@ -250,6 +254,7 @@ impl Agent {
                 executor_auth,
                 http_auth,
                 fetcher,
+                gc: crate::gc::Gc::new(flags.gc_delay, flags.gc_disk_headroom, flags.disk_watch_interval),
             }
         });
         Ok(agent)
@@ -713,6 +718,7 @@ impl Agent {
     pub fn finish_executor(&self, key: &(String, String)) {
         let mut state = self.state.lock().unwrap();
         if let Some(mut ex) = state.executors.remove(key) {
+            let run = (ex.framework_id.clone(), ex.executor_id.clone(), ex.container_id.clone());
             ex.done.cancel();
             // A framework that was shut down has no checkpoints left to update.
             if ex.checkpoint && state.frameworks.contains_key(&ex.framework_id) {
@@ -726,6 +732,8 @@ impl Agent {
             state.completed.push(ex);
             let excess = state.completed.len().saturating_sub(150);
             state.completed.drain(..excess);
+            drop(state);
+            self.schedule_gc(&run.0, &run.1, &run.2);
         }
     }
 
@@ -1135,6 +1143,8 @@ impl Agent {
                         t.kill_requested = true;
                     }
                     e.state = ExecutorState::Terminating;
+                    // Its sandbox stays for the next agent to collect, --gc_delay from now.
+                    crate::gc::touch(&e.sandbox);
                     (e.key(), e.container_id.clone(), e.pid, statuses)
                 })
                 .collect()

@@ -181,6 +181,17 @@ pub struct Flags {
     /// PEM file of extra CA certificates trusted for the fetcher's `https` URIs.
     #[arg(long = "fetcher_ca_file")]
     pub fetcher_ca_file: Option<PathBuf>,
+    /// How long after its executor ended a run's sandbox and meta directories are removed (Mesos's sandbox
+    /// garbage collection); shortened as the work dir's disk fills (`--gc_disk_headroom`).
+    #[arg(long = "gc_delay", default_value = "1weeks", value_parser = parse_duration, value_name = "DURATION")]
+    pub gc_delay: Duration,
+    /// Fraction of the disk to keep free: sandboxes older than `gc_delay * max(0, 1 - gc_disk_headroom - disk
+    /// usage)` are removed at each disk check.
+    #[arg(long = "gc_disk_headroom", default_value = "0.1", value_parser = parse_headroom, value_name = "FRACTION")]
+    pub gc_disk_headroom: f64,
+    /// How often the disk usage of the work dir is checked (for sandbox garbage collection).
+    #[arg(long = "disk_watch_interval", default_value = "1mins", value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub disk_watch_interval: Duration,
 }
 
 /// Parses a byte size as Mesos's `Bytes` flags: an integer and a unit
@@ -392,6 +403,8 @@ mod tests {
         "image_gc_interval",
         "image_gc_keep_recent",
         "recovery_timeout",
+        "gc_delay",
+        "disk_watch_interval",
     ];
 
     fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
@@ -412,6 +425,8 @@ mod tests {
             "image_gc_interval" => f.image_gc_interval,
             "image_gc_keep_recent" => Some(f.image_gc_keep_recent),
             "recovery_timeout" => Some(f.recovery_timeout),
+            "gc_delay" => Some(f.gc_delay),
+            "disk_watch_interval" => Some(f.disk_watch_interval),
             other => panic!("no duration flag {other}"),
         }
     }
@@ -442,6 +457,16 @@ mod tests {
         assert_eq!(f.image_gc_interval, None);
         assert_eq!(f.image_gc_keep_recent, Duration::from_secs(3600));
         assert_eq!(f.recovery_timeout, Duration::from_secs(15 * 60));
+        assert_eq!((f.gc_delay, f.disk_watch_interval, f.gc_disk_headroom), (Duration::from_secs(7 * 86400), Duration::from_secs(60), 0.1));
+    }
+
+    #[test]
+    fn gc_flags_are_checked() {
+        let f = parse(&["--gc_delay=2secs", "--gc_disk_headroom=0.5", "--disk_watch_interval=100ms"]).unwrap();
+        assert_eq!((f.gc_delay, f.gc_disk_headroom, f.disk_watch_interval), (Duration::from_secs(2), 0.5, Duration::from_millis(100)));
+        for bad in ["--gc_disk_headroom=1.5", "--gc_disk_headroom=-0.1", "--gc_disk_headroom=x", "--disk_watch_interval=0secs"] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -526,6 +551,21 @@ fn parse_env_object(value: &str) -> Result<EnvVars, String> {
 
 fn parse_master(value: &str) -> Result<String, String> {
     mezzo_zk::MasterAddress::parse("master", value).map(|_| value.to_string()).map_err(|e| e.reason)
+}
+
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    match mezzo_proto::duration::parse_flag(value)? {
+        d if d.is_zero() => Err("must be longer than zero".to_string()),
+        d => Ok(d),
+    }
+}
+
+/// `--gc_disk_headroom`: a fraction in [0, 1], as Mesos checks it.
+fn parse_headroom(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{value}' is not a fraction between 0.0 and 1.0")),
+    }
 }
 
 fn parse_zk_session_timeout(value: &str) -> Result<Duration, String> {

@@ -9,6 +9,7 @@ pub mod executor_auth;
 pub mod fetcher;
 pub mod files;
 pub mod flags;
+pub mod gc;
 pub mod http;
 pub mod http_auth;
 pub mod master_link;

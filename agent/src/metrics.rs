@@ -78,6 +78,10 @@ pub fn snapshot(agent: &Agent) -> Vec<Sample> {
         Sample::counter("slave/tasks_gone", task_count(TaskState::TaskGone)),
     ];
     drop(state);
+    out.push(Sample::gauge("slave/executor_directory_max_allowed_age_secs", agent.gc.max_allowed_age_secs()));
+    out.push(Sample::counter("gc/path_removals_succeeded", agent.gc.succeeded.load(std::sync::atomic::Ordering::Relaxed) as f64));
+    out.push(Sample::counter("gc/path_removals_failed", agent.gc.failed.load(std::sync::atomic::Ordering::Relaxed) as f64));
+    out.push(Sample::gauge("gc/path_removals_pending", 2.0 * agent.gc.pending() as f64));
     for name in ["cpus", "mem", "disk", "gpus"] {
         let (total, used) = (scalar(&agent.resources, name), scalar(&used, name));
         out.push(Sample::gauge(format!("slave/{name}_total"), total));

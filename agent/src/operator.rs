@@ -309,6 +309,9 @@ fn flags(agent: &Agent) -> Vec<Flag> {
         ("fetcher_cache_dir", Some(f.fetcher_cache_dir.clone().unwrap_or_else(|| agent.work_dir.join("fetch")).display().to_string())),
         ("fetcher_cache_size", Some(crate::fetcher::show_bytes(f.fetcher_cache_size))),
         ("fetcher_stall_timeout", Some(format_duration(f.fetcher_stall_timeout))),
+        ("gc_delay", Some(format_duration(f.gc_delay))),
+        ("gc_disk_headroom", Some(f.gc_disk_headroom.to_string())),
+        ("disk_watch_interval", Some(format_duration(f.disk_watch_interval))),
     ];
     out.retain(|(_, v)| v.is_some());
     out.into_iter().map(|(name, value)| Flag { name: name.to_string(), value }).collect()

@@ -116,17 +116,14 @@ impl Agent {
         let fid_msg = FrameworkId { value: fid.to_string() };
         if ex.completed {
             // The run ended before the restart; only its updates may still be owed.
-            let mut owed = false;
             for task in ex.tasks {
                 if !task.unacknowledged.is_empty() {
-                    owed = true;
                     let acked = acknowledged_uuids(&task.updates, &task.unacknowledged);
                     self.updates.recover(fid_msg.clone(), &task.info.task_id.value, task.unacknowledged, acked, Some(task.updates_path));
                 }
             }
-            if !owed {
-                let _ = std::fs::remove_dir_all(&ex.run_dir);
-            }
+            // Its directories are collected from their mtime (the run's end), as every run on disk no
+            // executor owns (`schedule_gc_on_disk`).
             return None;
         }
         let key = (fid.to_string(), eid.clone());

@@ -191,7 +191,7 @@ impl Gc {
                     gc.max_age_secs.store(age.as_secs_f64().to_bits(), Ordering::Relaxed);
                     let pruned = gc.schedule.lock().unwrap().prune(Instant::now(), gc.delay, age);
                     if !pruned.is_empty() {
-                        tracing::info!(usage, max_age_secs = age.as_secs_f64(), runs = pruned.len(), "pruning sandboxes: the disk is filling");
+                        tracing::info!(usage, max_age_secs = age.as_secs_f64(), runs = pruned.len(), "pruning the runs older than the allowed age at this disk usage");
                     }
                     pruned
                 }
@@ -283,7 +283,6 @@ impl Agent {
         let state = self.state.lock().unwrap();
         let executor_live = state.executors.keys().any(|(f, e)| *f == run.framework_id && *e == run.executor_id);
         let framework_live = state.executors.keys().any(|(f, _)| *f == run.framework_id);
-        let framework_known = state.frameworks.contains_key(&run.framework_id);
         for (root, meta) in [(self.work_dir.clone(), false), (self.work_dir.join("meta"), true)] {
             let executor = crate::paths::executor_dir(&root, &run.agent_id, &run.framework_id, &run.executor_id);
             let runs = executor.join("runs");
@@ -305,9 +304,9 @@ impl Agent {
             }
             let _ = std::fs::remove_dir(executors);
             let Some(framework) = executors.parent() else { continue };
-            // A framework the agent still serves keeps its checkpointed info (its next executor writes it again
-            // anyway); the sandbox side goes once empty.
-            if meta && !executors.exists() && !framework_known {
+            // Its checkpointed info goes with its last executor: the next executor of the framework writes it
+            // again (under the state lock, before the executor is in the state).
+            if meta && !executors.exists() {
                 let _ = std::fs::remove_file(framework.join("framework.info"));
             }
             let _ = std::fs::remove_dir(framework);

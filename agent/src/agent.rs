@@ -173,7 +173,7 @@ impl Agent {
         std::fs::create_dir_all(&runtime_root)?;
         let store_dir = flags.docker_store_dir.clone().unwrap_or_else(|| work_dir.join("store").join("docker"));
         let backends = crate::backends::build_backends(&flags, &work_dir, &runtime_root, &store_dir, &launcher_dir).await?;
-        let containerizer: Arc<dyn Containers> = Arc::new(Containerizer::new(backends, runtime_root.clone()));
+        let containerizer: Arc<dyn Containers> = Arc::new(Containerizer::new(backends, runtime_root.clone()).with_log_rotation(flags.log_rotation()));
         Agent::assemble(flags, work_dir, launcher_dir, runtime_root, containerizer, None)
     }
 

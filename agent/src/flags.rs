@@ -189,6 +189,24 @@ pub struct Flags {
     /// usage)` are removed at each disk check.
     #[arg(long = "gc_disk_headroom", default_value = "0.1", value_parser = parse_headroom, value_name = "FRACTION")]
     pub gc_disk_headroom: f64,
+    /// How a container's output reaches its sandbox's `stdout` and `stderr`: `sandbox` (Mesos's default: the
+    /// container writes the files) or `logrotate` (copied by the container's supervisor, or the docker log
+    /// follower, and rotated by size; Mesos's module name `org_apache_mesos_LogrotateContainerLogger` is accepted).
+    #[arg(long = "container_logger", default_value = "sandbox", value_parser = parse_container_logger, value_name = "LOGGER")]
+    pub container_logger: ContainerLogger,
+    /// With `--container_logger=logrotate`: `stdout` is rotated at this size (Mesos's byte syntax).
+    #[arg(long = "logrotate_max_stdout_size", default_value = "10MB", value_parser = parse_log_size, value_name = "BYTES")]
+    pub logrotate_max_stdout_size: u64,
+    /// With `--container_logger=logrotate`: `stderr` is rotated at this size.
+    #[arg(long = "logrotate_max_stderr_size", default_value = "10MB", value_parser = parse_log_size, value_name = "BYTES")]
+    pub logrotate_max_stderr_size: u64,
+    /// logrotate options for `stdout`, as Mesos passes them to logrotate; `rotate N` (the number of rotated
+    /// files kept, `stdout.1` to `stdout.N`) is the one understood, anything else is refused.
+    #[arg(long = "logrotate_stdout_options", default_value = "rotate 9", value_parser = mezzo_containerizer::log_rotate::parse_logrotate_options, value_name = "OPTIONS")]
+    pub logrotate_stdout_options: u32,
+    /// The same for `stderr`.
+    #[arg(long = "logrotate_stderr_options", default_value = "rotate 9", value_parser = mezzo_containerizer::log_rotate::parse_logrotate_options, value_name = "OPTIONS")]
+    pub logrotate_stderr_options: u32,
     /// How often the disk usage of the work dir is checked (for sandbox garbage collection).
     #[arg(long = "disk_watch_interval", default_value = "1mins", value_parser = parse_positive_duration, value_name = "DURATION")]
     pub disk_watch_interval: Duration,
@@ -215,6 +233,51 @@ pub fn parse_bytes(value: &str) -> Result<u64, String> {
         return Err(format!("size '{value}' is too large"));
     }
     Ok(bytes as u64)
+}
+
+/// `--container_logger`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerLogger {
+    /// The container writes its sandbox's `stdout` and `stderr` itself.
+    Sandbox,
+    /// The output is copied into the files and rotated by size.
+    Logrotate,
+}
+
+impl std::fmt::Display for ContainerLogger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ContainerLogger::Sandbox => "sandbox",
+            ContainerLogger::Logrotate => "logrotate",
+        })
+    }
+}
+
+fn parse_container_logger(value: &str) -> Result<ContainerLogger, String> {
+    match value.trim() {
+        "" | "sandbox" => Ok(ContainerLogger::Sandbox),
+        "logrotate" | "org_apache_mesos_LogrotateContainerLogger" => Ok(ContainerLogger::Logrotate),
+        other => Err(format!("unknown container logger '{other}' (sandbox, logrotate or org_apache_mesos_LogrotateContainerLogger)")),
+    }
+}
+
+fn parse_log_size(value: &str) -> Result<u64, String> {
+    match parse_bytes(value)? {
+        0 => Err("must be larger than 0B".to_string()),
+        n => Ok(n),
+    }
+}
+
+impl Flags {
+    /// The rotation `--container_logger=logrotate` asks for.
+    pub fn log_rotation(&self) -> Option<mezzo_containerizer::log_rotate::LogRotation> {
+        (self.container_logger == ContainerLogger::Logrotate).then_some(mezzo_containerizer::log_rotate::LogRotation {
+            max_stdout_size: self.logrotate_max_stdout_size,
+            max_stderr_size: self.logrotate_max_stderr_size,
+            stdout_keep: self.logrotate_stdout_options,
+            stderr_keep: self.logrotate_stderr_options,
+        })
+    }
 }
 
 /// Parses a Mesos boolean flag value.
@@ -458,6 +521,21 @@ mod tests {
         assert_eq!(f.image_gc_keep_recent, Duration::from_secs(3600));
         assert_eq!(f.recovery_timeout, Duration::from_secs(15 * 60));
         assert_eq!((f.gc_delay, f.disk_watch_interval, f.gc_disk_headroom), (Duration::from_secs(7 * 86400), Duration::from_secs(60), 0.1));
+    }
+
+    #[test]
+    fn container_logger_flags() {
+        use mezzo_containerizer::log_rotate::LogRotation;
+        let f = parse(&[]).unwrap();
+        assert_eq!((f.container_logger, f.log_rotation()), (ContainerLogger::Sandbox, None));
+        let f = parse(&["--container_logger=org_apache_mesos_LogrotateContainerLogger"]).unwrap();
+        assert_eq!(f.log_rotation(), Some(LogRotation::DEFAULT));
+        let f = parse(&["--container_logger=logrotate", "--logrotate_max_stdout_size=4KB", "--logrotate_stderr_options=rotate 2"]).unwrap();
+        let want = LogRotation { max_stdout_size: 4096, stderr_keep: 2, ..LogRotation::DEFAULT };
+        assert_eq!(f.log_rotation(), Some(want));
+        for bad in ["--container_logger=journald", "--logrotate_max_stdout_size=0B", "--logrotate_stdout_options=compress"] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -310,6 +310,11 @@ fn flags(agent: &Agent) -> Vec<Flag> {
         ("fetcher_cache_size", Some(crate::fetcher::show_bytes(f.fetcher_cache_size))),
         ("fetcher_stall_timeout", Some(format_duration(f.fetcher_stall_timeout))),
         ("gc_delay", Some(format_duration(f.gc_delay))),
+        ("container_logger", Some(f.container_logger.to_string())),
+        ("logrotate_max_stdout_size", Some(crate::fetcher::show_bytes(f.logrotate_max_stdout_size))),
+        ("logrotate_max_stderr_size", Some(crate::fetcher::show_bytes(f.logrotate_max_stderr_size))),
+        ("logrotate_stdout_options", Some(format!("rotate {}", f.logrotate_stdout_options))),
+        ("logrotate_stderr_options", Some(format!("rotate {}", f.logrotate_stderr_options))),
         ("gc_disk_headroom", Some(f.gc_disk_headroom.to_string())),
         ("disk_watch_interval", Some(format_duration(f.disk_watch_interval))),
     ];

@@ -37,13 +37,20 @@ pub struct Containerizer {
     backends: Vec<Arc<dyn Backend>>,
     runtime_root: PathBuf,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
+    log_rotation: Option<crate::log_rotate::LogRotation>,
 }
 
 impl Containerizer {
     /// A containerizer over `backends` (flag order) keeping per-container
     /// state under `runtime_root/<container id>`.
     pub fn new(backends: Vec<Arc<dyn Backend>>, runtime_root: PathBuf) -> Self {
-        Containerizer { backends, runtime_root, containers: Mutex::new(HashMap::new()) }
+        Containerizer { backends, runtime_root, containers: Mutex::new(HashMap::new()), log_rotation: None }
+    }
+
+    /// Rotates the output of the containers it prepares from now on (`--container_logger=logrotate`).
+    pub fn with_log_rotation(mut self, rotation: Option<crate::log_rotate::LogRotation>) -> Self {
+        self.log_rotation = rotation;
+        self
     }
 
     /// Names of the enabled backends, in flag order.
@@ -114,6 +121,7 @@ impl Containerizer {
             // whose leftovers to remove.
             dir.write_backend(backend.kind())?;
             let mut spec = ContainerSpec::new(config);
+            spec.log_rotation = self.log_rotation;
             for isolator in backend.isolators() {
                 tracing::debug!(container = %id, isolator = isolator.name(), "prepare");
                 isolator.prepare(config, &mut spec).await?;

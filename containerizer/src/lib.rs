@@ -21,6 +21,7 @@ pub mod isolator;
 pub mod isolators;
 pub mod launcher;
 pub mod limits;
+pub mod log_rotate;
 pub mod runtime_dir;
 pub mod rust;
 pub mod sandbox_fs;

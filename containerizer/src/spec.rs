@@ -136,6 +136,10 @@ pub struct ContainerSpec {
     /// Set by `disk/du`.
     #[serde(default)]
     pub disk: Option<DiskQuota>,
+    /// `--container_logger=logrotate`: the output is copied into `stdout` and `stderr` and rotated by size;
+    /// `None` (the `sandbox` logger): the container writes the files itself.
+    #[serde(default)]
+    pub log_rotation: Option<crate::log_rotate::LogRotation>,
 }
 
 /// How a container's first process ended, as a raw wait status so that both

@@ -484,8 +484,17 @@ fn supervise(dir: &RuntimeDir, ready: &mut bool) -> Result<()> {
     }
 
     let devnull = File::open("/dev/null").context("open /dev/null")?;
-    let stdout = open_output(&spec.stdout)?;
-    let stderr = open_output(&spec.stderr)?;
+    // The `sandbox` logger: the container writes its output files itself. `logrotate`: it writes pipes, which
+    // this supervisor copies into rotating files for the task's life.
+    let (stdout, stderr, mut copier): (OwnedFd, OwnedFd, Option<Copier>) = match &spec.log_rotation {
+        None => (open_output(&spec.stdout)?.into(), open_output(&spec.stderr)?.into(), None),
+        Some(rotation) => {
+            let (out, err) = rotation.writers(&spec.stdout, &spec.stderr).with_context(|| format!("open {}", spec.stdout.display()))?;
+            let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stdout pipe")?;
+            let (err_read, err_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("create the stderr pipe")?;
+            (out_write, err_write, Some(Copier::new(vec![(out_read, out), (err_read, err)])?))
+        }
+    };
     let state_root = dir.state_dir();
     std::fs::create_dir_all(&state_root).with_context(|| format!("create {}", state_root.display()))?;
     // The container's init reports the task's wait status on this pipe.
@@ -540,7 +549,10 @@ fn supervise(dir: &RuntimeDir, ready: &mut bool) -> Result<()> {
     *ready = true;
     release_startup_memory();
 
-    let init_status = wait_forwarding(init.as_raw(), &set)?;
+    let init_status = match copier.as_mut() {
+        None => wait_forwarding(init.as_raw(), &set)?,
+        Some(copier) => wait_copying(init.as_raw(), &set, copier)?,
+    };
     // The task's own status, as its init reported it; the init's when it
     // died before it could (SIGKILL to the whole container).
     let status = read_task_status(&status_read).unwrap_or(init_status);
@@ -639,6 +651,120 @@ fn wait_forwarding(init: i32, set: &SigSet) -> Result<i32> {
             // SAFETY: kill takes plain integers.
             if unsafe { libc::kill(init, sig) } != 0 {
                 tracing::warn!(signal = sig, error = %std::io::Error::last_os_error(), "forward signal");
+            }
+        }
+    }
+}
+
+/// The container's output pipes and the rotating files they are copied into (`--container_logger=logrotate`).
+struct Copier {
+    streams: Vec<Stream>,
+    buf: Vec<u8>,
+}
+
+struct Stream {
+    pipe: OwnedFd,
+    writer: mezzo_containerizer::log_rotate::RotatingWriter,
+    open: bool,
+}
+
+/// How long the copy waits for more output once the container's init ended: only processes that left its
+/// PID namespace (none has one without `namespaces/pid`) may still hold the pipes.
+const DRAIN_QUIET: i32 = 500;
+
+impl Copier {
+    fn new(pipes: Vec<(OwnedFd, mezzo_containerizer::log_rotate::RotatingWriter)>) -> Result<Copier> {
+        let mut streams = Vec::new();
+        for (pipe, writer) in pipes {
+            nix::fcntl::fcntl(pipe.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).context("make a pipe non-blocking")?;
+            streams.push(Stream { pipe, writer, open: true });
+        }
+        Ok(Copier { streams, buf: vec![0; 64 * 1024] })
+    }
+
+    fn open(&self) -> bool {
+        self.streams.iter().any(|s| s.open)
+    }
+
+    /// Copies what the pipe `i` holds (a bounded amount, so that signals are not kept waiting).
+    fn copy(&mut self, i: usize) {
+        let stream = &mut self.streams[i];
+        for _ in 0..16 {
+            match nix::unistd::read(stream.pipe.as_raw_fd(), &mut self.buf) {
+                Ok(0) => {
+                    stream.open = false;
+                    return;
+                }
+                Ok(n) => {
+                    // A full disk loses output, never the task: the pipe is always read.
+                    if let Err(e) = stream.writer.write(&self.buf[..n]) {
+                        tracing::warn!(file = %stream.writer.path().display(), error = %e, "cannot write the container's output");
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "read the container's output");
+                    stream.open = false;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `wait_forwarding` while copying the container's output: one `poll` over a signalfd (the forwarded signals
+/// and SIGCHLD, blocked since the start) and the output pipes. Once the init ended, the pipes are drained until
+/// they close (or stay quiet for `DRAIN_QUIET` ms).
+fn wait_copying(init: i32, set: &SigSet, copier: &mut Copier) -> Result<i32> {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let signals = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).context("create a signalfd")?;
+    let mut status = reap(init);
+    loop {
+        if status.is_some() && !copier.open() {
+            return Ok(status.expect("checked"));
+        }
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
+        fds.push(libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        let streams: Vec<usize> = (0..copier.streams.len()).filter(|i| copier.streams[*i].open).collect();
+        for i in &streams {
+            fds.push(libc::pollfd { fd: copier.streams[*i].pipe.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        }
+        let timeout = if status.is_some() { DRAIN_QUIET } else { -1 };
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd structures for the duration of the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if ready < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(anyhow!(e).context("poll"));
+        }
+        if ready == 0 {
+            // Drained: what still holds a pipe outlived the container's init.
+            return Ok(status.expect("only the drain has a timeout"));
+        }
+        if fds[0].revents != 0 {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGCHLD {
+                    continue;
+                }
+                tracing::info!(signal = sig, "forwarding to the container's init");
+                if status.is_none() {
+                    // SAFETY: kill takes plain integers; the init is this process's unreaped child.
+                    if unsafe { libc::kill(init, sig) } != 0 {
+                        tracing::warn!(signal = sig, error = %std::io::Error::last_os_error(), "forward signal");
+                    }
+                }
+            }
+            if status.is_none() {
+                status = reap(init);
+            }
+        }
+        for (slot, i) in streams.iter().enumerate() {
+            if fds[slot + 1].revents != 0 {
+                copier.copy(*i);
             }
         }
     }

@@ -128,8 +128,13 @@ impl Launcher for DockerLauncher {
         // The output files are opened before the task runs, beneath the
         // sandbox and never through a symlink: a task that later replaces
         // them with symlinks only unlinks what the agent keeps writing.
-        let stdout = open_output(&self.spec.stdout)?;
-        let stderr = open_output(&self.spec.stderr)?;
+        let (stdout, stderr) = match &self.spec.log_rotation {
+            None => (Output::Plain(open_output(&self.spec.stdout)?, self.spec.stdout.clone()), Output::Plain(open_output(&self.spec.stderr)?, self.spec.stderr.clone())),
+            Some(rotation) => {
+                let (out, err) = rotation.writers(&self.spec.stdout, &self.spec.stderr).map_err(|e| ContainerizerError::io("open container output file", &self.spec.stdout)(e.into()))?;
+                (Output::Rotating(out), Output::Rotating(err))
+            }
+        };
         let options = CreateContainerOptionsBuilder::new().name(&self.name).build();
         let request = self.request.clone();
         let created = self
@@ -150,12 +155,7 @@ impl Launcher for DockerLauncher {
         // misses nothing; the stream ends when the container stops. Output
         // reaches the sandbox files as the task writes it.
         let docker = self.engine.client().await?.clone();
-        self.logs = Some(tokio::spawn(copy_logs(
-            docker,
-            self.name.clone(),
-            (stdout, self.spec.stdout.clone()),
-            (stderr, self.spec.stderr.clone()),
-        )));
+        self.logs = Some(tokio::spawn(copy_logs(docker, self.name.clone(), stdout, stderr)));
         Ok(())
     }
 
@@ -379,28 +379,51 @@ fn signal_bit(signal: u32) -> u64 {
     1u64 << (signal - 1)
 }
 
-/// Follows the container's log into the opened stdout and stderr files
-/// (appending) until the container stops.
-async fn copy_logs(
-    docker: Docker,
-    name: String,
-    (mut out, stdout): (tokio::fs::File, PathBuf),
-    (mut err, stderr): (tokio::fs::File, PathBuf),
-) -> Result<(), ContainerizerError> {
+/// Where the container's output goes: a sandbox file (the `sandbox` logger), or a rotating one (`logrotate`).
+enum Output {
+    Plain(tokio::fs::File, PathBuf),
+    Rotating(crate::log_rotate::RotatingWriter),
+}
+
+impl Output {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ContainerizerError> {
+        match self {
+            Output::Plain(file, path) => file.write_all(bytes).await.map_err(ContainerizerError::io("write container output", &*path)),
+            // Appends to a local file (and, rarely, a few renames): short, done in place.
+            Output::Rotating(w) => {
+                let path = w.path().to_path_buf();
+                w.write(bytes).map_err(ContainerizerError::io("write container output", path))
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ContainerizerError> {
+        match self {
+            Output::Plain(file, path) => file.flush().await.map_err(ContainerizerError::io("flush container output", &*path)),
+            Output::Rotating(_) => Ok(()),
+        }
+    }
+}
+
+/// Follows the container's log into the stdout and stderr outputs until the container stops.
+///
+/// The follower runs in the executor (mezzo-executor), which outlives an agent restart: it keeps following,
+/// and rotating, while the agent is away and after it is back; nothing is read twice or skipped.
+async fn copy_logs(docker: Docker, name: String, mut out: Output, mut err: Output) -> Result<(), ContainerizerError> {
     let options = LogsOptionsBuilder::new().follow(true).stdout(true).stderr(true).build();
     let mut stream = docker.logs(&name, Some(options));
     while let Some(item) = stream.next().await {
-        let (file, path, bytes) = match item {
-            Ok(bollard::container::LogOutput::StdErr { message }) => (&mut err, &stderr, message),
+        let (output, bytes) = match item {
+            Ok(bollard::container::LogOutput::StdErr { message }) => (&mut err, message),
             Ok(bollard::container::LogOutput::StdOut { message })
-            | Ok(bollard::container::LogOutput::Console { message }) => (&mut out, &stdout, message),
+            | Ok(bollard::container::LogOutput::Console { message }) => (&mut out, message),
             Ok(bollard::container::LogOutput::StdIn { .. }) => continue,
             Err(e) => return Err(ContainerizerError::Docker(format!("logs of container {name}: {e}"))),
         };
-        file.write_all(&bytes).await.map_err(ContainerizerError::io("write container output", path))?;
+        output.write(&bytes).await?;
     }
-    out.flush().await.map_err(ContainerizerError::io("flush container output", &stdout))?;
-    err.flush().await.map_err(ContainerizerError::io("flush container output", &stderr))?;
+    out.flush().await?;
+    err.flush().await?;
     Ok(())
 }
 

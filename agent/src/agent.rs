@@ -133,7 +133,6 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         agent.remove_cgroups_root();
         return Ok(());
     }
-    agent.schedule_gc_on_disk();
     tokio::spawn(crate::gc::Gc::run(agent.clone()));
     tokio::spawn(crate::master_link::register_and_ping(agent.clone()));
     let app = crate::http::router(agent.clone());

@@ -78,6 +78,9 @@ impl Agent {
             }
             return Ok(false);
         }
+        // Every recovered executor is in the state now, before any is reaped: the rest of what is on disk
+        // ended before the restart.
+        self.schedule_gc_on_disk();
         for fate in fates {
             let agent = self.clone();
             match fate {

@@ -184,3 +184,26 @@ async fn rust_image_rotation_goes_on_across_an_agent_restart() -> Result<()> {
 async fn docker_rotation_goes_on_across_an_agent_restart() -> Result<()> {
     rotation_goes_on_across_an_agent_restart(Kind::Docker).await
 }
+
+/// A task that leaves a writer behind: the copy stops soon after the task's end (the writer goes with the
+/// container), and the task's own output is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_left_behind_does_not_hold_the_task_end() -> Result<()> {
+    if !runnable(Kind::MesosNoImage) {
+        return Ok(());
+    }
+    let mut cluster = Cluster::start_with("rust", &["--container_logger=logrotate", "--logrotate_max_stdout_size=4KB"]).await?;
+    let mut sched = Scheduler::subscribe(&cluster.master, "logrotate-bg").await?;
+    let offer = sched.next_offer(TIMEOUT).await?;
+    let command = "(while true; do echo bg; sleep 0.01; done) & sleep 0.3; echo fg";
+    sched.launch(&offer, command_task(&offer, "bg", command, Kind::MesosNoImage, "busybox", 64.0)).await?;
+    let started = Instant::now();
+    let done = wait_state(&mut sched, "bg", TaskState::TaskFinished).await.with_context(|| cluster.agent_log())?;
+    assert!(started.elapsed() < Duration::from_secs(30), "ended in {:?}", started.elapsed());
+    let stdout = std::fs::read_to_string(sandbox(&cluster, &sched, &done).join("stdout"))?;
+    assert!(stdout.lines().any(|l| l == "fg") && stdout.lines().all(|l| l == "fg" || l == "bg"), "{stdout}");
+    sched.teardown().await.ok();
+    cluster.stop();
+    assert_clean(&cluster);
+    Ok(())
+}

@@ -668,9 +668,11 @@ struct Stream {
     open: bool,
 }
 
-/// How long the copy waits for more output once the container's init ended: only processes that left its
-/// PID namespace (none has one without `namespaces/pid`) may still hold the pipes.
-const DRAIN_QUIET: i32 = 500;
+/// How long the copy waits for more output once the container's init ended: only processes that outlive it
+/// (without `namespaces/pid` nothing kills them with it) may still hold the pipes; they are killed when the
+/// container is deleted, after the copy. A quiet spell of `DRAIN_QUIET` ends it, and so does `DRAIN_MAX`.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(500);
+const DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Copier {
     fn new(pipes: Vec<(OwnedFd, mezzo_containerizer::log_rotate::RotatingWriter)>) -> Result<Copier> {
@@ -720,9 +722,12 @@ fn wait_copying(init: i32, set: &SigSet, copier: &mut Copier) -> Result<i32> {
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let signals = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).context("create a signalfd")?;
     let mut status = reap(init);
+    let mut drain_until = status.map(|_| std::time::Instant::now() + DRAIN_MAX);
     loop {
-        if status.is_some() && !copier.open() {
-            return Ok(status.expect("checked"));
+        if let Some(status) = status {
+            if !copier.open() || drain_until.is_some_and(|t| std::time::Instant::now() >= t) {
+                return Ok(status);
+            }
         }
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
         fds.push(libc::pollfd { fd: signals.as_raw_fd(), events: libc::POLLIN, revents: 0 });
@@ -730,7 +735,10 @@ fn wait_copying(init: i32, set: &SigSet, copier: &mut Copier) -> Result<i32> {
         for i in &streams {
             fds.push(libc::pollfd { fd: copier.streams[*i].pipe.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         }
-        let timeout = if status.is_some() { DRAIN_QUIET } else { -1 };
+        let timeout = match drain_until {
+            Some(t) => DRAIN_QUIET.min(t.saturating_duration_since(std::time::Instant::now())).as_millis() as i32,
+            None => -1,
+        };
         // SAFETY: `fds` is a live array of `fds.len()` pollfd structures for the duration of the call.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if ready < 0 {
@@ -760,6 +768,7 @@ fn wait_copying(init: i32, set: &SigSet, copier: &mut Copier) -> Result<i32> {
             }
             if status.is_none() {
                 status = reap(init);
+                drain_until = status.map(|_| std::time::Instant::now() + DRAIN_MAX);
             }
         }
         for (slot, i) in streams.iter().enumerate() {

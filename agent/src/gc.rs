@@ -250,29 +250,28 @@ impl Agent {
         let removed = tokio::task::spawn_blocking(move || {
             runs.into_iter()
                 .map(|run| {
-                    let mut ok = true;
+                    let mut failed = 0u64;
                     for dir in [run.sandbox(&work_dir), run.meta(&work_dir)] {
                         match mezzo_containerizer::tree::remove_tree(&dir) {
                             Ok(r) => tracing::info!(path = %dir.display(), entries = r.entries, "garbage collected"),
                             Err(e) => {
                                 tracing::warn!(path = %dir.display(), error = %e, "garbage collection failed");
-                                ok = false;
+                                failed += 1;
                             }
                         }
                     }
-                    (run, ok)
+                    (run, failed)
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        // Paths are counted as Mesos counts them: each run has two.
-        for (run, ok) in &removed {
-            let counter = if *ok { &self.gc.succeeded } else { &self.gc.failed };
-            counter.fetch_add(2, Ordering::Relaxed);
-            if *ok {
-                self.remove_emptied(run);
-            }
+        // Paths are counted as Mesos counts them: each run has two. A failed removal (a mount point left in the
+        // sandbox) is tried again by the next agent that finds the run on disk.
+        for (run, failed) in &removed {
+            self.gc.succeeded.fetch_add(2 - failed, Ordering::Relaxed);
+            self.gc.failed.fetch_add(*failed, Ordering::Relaxed);
+            self.remove_emptied(run);
         }
     }
 

@@ -113,6 +113,47 @@ async fn an_ended_sandbox_is_collected_after_gc_delay_and_a_running_one_is_kept(
     Ok(())
 }
 
+/// A mount left in an ended sandbox (as a container that failed to clean up would leave it): the collection
+/// neither enters it nor removes what is mounted; it removes the rest and counts a failed removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_left_in_a_sandbox_is_never_entered() -> Result<()> {
+    if !runnable() {
+        return Ok(());
+    }
+    let outside = tempfile::tempdir()?;
+    std::fs::write(outside.path().join("precious"), "HOST")?;
+    let mut cluster = Cluster::start_with("rust", &["--gc_delay=4secs", "--disk_watch_interval=1secs"]).await?;
+    let mut sched = Scheduler::subscribe(&cluster.master, "gc-mount").await?;
+    let offer = sched.next_offer(TIMEOUT).await?;
+    sched.launch_tasks(&offer, vec![command_task(&offer, "ended", "mkdir vol && echo x > file", Kind::MesosNoImage, "busybox", 32.0)]).await?;
+    let st = wait_states(&mut sched, &[("ended", TaskState::TaskFinished)]).await?;
+    let sandbox = run_dir(&cluster, false, &st[0], &sched);
+    let vol = sandbox.join("vol");
+    nix::mount::mount(Some(outside.path()), &vol, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)?;
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let unmount = Unmount(vol.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&cluster, "gc/path_removals_failed").await? == 0.0 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "no collection ran; log:\n{}", cluster.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!sandbox.join("file").exists(), "the rest of the sandbox went");
+    assert_eq!(std::fs::read_to_string(vol.join("precious"))?, "HOST", "the mount is left in place, its content untouched");
+    assert_eq!(metric(&cluster, "gc/path_removals_failed").await?, 1.0, "the sandbox's removal failed");
+    assert_eq!(metric(&cluster, "gc/path_removals_succeeded").await?, 1.0, "its meta dir's (none: no checkpoint) did not");
+    drop(unmount);
+    assert_eq!(std::fs::read_to_string(outside.path().join("precious"))?, "HOST");
+    sched.teardown().await.ok();
+    cluster.stop();
+    assert_clean(&cluster);
+    Ok(())
+}
+
 /// The agent restarts between a run's end and its collection: the restarted agent collects it from its end
 /// (its directories' mtime), and keeps the recovered running task's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

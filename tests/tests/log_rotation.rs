@@ -138,7 +138,9 @@ async fn rotation_goes_on_across_an_agent_restart(kind: Kind) -> Result<()> {
     );
     let running = sched.launch_and_wait_running(&offer, command_task(&offer, "restart", &command, kind, "busybox", 64.0), TIMEOUT).await?;
     let dir = sandbox(&cluster, &sched, &running);
-    wait_until("the first half is written", TIMEOUT, || dir.join("half").exists()).await?;
+    // The first half is written, and copied (docker's log follower may lag behind the task).
+    let copied = || kept_numbers(&dir, "stdout", "line", 4096).is_ok_and(|(lines, _)| lines.last() == Some(&1499));
+    wait_until("the first half is written and copied", TIMEOUT, || dir.join("half").exists() && copied()).await?;
     let (_, before) = kept_numbers(&dir, "stdout", "line", 4096)?;
     assert!(before >= 2, "rotated before the restart: {before}");
     cluster.restart_agent().await?;

@@ -383,10 +383,11 @@ mod tests {
         gc.schedule(run("new"), Duration::from_secs(99)); // scheduled once: the first time stands
         gc.schedule(run("ancient"), Duration::from_secs(1000));
         assert_eq!(gc.pending(), 3);
-        let mut s = gc.schedule.lock().unwrap();
-        assert_eq!(s.take_until(Instant::now()), [run("ancient")], "older than the delay: due at once");
-        assert!(s.take_until(Instant::now() + Duration::from_secs(19)).is_empty());
-        drop(s);
+        {
+            let mut s = gc.schedule.lock().unwrap();
+            assert_eq!(s.take_until(Instant::now()), [run("ancient")], "older than the delay: due at once");
+            assert!(s.take_until(Instant::now() + Duration::from_secs(19)).is_empty());
+        }
         tokio::time::advance(Duration::from_secs(10)).await;
         // 50% of the disk used: runs older than 100 * (1 - 0.1 - 0.5) = 40 s go: "old" (90 s), not "new" (10 s).
         let age = max_allowed_age(delay, 0.1, 0.5);

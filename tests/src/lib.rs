@@ -659,6 +659,39 @@ pub async fn sandbox_file(cluster: &Cluster, framework_id: &str, executor_id: &s
     Ok(resp.text().await?)
 }
 
+/// `mod $module { #[tokio::test] async fn $name() { super::$name($kind) } ... }`:
+/// one test per scenario function for the containerizer kind `$kind`.
+#[macro_export]
+macro_rules! tests_for_kind {
+    ($module:ident, $kind:expr, $($name:ident),* $(,)?) => {
+        mod $module {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> anyhow::Result<()> { super::$name($kind).await } )*
+        }
+    };
+}
+
+/// Each scenario `async fn name(kind: Kind) -> Result<()>` as a test for
+/// the rust containerizer with an image (`rust_with_image::name`), without
+/// one (`rust_without_image::name`) and docker (`docker::name`).
+#[macro_export]
+macro_rules! per_containerizer {
+    ($($name:ident),* $(,)?) => {
+        $crate::tests_for_kind!(rust_with_image, $crate::Kind::Mesos, $($name),*);
+        $crate::tests_for_kind!(rust_without_image, $crate::Kind::MesosNoImage, $($name),*);
+        $crate::tests_for_kind!(docker, $crate::Kind::Docker, $($name),*);
+    };
+}
+
+/// As [`per_containerizer!`], for the rust containerizer with an image and docker only.
+#[macro_export]
+macro_rules! per_image_containerizer {
+    ($($name:ident),* $(,)?) => {
+        $crate::tests_for_kind!(rust_with_image, $crate::Kind::Mesos, $($name),*);
+        $crate::tests_for_kind!(docker, $crate::Kind::Docker, $($name),*);
+    };
+}
+
 /// Names of the states in `updates`.
 pub fn states(updates: &[TaskStatus]) -> Vec<&'static str> {
     updates.iter().map(|s| s.state().as_str_name()).collect()

@@ -132,20 +132,7 @@ async fn kill_and_memory_limit(kind: Kind) -> Result<()> {
     Ok(())
 }
 
-macro_rules! per_containerizer {
-    ($($name:ident),* $(,)?) => {
-        mod rust_with_image {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Mesos).await } )*
-        }
-        mod docker {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Docker).await } )*
-        }
-    };
-}
-
-per_containerizer!(
+mezzo_tests::per_image_containerizer!(
     exit_zero_gives_starting_running_finished,
     exit_three_gives_failed,
     echo_hi_lands_in_sandbox_stdout,

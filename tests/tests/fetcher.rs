@@ -372,21 +372,4 @@ async fn custom_executor_uris_are_fetched_before_it_starts() -> Result<()> {
     Ok(())
 }
 
-macro_rules! per_containerizer {
-    ($($name:ident),* $(,)?) => {
-        mod rust_with_image {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Mesos).await } )*
-        }
-        mod rust_without_image {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::MesosNoImage).await } )*
-        }
-        mod docker {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Docker).await } )*
-        }
-    };
-}
-
-per_containerizer!(fetched_artifacts_are_used_by_the_command, failed_fetches_fail_the_launch, a_kill_while_fetching_ends_the_launch);
+mezzo_tests::per_containerizer!(fetched_artifacts_are_used_by_the_command, failed_fetches_fail_the_launch, a_kill_while_fetching_ends_the_launch);

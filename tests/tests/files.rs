@@ -160,23 +160,11 @@ async fn files_never_follow_a_symlink_out_of_the_sandbox() {
 #[tokio::test]
 async fn files_never_return_host_data_while_a_directory_is_swapped_for_a_symlink() {
     mezzo_testkit::require_root!();
-    use nix::fcntl::{renameat2, RenameFlags};
     let w = World::new().await.unwrap();
     // `dir` and `swap` trade places atomically, over and over: `dir` is
     // always either the real directory or a symlink to the host's.
     symlink(&w.outside, w.sandbox.join("swap")).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let racer = {
-        let (stop, sandbox) = (stop.clone(), w.sandbox.clone());
-        std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                renameat2(None, &sandbox.join("dir"), None, &sandbox.join("swap"), RenameFlags::RENAME_EXCHANGE).unwrap();
-                swaps += 1;
-            }
-            swaps
-        })
-    };
+    let (stop, racer) = swap_until_stopped(&w.sandbox);
     let deadline = Instant::now() + Duration::from_secs(4);
     let (mut inside, mut refused, mut leaked) = (0, 0, Vec::new());
     while Instant::now() < deadline {
@@ -307,7 +295,6 @@ async fn files_read_refuses_bad_numbers_naming_them_and_the_agent_lives() {
 #[tokio::test]
 async fn files_browse_never_lists_a_host_directory_while_a_directory_is_swapped_for_a_symlink() {
     mezzo_testkit::require_root!();
-    use nix::fcntl::{renameat2, RenameFlags};
     let w = World::new().await.unwrap();
     symlink(&w.outside, w.sandbox.join("swap")).unwrap();
     nix::unistd::mkfifo(&w.sandbox.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
@@ -324,18 +311,7 @@ async fn files_browse_never_lists_a_host_directory_while_a_directory_is_swapped_
             assert_eq!(b, body, "{rel}");
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let racer = {
-        let (stop, sandbox) = (stop.clone(), w.sandbox.clone());
-        std::thread::spawn(move || {
-            let mut swaps = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                renameat2(None, &sandbox.join("dir"), None, &sandbox.join("swap"), RenameFlags::RENAME_EXCHANGE).unwrap();
-                swaps += 1;
-            }
-            swaps
-        })
-    };
+    let (stop, racer) = swap_until_stopped(&w.sandbox);
     let deadline = Instant::now() + Duration::from_secs(3);
     let (mut inside, mut refused, mut leaked) = (0, 0, Vec::new());
     while Instant::now() < deadline {
@@ -359,4 +335,21 @@ async fn files_browse_never_lists_a_host_directory_while_a_directory_is_swapped_
     let swaps = racer.join().unwrap();
     assert!(leaked.is_empty(), "a host directory was listed {} times: {:?}", leaked.len(), leaked.first());
     assert!(swaps > 1000 && inside > 0 && refused > 0, "the race ran: {swaps} swaps, {inside} listings inside, {refused} refused");
+}
+
+/// Exchanges `dir` and `swap` in `sandbox` atomically, over and over, on a
+/// thread, until the returned flag is set; the thread returns the number of swaps.
+fn swap_until_stopped(sandbox: &std::path::Path) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
+    use nix::fcntl::{renameat2, RenameFlags};
+    let stop = Arc::new(AtomicBool::new(false));
+    let (flag, sandbox) = (stop.clone(), sandbox.to_path_buf());
+    let racer = std::thread::spawn(move || {
+        let mut swaps = 0u64;
+        while !flag.load(Ordering::Relaxed) {
+            renameat2(None, &sandbox.join("dir"), None, &sandbox.join("swap"), RenameFlags::RENAME_EXCHANGE).unwrap();
+            swaps += 1;
+        }
+        swaps
+    });
+    (stop, racer)
 }

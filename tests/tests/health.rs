@@ -360,24 +360,7 @@ async fn bad_checks_are_refused_by_the_master() -> Result<()> {
     .await
 }
 
-macro_rules! per_containerizer {
-    ($($name:ident),* $(,)?) => {
-        mod rust_with_image {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Mesos).await } )*
-        }
-        mod rust_without_image {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::MesosNoImage).await } )*
-        }
-        mod docker {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Docker).await } )*
-        }
-    };
-}
-
-per_containerizer!(
+mezzo_tests::per_containerizer!(
     http_tcp_and_command_checks_turn_healthy,
     app_that_stops_answering_is_killed,
     killed_task_reports_no_unhealthy_update,

@@ -327,20 +327,7 @@ fn sandbox_file(cluster: &Cluster, task: &str, name: &str) -> Result<std::path::
     anyhow::bail!("no sandbox file {name} for {task} under {}", slaves.display())
 }
 
-macro_rules! per_containerizer {
-    ($($name:ident),* $(,)?) => {
-        mod rust_with_image {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Mesos).await } )*
-        }
-        mod docker {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() -> Result<()> { super::$name(Kind::Docker).await } )*
-        }
-    };
-}
-
-per_containerizer!(
+mezzo_tests::per_image_containerizer!(
     kill_of_sleep_ends_well_under_the_grace,
     task_trapping_term_exits_on_its_own_and_is_killed,
     task_ignoring_term_is_killed_after_the_grace,

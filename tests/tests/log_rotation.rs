@@ -5,27 +5,11 @@
 
 use anyhow::{ensure, Context, Result};
 use mezzo_proto::mesos::v1::{TaskState, TaskStatus};
-use mezzo_tests::{assert_clean, command_task, container_id_of, wait_recovered, wait_until, Cluster, Kind, Scheduler};
+use mezzo_tests::{assert_clean, command_task, container_id_of, containerizer_of as containerizers, runnable, wait_recovered, wait_until, Cluster, Kind, Scheduler};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-fn runnable(kind: Kind) -> bool {
-    if !mezzo_testkit::is_root() {
-        mezzo_testkit::skip("needs root");
-        return false;
-    }
-    if kind == Kind::Docker && !mezzo_testkit::docker_available() {
-        mezzo_testkit::skip("needs a running Docker engine");
-        return false;
-    }
-    true
-}
-
-fn containerizers(kind: Kind) -> &'static str {
-    if kind == Kind::Docker { "docker" } else { "rust" }
-}
 
 /// A shell loop printing `line <i>` for i in [from, to) on stdout, and `err <i>` on stderr every 100 lines.
 fn numbered(from: usize, to: usize) -> String {

@@ -246,8 +246,11 @@ async fn a_restarted_master_takes_the_agent_back_with_its_running_task() {
 async fn restarted_master() -> Result<()> {
     let (mut cluster, victim, agent_id) = with_victim().await?;
     let framework = victim.framework_id.clone();
-    drop(victim);
+    // The framework's connection stays open until the master is gone: a
+    // disconnect the old master saw first would tear the framework down
+    // (failover_timeout 0) and kill its task before the restart.
     cluster.restart_master().await?;
+    drop(victim);
     let agents = slaves(&cluster.master).await?;
     assert_eq!(agents[0]["id"], agent_id.as_str(), "same agent id after the master restart");
     let state: serde_json::Value = serde_json::from_slice(&reqwest::get(format!("http://{}/state", cluster.master)).await?.bytes().await?)?;

@@ -53,7 +53,7 @@ fn validate_role(role: &str) -> Result<(), String> {
 
 /// The roles a FrameworkInfo asks for: `roles`, else the legacy `role`,
 /// else `*`.
-fn roles_of(info: &FrameworkInfo) -> Vec<String> {
+pub(crate) fn roles_of(info: &FrameworkInfo) -> Vec<String> {
     #[allow(deprecated)]
     let legacy_role = &info.role;
     if !info.roles.is_empty() {

@@ -39,6 +39,7 @@ use crate::error::CallError;
 use crate::http_auth::{self, Realm};
 use crate::master::{framework_id, master_status, Agent, Framework, Master, Shared, TaskRecord, MESOS_VERSION};
 use crate::resources::Resources;
+use crate::framework::roles_of;
 use crate::scheduler_api::{negotiate, request_content_type};
 use crate::validation::id_field;
 
@@ -253,17 +254,6 @@ fn framework_resources(fw: &Framework, master: &Master) -> (Resources, Resources
         offered.add(&offer.resources);
     }
     (used, offered)
-}
-
-/// The roles a framework subscribed with: `roles`, else the legacy `role`, else `*`.
-fn roles_of(info: &FrameworkInfo) -> Vec<String> {
-    #[allow(deprecated)]
-    let legacy = info.role.clone();
-    if info.roles.is_empty() {
-        vec![legacy.unwrap_or_else(|| "*".to_string())]
-    } else {
-        info.roles.clone()
-    }
 }
 
 fn get_agents(master: &Master) -> response::GetAgents {
